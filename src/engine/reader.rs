@@ -1,0 +1,428 @@
+//! The typed reader.
+
+use std::marker::PhantomData;
+use std::ops::{Bound, ControlFlow};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rkyv::api::high::HighValidator;
+use rkyv::bytecheck::CheckBytes;
+use rkyv::rancor;
+use rkyv::Archive;
+
+use crate::engine::view::EventView;
+use crate::error::{Error, Result};
+use crate::index::{parse_stream_key, parse_stream_version_key, stream_version_key, Head};
+use crate::log::{record, Envelope};
+use crate::storage::{ReadTxn, Storage};
+use crate::types::{default_event_type, Direction, IntoStreamId, StreamId, StreamInfo};
+
+/// Default longest time a `for_each_*` scan keeps one read transaction open.
+pub const DEFAULT_MAX_TXN_AGE: Duration = Duration::from_millis(100);
+
+/// Reads events of type `E`: point reads, stream and log ranges, stream listings.
+///
+/// Reads return [`EventView`]s that deref to `E::Archived`, validated with bytecheck and borrowed
+/// from the read transaction without copying. Records whose event type is not one this reader
+/// accepts give [`Error::WrongEventType`] (by default a reader accepts the type name its
+/// [`Writer`](crate::engine::Writer) stores, [`default_event_type::<E>()`](crate::default_event_type)).
+///
+/// ```
+/// use varvedb::storage::{Storage, StorageConfig};
+/// use varvedb::engine::{Reader, Writer};
+/// use varvedb::Direction;
+///
+/// #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
+/// #[rkyv(derive(Debug))]
+/// pub struct Ping { pub n: u32 }
+///
+/// let dir = tempfile::tempdir()?;
+/// let storage = Storage::open(StorageConfig { path: dir.path().into(), ..Default::default() })?;
+/// let mut writer = Writer::<Ping>::new(storage.clone());
+/// for n in 1..=3 {
+///     writer.append(1, n as u64, Ping { n })?;
+/// }
+/// let reader = Reader::<Ping>::new(storage.clone());
+/// let txn = storage.env.read_txn()?;
+/// let newest_first: Vec<u32> = reader
+///     .read_stream(&txn, 1, u64::MAX, Direction::Backward)?
+///     .map(|event| event.map(|e| e.n.to_native()))
+///     .collect::<Result<_, _>>()?;
+/// assert_eq!(newest_first, [3, 2, 1]);
+/// # Ok::<(), varvedb::error::Error>(())
+/// ```
+pub struct Reader<E> {
+    storage: Storage,
+    accepted: Arc<[String]>,
+    max_txn_age: Duration,
+    _event: PhantomData<fn() -> E>,
+}
+
+impl<E> Clone for Reader<E> {
+    fn clone(&self) -> Self {
+        Reader {
+            storage: self.storage.clone(),
+            accepted: Arc::clone(&self.accepted),
+            max_txn_age: self.max_txn_age,
+            _event: PhantomData,
+        }
+    }
+}
+
+impl<E> std::fmt::Debug for Reader<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader")
+            .field("path", &self.storage.path())
+            .field("accepted", &self.accepted)
+            .finish()
+    }
+}
+
+/// An iterator over events, borrowing the caller's read transaction.
+pub struct Events<'t, E: Archive> {
+    inner: Box<dyn Iterator<Item = Result<EventView<'t, E>>> + 't>,
+}
+
+impl<'t, E: Archive> Iterator for Events<'t, E> {
+    type Item = Result<EventView<'t, E>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.inner.next()
+    }
+}
+
+type RawRange<'t> = Box<dyn Iterator<Item = heed::Result<(u64, &'t [u8])>> + 't>;
+type Opener<'a, E> = dyn for<'t> Fn(&'t ReadTxn, u64) -> Result<Events<'t, E>> + 'a;
+
+impl<E> Reader<E>
+where
+    E: Archive + 'static,
+    E::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
+{
+    /// A reader for events of type `E`.
+    pub fn new(storage: Storage) -> Self {
+        Reader {
+            storage,
+            accepted: vec![default_event_type::<E>()].into(),
+            max_txn_age: DEFAULT_MAX_TXN_AGE,
+            _event: PhantomData,
+        }
+    }
+
+    /// Also accepts records stored under these event type names (written with
+    /// [`Writer::with_event_type`](crate::engine::Writer::with_event_type) or
+    /// [`NewEvent::with_event_type`](crate::NewEvent::with_event_type)) as archives of `E`.
+    pub fn accept_event_types<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut all: Vec<String> = self.accepted.to_vec();
+        all.extend(names.into_iter().map(Into::into));
+        self.accepted = all.into();
+        self
+    }
+
+    /// Sets how long a `for_each_*` scan may keep one read transaction open before it renews it
+    /// (default [`DEFAULT_MAX_TXN_AGE`]).
+    pub fn with_max_txn_age(mut self, age: Duration) -> Self {
+        self.max_txn_age = age;
+        self
+    }
+
+    /// The store this reader reads.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// The event at global sequence `seq`, or `None` when there is none (including `seq` 0).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupted`] when the record fails its checksum, [`Error::WrongEventType`] when it
+    /// holds another type, [`Error::InvalidPayload`] when the payload is not a valid archive of
+    /// `E`, [`Error::Lmdb`].
+    pub fn get<'t>(&self, txn: &'t ReadTxn, seq: u64) -> Result<Option<EventView<'t, E>>> {
+        match self.storage.shared.dbs.log.get(txn.raw(), &seq)? {
+            Some(bytes) => self.view(seq, bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The envelope of the event at `seq`, without reading its payload and whatever its type.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupted`] when the record's header fails its checksum, [`Error::Lmdb`].
+    pub fn envelope<'t>(&self, txn: &'t ReadTxn, seq: u64) -> Result<Option<Envelope<'t>>> {
+        match self.storage.shared.dbs.log.get(txn.raw(), &seq)? {
+            Some(bytes) => Ok(Some(record::decode(seq, bytes)?.envelope)),
+            None => Ok(None),
+        }
+    }
+
+    /// The current version of `stream`: the version of its last event, 0 when it has none.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupted`] when the stream's head is damaged, [`Error::InvalidStreamId`],
+    /// [`Error::Lmdb`].
+    pub fn stream_version(&self, txn: &ReadTxn, stream: impl IntoStreamId) -> Result<u64> {
+        let stream = stream.into_stream_id()?;
+        Ok(self
+            .storage
+            .head_of(txn.raw(), stream)?
+            .map_or(0, |h| h.version))
+    }
+
+    /// The last event of `stream`, or `None` when the stream has no events.
+    ///
+    /// # Errors
+    ///
+    /// As [`Reader::get`], plus [`Error::Corrupted`] when the stream's head is damaged.
+    pub fn last_in_stream<'t>(
+        &self,
+        txn: &'t ReadTxn,
+        stream: impl IntoStreamId,
+    ) -> Result<Option<EventView<'t, E>>> {
+        let stream = stream.into_stream_id()?;
+        let Some(head) = self.storage.head_of(txn.raw(), stream)? else {
+            return Ok(None);
+        };
+        let bytes = self
+            .storage
+            .shared
+            .dbs
+            .log
+            .get(txn.raw(), &head.last_seq)?
+            .ok_or_else(|| {
+                Error::corrupted(head.last_seq, "stream head points at a missing record")
+            })?;
+        let view = self.view(head.last_seq, bytes)?;
+        check_place(&view, stream, head.version)?;
+        Ok(Some(view))
+    }
+
+    /// The events of `stream` from version `from` on (inclusive), in `direction`. Use
+    /// `u64::MAX` with [`Direction::Backward`] to start at the stream's last event.
+    ///
+    /// The iterator reads in the caller's transaction; for long reads without holding one
+    /// transaction, use [`Reader::for_each_in_stream`].
+    ///
+    /// # Errors
+    ///
+    /// The call fails on [`Error::InvalidStreamId`] or [`Error::Lmdb`]; each item fails as
+    /// [`Reader::get`] does, or with [`Error::Corrupted`] when the index disagrees with the log.
+    pub fn read_stream<'t>(
+        &self,
+        txn: &'t ReadTxn,
+        stream: impl IntoStreamId,
+        from: u64,
+        direction: Direction,
+    ) -> Result<Events<'t, E>> {
+        let stream = stream.into_stream_id()?;
+        let index = self.storage.shared.dbs.stream_index;
+        let (lo, hi) = match direction {
+            Direction::Forward => (
+                stream_version_key(stream, from),
+                stream_version_key(stream, u64::MAX),
+            ),
+            Direction::Backward => (
+                stream_version_key(stream, 0),
+                stream_version_key(stream, from),
+            ),
+        };
+        let bounds = (Bound::Included(&lo[..]), Bound::Included(&hi[..]));
+        let raw: Box<dyn Iterator<Item = heed::Result<(&'t [u8], u64)>> + 't> = match direction {
+            Direction::Forward => Box::new(index.range(txn.raw(), &bounds)?),
+            Direction::Backward => Box::new(index.rev_range(txn.raw(), &bounds)?),
+        };
+        let reader = self.clone();
+        let log = self.storage.shared.dbs.log;
+        Ok(Events {
+            inner: Box::new(raw.map(move |entry| {
+                let (key, seq) = entry?;
+                let (_, version) = parse_stream_version_key(key)
+                    .ok_or_else(|| Error::corrupted(seq, "malformed stream index key"))?;
+                let bytes = log.get(txn.raw(), &seq)?.ok_or_else(|| {
+                    Error::corrupted(seq, "stream index points at a missing record")
+                })?;
+                let view = reader.view(seq, bytes)?;
+                check_place(&view, stream, version)?;
+                Ok(view)
+            })),
+        })
+    }
+
+    /// The events of the global log from sequence `from` on (inclusive), in `direction`. Use
+    /// `u64::MAX` with [`Direction::Backward`] to start at the newest event.
+    ///
+    /// The iterator reads in the caller's transaction; for long reads without holding one
+    /// transaction, use [`Reader::for_each_in_log`].
+    ///
+    /// # Errors
+    ///
+    /// The call fails on [`Error::Lmdb`]; each item fails as [`Reader::get`] does.
+    pub fn read_log<'t>(
+        &self,
+        txn: &'t ReadTxn,
+        from: u64,
+        direction: Direction,
+    ) -> Result<Events<'t, E>> {
+        let log = self.storage.shared.dbs.log;
+        let raw: RawRange<'t> = match direction {
+            Direction::Forward => Box::new(log.range(txn.raw(), &(from..))?),
+            Direction::Backward => Box::new(log.rev_range(txn.raw(), &(..=from))?),
+        };
+        let reader = self.clone();
+        Ok(Events {
+            inner: Box::new(raw.map(move |entry| {
+                let (seq, bytes) = entry?;
+                reader.view(seq, bytes)
+            })),
+        })
+    }
+
+    /// Every stream, ordered by id, with its current version and first and last sequence.
+    ///
+    /// # Errors
+    ///
+    /// The call fails on [`Error::Lmdb`]; an item fails with [`Error::Corrupted`] when a stream
+    /// head is damaged.
+    pub fn streams<'t>(
+        &self,
+        txn: &'t ReadTxn,
+    ) -> Result<impl Iterator<Item = Result<StreamInfo>> + 't> {
+        let iter = self.storage.shared.dbs.heads.iter(txn.raw())?;
+        Ok(iter.map(|entry| {
+            let (key, value) = entry?;
+            let stream = parse_stream_key(key)?;
+            Ok(Head::decode(stream, value)?.info(stream))
+        }))
+    }
+
+    /// Calls `f` with each event of the log from `from` on, in `direction`, until the log ends or
+    /// `f` breaks. Returns the number of events visited.
+    ///
+    /// The scan renews its read transaction whenever one has been open for longer than the
+    /// reader's max transaction age, so a long scan (or a slow `f`) never pins old pages. Each
+    /// view is valid during its call of `f`. A scan sees events committed while it runs.
+    ///
+    /// # Errors
+    ///
+    /// Stops at the first event that fails to read, with the error of [`Reader::get`]: nothing is
+    /// skipped silently. Resume after `seq` to skip a damaged record on purpose.
+    pub fn for_each_in_log(
+        &self,
+        from: u64,
+        direction: Direction,
+        f: impl FnMut(EventView<'_, E>) -> ControlFlow<()>,
+    ) -> Result<u64> {
+        self.renewing(
+            from,
+            direction,
+            &|txn, next| self.read_log(txn, next, direction),
+            |v| v.seq(),
+            f,
+        )
+    }
+
+    /// Calls `f` with each event of `stream` from version `from` on, in `direction`, renewing the
+    /// read transaction as [`Reader::for_each_in_log`] does. Returns the number of events visited.
+    ///
+    /// # Errors
+    ///
+    /// As [`Reader::for_each_in_log`], plus [`Error::InvalidStreamId`].
+    pub fn for_each_in_stream(
+        &self,
+        stream: impl IntoStreamId,
+        from: u64,
+        direction: Direction,
+        f: impl FnMut(EventView<'_, E>) -> ControlFlow<()>,
+    ) -> Result<u64> {
+        let stream = stream.into_stream_id()?;
+        self.renewing(
+            from,
+            direction,
+            &|txn, next| self.read_stream(txn, stream, next, direction),
+            |v| v.version(),
+            f,
+        )
+    }
+
+    /// Drives a scan in read transactions of bounded age. `open` starts the range at a position,
+    /// `position` tells where a view is, so the next transaction resumes right after it.
+    fn renewing(
+        &self,
+        from: u64,
+        direction: Direction,
+        open: &Opener<'_, E>,
+        position: fn(&EventView<'_, E>) -> u64,
+        mut f: impl FnMut(EventView<'_, E>) -> ControlFlow<()>,
+    ) -> Result<u64> {
+        let mut next = from;
+        let mut visited = 0u64;
+        loop {
+            let txn = self.storage.env.read_txn()?;
+            let opened = Instant::now();
+            let mut events = open(&txn, next)?;
+            let mut in_txn = 0u32;
+            loop {
+                let Some(view) = events.next().transpose()? else {
+                    return Ok(visited);
+                };
+                let pos = position(&view);
+                visited += 1;
+                if f(view).is_break() {
+                    return Ok(visited);
+                }
+                next = match direction {
+                    Direction::Forward if pos < u64::MAX => pos + 1,
+                    Direction::Backward if pos > 1 => pos - 1,
+                    _ => return Ok(visited),
+                };
+                in_txn += 1;
+                if in_txn % 64 == 0 && opened.elapsed() > self.max_txn_age {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Verifies a record and makes a typed view of it.
+    fn view<'t>(&self, seq: u64, bytes: &'t [u8]) -> Result<EventView<'t, E>> {
+        let rec = record::decode(seq, bytes)?;
+        let found = rec.envelope.event_type;
+        if !self.accepted.iter().any(|a| a == found) {
+            return Err(Error::WrongEventType {
+                seq,
+                expected: self.accepted.join(" | "),
+                found: found.to_string(),
+            });
+        }
+        let (view, copied) = EventView::new(rec.envelope, rec.payload()?)?;
+        if copied {
+            self.storage
+                .shared
+                .unaligned_copies
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(view)
+    }
+}
+
+/// Checks that a record reached through an index is the one the index names.
+fn check_place<E: Archive>(view: &EventView<'_, E>, stream: StreamId, version: u64) -> Result<()> {
+    let env = view.envelope();
+    if env.stream != stream || env.version != version {
+        return Err(Error::corrupted(
+            env.seq,
+            format!(
+                "index says stream {stream} version {version}, record says stream {} version {}",
+                env.stream, env.version
+            ),
+        ));
+    }
+    Ok(())
+}

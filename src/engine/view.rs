@@ -1,0 +1,135 @@
+//! Zero-copy views of stored events.
+#![allow(unsafe_code)]
+
+use std::fmt;
+use std::ops::Deref;
+
+use rkyv::api::high::HighValidator;
+use rkyv::bytecheck::CheckBytes;
+use rkyv::rancor;
+use rkyv::util::AlignedVec;
+use rkyv::Archive;
+
+use crate::error::{Error, Result};
+use crate::log::Envelope;
+
+/// Alignment VarveDB guarantees to payloads: rkyv archives need at most 16.
+pub(crate) const PAYLOAD_ALIGN: usize = 16;
+
+/// A stored event: its envelope and a validated view of its archived payload.
+///
+/// Derefs to `E::Archived` (for `#[derive(rkyv::Archive)] struct MyEvent`, `ArchivedMyEvent`).
+/// When the payload is 16-byte aligned in the memory map, which the record layout arranges, the
+/// view points straight into the map: no allocation, no copy. Otherwise the payload is copied
+/// once into an aligned buffer, and [`Stats::unaligned_copies`](crate::storage::Stats) counts it.
+pub struct EventView<'t, E: Archive> {
+    envelope: Envelope<'t>,
+    payload: Payload<'t, E::Archived>,
+}
+
+enum Payload<'t, A> {
+    Borrowed(&'t A),
+    /// Validated copy; `A` lives at the root position of the buffer.
+    Copied(AlignedVec<PAYLOAD_ALIGN>),
+}
+
+impl<'t, E: Archive> EventView<'t, E>
+where
+    E::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
+{
+    /// Validates `payload` as an archived `E`, copying it first when it is misaligned. Returns the
+    /// view and whether a copy was made.
+    pub(crate) fn new(envelope: Envelope<'t>, payload: &'t [u8]) -> Result<(Self, bool)> {
+        let invalid = |e: rancor::Error| Error::InvalidPayload {
+            seq: envelope.seq,
+            reason: e.to_string(),
+        };
+        if (payload.as_ptr() as usize) % PAYLOAD_ALIGN == 0 {
+            let archived = rkyv::access::<E::Archived, rancor::Error>(payload).map_err(invalid)?;
+            return Ok((
+                EventView {
+                    envelope,
+                    payload: Payload::Borrowed(archived),
+                },
+                false,
+            ));
+        }
+        let mut copy = AlignedVec::<PAYLOAD_ALIGN>::with_capacity(payload.len());
+        copy.extend_from_slice(payload);
+        rkyv::access::<E::Archived, rancor::Error>(&copy).map_err(invalid)?;
+        Ok((
+            EventView {
+                envelope,
+                payload: Payload::Copied(copy),
+            },
+            true,
+        ))
+    }
+}
+
+impl<'t, E: Archive> EventView<'t, E> {
+    /// The event's envelope.
+    pub fn envelope(&self) -> &Envelope<'t> {
+        &self.envelope
+    }
+
+    /// Global sequence of the event.
+    pub fn seq(&self) -> u64 {
+        self.envelope.seq
+    }
+
+    /// Version of the event in its stream.
+    pub fn version(&self) -> u64 {
+        self.envelope.version
+    }
+
+    /// The archived event.
+    pub fn archived(&self) -> &E::Archived {
+        match &self.payload {
+            Payload::Borrowed(a) => a,
+            // SAFETY: `new` validated these exact bytes as an `E::Archived` with bytecheck
+            // (`rkyv::access`) before storing them, the buffer is 16-byte aligned, and it is never
+            // mutated afterwards, so the unchecked access sees the same valid archive.
+            Payload::Copied(bytes) => unsafe { rkyv::access_unchecked::<E::Archived>(bytes) },
+        }
+    }
+
+    /// Whether the payload had to be copied because it was misaligned in the map.
+    pub fn is_copied(&self) -> bool {
+        matches!(self.payload, Payload::Copied(_))
+    }
+
+    /// Deserializes the archived event into an owned `E`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidPayload`] if rkyv's deserializer fails (for example on a shared pointer
+    /// limit); the archive itself was validated when the view was made.
+    pub fn deserialize(&self) -> Result<E>
+    where
+        E::Archived: rkyv::Deserialize<E, rkyv::api::high::HighDeserializer<rancor::Error>>,
+    {
+        rkyv::deserialize::<E, rancor::Error>(self.archived()).map_err(|e| Error::InvalidPayload {
+            seq: self.envelope.seq,
+            reason: e.to_string(),
+        })
+    }
+}
+
+impl<E: Archive> Deref for EventView<'_, E> {
+    type Target = E::Archived;
+
+    fn deref(&self) -> &E::Archived {
+        self.archived()
+    }
+}
+
+impl<E: Archive> fmt::Debug for EventView<'_, E>
+where
+    E::Archived: fmt::Debug,
+{
+    /// Formats the archived event, as if the view were `&E::Archived`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.archived(), f)
+    }
+}

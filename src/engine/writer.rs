@@ -1,0 +1,255 @@
+//! The typed writer.
+
+use std::marker::PhantomData;
+
+use rkyv::api::high::HighSerializer;
+use rkyv::rancor;
+use rkyv::ser::allocator::{Arena, ArenaHandle};
+use tokio::sync::watch;
+
+use crate::error::{Error, Result};
+use crate::log::append::{self, Staged};
+use crate::log::record::{self, RecordParts, MAX_EVENT_TYPE_LEN};
+use crate::storage::Storage;
+use crate::types::{
+    default_event_type, Appended, ExpectedVersion, IntoStreamId, NewEvent, StreamId,
+};
+
+/// The rkyv serializer the writer uses; an event type `E` must implement
+/// `for<'a> rkyv::Serialize<EventSerializer<'a>>`, which `#[derive(rkyv::Serialize)]` provides.
+pub type EventSerializer<'a> = HighSerializer<Vec<u8>, ArenaHandle<'a>, rancor::Error>;
+
+/// Appends events of type `E`.
+///
+/// A writer keeps reusable serialization buffers, hence `&mut self`. Clone it (cheap) to write
+/// from several threads or tasks: clones share the store, and LMDB serialises their transactions.
+///
+/// ```
+/// use varvedb::storage::{Storage, StorageConfig};
+/// use varvedb::engine::Writer;
+/// use varvedb::ExpectedVersion;
+///
+/// #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
+/// #[rkyv(derive(Debug))]
+/// pub struct Deposited { pub cents: u64 }
+///
+/// let dir = tempfile::tempdir()?;
+/// let storage = Storage::open(StorageConfig { path: dir.path().into(), ..Default::default() })?;
+/// let mut writer = Writer::<Deposited>::new(storage.clone());
+/// assert_eq!(writer.append(7, 1, Deposited { cents: 100 })?, 1);
+/// let batch = writer.append_batch(7, ExpectedVersion::Exact(1), vec![
+///     Deposited { cents: 5 },
+///     Deposited { cents: 6 },
+/// ])?;
+/// assert_eq!(batch.last().version, 3);
+/// assert_eq!(batch.last().seq, 3);
+/// # Ok::<(), varvedb::error::Error>(())
+/// ```
+pub struct Writer<E> {
+    storage: Storage,
+    event_type: String,
+    schema_version: u16,
+    buf: Vec<u8>,
+    arena: Arena,
+    staged: Vec<Staged>,
+    ids: Vec<u128>,
+    _event: PhantomData<fn(E)>,
+}
+
+impl<E> Clone for Writer<E> {
+    fn clone(&self) -> Self {
+        Writer {
+            storage: self.storage.clone(),
+            event_type: self.event_type.clone(),
+            schema_version: self.schema_version,
+            buf: Vec::new(),
+            arena: Arena::new(),
+            staged: Vec::new(),
+            ids: Vec::new(),
+            _event: PhantomData,
+        }
+    }
+}
+
+impl<E> std::fmt::Debug for Writer<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("path", &self.storage.path())
+            .field("event_type", &self.event_type)
+            .field("schema_version", &self.schema_version)
+            .finish()
+    }
+}
+
+impl<E> Writer<E>
+where
+    E: for<'a> rkyv::Serialize<EventSerializer<'a>>,
+{
+    /// A writer for events of type `E`, stored with the event type name
+    /// [`default_event_type::<E>()`](crate::default_event_type) and schema version 1.
+    pub fn new(storage: Storage) -> Self {
+        Writer {
+            storage,
+            event_type: default_event_type::<E>(),
+            schema_version: 1,
+            buf: Vec::new(),
+            arena: Arena::new(),
+            staged: Vec::new(),
+            ids: Vec::new(),
+            _event: PhantomData,
+        }
+    }
+
+    /// Stores events under another event type name (a [`Reader`](crate::engine::Reader) then
+    /// needs [`accept_event_types`](crate::engine::Reader::accept_event_types) with it).
+    pub fn with_event_type(mut self, name: impl Into<String>) -> Self {
+        self.event_type = name.into();
+        self
+    }
+
+    /// Stores events with this schema version (default 1), for upcasting older ones on read.
+    pub fn with_schema_version(mut self, version: u16) -> Self {
+        self.schema_version = version;
+        self
+    }
+
+    /// The store this writer appends to.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// A receiver of the committed head (see [`Storage::subscribe`]).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.storage.subscribe()
+    }
+
+    /// Appends one event as version `version` of `stream`, which must be the stream's current
+    /// version + 1. Returns the event's global sequence. The append is durable when this returns.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::ConcurrencyConflict`] when the stream is not at `version - 1`, with
+    ///   `expected: ExpectedVersion::Exact(version - 1)` and the actual version.
+    /// - [`Error::InvalidVersion`] for version 0, [`Error::InvalidStreamId`] for a negative id.
+    /// - [`Error::EventTooLarge`], [`Error::Serialize`], [`Error::MapFull`], [`Error::Lmdb`].
+    ///
+    /// Nothing is written when an error is returned.
+    pub fn append(&mut self, stream: impl IntoStreamId, version: u64, event: E) -> Result<u64> {
+        let stream = stream.into_stream_id()?;
+        if version == 0 {
+            return Err(Error::InvalidVersion { stream, version });
+        }
+        let appended = self.append_batch(
+            stream,
+            ExpectedVersion::Exact(version - 1),
+            std::iter::once(event),
+        )?;
+        Ok(appended.first().seq)
+    }
+
+    /// Appends events to one stream atomically: all are written, in order, at consecutive
+    /// versions and consecutive global sequences, or none is.
+    ///
+    /// # Idempotent retries
+    ///
+    /// Every event has a unique id ([`NewEvent::with_id`], or a generated UUIDv7). When the first
+    /// stored id is found:
+    ///
+    /// - if **every** event of the batch is stored, in this stream, at consecutive versions in
+    ///   batch order, each with the same type, schema version, metadata, correlation and causation
+    ///   ids and payload bytes, and `expected` agrees with where the first one was written
+    ///   (`Exact(v)`: at version v+1; `NoStream`: at 1; `StreamExists`: after 1; `Any`: anywhere),
+    ///   the call is a retry: it writes nothing and returns the original positions with
+    ///   `deduplicated: true`, whatever the stream's current version now is;
+    /// - otherwise it fails with [`Error::EventIdConflict`] naming the id and where it is stored.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::ConcurrencyConflict`] when `expected` does not match the stream.
+    /// - [`Error::EventIdConflict`], [`Error::DuplicateEventIdInBatch`] (see above).
+    /// - [`Error::EmptyBatch`], [`Error::EventTooLarge`], [`Error::InvalidEventType`],
+    ///   [`Error::InvalidStreamId`], [`Error::Serialize`], [`Error::MapFull`], [`Error::Lmdb`].
+    ///
+    /// Nothing is written when an error is returned.
+    pub fn append_batch<I, T>(
+        &mut self,
+        stream: impl IntoStreamId,
+        expected: ExpectedVersion,
+        events: I,
+    ) -> Result<Appended>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<NewEvent<E>>,
+    {
+        let stream = stream.into_stream_id()?;
+        self.buf.clear();
+        self.staged.clear();
+        self.ids.clear();
+        for event in events {
+            self.stage(stream, event.into())?;
+        }
+        if self.staged.is_empty() {
+            return Err(Error::EmptyBatch { stream });
+        }
+        if self.ids.len() > 1 {
+            self.ids.sort_unstable();
+            if let Some(w) = self.ids.windows(2).find(|w| w[0] == w[1]) {
+                return Err(Error::DuplicateEventIdInBatch {
+                    event_id: uuid::Uuid::from_u128(w[0]),
+                });
+            }
+        }
+        append::append(&self.storage, stream, expected, &mut self.buf, &self.staged)
+    }
+
+    /// Serializes one event into the batch buffer.
+    fn stage(&mut self, stream: StreamId, event: NewEvent<E>) -> Result<()> {
+        let max = self.storage.config().max_event_size;
+        let event_type = event.event_type.as_deref().unwrap_or(&self.event_type);
+        if event_type.is_empty() || event_type.len() > MAX_EVENT_TYPE_LEN {
+            return Err(Error::InvalidEventType {
+                name: event_type.to_string(),
+                max: MAX_EVENT_TYPE_LEN,
+            });
+        }
+        if let Some(m) = &event.metadata {
+            if m.len() > max {
+                return Err(Error::EventTooLarge { size: m.len(), max });
+            }
+        }
+        let parts = RecordParts {
+            stream,
+            event_id: event.id,
+            correlation_id: event.correlation_id,
+            causation_id: event.causation_id,
+            event_type,
+            schema_version: self.schema_version,
+            metadata: event.metadata.as_deref(),
+        };
+        let start = record::begin(&mut self.buf, &parts);
+        let payload_offset = self.buf.len() - start;
+        let buf = std::mem::take(&mut self.buf);
+        self.buf = rkyv::api::high::to_bytes_in_with_alloc::<_, _, rancor::Error>(
+            &event.event,
+            buf,
+            self.arena.acquire(),
+        )
+        .map_err(|e| Error::Serialize {
+            reason: e.to_string(),
+        })?;
+        let size = self.buf.len() - start - payload_offset;
+        if size > max {
+            self.buf.truncate(start);
+            return Err(Error::EventTooLarge { size, max });
+        }
+        let len = record::finish(&mut self.buf, start, payload_offset);
+        self.staged.push(Staged {
+            start,
+            len,
+            payload_offset,
+            id: event.id,
+        });
+        self.ids.push(event.id.as_u128());
+        Ok(())
+    }
+}

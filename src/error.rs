@@ -1,0 +1,216 @@
+//! Errors returned by VarveDB.
+//!
+//! Every fallible call returns [`Result<T>`], whose error is the [`Error`] enum. Variants carry the
+//! fields a caller needs to act (the stream, the expected and the actual version, the sequence of a
+//! damaged record), and the enum is `#[non_exhaustive]` so that new failure modes can be added
+//! without breaking callers.
+
+use std::path::PathBuf;
+
+use crate::types::{ExpectedVersion, StreamId};
+
+/// The result type of every fallible VarveDB call.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in VarveDB.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Optimistic concurrency check failed: the stream is not at the version the caller expected.
+    /// Nothing was written.
+    #[error("concurrency conflict on stream {stream}: expected {expected}, stream is at version {actual}")]
+    ConcurrencyConflict {
+        /// The stream that was appended to.
+        stream: StreamId,
+        /// What the caller expected the stream's current version to be.
+        expected: ExpectedVersion,
+        /// The stream's actual current version (0 when the stream does not exist).
+        actual: u64,
+    },
+
+    /// An event id of the batch is already stored, but not as an exact retry of this batch (see
+    /// the idempotency rules in [`Writer::append_batch`](crate::engine::Writer::append_batch)).
+    /// Nothing was written.
+    #[error("event id {event_id} is already stored at sequence {existing_seq} (stream {existing_stream}, version {existing_version}): {reason}")]
+    EventIdConflict {
+        /// The colliding event id.
+        event_id: uuid::Uuid,
+        /// Where the stored event with this id lives.
+        existing_seq: u64,
+        /// The stream of the stored event.
+        existing_stream: StreamId,
+        /// The version of the stored event in its stream.
+        existing_version: u64,
+        /// Why the batch is not an exact retry.
+        reason: &'static str,
+    },
+
+    /// The same event id appears twice in one batch. Nothing was written.
+    #[error("event id {event_id} appears more than once in the batch")]
+    DuplicateEventIdInBatch {
+        /// The repeated id.
+        event_id: uuid::Uuid,
+    },
+
+    /// `append` was called with version 0; stream versions start at 1.
+    #[error("invalid version {version} for stream {stream}: stream versions start at 1")]
+    InvalidVersion {
+        /// The stream appended to.
+        stream: StreamId,
+        /// The rejected version.
+        version: u64,
+    },
+
+    /// `append_batch` was called with no events.
+    #[error("empty batch for stream {stream}: a batch must hold at least one event")]
+    EmptyBatch {
+        /// The stream appended to.
+        stream: StreamId,
+    },
+
+    /// A serialized event is larger than [`StorageConfig::max_event_size`](crate::storage::StorageConfig::max_event_size).
+    /// Nothing was written.
+    #[error(
+        "event of {size} bytes exceeds the limit of {max} bytes (StorageConfig::max_event_size)"
+    )]
+    EventTooLarge {
+        /// Size of the serialized event payload (or of its metadata) in bytes.
+        size: usize,
+        /// The configured limit.
+        max: usize,
+    },
+
+    /// An event type name is empty or longer than [`MAX_EVENT_TYPE_LEN`](crate::MAX_EVENT_TYPE_LEN) bytes.
+    #[error("invalid event type name {name:?}: must be 1 to {max} bytes")]
+    InvalidEventType {
+        /// The rejected name.
+        name: String,
+        /// The limit in bytes.
+        max: usize,
+    },
+
+    /// A stream id given as a signed integer was negative.
+    #[error("invalid stream id {value}: stream ids are unsigned")]
+    InvalidStreamId {
+        /// The rejected value.
+        value: i128,
+    },
+
+    /// The configuration passed to [`Storage::open`](crate::storage::Storage::open) is invalid.
+    #[error("invalid configuration: {reason}")]
+    InvalidConfig {
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+
+    /// A feature was requested that this build does not provide yet.
+    #[error("unsupported: {what}")]
+    Unsupported {
+        /// What is not supported.
+        what: &'static str,
+    },
+
+    /// The store on disk was written with a different format version.
+    #[error("store at {path} has format version {found}, this build reads format version {supported}; export it with the build that wrote it and import it here")]
+    FormatVersion {
+        /// The store's directory.
+        path: PathBuf,
+        /// Format version found in the store.
+        found: u32,
+        /// Format version this build reads and writes.
+        supported: u32,
+    },
+
+    /// The store was written by a build whose rkyv archive layout (endianness, alignment or pointer
+    /// width, chosen by rkyv cargo features) differs from this build's.
+    #[error("store at {path} was written with rkyv layout {found:?}, this build uses {current:?} (check rkyv features such as `big_endian`, `unaligned`, `pointer_width_64` in your dependency tree)")]
+    LayoutMismatch {
+        /// The store's directory.
+        path: PathBuf,
+        /// Layout descriptor stored in the file.
+        found: [u8; 4],
+        /// Layout descriptor of this build.
+        current: [u8; 4],
+    },
+
+    /// The store at this path is already open in this process with an incompatible configuration.
+    #[error("store at {path} is already open in this process with a different configuration; reuse that Storage or drop it first")]
+    AlreadyOpen {
+        /// The store's directory.
+        path: PathBuf,
+    },
+
+    /// A stored record failed its integrity check. The record is never returned.
+    #[error("record at sequence {seq} is corrupted: {reason}")]
+    Corrupted {
+        /// Global sequence of the damaged record.
+        seq: u64,
+        /// What check failed.
+        reason: String,
+    },
+
+    /// An event was read as a Rust type different from the one it was written as.
+    #[error("event at sequence {seq} has type {found:?}, but the reader expects {expected:?}")]
+    WrongEventType {
+        /// Global sequence of the record.
+        seq: u64,
+        /// The event types this reader accepts.
+        expected: String,
+        /// The event type stored in the record.
+        found: String,
+    },
+
+    /// The payload passed its checksum but is not a valid archive of the reader's type.
+    #[error("event at sequence {seq} is not a valid archive of the reader's type: {reason}")]
+    InvalidPayload {
+        /// Global sequence of the record.
+        seq: u64,
+        /// The validation error reported by rkyv/bytecheck.
+        reason: String,
+    },
+
+    /// An event could not be serialized.
+    #[error("serializing the event failed: {reason}")]
+    Serialize {
+        /// The error reported by rkyv.
+        reason: String,
+    },
+
+    /// The memory map is full and could not be grown, because read transactions stayed open for
+    /// longer than [`StorageConfig::resize_timeout`](crate::storage::StorageConfig::resize_timeout)
+    /// or the operating system refused a larger map. Nothing was written.
+    #[error("map full at {map_size} bytes and it could not be grown: {reason}")]
+    MapFull {
+        /// The current map size in bytes.
+        map_size: usize,
+        /// Why growing failed.
+        reason: String,
+    },
+
+    /// An earlier write failed at the I/O level (a failed fsync or commit); the store refuses
+    /// writes until it is reopened, because the state of the page cache is unknown.
+    #[error("the store refuses writes after an I/O failure; reopen it")]
+    Poisoned,
+
+    /// An error from LMDB.
+    #[error("LMDB: {0}")]
+    Lmdb(#[from] heed::Error),
+
+    /// An I/O error outside LMDB (creating the directory, for example).
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    pub(crate) fn corrupted(seq: u64, reason: impl Into<String>) -> Self {
+        Error::Corrupted {
+            seq,
+            reason: reason.into(),
+        }
+    }
+
+    /// Whether this error is LMDB's "map full", which the write path handles by growing the map.
+    pub(crate) fn is_map_full(&self) -> bool {
+        matches!(self, Error::Lmdb(heed::Error::Mdb(heed::MdbError::MapFull)))
+    }
+}

@@ -1,0 +1,48 @@
+//! The envelope: everything stored with an event besides its payload.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use uuid::Uuid;
+
+use crate::types::StreamId;
+
+/// The envelope of a stored event: its position, identity and metadata.
+///
+/// Reading an envelope verifies the header checksum but never touches the payload, so listing or
+/// filtering events by envelope is cheap. `'a` is the lifetime of the read transaction the envelope
+/// was read in: `event_type` and `metadata` borrow from the memory map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Envelope<'a> {
+    /// Global sequence number.
+    pub seq: u64,
+    /// The stream the event belongs to.
+    pub stream: StreamId,
+    /// Version of the event in its stream.
+    pub version: u64,
+    /// Global sequence of the previous event of the same stream (`None` for its first event).
+    pub prev_seq: Option<u64>,
+    /// Commit time in nanoseconds since the Unix epoch. Non-decreasing along the log.
+    pub timestamp_ns: u64,
+    /// The event's unique id.
+    pub event_id: Uuid,
+    /// Correlation id, when the writer gave one.
+    pub correlation_id: Option<Uuid>,
+    /// Causation id, when the writer gave one.
+    pub causation_id: Option<Uuid>,
+    /// Event type name.
+    pub event_type: &'a str,
+    /// Schema version of the payload, for upcasting older events.
+    pub schema_version: u16,
+    /// Opaque user metadata, when the writer gave some.
+    pub metadata: Option<&'a [u8]>,
+    /// Length of the serialized payload in bytes.
+    pub payload_len: u32,
+}
+
+impl Envelope<'_> {
+    /// The commit time as a [`SystemTime`].
+    pub fn timestamp(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_nanos(self.timestamp_ns)
+    }
+}

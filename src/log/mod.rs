@@ -1,0 +1,8 @@
+//! The global log: records keyed by global sequence, their envelope and their byte layout.
+
+pub(crate) mod append;
+mod envelope;
+pub(crate) mod record;
+
+pub use envelope::Envelope;
+pub use record::MAX_EVENT_TYPE_LEN;

@@ -1,0 +1,364 @@
+//! The record: one event and its envelope, as stored in the log database.
+//!
+//! The layout is specified in `docs/format.md`; this file is its only implementation. All integers
+//! are little-endian. A record is a multiple of [`ALIGN`] bytes long and its payload starts at a
+//! multiple of [`ALIGN`], so that a record stored in an LMDB leaf node (whose node size is then a
+//! multiple of 16) or on an overflow page has its payload 16-byte aligned in the memory map.
+//!
+//! ```text
+//! 0   u32  header_crc     CRC-32C of bytes [4, payload_offset)
+//! 4   u32  payload_crc    CRC-32C of bytes [payload_offset, len)
+//! 8   u8   record_version (1)
+//! 9   u8   flags          bit 0 correlation id, bit 1 causation id, bit 2 metadata
+//! 10  u16  schema_version
+//! 12  u16  event_type_len
+//! 14  u16  reserved (0)
+//! 16  u64  seq
+//! 24  u128 stream
+//! 40  u64  version
+//! 48  u64  prev_seq       sequence of the stream's previous event, 0 for its first
+//! 56  u64  timestamp_ns   commit time, nanoseconds since the Unix epoch
+//! 64  u128 event_id
+//! 80  u32  payload_len
+//! 84  u32  metadata_len
+//! 88  [u128 correlation_id] [u128 causation_id] event_type metadata  zero padding to 16
+//! payload_offset: payload (rkyv archive)  zero padding to 16
+//! ```
+
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::log::Envelope;
+use crate::types::StreamId;
+
+/// Version of the record layout, stored in every record.
+pub(crate) const RECORD_VERSION: u8 = 1;
+/// Alignment of records and payloads.
+pub(crate) const ALIGN: usize = 16;
+/// Length of the fixed part of the header.
+pub(crate) const HEADER_LEN: usize = 88;
+/// Longest event type name, in bytes.
+pub const MAX_EVENT_TYPE_LEN: usize = 1024;
+
+const FLAG_CORRELATION: u8 = 1;
+const FLAG_CAUSATION: u8 = 2;
+const FLAG_METADATA: u8 = 4;
+const KNOWN_FLAGS: u8 = FLAG_CORRELATION | FLAG_CAUSATION | FLAG_METADATA;
+
+const OFF_PAYLOAD_CRC: usize = 4;
+const OFF_SEQ: usize = 16;
+const OFF_VERSION: usize = 40;
+const OFF_PREV: usize = 48;
+const OFF_TIMESTAMP: usize = 56;
+
+pub(crate) const fn align_up(n: usize) -> usize {
+    (n + ALIGN - 1) & !(ALIGN - 1)
+}
+
+/// The parts of an envelope known before the write transaction assigns the position.
+pub(crate) struct RecordParts<'a> {
+    pub stream: StreamId,
+    pub event_id: Uuid,
+    pub correlation_id: Option<Uuid>,
+    pub causation_id: Option<Uuid>,
+    pub event_type: &'a str,
+    pub schema_version: u16,
+    pub metadata: Option<&'a [u8]>,
+}
+
+/// Appends the header and variable part of a record to `buf` (which must end at a multiple of
+/// [`ALIGN`]) and pads it so that the payload can be serialized right after. Returns the offset of
+/// the record start in `buf`. The position fields are zero until [`finish`] and [`set_position`].
+pub(crate) fn begin(buf: &mut Vec<u8>, parts: &RecordParts<'_>) -> usize {
+    debug_assert_eq!(buf.len() % ALIGN, 0);
+    let start = buf.len();
+    let mut flags = 0u8;
+    if parts.correlation_id.is_some() {
+        flags |= FLAG_CORRELATION;
+    }
+    if parts.causation_id.is_some() {
+        flags |= FLAG_CAUSATION;
+    }
+    if parts.metadata.is_some() {
+        flags |= FLAG_METADATA;
+    }
+    let metadata = parts.metadata.unwrap_or(&[]);
+    buf.extend_from_slice(&[0u8; 8]); // both CRCs, filled later
+    buf.push(RECORD_VERSION);
+    buf.push(flags);
+    buf.extend_from_slice(&parts.schema_version.to_le_bytes());
+    buf.extend_from_slice(&(parts.event_type.len() as u16).to_le_bytes());
+    buf.extend_from_slice(&0u16.to_le_bytes());
+    buf.extend_from_slice(&0u64.to_le_bytes()); // seq
+    buf.extend_from_slice(&parts.stream.0.to_le_bytes());
+    buf.extend_from_slice(&0u64.to_le_bytes()); // version
+    buf.extend_from_slice(&0u64.to_le_bytes()); // prev_seq
+    buf.extend_from_slice(&0u64.to_le_bytes()); // timestamp
+    buf.extend_from_slice(&parts.event_id.as_u128().to_le_bytes());
+    buf.extend_from_slice(&0u32.to_le_bytes()); // payload_len, filled by finish
+    buf.extend_from_slice(&(metadata.len() as u32).to_le_bytes());
+    debug_assert_eq!(buf.len() - start, HEADER_LEN);
+    if let Some(id) = parts.correlation_id {
+        buf.extend_from_slice(&id.as_u128().to_le_bytes());
+    }
+    if let Some(id) = parts.causation_id {
+        buf.extend_from_slice(&id.as_u128().to_le_bytes());
+    }
+    buf.extend_from_slice(parts.event_type.as_bytes());
+    buf.extend_from_slice(metadata);
+    buf.resize(start + align_up(buf.len() - start), 0);
+    start
+}
+
+/// Completes a record whose payload was appended to `buf` after [`begin`]: pads it, stores the
+/// payload length and the payload checksum. Returns the record's length.
+pub(crate) fn finish(buf: &mut Vec<u8>, start: usize, payload_offset: usize) -> usize {
+    let payload_len = buf.len() - start - payload_offset;
+    buf.resize(start + align_up(buf.len() - start), 0);
+    let rec = &mut buf[start..];
+    rec[80..84].copy_from_slice(&(payload_len as u32).to_le_bytes());
+    let payload_crc = crc32c::crc32c(&rec[payload_offset..]);
+    rec[OFF_PAYLOAD_CRC..OFF_PAYLOAD_CRC + 4].copy_from_slice(&payload_crc.to_le_bytes());
+    rec.len()
+}
+
+/// Stores the position of a finished record and seals its header checksum.
+pub(crate) fn set_position(
+    rec: &mut [u8],
+    payload_offset: usize,
+    seq: u64,
+    version: u64,
+    prev_seq: u64,
+    timestamp_ns: u64,
+) {
+    rec[OFF_SEQ..OFF_SEQ + 8].copy_from_slice(&seq.to_le_bytes());
+    rec[OFF_VERSION..OFF_VERSION + 8].copy_from_slice(&version.to_le_bytes());
+    rec[OFF_PREV..OFF_PREV + 8].copy_from_slice(&prev_seq.to_le_bytes());
+    rec[OFF_TIMESTAMP..OFF_TIMESTAMP + 8].copy_from_slice(&timestamp_ns.to_le_bytes());
+    let header_crc = crc32c::crc32c(&rec[4..payload_offset]);
+    rec[0..4].copy_from_slice(&header_crc.to_le_bytes());
+}
+
+/// The commit timestamp of a stored record, read without verification. Used only to keep commit
+/// timestamps monotonic; a damaged value can at worst hold later timestamps at a constant.
+pub(crate) fn raw_timestamp(rec: &[u8]) -> u64 {
+    rec.get(OFF_TIMESTAMP..OFF_TIMESTAMP + 8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .unwrap_or(0)
+}
+
+/// Whether two records hold the same event: equal in everything but the position fields (seq,
+/// version, prev_seq, timestamp) and the header checksum that covers them.
+pub(crate) fn same_event(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len()
+        && a.len() >= HEADER_LEN
+        && a[4..OFF_SEQ] == b[4..OFF_SEQ]
+        && a[24..40] == b[24..40]
+        && a[64..] == b[64..]
+}
+
+fn u16_at(b: &[u8], off: usize) -> u16 {
+    u16::from_le_bytes([b[off], b[off + 1]])
+}
+fn u32_at(b: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes(b[off..off + 4].try_into().expect("4 bytes"))
+}
+fn u64_at(b: &[u8], off: usize) -> u64 {
+    u64::from_le_bytes(b[off..off + 8].try_into().expect("8 bytes"))
+}
+fn u128_at(b: &[u8], off: usize) -> u128 {
+    u128::from_le_bytes(b[off..off + 16].try_into().expect("16 bytes"))
+}
+
+/// A record whose header has been verified; the payload is checked separately by
+/// [`DecodedRecord::payload`], so that reading an envelope never touches payload bytes.
+pub(crate) struct DecodedRecord<'a> {
+    pub envelope: Envelope<'a>,
+    bytes: &'a [u8],
+    payload_offset: usize,
+}
+
+impl<'a> DecodedRecord<'a> {
+    /// Verifies the payload checksum and returns the payload bytes.
+    pub fn payload(&self) -> Result<&'a [u8]> {
+        let stored = u32_at(self.bytes, OFF_PAYLOAD_CRC);
+        let region = &self.bytes[self.payload_offset..];
+        if crc32c::crc32c(region) != stored {
+            return Err(Error::corrupted(
+                self.envelope.seq,
+                "payload checksum mismatch",
+            ));
+        }
+        Ok(&region[..self.envelope.payload_len as usize])
+    }
+
+    /// The whole record (header, payload and padding).
+    pub fn raw(&self) -> &'a [u8] {
+        self.bytes
+    }
+}
+
+/// Decodes and verifies the header of the record stored under key `seq`.
+///
+/// Every length is bounds-checked before it is used, so arbitrary bytes give an error, never a
+/// panic.
+pub(crate) fn decode(seq: u64, bytes: &[u8]) -> Result<DecodedRecord<'_>> {
+    let bad = |reason: &str| Error::corrupted(seq, reason);
+    if bytes.len() < HEADER_LEN {
+        return Err(bad("record shorter than its header"));
+    }
+    if bytes.len() % ALIGN != 0 {
+        return Err(bad("record length is not a multiple of 16"));
+    }
+    let flags = bytes[9];
+    let type_len = u16_at(bytes, 12) as usize;
+    let payload_len = u32_at(bytes, 80) as usize;
+    let metadata_len = u32_at(bytes, 84) as usize;
+    let ids_len =
+        16 * ((flags & FLAG_CORRELATION != 0) as usize + (flags & FLAG_CAUSATION != 0) as usize);
+    let var_end = HEADER_LEN + ids_len + type_len + metadata_len;
+    let payload_offset = align_up(var_end);
+    if payload_offset > bytes.len() {
+        return Err(bad("header lengths exceed the record"));
+    }
+    let stored_crc = u32_at(bytes, 0);
+    if crc32c::crc32c(&bytes[4..payload_offset]) != stored_crc {
+        return Err(bad("header checksum mismatch"));
+    }
+    // The header is intact from here on; what follows catches records that were written wrong
+    // or are being read under the wrong key.
+    if bytes[8] != RECORD_VERSION {
+        return Err(bad("unknown record version"));
+    }
+    if flags & !KNOWN_FLAGS != 0 {
+        return Err(bad("unknown record flags"));
+    }
+    if u16_at(bytes, 14) != 0 {
+        return Err(bad("reserved header field is not zero"));
+    }
+    if align_up(payload_offset + payload_len) != bytes.len() {
+        return Err(bad("payload length does not match the record length"));
+    }
+    let stored_seq = u64_at(bytes, OFF_SEQ);
+    if stored_seq != seq {
+        return Err(bad("record holds a different sequence than its key"));
+    }
+    let mut off = HEADER_LEN;
+    let mut take_id = |flag: u8| {
+        if flags & flag != 0 {
+            let id = Uuid::from_u128(u128_at(bytes, off));
+            off += 16;
+            Some(id)
+        } else {
+            None
+        }
+    };
+    let correlation_id = take_id(FLAG_CORRELATION);
+    let causation_id = take_id(FLAG_CAUSATION);
+    let event_type = std::str::from_utf8(&bytes[off..off + type_len])
+        .map_err(|_| bad("event type is not UTF-8"))?;
+    off += type_len;
+    let metadata = (flags & FLAG_METADATA != 0).then(|| &bytes[off..off + metadata_len]);
+    let prev = u64_at(bytes, OFF_PREV);
+    let envelope = Envelope {
+        seq,
+        stream: StreamId(u128_at(bytes, 24)),
+        version: u64_at(bytes, OFF_VERSION),
+        prev_seq: (prev != 0).then_some(prev),
+        timestamp_ns: u64_at(bytes, OFF_TIMESTAMP),
+        event_id: Uuid::from_u128(u128_at(bytes, 64)),
+        correlation_id,
+        causation_id,
+        event_type,
+        schema_version: u16_at(bytes, 10),
+        metadata,
+        payload_len: payload_len as u32,
+    };
+    Ok(DecodedRecord {
+        envelope,
+        bytes,
+        payload_offset,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(meta: Option<&[u8]>, corr: bool) -> (Vec<u8>, usize) {
+        let mut buf = Vec::new();
+        let parts = RecordParts {
+            stream: StreamId(9),
+            event_id: Uuid::from_u128(77),
+            correlation_id: corr.then(|| Uuid::from_u128(5)),
+            causation_id: None,
+            event_type: "Thing",
+            schema_version: 3,
+            metadata: meta,
+        };
+        let start = begin(&mut buf, &parts);
+        let payload_offset = buf.len() - start;
+        buf.extend_from_slice(b"payload bytes!!");
+        let len = finish(&mut buf, start, payload_offset);
+        set_position(
+            &mut buf[start..start + len],
+            payload_offset,
+            42,
+            2,
+            40,
+            1_000,
+        );
+        (buf, payload_offset)
+    }
+
+    #[test]
+    fn round_trip_and_alignment() {
+        for meta in [None, Some(&b"m"[..]), Some(&[7u8; 100][..])] {
+            for corr in [false, true] {
+                let (buf, payload_offset) = sample(meta, corr);
+                assert_eq!(buf.len() % ALIGN, 0);
+                assert_eq!(payload_offset % ALIGN, 0);
+                let rec = decode(42, &buf).unwrap();
+                let env = rec.envelope;
+                assert_eq!(env.stream, StreamId(9));
+                assert_eq!(env.version, 2);
+                assert_eq!(env.prev_seq, Some(40));
+                assert_eq!(env.timestamp_ns, 1_000);
+                assert_eq!(env.event_type, "Thing");
+                assert_eq!(env.schema_version, 3);
+                assert_eq!(env.metadata, meta);
+                assert_eq!(env.correlation_id, corr.then(|| Uuid::from_u128(5)));
+                assert_eq!(rec.payload().unwrap(), b"payload bytes!!");
+            }
+        }
+    }
+
+    #[test]
+    fn every_flipped_bit_is_detected() {
+        let (buf, _) = sample(Some(b"meta"), true);
+        for byte in 0..buf.len() {
+            for bit in 0..8 {
+                let mut bad = buf.clone();
+                bad[byte] ^= 1 << bit;
+                let res = decode(42, &bad).and_then(|r| r.payload().map(|_| ()));
+                assert!(
+                    matches!(res, Err(Error::Corrupted { seq: 42, .. })),
+                    "flip at byte {byte} bit {bit} not detected"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn wrong_key_and_truncation_are_errors() {
+        let (buf, _) = sample(None, false);
+        assert!(matches!(
+            decode(43, &buf),
+            Err(Error::Corrupted { seq: 43, .. })
+        ));
+        for cut in 0..buf.len() {
+            let res = decode(42, &buf[..cut]).and_then(|r| r.payload().map(|_| ()));
+            assert!(res.is_err(), "truncation to {cut} bytes accepted");
+        }
+    }
+}

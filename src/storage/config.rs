@@ -1,0 +1,155 @@
+//! Configuration of a store.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// Default initial map size: 1 GiB. The map is a reservation of address space, not of disk: the
+/// file grows only with the data, and the map doubles by itself when it is full.
+pub const DEFAULT_MAP_SIZE: usize = 1 << 30;
+/// Default limit on the serialized size of one event payload (and of its metadata): 16 MiB.
+pub const DEFAULT_MAX_EVENT_SIZE: usize = 16 << 20;
+/// Largest accepted `max_event_size`: 1 GiB.
+pub const MAX_EVENT_SIZE_LIMIT: usize = 1 << 30;
+
+/// How a store is opened. All fields are public, and `Default` fills in the rest:
+///
+/// ```
+/// use varvedb::storage::StorageConfig;
+/// let config = StorageConfig { path: "/tmp/my-store".into(), ..Default::default() };
+/// assert_eq!(config.map_size, varvedb::storage::DEFAULT_MAP_SIZE);
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct StorageConfig {
+    /// Directory of the store. Created with mode 0700 when missing. Default: `./varvedb_data`.
+    pub path: PathBuf,
+    /// Initial size of the memory map in bytes (rounded up to the page size). The map grows by
+    /// itself when full, so this only sets where growth starts. Default: [`DEFAULT_MAP_SIZE`].
+    pub map_size: usize,
+    /// Largest serialized payload, and largest metadata, of one event in bytes. Larger events are
+    /// refused with [`Error::EventTooLarge`]. Default: [`DEFAULT_MAX_EVENT_SIZE`].
+    pub max_event_size: usize,
+    /// Encrypt event payloads at rest with per-stream keys. Requires `master_key`.
+    pub encryption_enabled: bool,
+    /// The 32-byte master key for encryption. Never written to disk, never printed by `Debug`.
+    pub master_key: Option<[u8; 32]>,
+    /// How long a write that needs to grow the map waits for open read transactions of this
+    /// process to end before it fails with [`Error::MapFull`]. Default: 10 s.
+    pub resize_timeout: Duration,
+    /// Maximum number of concurrent read transactions (LMDB reader slots), across processes.
+    /// Default: 1024.
+    pub max_readers: u32,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            path: PathBuf::from("varvedb_data"),
+            map_size: DEFAULT_MAP_SIZE,
+            max_event_size: DEFAULT_MAX_EVENT_SIZE,
+            encryption_enabled: false,
+            master_key: None,
+            resize_timeout: Duration::from_secs(10),
+            max_readers: 1024,
+        }
+    }
+}
+
+impl fmt::Debug for StorageConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StorageConfig")
+            .field("path", &self.path)
+            .field("map_size", &self.map_size)
+            .field("max_event_size", &self.max_event_size)
+            .field("encryption_enabled", &self.encryption_enabled)
+            .field(
+                "master_key",
+                &self.master_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("resize_timeout", &self.resize_timeout)
+            .field("max_readers", &self.max_readers)
+            .finish()
+    }
+}
+
+impl StorageConfig {
+    /// Checks the configuration before anything touches the disk.
+    pub(crate) fn validate(&self) -> Result<()> {
+        let invalid = |reason: &str| {
+            Err(Error::InvalidConfig {
+                reason: reason.to_string(),
+            })
+        };
+        if self.path.as_os_str().is_empty() {
+            return invalid("path is empty");
+        }
+        if self.encryption_enabled && self.master_key.is_none() {
+            return invalid("encryption_enabled is true but no master_key was given");
+        }
+        if !self.encryption_enabled && self.master_key.is_some() {
+            return invalid(
+                "a master_key was given but encryption_enabled is false; set encryption_enabled: true or drop the key",
+            );
+        }
+        if self.max_event_size == 0 || self.max_event_size > MAX_EVENT_SIZE_LIMIT {
+            return invalid("max_event_size must be between 1 byte and 1 GiB");
+        }
+        if self.max_readers == 0 {
+            return invalid("max_readers must be at least 1");
+        }
+        if self.encryption_enabled {
+            return Err(Error::Unsupported {
+                what: "encryption at rest is not implemented in this build yet; open the store with encryption_enabled: false",
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_prints_the_key() {
+        let config = StorageConfig {
+            encryption_enabled: true,
+            master_key: Some([0xAB; 32]),
+            ..Default::default()
+        };
+        let text = format!("{config:?}");
+        assert!(text.contains("<redacted>"));
+        assert!(!text.contains("171") && !text.contains("AB") && !text.contains("ab, "));
+    }
+
+    #[test]
+    fn bad_configurations_are_refused() {
+        let no_key = StorageConfig {
+            encryption_enabled: true,
+            ..Default::default()
+        };
+        assert!(matches!(
+            no_key.validate(),
+            Err(Error::InvalidConfig { .. })
+        ));
+        let key_without_flag = StorageConfig {
+            master_key: Some([1; 32]),
+            ..Default::default()
+        };
+        assert!(matches!(
+            key_without_flag.validate(),
+            Err(Error::InvalidConfig { .. })
+        ));
+        let zero_size = StorageConfig {
+            max_event_size: 0,
+            ..Default::default()
+        };
+        assert!(matches!(
+            zero_size.validate(),
+            Err(Error::InvalidConfig { .. })
+        ));
+        assert!(StorageConfig::default().validate().is_ok());
+    }
+}

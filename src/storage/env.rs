@@ -1,0 +1,346 @@
+//! The LMDB environment, its read transactions, and the gate that makes growing the map sound.
+//!
+//! LMDB may only change the size of its memory map while no transaction of this process is
+//! active: remapping moves the pages that open transactions (and the event views borrowed from
+//! them) point into. Every transaction VarveDB opens, read or write, therefore holds a
+//! [`GateGuard`]; growing the map takes the gate exclusively, waiting for the guards to drop.
+//! This module holds the crate's only `unsafe` code.
+#![allow(unsafe_code)]
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use heed::{EnvFlags, EnvOpenOptions, MdbError, RoTxn, WithoutTls};
+
+use crate::error::{Error, Result};
+
+/// The store's LMDB environment. Open read transactions with [`Env::read_txn`].
+#[derive(Clone)]
+pub struct Env {
+    pub(crate) heed: heed::Env<WithoutTls>,
+    gate: Arc<Gate>,
+    resize_timeout: Duration,
+    resizes: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Env")
+            .field("path", &self.heed.path())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A read transaction: a consistent snapshot of the store.
+///
+/// Event views borrow from it and stay valid while it lives. It is `Send`, so it can move between
+/// threads and tokio tasks. Keep it short: while it is open LMDB cannot reuse pages freed after
+/// it began, and the map cannot grow (a writer that needs to grow it waits up to
+/// [`StorageConfig::resize_timeout`](crate::storage::StorageConfig::resize_timeout)).
+pub struct ReadTxn {
+    // Field order matters: the transaction ends before the gate guard is released.
+    txn: RoTxn<'static, WithoutTls>,
+    _guard: GateGuard,
+}
+
+impl ReadTxn {
+    pub(crate) fn raw(&self) -> &RoTxn<'static> {
+        &self.txn
+    }
+}
+
+impl std::fmt::Debug for ReadTxn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadTxn")
+            .field("id", &self.txn.id())
+            .finish()
+    }
+}
+
+impl Env {
+    /// Opens (creating if needed) the environment in `dir`, which must exist.
+    pub(crate) fn open(
+        dir: &Path,
+        map_size: usize,
+        max_readers: u32,
+        resize_timeout: Duration,
+    ) -> Result<Env> {
+        let page = page_size();
+        let map_size = map_size.max(64 * 1024).div_ceil(page) * page;
+        let mut options = EnvOpenOptions::new().read_txn_without_tls();
+        options
+            .map_size(map_size)
+            .max_dbs(16)
+            .max_readers(max_readers);
+        // SAFETY: NO_READ_AHEAD only changes the kernel's read-ahead advice on the map; it is not
+        // one of the flags (NO_SYNC, NO_META_SYNC, NO_LOCK, WRITE_MAP) that weaken durability or
+        // locking, which is what makes `flags` unsafe.
+        unsafe {
+            options.flags(EnvFlags::NO_READ_AHEAD);
+        }
+        // SAFETY: opening an LMDB environment is unsafe because the file backs a memory map that
+        // must not be modified except through LMDB. We uphold LMDB's rules: the lock file is left
+        // to LMDB (no NO_LOCK), WRITE_MAP is never used so stray writes through the map are
+        // impossible, the same path is opened at most once per process (the registry in
+        // `storage::registry` hands out the existing environment, and heed refuses a second open),
+        // and the map is only resized while no transaction of this process is active (see
+        // `Gate`). The store directory is created 0700 and owned by the caller; a process that
+        // rewrites the file behind LMDB's back is outside what any mmap-based store can defend.
+        let heed = unsafe { options.open(dir) }?;
+        Ok(Env {
+            heed,
+            gate: Arc::new(Gate::default()),
+            resize_timeout,
+            resizes: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// Begins a read transaction.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Lmdb`] when LMDB cannot begin a transaction, for example when every reader slot
+    /// (`max_readers`) is taken.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let storage = varvedb::storage::Storage::open(varvedb::storage::StorageConfig { path: dir.path().into(), ..Default::default() })?;
+    /// let txn = storage.env.read_txn()?;
+    /// # drop(txn);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn read_txn(&self) -> Result<ReadTxn> {
+        loop {
+            let guard = self.gate.enter();
+            match self.heed.clone().static_read_txn() {
+                Ok(txn) => return Ok(ReadTxn { txn, _guard: guard }),
+                Err(heed::Error::Mdb(MdbError::MapResized)) => {
+                    drop(guard);
+                    self.adopt_grown_map()?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Runs `f` with a write transaction while holding the gate. Retries after growing the map
+    /// when `f` or the commit fails with "map full", and after adopting a map grown by another
+    /// process. `f` must be idempotent: it runs again from scratch after such a retry.
+    pub(crate) fn write<T>(
+        &self,
+        mut f: impl FnMut(&mut heed::RwTxn<'_>) -> Result<Commit<T>>,
+    ) -> Result<T> {
+        loop {
+            let guard = self.gate.enter();
+            let map_size = self.heed.info().map_size;
+            let mut wtxn = match self.heed.write_txn() {
+                Ok(t) => t,
+                Err(heed::Error::Mdb(MdbError::MapResized)) => {
+                    drop(guard);
+                    self.adopt_grown_map()?;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let outcome = match f(&mut wtxn) {
+                Ok(Commit::Abort(value)) => {
+                    wtxn.abort();
+                    return Ok(value);
+                }
+                Ok(Commit::Commit(value)) => wtxn.commit().map(|()| value).map_err(Error::from),
+                Err(e) => {
+                    wtxn.abort();
+                    Err(e)
+                }
+            };
+            drop(guard);
+            match outcome {
+                Err(e) if e.is_map_full() => self.grow(map_size)?,
+                other => return other,
+            }
+        }
+    }
+
+    /// Doubles the map (at least +64 MiB), unless another writer already grew it past `seen`.
+    fn grow(&self, seen: usize) -> Result<()> {
+        let _exclusive = self.gate.exclusive(self.resize_timeout).ok_or_else(|| Error::MapFull {
+            map_size: seen,
+            reason: format!(
+                "read transactions of this process stayed open for more than {:?}; end them so the map can grow",
+                self.resize_timeout
+            ),
+        })?;
+        let current = self.heed.info().map_size;
+        if current > seen {
+            return Ok(());
+        }
+        let page = page_size();
+        let new_size = current
+            .checked_add(current.max(64 << 20))
+            .map(|n| n.div_ceil(page) * page)
+            .ok_or_else(|| Error::MapFull {
+                map_size: current,
+                reason: "map size overflow".into(),
+            })?;
+        // SAFETY: `_exclusive` guarantees that no transaction of this process is active: every
+        // read and write transaction holds a gate guard for its whole life, and the exclusive
+        // guard is only granted once all guards have dropped. No new one can start until it ends.
+        unsafe { self.heed.resize(new_size) }.map_err(|e| Error::MapFull {
+            map_size: current,
+            reason: format!("the operating system refused a map of {new_size} bytes: {e}"),
+        })?;
+        self.resizes.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(from = current, to = new_size, "grew the LMDB map");
+        Ok(())
+    }
+
+    /// Adopts the map size after another process grew the file past our map.
+    fn adopt_grown_map(&self) -> Result<()> {
+        let _exclusive = self.gate.exclusive(self.resize_timeout).ok_or_else(|| {
+            Error::MapFull {
+                map_size: self.heed.info().map_size,
+                reason:
+                    "another process grew the map and read transactions of this process stayed open"
+                        .into(),
+            }
+        })?;
+        // SAFETY: as in `grow`, the exclusive gate guarantees no active transaction here. Size 0
+        // asks LMDB to adopt the size recorded in the file by the other process.
+        unsafe { self.heed.resize(0) }?;
+        Ok(())
+    }
+
+    /// How many times this process grew the map.
+    pub(crate) fn resizes(&self) -> u64 {
+        self.resizes.load(Ordering::Relaxed)
+    }
+}
+
+/// What a write closure asks [`Env::write`] to do with its transaction.
+pub(crate) enum Commit<T> {
+    /// Commit, then return the value.
+    Commit(T),
+    /// Abort (nothing to write), then return the value.
+    Abort(T),
+}
+
+fn page_size() -> usize {
+    // LMDB requires the map size to be a multiple of the OS page size; 4 KiB is the common case
+    // and 64 KiB covers every page size Linux uses, so rounding to 64 KiB is always valid.
+    64 * 1024
+}
+
+/// Counts active transactions so that the map is resized only when there are none.
+#[derive(Default)]
+struct Gate {
+    state: Mutex<GateState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct GateState {
+    active: usize,
+    exclusive: bool,
+}
+
+/// Held by every transaction for its whole life.
+pub(crate) struct GateGuard(Arc<Gate>);
+
+/// Held while the map is resized.
+struct ExclusiveGuard<'a>(&'a Gate);
+
+impl Gate {
+    fn lock(&self) -> MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn enter(self: &Arc<Self>) -> GateGuard {
+        let mut state = self.lock();
+        while state.exclusive {
+            state = self
+                .changed
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        state.active += 1;
+        GateGuard(Arc::clone(self))
+    }
+
+    fn exclusive(&self, timeout: Duration) -> Option<ExclusiveGuard<'_>> {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.lock();
+        while state.exclusive {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            state = self
+                .changed
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        state.exclusive = true;
+        while state.active > 0 {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                state.exclusive = false;
+                self.changed.notify_all();
+                return None;
+            };
+            state = self
+                .changed
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        Some(ExclusiveGuard(self))
+    }
+}
+
+impl Drop for GateGuard {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.active -= 1;
+        if state.active == 0 && state.exclusive {
+            self.0.changed.notify_all();
+        }
+    }
+}
+
+impl Drop for ExclusiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.lock().exclusive = false;
+        self.0.changed.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exclusive_waits_for_guards_and_times_out() {
+        let gate = Arc::new(Gate::default());
+        let g = gate.enter();
+        assert!(gate.exclusive(Duration::from_millis(20)).is_none());
+        // A failed attempt leaves the gate usable.
+        let g2 = gate.enter();
+        drop(g);
+        drop(g2);
+        let ex = gate.exclusive(Duration::from_millis(20));
+        assert!(ex.is_some());
+        drop(ex);
+        let _g3 = gate.enter();
+    }
+
+    #[test]
+    fn exclusive_granted_once_guard_moves_and_drops_on_other_thread() {
+        let gate = Arc::new(Gate::default());
+        let g = gate.enter();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            drop(g);
+        });
+        assert!(gate.exclusive(Duration::from_secs(5)).is_some());
+        t.join().unwrap();
+    }
+}

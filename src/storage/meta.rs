@@ -1,0 +1,128 @@
+//! Creating the databases of a store and checking its format.
+
+use std::path::Path;
+
+use heed::byteorder::BigEndian;
+use heed::types::{Bytes, Str, U64};
+use heed::{CommitOrAbort, Database};
+
+use super::{Dbs, Env};
+use crate::error::{Error, Result};
+
+/// Version of the on-disk format this build reads and writes (see `docs/format.md`).
+pub const FORMAT_VERSION: u32 = 1;
+
+const KEY_FORMAT: &str = "format_version";
+const KEY_LAYOUT: &str = "rkyv_layout";
+const KEY_STORE_ID: &str = "store_id";
+
+/// Describes how this build's rkyv lays out archives: byte order, alignment of a 32-bit integer,
+/// size of an archived `usize`. rkyv chooses these with cargo features, which a dependency
+/// elsewhere in a build can switch on; a store must be read with the layout it was written with.
+pub(crate) fn rkyv_layout() -> [u8; 4] {
+    let one = rkyv::to_bytes::<rkyv::rancor::Error>(&1u32).map_or(0, |b| b[0]);
+    [
+        u8::from(one != 1), // 0 = little-endian
+        std::mem::align_of::<rkyv::Archived<u32>>() as u8,
+        std::mem::size_of::<rkyv::Archived<usize>>() as u8,
+        0,
+    ]
+}
+
+/// Creates or opens the databases, then checks (or, for a new store, writes) the format version,
+/// the rkyv layout and the store id.
+pub(crate) fn open_databases(env: &Env, path: &Path) -> Result<(Dbs, u128)> {
+    // No other handle on this environment exists yet (the registry lock is held), so no
+    // transaction can be active and none needs the gate.
+    let wtxn = env.heed.write_txn()?;
+    let mut store_id = 0;
+    let dbs = env
+        .heed
+        .create_databases_and_commit(wtxn, |opener, wtxn| -> Result<_> {
+            let meta = opener.create_database(wtxn, Some("meta"))?;
+            let log = opener.create_database(wtxn, Some("log"))?;
+            let heads = opener.create_database(wtxn, Some("heads"))?;
+            let stream_index = opener.create_database(wtxn, Some("stream_index"))?;
+            let event_ids = opener.create_database(wtxn, Some("event_ids"))?;
+            store_id = check_or_init(meta, log, wtxn, path)?;
+            Ok(CommitOrAbort::<_, ()>::Commit((
+                meta,
+                log,
+                heads,
+                stream_index,
+                event_ids,
+            )))
+        })?
+        .unwrap_commit();
+    let (_meta, log, heads, stream_index, event_ids) = dbs;
+    Ok((
+        Dbs {
+            log,
+            heads,
+            stream_index,
+            event_ids,
+        },
+        store_id,
+    ))
+}
+
+fn check_or_init(
+    meta: Database<'_, Str, Bytes>,
+    log: Database<'_, U64<BigEndian>, Bytes>,
+    wtxn: &mut heed::RwTxn<'_>,
+    path: &Path,
+) -> Result<u128> {
+    let layout = rkyv_layout();
+    match meta.get(wtxn, KEY_FORMAT)? {
+        Some(bytes) => {
+            let found = <[u8; 4]>::try_from(bytes)
+                .map(u32::from_le_bytes)
+                .unwrap_or(0);
+            if found != FORMAT_VERSION {
+                return Err(Error::FormatVersion {
+                    path: path.to_owned(),
+                    found,
+                    supported: FORMAT_VERSION,
+                });
+            }
+            let stored_layout = meta.get(wtxn, KEY_LAYOUT)?.unwrap_or(&[]);
+            if stored_layout != layout {
+                return Err(Error::LayoutMismatch {
+                    path: path.to_owned(),
+                    found: stored_layout.try_into().unwrap_or([0; 4]),
+                    current: layout,
+                });
+            }
+            let id = meta.get(wtxn, KEY_STORE_ID)?.unwrap_or(&[]);
+            let id: [u8; 16] = id.try_into().map_err(|_| Error::FormatVersion {
+                path: path.to_owned(),
+                found,
+                supported: FORMAT_VERSION,
+            })?;
+            Ok(u128::from_le_bytes(id))
+        }
+        None => {
+            if !log.is_empty(wtxn)? {
+                // Events without a format marker: not a store this build wrote.
+                return Err(Error::FormatVersion {
+                    path: path.to_owned(),
+                    found: 0,
+                    supported: FORMAT_VERSION,
+                });
+            }
+            let store_id = uuid::Uuid::new_v4().as_u128();
+            meta.put(wtxn, KEY_FORMAT, &FORMAT_VERSION.to_le_bytes())?;
+            meta.put(wtxn, KEY_LAYOUT, &layout)?;
+            meta.put(wtxn, KEY_STORE_ID, &store_id.to_le_bytes())?;
+            Ok(store_id)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn default_rkyv_layout_is_little_endian_aligned_32bit() {
+        assert_eq!(super::rkyv_layout(), [0, 4, 4, 0]);
+    }
+}

@@ -1,0 +1,232 @@
+//! Opening a store: the LMDB environment, its databases, and the format checks.
+
+mod config;
+mod env;
+mod meta;
+mod registry;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use heed::byteorder::BigEndian;
+use heed::types::{Bytes, U64};
+use heed::Database;
+use tokio::sync::watch;
+
+pub use config::{StorageConfig, DEFAULT_MAP_SIZE, DEFAULT_MAX_EVENT_SIZE, MAX_EVENT_SIZE_LIMIT};
+pub(crate) use env::Commit;
+pub use env::{Env, ReadTxn};
+pub use meta::FORMAT_VERSION;
+
+use crate::error::{Error, Result};
+use crate::index::Head;
+use crate::types::{IntoStreamId, StreamId};
+
+/// The LMDB databases of a store (see `docs/format.md`).
+pub(crate) struct Dbs {
+    pub log: Database<'static, U64<BigEndian>, Bytes>,
+    pub heads: Database<'static, Bytes, Bytes>,
+    pub stream_index: Database<'static, Bytes, U64<BigEndian>>,
+    pub event_ids: Database<'static, Bytes, U64<BigEndian>>,
+}
+
+/// State shared by every handle on one open store.
+pub(crate) struct Shared {
+    pub dbs: Dbs,
+    pub env: Env,
+    pub config: StorageConfig,
+    pub path: PathBuf,
+    pub store_id: u128,
+    pub head: watch::Sender<u64>,
+    pub unaligned_copies: AtomicU64,
+    pub poisoned: AtomicBool,
+}
+
+/// An open store. Cheap to clone; every clone is the same store.
+///
+/// Opening a path that is already open in this process returns the same store (see
+/// [`Storage::open`]).
+#[derive(Clone)]
+pub struct Storage {
+    /// The LMDB environment, for read transactions: `storage.env.read_txn()`.
+    pub env: Env,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage")
+            .field("path", &self.shared.path)
+            .field("head", &self.head())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Counters and sizes of an open store, readable without any metrics system.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Global sequence of the last committed event (0 when the log is empty).
+    pub head: u64,
+    /// Current size of the memory map in bytes.
+    pub map_size: usize,
+    /// Bytes of the map in use (last used page, times the page size).
+    pub used_bytes: u64,
+    /// Times this process grew the map.
+    pub map_resizes: u64,
+    /// Payloads copied into an aligned buffer because they were not 16-byte aligned in the map.
+    /// Zero-copy reads leave this unchanged.
+    pub unaligned_copies: u64,
+}
+
+impl Storage {
+    /// Opens the store at `config.path`, creating it (directory mode 0700) when missing.
+    ///
+    /// Opening a path that is already open in this process returns a handle on the same store
+    /// when the configuration is the same except for sizes and timeouts (the first opener's
+    /// values stay in force), and [`Error::AlreadyOpen`] otherwise.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::InvalidConfig`] for an invalid configuration (encryption without a key, ...),
+    ///   before anything is created on disk.
+    /// - [`Error::FormatVersion`] or [`Error::LayoutMismatch`] for a store written by an
+    ///   incompatible build.
+    /// - [`Error::AlreadyOpen`], [`Error::Io`], [`Error::Lmdb`].
+    ///
+    /// ```
+    /// use varvedb::storage::{Storage, StorageConfig};
+    /// let dir = tempfile::tempdir()?;
+    /// let storage = Storage::open(StorageConfig { path: dir.path().join("store"), ..Default::default() })?;
+    /// assert_eq!(storage.head(), 0);
+    /// # Ok::<(), varvedb::error::Error>(())
+    /// ```
+    pub fn open(config: StorageConfig) -> Result<Storage> {
+        config.validate()?;
+        registry::open(config, open_new)
+    }
+
+    /// The store's directory.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// The configuration the store was opened with.
+    pub fn config(&self) -> &StorageConfig {
+        &self.shared.config
+    }
+
+    /// The store's random 128-bit identity, fixed at creation.
+    pub fn store_id(&self) -> u128 {
+        self.shared.store_id
+    }
+
+    /// Global sequence of the last committed event (0 when the log is empty). Includes appends of
+    /// this process; appends by other processes show after the next read transaction.
+    pub fn head(&self) -> u64 {
+        *self.shared.head.borrow()
+    }
+
+    /// A receiver of the committed head: it changes only after a commit, so every sequence up to
+    /// the value it holds is readable. Starts at the head read from disk.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.shared.head.subscribe()
+    }
+
+    /// The current version of a stream (0 when it has no events), in a fresh read transaction.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupted`] when the stream's head entry is damaged; [`Error::Lmdb`].
+    pub fn stream_version(&self, stream: impl IntoStreamId) -> Result<u64> {
+        let stream = stream.into_stream_id()?;
+        let txn = self.env.read_txn()?;
+        Ok(self.head_of(txn.raw(), stream)?.map_or(0, |h| h.version))
+    }
+
+    /// Counters and sizes of the store.
+    pub fn stats(&self) -> Stats {
+        let info = self.env.heed.info();
+        Stats {
+            head: self.head(),
+            map_size: info.map_size,
+            used_bytes: (info.last_page_number as u64 + 1)
+                * u64::from(self.env.heed.unnamed_database_stat().page_size),
+            map_resizes: self.env.resizes(),
+            unaligned_copies: self.shared.unaligned_copies.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Flushes the data file to disk. Appends are durable when they return; this is only useful
+    /// after writes made outside VarveDB.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Lmdb`] when the flush fails.
+    pub fn sync(&self) -> Result<()> {
+        Ok(self.env.heed.force_sync()?)
+    }
+
+    pub(crate) fn head_of(&self, txn: &heed::RoTxn<'_>, stream: StreamId) -> Result<Option<Head>> {
+        self.shared
+            .dbs
+            .heads
+            .get(txn, &stream.to_key())?
+            .map(|bytes| Head::decode(stream, bytes))
+            .transpose()
+    }
+
+    /// Publishes a new committed head to subscribers. Commits are serialised by LMDB, so a
+    /// sequence is published only after every lower one is committed.
+    pub(crate) fn publish(&self, last_seq: u64) {
+        self.shared.head.send_if_modified(|head| {
+            if last_seq > *head {
+                *head = last_seq;
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+/// Opens a store that is not open in this process yet.
+fn open_new(config: StorageConfig, path: PathBuf) -> Result<Storage> {
+    let env = Env::open(
+        &path,
+        config.map_size,
+        config.max_readers,
+        config.resize_timeout,
+    )?;
+    let stale = env.heed.clear_stale_readers()?;
+    if stale > 0 {
+        tracing::info!(stale, path = %path.display(), "cleared stale LMDB reader slots");
+    }
+    let (dbs, store_id) = meta::open_databases(&env, &path)?;
+    let head = {
+        let txn = env.read_txn()?;
+        dbs.log.last(txn.raw())?.map_or(0, |(seq, _)| seq)
+    };
+    let (head_tx, _) = watch::channel(head);
+    let shared = Arc::new(Shared {
+        dbs,
+        env: env.clone(),
+        config,
+        path,
+        store_id,
+        head: head_tx,
+        unaligned_copies: AtomicU64::new(0),
+        poisoned: AtomicBool::new(false),
+    });
+    Ok(Storage { env, shared })
+}
+
+impl Shared {
+    pub(crate) fn check_not_poisoned(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(Error::Poisoned);
+        }
+        Ok(())
+    }
+}
