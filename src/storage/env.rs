@@ -198,14 +198,17 @@ impl Env {
 
     /// Adopts the map size after another process grew the file past our map.
     fn adopt_grown_map(&self) -> Result<()> {
-        let _exclusive = self.gate.exclusive(self.resize_timeout).ok_or_else(|| {
-            Error::MapFull {
+        let _exclusive =
+            self.gate
+                .exclusive(self.resize_timeout)
+                .ok_or_else(|| {
+                    Error::MapFull {
                 map_size: self.heed.info().map_size,
                 reason:
                     "another process grew the map and read transactions of this process stayed open"
                         .into(),
             }
-        })?;
+                })?;
         // SAFETY: as in `grow`, the exclusive gate guarantees no active transaction here. Size 0
         // asks LMDB to adopt the size recorded in the file by the other process.
         unsafe { self.heed.resize(0) }?;
