@@ -65,8 +65,8 @@ pub mod fuzzing {
         E::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
     {
         let rec = crate::log::record::decode(seq, bytes)?;
-        let payload = rec.payload()?;
-        let (view, _) = crate::engine::EventView::<E>::new(rec.envelope, payload)?;
+        let _ = rec.envelope();
+        let (view, _) = crate::engine::EventView::<E>::new(rec)?;
         Ok(view.version())
     }
 

@@ -327,7 +327,7 @@ fn envelope_carries_everything_and_reads_without_payload() {
     assert_eq!(second.metadata, None);
     assert_ne!(second.event_id, env.event_id);
     let view = reader.get(&txn, 1).unwrap().unwrap();
-    assert_eq!(*view.envelope(), env);
+    assert_eq!(view.envelope(), env);
     assert_eq!(view.deserialize().unwrap(), ev(1));
 }
 

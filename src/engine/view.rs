@@ -11,7 +11,9 @@ use rkyv::util::AlignedVec;
 use rkyv::Archive;
 
 use crate::error::{Error, Result};
+use crate::log::record::DecodedRecord;
 use crate::log::Envelope;
+use crate::types::StreamId;
 
 /// Alignment VarveDB guarantees to payloads: rkyv archives need at most 16.
 pub(crate) const PAYLOAD_ALIGN: usize = 16;
@@ -23,7 +25,7 @@ pub(crate) const PAYLOAD_ALIGN: usize = 16;
 /// view points straight into the map: no allocation, no copy. Otherwise the payload is copied
 /// once into an aligned buffer, and [`Stats::unaligned_copies`](crate::storage::Stats) counts it.
 pub struct EventView<'t, E: Archive> {
-    envelope: Envelope<'t>,
+    record: DecodedRecord<'t>,
     payload: Payload<'t, E::Archived>,
 }
 
@@ -37,18 +39,19 @@ impl<'t, E: Archive> EventView<'t, E>
 where
     E::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
 {
-    /// Validates `payload` as an archived `E`, copying it first when it is misaligned. Returns the
-    /// view and whether a copy was made.
-    pub(crate) fn new(envelope: Envelope<'t>, payload: &'t [u8]) -> Result<(Self, bool)> {
+    /// Verifies the payload checksum and validates the payload as an archived `E`, copying it
+    /// first when it is misaligned. Returns the view and whether a copy was made.
+    pub(crate) fn new(record: DecodedRecord<'t>) -> Result<(Self, bool)> {
+        let payload = record.payload()?;
         let invalid = |e: rancor::Error| Error::InvalidPayload {
-            seq: envelope.seq,
+            seq: record.seq(),
             reason: e.to_string(),
         };
         if (payload.as_ptr() as usize) % PAYLOAD_ALIGN == 0 {
             let archived = rkyv::access::<E::Archived, rancor::Error>(payload).map_err(invalid)?;
             return Ok((
                 EventView {
-                    envelope,
+                    record,
                     payload: Payload::Borrowed(archived),
                 },
                 false,
@@ -59,7 +62,7 @@ where
         rkyv::access::<E::Archived, rancor::Error>(&copy).map_err(invalid)?;
         Ok((
             EventView {
-                envelope,
+                record,
                 payload: Payload::Copied(copy),
             },
             true,
@@ -68,19 +71,24 @@ where
 }
 
 impl<'t, E: Archive> EventView<'t, E> {
-    /// The event's envelope.
-    pub fn envelope(&self) -> &Envelope<'t> {
-        &self.envelope
+    /// The event's envelope (decoded from the verified header on each call).
+    pub fn envelope(&self) -> Envelope<'t> {
+        self.record.envelope()
     }
 
     /// Global sequence of the event.
     pub fn seq(&self) -> u64 {
-        self.envelope.seq
+        self.record.seq()
     }
 
     /// Version of the event in its stream.
     pub fn version(&self) -> u64 {
-        self.envelope.version
+        self.record.version()
+    }
+
+    /// The stream of the event.
+    pub fn stream(&self) -> StreamId {
+        self.record.stream()
     }
 
     /// The archived event.
@@ -110,7 +118,7 @@ impl<'t, E: Archive> EventView<'t, E> {
         E::Archived: rkyv::Deserialize<E, rkyv::api::high::HighDeserializer<rancor::Error>>,
     {
         rkyv::deserialize::<E, rancor::Error>(self.archived()).map_err(|e| Error::InvalidPayload {
-            seq: self.envelope.seq,
+            seq: self.record.seq(),
             reason: e.to_string(),
         })
     }

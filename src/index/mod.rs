@@ -48,7 +48,10 @@ impl Head {
         v[0..8].copy_from_slice(&self.version.to_le_bytes());
         v[8..16].copy_from_slice(&self.first_seq.to_le_bytes());
         v[16..24].copy_from_slice(&self.last_seq.to_le_bytes());
-        let crc = crc32c::crc32c_append(crc32c::crc32c(&stream.to_key()), &v[..24]);
+        let crc = crate::log::checksum::crc32c_append(
+            crate::log::checksum::crc32c(&stream.to_key()),
+            &v[..24],
+        );
         v[24..28].copy_from_slice(&crc.to_le_bytes());
         v
     }
@@ -59,7 +62,11 @@ impl Head {
             return Err(bad());
         }
         let crc = u32::from_le_bytes(bytes[24..28].try_into().expect("4 bytes"));
-        if crc32c::crc32c_append(crc32c::crc32c(&stream.to_key()), &bytes[..24]) != crc {
+        if crate::log::checksum::crc32c_append(
+            crate::log::checksum::crc32c(&stream.to_key()),
+            &bytes[..24],
+        ) != crc
+        {
             return Err(bad());
         }
         let u = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().expect("8 bytes"));

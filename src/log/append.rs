@@ -152,7 +152,7 @@ fn retry_of(
             .get(txn, &seq)?
             .ok_or_else(|| Error::corrupted(seq, "event id index points at a missing record"))?;
         let rec = record::decode(seq, bytes)?;
-        let env = rec.envelope;
+        let env = rec.envelope();
         if env.event_id != s.id {
             return Err(Error::corrupted(
                 seq,
@@ -216,6 +216,6 @@ fn stored_position(storage: &Storage, txn: &heed::RoTxn<'_>, seq: u64) -> Result
         .log
         .get(txn, &seq)?
         .ok_or_else(|| Error::corrupted(seq, "event id index points at a missing record"))?;
-    let env = record::decode(seq, bytes)?.envelope;
-    Ok((env.stream, env.version))
+    let rec = record::decode(seq, bytes)?;
+    Ok((rec.stream(), rec.version()))
 }

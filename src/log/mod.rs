@@ -1,6 +1,7 @@
 //! The global log: records keyed by global sequence, their envelope and their byte layout.
 
 pub(crate) mod append;
+pub(crate) mod checksum;
 mod envelope;
 pub(crate) mod record;
 

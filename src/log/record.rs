@@ -6,7 +6,7 @@
 //! multiple of 16) or on an overflow page has its payload 16-byte aligned in the memory map.
 //!
 //! ```text
-//! 0   u32  header_crc     CRC-32C of bytes [4, payload_offset)
+//! 0   u32  header_crc     CRC-32C of bytes [8, payload_offset)
 //! 4   u32  payload_crc    CRC-32C of bytes [payload_offset, len)
 //! 8   u8   record_version (1)
 //! 9   u8   flags          bit 0 correlation id, bit 1 causation id, bit 2 metadata
@@ -46,6 +46,10 @@ const FLAG_METADATA: u8 = 4;
 const KNOWN_FLAGS: u8 = FLAG_CORRELATION | FLAG_CAUSATION | FLAG_METADATA;
 
 const OFF_PAYLOAD_CRC: usize = 4;
+/// The header checksum starts at the first 8-byte aligned byte after both checksums, so that it
+/// runs on whole 8-byte words. The payload checksum field is not covered by it: a damaged payload
+/// checksum fails the payload check instead.
+const HEADER_CRC_START: usize = 8;
 const OFF_SEQ: usize = 16;
 const OFF_VERSION: usize = 40;
 const OFF_PREV: usize = 48;
@@ -117,7 +121,7 @@ pub(crate) fn finish(buf: &mut Vec<u8>, start: usize, payload_offset: usize) -> 
     buf.resize(start + align_up(buf.len() - start), 0);
     let rec = &mut buf[start..];
     rec[80..84].copy_from_slice(&(payload_len as u32).to_le_bytes());
-    let payload_crc = crc32c::crc32c(&rec[payload_offset..]);
+    let payload_crc = crate::log::checksum::crc32c(&rec[payload_offset..]);
     rec[OFF_PAYLOAD_CRC..OFF_PAYLOAD_CRC + 4].copy_from_slice(&payload_crc.to_le_bytes());
     rec.len()
 }
@@ -135,7 +139,7 @@ pub(crate) fn set_position(
     rec[OFF_VERSION..OFF_VERSION + 8].copy_from_slice(&version.to_le_bytes());
     rec[OFF_PREV..OFF_PREV + 8].copy_from_slice(&prev_seq.to_le_bytes());
     rec[OFF_TIMESTAMP..OFF_TIMESTAMP + 8].copy_from_slice(&timestamp_ns.to_le_bytes());
-    let header_crc = crc32c::crc32c(&rec[4..payload_offset]);
+    let header_crc = crate::log::checksum::crc32c(&rec[HEADER_CRC_START..payload_offset]);
     rec[0..4].copy_from_slice(&header_crc.to_le_bytes());
 }
 
@@ -171,25 +175,84 @@ fn u128_at(b: &[u8], off: usize) -> u128 {
 }
 
 /// A record whose header has been verified; the payload is checked separately by
-/// [`DecodedRecord::payload`], so that reading an envelope never touches payload bytes.
+/// [`DecodedRecord::payload`], so that reading an envelope never touches payload bytes. Small and
+/// cheap to move: the envelope is decoded only when asked for.
+#[derive(Clone, Copy)]
 pub(crate) struct DecodedRecord<'a> {
-    pub envelope: Envelope<'a>,
     bytes: &'a [u8],
-    payload_offset: usize,
+    seq: u64,
+    /// Offset of the event type name; the optional ids precede it.
+    type_offset: u32,
+    payload_offset: u32,
 }
 
 impl<'a> DecodedRecord<'a> {
+    /// Global sequence of the record.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Version of the record in its stream.
+    pub fn version(&self) -> u64 {
+        u64_at(self.bytes, OFF_VERSION)
+    }
+
+    /// The stream of the record.
+    pub fn stream(&self) -> StreamId {
+        StreamId(u128_at(self.bytes, 24))
+    }
+
+    /// The event type name's bytes (UTF-8 when decoded by [`decode`], or when equal to a name).
+    pub fn event_type_bytes(&self) -> &'a [u8] {
+        let start = self.type_offset as usize;
+        &self.bytes[start..start + u16_at(self.bytes, 12) as usize]
+    }
+
+    /// Decodes the envelope.
+    pub fn envelope(&self) -> Envelope<'a> {
+        let b = self.bytes;
+        let flags = b[9];
+        let mut off = HEADER_LEN;
+        let mut take_id = |flag: u8| {
+            (flags & flag != 0).then(|| {
+                off += 16;
+                Uuid::from_u128(u128_at(b, off - 16))
+            })
+        };
+        let correlation_id = take_id(FLAG_CORRELATION);
+        let causation_id = take_id(FLAG_CAUSATION);
+        let type_bytes = self.event_type_bytes();
+        // The name was checked to be UTF-8 (by `decode`, or by equality with a known name), so
+        // the fallback is unreachable.
+        let event_type = std::str::from_utf8(type_bytes).unwrap_or_default();
+        let meta_start = self.type_offset as usize + type_bytes.len();
+        let metadata = (flags & FLAG_METADATA != 0)
+            .then(|| &b[meta_start..meta_start + u32_at(b, 84) as usize]);
+        let prev = u64_at(b, OFF_PREV);
+        Envelope {
+            seq: self.seq,
+            stream: self.stream(),
+            version: self.version(),
+            prev_seq: (prev != 0).then_some(prev),
+            timestamp_ns: u64_at(b, OFF_TIMESTAMP),
+            event_id: Uuid::from_u128(u128_at(b, 64)),
+            correlation_id,
+            causation_id,
+            event_type,
+            schema_version: u16_at(b, 10),
+            metadata,
+            payload_len: u32_at(b, 80),
+        }
+    }
+
     /// Verifies the payload checksum and returns the payload bytes.
     pub fn payload(&self) -> Result<&'a [u8]> {
         let stored = u32_at(self.bytes, OFF_PAYLOAD_CRC);
-        let region = &self.bytes[self.payload_offset..];
-        if crc32c::crc32c(region) != stored {
-            return Err(Error::corrupted(
-                self.envelope.seq,
-                "payload checksum mismatch",
-            ));
+        let region = &self.bytes[self.payload_offset as usize..];
+        if crate::log::checksum::crc32c(region) != stored {
+            return Err(Error::corrupted(self.seq, "payload checksum mismatch"));
         }
-        Ok(&region[..self.envelope.payload_len as usize])
+        Ok(&region[..u32_at(self.bytes, 80) as usize])
     }
 
     /// The whole record (header, payload and padding).
@@ -198,16 +261,27 @@ impl<'a> DecodedRecord<'a> {
     }
 }
 
-/// Decodes and verifies the header of the record stored under key `seq`.
+/// Decodes and verifies the header of the record stored under key `seq`, including that the
+/// event type name is UTF-8.
 ///
 /// Every length is bounds-checked before it is used, so arbitrary bytes give an error, never a
 /// panic.
 pub(crate) fn decode(seq: u64, bytes: &[u8]) -> Result<DecodedRecord<'_>> {
+    let rec = decode_unchecked_name(seq, bytes)?;
+    if std::str::from_utf8(rec.event_type_bytes()).is_err() {
+        return Err(Error::corrupted(seq, "event type is not UTF-8"));
+    }
+    Ok(rec)
+}
+
+/// [`decode`] without the UTF-8 check of the event type name, for callers that compare the name
+/// with a known (UTF-8) one before they use it: equality proves it is UTF-8.
+pub(crate) fn decode_unchecked_name(seq: u64, bytes: &[u8]) -> Result<DecodedRecord<'_>> {
     let bad = |reason: &str| Error::corrupted(seq, reason);
     if bytes.len() < HEADER_LEN {
         return Err(bad("record shorter than its header"));
     }
-    if bytes.len() % ALIGN != 0 {
+    if bytes.len() % ALIGN != 0 || bytes.len() > u32::MAX as usize {
         return Err(bad("record length is not a multiple of 16"));
     }
     let flags = bytes[9];
@@ -216,13 +290,13 @@ pub(crate) fn decode(seq: u64, bytes: &[u8]) -> Result<DecodedRecord<'_>> {
     let metadata_len = u32_at(bytes, 84) as usize;
     let ids_len =
         16 * ((flags & FLAG_CORRELATION != 0) as usize + (flags & FLAG_CAUSATION != 0) as usize);
-    let var_end = HEADER_LEN + ids_len + type_len + metadata_len;
-    let payload_offset = align_up(var_end);
+    let type_offset = HEADER_LEN + ids_len;
+    let payload_offset = align_up(type_offset + type_len + metadata_len);
     if payload_offset > bytes.len() {
         return Err(bad("header lengths exceed the record"));
     }
     let stored_crc = u32_at(bytes, 0);
-    if crc32c::crc32c(&bytes[4..payload_offset]) != stored_crc {
+    if crate::log::checksum::crc32c(&bytes[HEADER_CRC_START..payload_offset]) != stored_crc {
         return Err(bad("header checksum mismatch"));
     }
     // The header is intact from here on; what follows catches records that were written wrong
@@ -239,45 +313,14 @@ pub(crate) fn decode(seq: u64, bytes: &[u8]) -> Result<DecodedRecord<'_>> {
     if align_up(payload_offset + payload_len) != bytes.len() {
         return Err(bad("payload length does not match the record length"));
     }
-    let stored_seq = u64_at(bytes, OFF_SEQ);
-    if stored_seq != seq {
+    if u64_at(bytes, OFF_SEQ) != seq {
         return Err(bad("record holds a different sequence than its key"));
     }
-    let mut off = HEADER_LEN;
-    let mut take_id = |flag: u8| {
-        if flags & flag != 0 {
-            let id = Uuid::from_u128(u128_at(bytes, off));
-            off += 16;
-            Some(id)
-        } else {
-            None
-        }
-    };
-    let correlation_id = take_id(FLAG_CORRELATION);
-    let causation_id = take_id(FLAG_CAUSATION);
-    let event_type = std::str::from_utf8(&bytes[off..off + type_len])
-        .map_err(|_| bad("event type is not UTF-8"))?;
-    off += type_len;
-    let metadata = (flags & FLAG_METADATA != 0).then(|| &bytes[off..off + metadata_len]);
-    let prev = u64_at(bytes, OFF_PREV);
-    let envelope = Envelope {
-        seq,
-        stream: StreamId(u128_at(bytes, 24)),
-        version: u64_at(bytes, OFF_VERSION),
-        prev_seq: (prev != 0).then_some(prev),
-        timestamp_ns: u64_at(bytes, OFF_TIMESTAMP),
-        event_id: Uuid::from_u128(u128_at(bytes, 64)),
-        correlation_id,
-        causation_id,
-        event_type,
-        schema_version: u16_at(bytes, 10),
-        metadata,
-        payload_len: payload_len as u32,
-    };
     Ok(DecodedRecord {
-        envelope,
         bytes,
-        payload_offset,
+        seq,
+        type_offset: type_offset as u32,
+        payload_offset: payload_offset as u32,
     })
 }
 
@@ -319,7 +362,7 @@ mod tests {
                 assert_eq!(buf.len() % ALIGN, 0);
                 assert_eq!(payload_offset % ALIGN, 0);
                 let rec = decode(42, &buf).unwrap();
-                let env = rec.envelope;
+                let env = rec.envelope();
                 assert_eq!(env.stream, StreamId(9));
                 assert_eq!(env.version, 2);
                 assert_eq!(env.prev_seq, Some(40));
