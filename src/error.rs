@@ -192,6 +192,12 @@ pub enum Error {
     #[error("the store refuses writes after an I/O failure; reopen it")]
     Poisoned,
 
+    /// A read transaction of one store was passed to a reader of another.
+    #[error(
+        "the read transaction belongs to another store; open it with this store's env.read_txn()"
+    )]
+    ForeignTransaction,
+
     /// An error from LMDB.
     #[error("LMDB: {0}")]
     Lmdb(#[from] heed::Error),

@@ -39,6 +39,11 @@ mod log;
 pub mod storage;
 mod types;
 
+/// The README's examples, compiled and run as doc tests so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 pub use log::{Envelope, MAX_EVENT_TYPE_LEN};
 pub use types::{
     default_event_type, Appended, Direction, ExpectedVersion, IntoStreamId, NewEvent, Position,

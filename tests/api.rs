@@ -742,3 +742,16 @@ async fn works_from_tokio_tasks() {
     .unwrap();
     assert_eq!(n, 40);
 }
+
+#[test]
+fn a_transaction_of_another_store_is_an_error() {
+    let (_d1, s1, mut w1, _r1) = setup();
+    let (_d2, _s2, _w2, r2) = setup();
+    w1.append(1, 1, ev(1)).unwrap();
+    let txn = s1.env.read_txn().unwrap();
+    assert!(matches!(r2.get(&txn, 1), Err(Error::ForeignTransaction)));
+    assert!(matches!(
+        r2.read_log(&txn, 1, Direction::Forward).map(|_| ()),
+        Err(Error::ForeignTransaction)
+    ));
+}

@@ -190,7 +190,7 @@ where
     /// holds another type, [`Error::InvalidPayload`] when the payload is not a valid archive of
     /// `E`, [`Error::Lmdb`].
     pub fn get<'t>(&self, txn: &'t ReadTxn, seq: u64) -> Result<Option<EventView<'t, E>>> {
-        match self.storage.shared.dbs.log.get(txn.raw(), &seq)? {
+        match self.storage.shared.dbs.log.get(self.raw(txn)?, &seq)? {
             Some(bytes) => self.view(seq, bytes).map(Some),
             None => Ok(None),
         }
@@ -202,7 +202,7 @@ where
     ///
     /// [`Error::Corrupted`] when the record's header fails its checksum, [`Error::Lmdb`].
     pub fn envelope<'t>(&self, txn: &'t ReadTxn, seq: u64) -> Result<Option<Envelope<'t>>> {
-        match self.storage.shared.dbs.log.get(txn.raw(), &seq)? {
+        match self.storage.shared.dbs.log.get(self.raw(txn)?, &seq)? {
             Some(bytes) => Ok(Some(record::decode(seq, bytes)?.envelope())),
             None => Ok(None),
         }
@@ -218,7 +218,7 @@ where
         let stream = stream.into_stream_id()?;
         Ok(self
             .storage
-            .head_of(txn.raw(), stream)?
+            .head_of(self.raw(txn)?, stream)?
             .map_or(0, |h| h.version))
     }
 
@@ -233,7 +233,7 @@ where
         stream: impl IntoStreamId,
     ) -> Result<Option<EventView<'t, E>>> {
         let stream = stream.into_stream_id()?;
-        let Some(head) = self.storage.head_of(txn.raw(), stream)? else {
+        let Some(head) = self.storage.head_of(self.raw(txn)?, stream)? else {
             return Ok(None);
         };
         let bytes = self
@@ -241,7 +241,7 @@ where
             .shared
             .dbs
             .log
-            .get(txn.raw(), &head.last_seq)?
+            .get(self.raw(txn)?, &head.last_seq)?
             .ok_or_else(|| {
                 Error::corrupted(head.last_seq, "stream head points at a missing record")
             })?;
@@ -281,9 +281,11 @@ where
         };
         let bounds = (Bound::Included(&lo[..]), Bound::Included(&hi[..]));
         let source = match direction {
-            Direction::Forward => Source::StreamForward(stream, index.range(txn.raw(), &bounds)?),
+            Direction::Forward => {
+                Source::StreamForward(stream, index.range(self.raw(txn)?, &bounds)?)
+            }
             Direction::Backward => {
-                Source::StreamBackward(stream, index.rev_range(txn.raw(), &bounds)?)
+                Source::StreamBackward(stream, index.rev_range(self.raw(txn)?, &bounds)?)
             }
         };
         Ok(Events {
@@ -310,8 +312,8 @@ where
     ) -> Result<Events<'t, E>> {
         let log = self.storage.shared.dbs.log;
         let source = match direction {
-            Direction::Forward => Source::LogForward(log.range(txn.raw(), &(from..))?),
-            Direction::Backward => Source::LogBackward(log.rev_range(txn.raw(), &(..=from))?),
+            Direction::Forward => Source::LogForward(log.range(self.raw(txn)?, &(from..))?),
+            Direction::Backward => Source::LogBackward(log.rev_range(self.raw(txn)?, &(..=from))?),
         };
         Ok(Events {
             reader: self.clone(),
@@ -330,7 +332,7 @@ where
         &self,
         txn: &'t ReadTxn,
     ) -> Result<impl Iterator<Item = Result<StreamInfo>> + 't> {
-        let iter = self.storage.shared.dbs.heads.iter(txn.raw())?;
+        let iter = self.storage.shared.dbs.heads.iter(self.raw(txn)?)?;
         Ok(iter.map(|entry| {
             let (key, value) = entry?;
             let stream = parse_stream_key(key)?;
@@ -424,6 +426,11 @@ where
                 }
             }
         }
+    }
+
+    /// The LMDB transaction of `txn`, refusing a transaction of another store.
+    fn raw<'t>(&self, txn: &'t ReadTxn) -> Result<&'t heed::RoTxn<'static>> {
+        txn.of(&self.storage.env)
     }
 
     /// Verifies a record and makes a typed view of it.

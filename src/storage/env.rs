@@ -49,6 +49,16 @@ impl ReadTxn {
     pub(crate) fn raw(&self) -> &RoTxn<'static> {
         &self.txn
     }
+
+    /// The transaction, after checking that it belongs to `env` (heed panics on a transaction
+    /// of another environment; this turns that into an error).
+    pub(crate) fn of(&self, env: &Env) -> Result<&RoTxn<'static>> {
+        if Arc::ptr_eq(&self._guard.0, &env.gate) {
+            Ok(&self.txn)
+        } else {
+            Err(Error::ForeignTransaction)
+        }
+    }
 }
 
 impl std::fmt::Debug for ReadTxn {
