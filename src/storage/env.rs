@@ -8,7 +8,7 @@
 #![allow(unsafe_code)]
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,8 @@ pub struct Env {
     gate: Arc<Gate>,
     resize_timeout: Duration,
     resizes: Arc<AtomicU64>,
+    /// The map size as last set by this process, readable without touching the map.
+    map_size: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for Env {
@@ -99,11 +101,13 @@ impl Env {
         // `Gate`). The store directory is created 0700 and owned by the caller; a process that
         // rewrites the file behind LMDB's back is outside what any mmap-based store can defend.
         let heed = unsafe { options.open(dir) }?;
+        let map_size = heed.info().map_size;
         Ok(Env {
             heed,
             gate: Arc::new(Gate::default()),
             resize_timeout,
             resizes: Arc::new(AtomicU64::new(0)),
+            map_size: Arc::new(AtomicUsize::new(map_size)),
         })
     }
 
@@ -202,6 +206,7 @@ impl Env {
             reason: format!("the operating system refused a map of {new_size} bytes: {e}"),
         })?;
         self.resizes.fetch_add(1, Ordering::Relaxed);
+        self.map_size.store(new_size, Ordering::Relaxed);
         tracing::info!(from = current, to = new_size, "grew the LMDB map");
         Ok(())
     }
@@ -222,7 +227,25 @@ impl Env {
         // SAFETY: as in `grow`, the exclusive gate guarantees no active transaction here. Size 0
         // asks LMDB to adopt the size recorded in the file by the other process.
         unsafe { self.heed.resize(0) }?;
+        self.map_size
+            .store(self.heed.info().map_size, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// LMDB's environment info and page size. Both read the meta pages through the map, so they
+    /// run inside the gate: a concurrent resize would unmap them.
+    pub(crate) fn info(&self) -> (heed::EnvInfo, u32) {
+        let _guard = self.gate.enter();
+        (
+            self.heed.info(),
+            self.heed.unnamed_database_stat().page_size,
+        )
+    }
+
+    /// Flushes the data file, inside the gate like every other use of the map.
+    pub(crate) fn force_sync(&self) -> Result<()> {
+        let _guard = self.gate.enter();
+        Ok(self.heed.force_sync()?)
     }
 
     /// How many times this process grew the map.

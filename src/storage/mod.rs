@@ -147,12 +147,12 @@ impl Storage {
 
     /// Counters and sizes of the store.
     pub fn stats(&self) -> Stats {
-        let info = self.env.heed.info();
+        let (info, page_size) = self.env.info();
         Stats {
             head: self.head(),
             map_size: info.map_size,
             used_bytes: (info.last_page_number as u64 + 1)
-                * u64::from(self.env.heed.unnamed_database_stat().page_size),
+                * u64::from(page_size),
             map_resizes: self.env.resizes(),
             unaligned_copies: self.shared.unaligned_copies.load(Ordering::Relaxed),
         }
@@ -165,7 +165,7 @@ impl Storage {
     ///
     /// [`Error::Lmdb`] when the flush fails.
     pub fn sync(&self) -> Result<()> {
-        Ok(self.env.heed.force_sync()?)
+        self.env.force_sync()
     }
 
     pub(crate) fn head_of(&self, txn: &heed::RoTxn<'_>, stream: StreamId) -> Result<Option<Head>> {
