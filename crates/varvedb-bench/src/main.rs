@@ -1,1 +1,613 @@
-fn main() {}
+//! VarveDB against raw heed (LMDB) and SQLite, in one process, one table.
+//!
+//! ```text
+//! cargo run --release -p varvedb-bench [-- --events 500000 --reps 3 --no-sqlite]
+//! ```
+//!
+//! The table goes to stdout and to `target/bench-report.md`; progress goes to stderr. Numbers
+//! are events/s of this run on this machine; only the ratios in one run mean anything.
+//!
+//! # Why the shapes are the same
+//!
+//! Every engine stores the same events: a [`BenchEvent`](common::BenchEvent) of about 100 bytes
+//! archived, which VarveDB wraps into a record of [`record_len`](common::record_len) bytes (its
+//! header, event type name and payload, padded to 16). Raw heed and SQLite store opaque values of
+//! exactly that length, so each engine moves the same bytes. Streams are drawn from one
+//! deterministic generator, so each engine sees the same streams in the same order, and each write
+//! workload starts from a fresh store. Every write transaction is durable (fsync on commit).
+//!
+//! Raw heed keeps VarveDB's four LMDB databases and does their writes in the same transaction:
+//! the log (big-endian u64 seq → record, `APPEND`), the (stream, version) → seq index, the
+//! stream heads (stream → 28 bytes, read and rewritten per batch), and a UUIDv7 event id → seq
+//! index (`NO_OVERWRITE`). It skips what VarveDB adds on top: rkyv serialization, CRC-32C
+//! checksums, the idempotency lookups of event ids before writing, validation on read.
+//!
+//! # Rows
+//!
+//! 1. **Batched appends.** VarveDB's `append_batch` appends to one stream, so its batched row is
+//!    1,000 events to one random stream (out of 10,000) per transaction. The closest it gets to
+//!    "events on random streams" is small batches: 10 events to one random stream per
+//!    transaction. Raw heed and SQLite run both shapes identically. "1,000 events on 1,000
+//!    random streams in one transaction" cannot be expressed through VarveDB's API; raw heed
+//!    (log + index as in DESIGN.md, and all four databases) and SQLite are shown for reference.
+//! 2. **Single appends.** One event per durable transaction (`append(stream, version)`).
+//! 3. **Point reads.** Random sequences over the 1,000-event-batch store; one read transaction
+//!    per 10,000 gets in every engine. VarveDB: typed `reader.get` (checksums, event type check,
+//!    bytecheck validation, zero-copy view), touching `amount`. Raw heed: `log.get`, touching the
+//!    value's length. SQLite: `SELECT payload .. WHERE seq = ?`.
+//! 4. **Stream reads.** Random streams read whole by version: `read_stream` against a range over
+//!    the index plus a `log.get` per entry (SQLite: `WHERE stream = ? ORDER BY version`). Once on
+//!    the 1,000-event-batch store (long, contiguous streams) and once on the 10-event-batch store
+//!    (short streams interleaved in the log).
+//! 5. **Full scan, warm.** `read_log` over the whole log in one transaction, touching `amount` of
+//!    every typed event, and `for_each_in_log` (which renews its transaction every 100 ms), against
+//!    raw heed iterating the log's values and SQLite's `SELECT payload ORDER BY seq`.
+//! 6. **Reference rows** repeat 3 and 5 with raw heed loading every byte of each value (XOR of its
+//!    8-byte words) instead of only its length. Any checksum or validation must load the record, so
+//!    this separates the memory traffic of reading a record from VarveDB's per-event CPU work.
+//!
+//! Writes run once per row, interleaved transaction by transaction across the engines (each timed
+//! over its own transactions only), so that disk noise falls on all alike. A row stops starting
+//! transactions after `--write-budget-secs` of wall time, so a slow disk shortens it rather than
+//! the run; row names give the events actually written. Reads are warmed by a full scan, run
+//! interleaved (VarveDB, heed, SQLite, repeated), and report the median of the repetitions; every
+//! engine must read the same number of events, else a warning is added to the notes. The notes
+//! also give VarveDB's count of payloads copied because they were misaligned (zero-copy evidence),
+//! map use per event, the issue targets, and the process's peak memory.
+
+mod common;
+mod raw;
+mod report;
+mod sqlite;
+mod varve;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::{
+    append_interleaved, interleaved, payload_len, pick_streams, random_seqs, record_len, Appender,
+    Plan, Rate, Res, Spread,
+};
+use raw::{Indexes, RawStore, Touch};
+use report::{ratio, Report, Workload};
+use sqlite::SqliteStore;
+use varve::VarveStore;
+
+const USAGE: &str = "usage: varvedb-bench [--events N] [--small-batch-events N] [--random-events N]
+                     [--singles N] [--streams N] [--gets N] [--reps N]
+                     [--write-budget-secs N] [--no-sqlite]";
+
+/// Sizes of the workloads.
+#[derive(Clone, Debug)]
+struct Config {
+    /// Events of the 1,000-per-batch rows, which also fill the stores for the reads.
+    events: u64,
+    /// Events of the 10-per-batch rows (one fsync per 10 events).
+    small_batch_events: u64,
+    /// Events of the 1,000-random-streams-per-transaction reference rows.
+    random_events: u64,
+    /// Events of the single-append rows (one fsync per event).
+    singles: u64,
+    /// Number of streams events are drawn over.
+    streams: u64,
+    /// Point gets per repetition (SQLite does a quarter as many).
+    gets: u64,
+    /// Repetitions of each read workload.
+    reps: usize,
+    /// Run SQLite too.
+    sqlite: bool,
+    /// Wall time after which a write row stops starting transactions (all engines together).
+    write_budget: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            events: 500_000,
+            small_batch_events: 50_000,
+            random_events: 200_000,
+            singles: 2_000,
+            streams: 10_000,
+            gets: 1_000_000,
+            reps: 3,
+            sqlite: true,
+            write_budget: Duration::from_secs(25),
+        }
+    }
+}
+
+impl Config {
+    fn from_args() -> Res<Config> {
+        let mut cfg = Config::default();
+        let mut args = std::env::args().skip(1);
+        while let Some(flag) = args.next() {
+            if flag == "--no-sqlite" {
+                cfg.sqlite = false;
+                continue;
+            }
+            if flag == "-h" || flag == "--help" {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            let value: u64 = args
+                .next()
+                .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?
+                .replace('_', "")
+                .parse()
+                .map_err(|e| format!("{flag}: {e}\n{USAGE}"))?;
+            let value_at_least_1 = value.max(1);
+            match flag.as_str() {
+                "--events" => cfg.events = value.max(1_000),
+                "--small-batch-events" => cfg.small_batch_events = value.max(10),
+                "--random-events" => cfg.random_events = value.max(1_000),
+                "--singles" => cfg.singles = value_at_least_1,
+                "--streams" => cfg.streams = value_at_least_1,
+                "--gets" => cfg.gets = value_at_least_1,
+                "--reps" => cfg.reps = value_at_least_1 as usize,
+                "--write-budget-secs" => cfg.write_budget = Duration::from_secs(value_at_least_1),
+                _ => return Err(format!("unknown flag {flag}\n{USAGE}").into()),
+            }
+        }
+        Ok(cfg)
+    }
+}
+
+/// One store per engine, filled by the same plan.
+struct Stores {
+    varve: VarveStore,
+    heed: RawStore,
+    sqlite: Option<SqliteStore>,
+    /// What was written to each of them.
+    plan: Plan,
+}
+
+impl Stores {
+    /// Fresh stores; raw heed maintains all of VarveDB's databases.
+    fn open(cfg: &Config) -> Res<Stores> {
+        Ok(Stores {
+            varve: VarveStore::open()?,
+            heed: RawStore::open(record_len(), Indexes::Full)?,
+            sqlite: open_sqlite(cfg)?,
+            plan: Plan::new(0, 1, Spread::OneStream, 1, 0),
+        })
+    }
+
+    /// Runs `plan` as batched appends on the three stores, interleaved, and adds the row named
+    /// by `name` (given the number of events that ran).
+    fn append_batches(
+        &mut self,
+        cfg: &Config,
+        plan: &Plan,
+        name: impl Fn(u64) -> String,
+        report: &mut Report,
+    ) -> Res<()> {
+        let mut varve = self.varve.batch_appender();
+        let mut engines: Vec<&mut dyn Appender> = vec![&mut varve, &mut self.heed];
+        if let Some(db) = self.sqlite.as_mut() {
+            engines.push(db);
+        }
+        let (rates, done) = append_interleaved(plan, cfg.write_budget, &mut engines)?;
+        report.add(row(name(done.events()), &rates));
+        self.plan = done;
+        Ok(())
+    }
+}
+
+fn open_sqlite(cfg: &Config) -> Res<Option<SqliteStore>> {
+    Ok(if cfg.sqlite {
+        Some(SqliteStore::open(record_len())?)
+    } else {
+        None
+    })
+}
+
+/// A row from the rates of VarveDB, raw heed and (when it ran) SQLite, in that order.
+fn row(name: String, rates: &[Rate]) -> Workload {
+    Workload::new(name)
+        .varvedb(rates[0].per_sec())
+        .heed(rates[1].per_sec())
+        .sqlite(rates.get(2).map(|r| r.per_sec()))
+}
+
+const SEED_BIG_BATCHES: u64 = 0x5EED_0001;
+const SEED_SMALL_BATCHES: u64 = 0x5EED_0002;
+const SEED_RANDOM: u64 = 0x5EED_0003;
+const SEED_SINGLES: u64 = 0x5EED_0004;
+const SEED_READS: u64 = 0x5EED_0005;
+
+/// Rows 1a and 1b; returns the filled stores for the reads.
+fn batched_appends(cfg: &Config, report: &mut Report) -> Res<(Stores, Stores)> {
+    eprintln!("batched appends, 1,000 per txn ...");
+    let plan = Plan::new(
+        cfg.events,
+        1_000,
+        Spread::OneStream,
+        cfg.streams,
+        SEED_BIG_BATCHES,
+    );
+    let mut big = Stores::open(cfg)?;
+    big.append_batches(
+        cfg,
+        &plan,
+        |n| {
+            format!(
+                "Batched append, durable: 1,000 events per txn, all to 1 random stream (of {}); {} events",
+                thousands(cfg.streams),
+                thousands(n)
+            )
+        },
+        report,
+    )?;
+    eprintln!("batched appends, 10 per txn ...");
+    let plan = Plan::new(
+        cfg.small_batch_events,
+        10,
+        Spread::OneStream,
+        cfg.streams,
+        SEED_SMALL_BATCHES,
+    );
+    let mut small = Stores::open(cfg)?;
+    small.append_batches(
+        cfg,
+        &plan,
+        |n| {
+            format!(
+                "Batched append, durable: 10 events per txn, all to 1 random stream (closest VarveDB gets to random streams per event); {} events",
+                thousands(n)
+            )
+        },
+        report,
+    )?;
+    Ok((big, small))
+}
+
+/// Rows 1c and 1d: 1,000 events on 1,000 random streams per transaction, which VarveDB's API
+/// cannot express; reference only.
+fn random_stream_batches(cfg: &Config, report: &mut Report) -> Res<()> {
+    eprintln!("batched appends, random stream per event ...");
+    let plan = Plan::new(
+        cfg.random_events,
+        1_000,
+        Spread::StreamPerEvent,
+        cfg.streams,
+        SEED_RANDOM,
+    );
+    let mut index_only = RawStore::open(record_len(), Indexes::LogAndIndex)?;
+    let mut full = RawStore::open(record_len(), Indexes::Full)?;
+    let mut sqlite = open_sqlite(cfg)?;
+    let mut engines: Vec<&mut dyn Appender> = vec![&mut index_only, &mut full];
+    if let Some(db) = sqlite.as_mut() {
+        engines.push(db);
+    }
+    let (rates, done) = append_interleaved(&plan, cfg.write_budget, &mut engines)?;
+    let name = |what: &str| {
+        format!(
+            "Batched append, durable: 1,000 events per txn, each to its own random stream, {what} (not expressible in VarveDB's API); {} events",
+            thousands(done.events())
+        )
+    };
+    report.add(Workload::new(name("heed log + index only, as DESIGN.md")).heed(rates[0].per_sec()));
+    report.add(
+        Workload::new(name("heed log + index + heads + ids"))
+            .heed(rates[1].per_sec())
+            .sqlite(rates.get(2).map(|r| r.per_sec())),
+    );
+    Ok(())
+}
+
+/// Row 2: one event per durable transaction, fresh stores.
+fn single_appends(cfg: &Config, report: &mut Report) -> Res<()> {
+    eprintln!("single appends ...");
+    let plan = Plan::new(cfg.singles, 1, Spread::OneStream, cfg.streams, SEED_SINGLES);
+    let varve = VarveStore::open()?;
+    let mut singles = varve.single_appender();
+    let mut heed = RawStore::open(record_len(), Indexes::Full)?;
+    let mut sqlite = open_sqlite(cfg)?;
+    let mut engines: Vec<&mut dyn Appender> = vec![&mut singles, &mut heed];
+    if let Some(db) = sqlite.as_mut() {
+        engines.push(db);
+    }
+    let (rates, done) = append_interleaved(&plan, cfg.write_budget, &mut engines)?;
+    report.add(row(
+        format!(
+            "Single append, durable: 1 event per txn (`append(stream, version)`), random streams; {} events",
+            thousands(done.events())
+        ),
+        &rates,
+    ));
+    Ok(())
+}
+
+/// Warms every store with one full scan.
+fn warm(stores: &Stores) -> Res<()> {
+    stores.varve.scan()?;
+    stores.heed.scan(Touch::Length)?;
+    if let Some(db) = &stores.sqlite {
+        db.scan()?;
+    }
+    Ok(())
+}
+
+/// A read workload's row: its name, repetitions, and the events each engine must read
+/// (VarveDB, raw heed, SQLite), which checks that every engine read the same data.
+struct ReadSpec {
+    name: String,
+    reps: usize,
+    expected: [u64; 3],
+    /// Whether SQLite (when enabled) takes part.
+    sqlite: bool,
+}
+
+/// Runs one read workload on each engine, interleaved, and adds the row. Closures take the
+/// stores so that each engine runs the same code path with its own store. A count that differs
+/// from the expected one is reported in the notes, not asserted.
+fn read_row(
+    spec: ReadSpec,
+    stores: &Stores,
+    varve: impl Fn(&VarveStore) -> Res<Rate>,
+    heed: impl Fn(&RawStore) -> Res<Rate>,
+    sqlite: impl Fn(&SqliteStore) -> Res<Rate>,
+    report: &mut Report,
+) -> Res<()> {
+    eprintln!("{} ...", spec.name);
+    let mut v = || varve(&stores.varve);
+    let mut h = || heed(&stores.heed);
+    let measured = match stores.sqlite.as_ref().filter(|_| spec.sqlite) {
+        Some(db) => {
+            let mut s = || sqlite(db);
+            interleaved(spec.reps, &mut [&mut v, &mut h, &mut s])?
+        }
+        None => interleaved(spec.reps, &mut [&mut v, &mut h])?,
+    };
+    for ((m, expected), engine) in measured.iter().zip(spec.expected).zip(ENGINES) {
+        if m.events != expected {
+            report.note(format!(
+                "WARNING: {engine} read {} events instead of {expected} in \"{}\"",
+                m.events, spec.name
+            ));
+        }
+    }
+    report.add(
+        Workload::new(spec.name)
+            .varvedb(measured[0].median)
+            .heed(measured[1].median)
+            .sqlite(measured.get(2).map(|m| m.median)),
+    );
+    Ok(())
+}
+
+const ENGINES: [&str; 3] = ["VarveDB", "raw heed", "SQLite"];
+
+/// Rows 3 to 5.
+fn reads(cfg: &Config, big: &Stores, small: &Stores, report: &mut Report) -> Res<()> {
+    eprintln!("warming up ...");
+    warm(big)?;
+    warm(small)?;
+
+    let head = big.varve.head();
+    let seqs = random_seqs(cfg.gets, head, SEED_READS);
+    let sqlite_seqs = &seqs[..seqs.len().div_ceil(4)];
+    let gets = seqs.len() as u64;
+    read_row(
+        ReadSpec {
+            name: format!(
+                "Point read by seq: random over {} events, 1 thread, txn renewed every 10k gets",
+                thousands(head)
+            ),
+            reps: cfg.reps,
+            expected: [gets, gets, sqlite_seqs.len() as u64],
+            sqlite: true,
+        },
+        big,
+        |v| v.point_reads(&seqs),
+        |h| h.point_reads(&seqs, Touch::Length),
+        |s| s.point_reads(sqlite_seqs),
+        report,
+    )?;
+    read_row(
+        ReadSpec {
+            name: "Reference: point read as above, but raw heed loads every byte of the value (XOR of its words), as VarveDB's checksums must".into(),
+            reps: cfg.reps,
+            expected: [gets; 3],
+            sqlite: false,
+        },
+        big,
+        |v| v.point_reads(&seqs),
+        |h| h.point_reads(&seqs, Touch::EveryByte),
+        |_| Err("not run".into()),
+        report,
+    )?;
+
+    for (stores, what) in [
+        (big, "streams of ~1,000-event batches"),
+        (small, "streams of 10-event batches, interleaved"),
+    ] {
+        let target = stores.plan.events().min(200_000);
+        let (streams, events) = pick_streams(&stores.plan.stream_lengths(), target, SEED_READS);
+        read_row(
+            ReadSpec {
+                name: format!(
+                    "Stream read, whole streams by version: {} streams, {} events ({what})",
+                    thousands(streams.len() as u64),
+                    thousands(events)
+                ),
+                reps: cfg.reps,
+                expected: [events; 3],
+                sqlite: true,
+            },
+            stores,
+            |v| v.stream_reads(&streams),
+            |h| h.stream_reads(&streams),
+            |s| s.stream_reads(&streams),
+            report,
+        )?;
+    }
+
+    let scan_reps = cfg.reps + 2;
+    let all = big.plan.events();
+    read_row(
+        ReadSpec {
+            name: format!(
+                "Full scan, warm: {} events, typed `read_log` touching a field vs raw values",
+                thousands(head)
+            ),
+            reps: scan_reps,
+            expected: [all; 3],
+            sqlite: true,
+        },
+        big,
+        VarveStore::scan,
+        |h| h.scan(Touch::Length),
+        SqliteStore::scan,
+        report,
+    )?;
+    read_row(
+        ReadSpec {
+            name: format!(
+                "Full scan, warm: {} events, typed `for_each_in_log` (renews txn every 100 ms)",
+                thousands(head)
+            ),
+            reps: scan_reps,
+            expected: [all; 3],
+            sqlite: true,
+        },
+        big,
+        VarveStore::scan_for_each,
+        |h| h.scan(Touch::Length),
+        SqliteStore::scan,
+        report,
+    )?;
+    read_row(
+        ReadSpec {
+            name: "Reference: full scan with `read_log` as above, but raw heed loads every byte of each value (XOR of its words)".into(),
+            reps: scan_reps,
+            expected: [all; 3],
+            sqlite: false,
+        },
+        big,
+        VarveStore::scan,
+        |h| h.scan(Touch::EveryByte),
+        |_| Err("not run".into()),
+        report,
+    )?;
+    Ok(())
+}
+
+/// The notes under the table.
+fn notes(cfg: &Config, big: &Stores, small: &Stores, report: &mut Report, started: Instant) {
+    report.note(format!(
+        "Events: {}-byte rkyv payload, {}-byte VarveDB record; raw heed and SQLite store values of the record's length. {} streams. Every write txn is durable (fsync on commit); SQLite: WAL, synchronous=FULL, default cache, no index on id.",
+        payload_len(),
+        record_len(),
+        thousands(cfg.streams)
+    ));
+    report.note(format!(
+        "Writes: one run per row on fresh stores, interleaved per transaction, each row capped at {} s of wall time. Reads: median of {} interleaved repetitions ({} for scans) after a warm-up scan. SQLite point reads do a quarter of the gets.",
+        cfg.write_budget.as_secs(),
+        cfg.reps,
+        cfg.reps + 2
+    ));
+    let typed = big.varve.typed_reads() + small.varve.typed_reads();
+    let copies = big.varve.unaligned_copies() + small.varve.unaligned_copies();
+    report.note(format!(
+        "Zero-copy: {} payloads copied for misalignment out of {} typed reads (`Stats::unaligned_copies`). A misaligned read cannot be provoked through the public API.",
+        thousands(copies),
+        thousands(typed)
+    ));
+    let per_event = |bytes: u64| bytes / big.plan.events().max(1);
+    report.note(format!(
+        "Map in use after the 1,000-per-batch fill: VarveDB {} bytes/event, raw heed {} bytes/event.",
+        per_event(big.varve.used_bytes()),
+        per_event(big.heed.used_bytes())
+    ));
+    let target = |row_prefix: &str, goal: f64| {
+        let measured = report.rows_starting(row_prefix).and_then(|r| r.vs_heed());
+        let verdict = match measured {
+            Some(m) if m >= goal => "met",
+            Some(_) => "NOT met",
+            None => "not measured",
+        };
+        format!("{} ({verdict})", ratio(measured))
+    };
+    let scan = target("Full scan, warm", 0.4);
+    let gets = target("Point read", 0.8);
+    report.note(format!(
+        "Issue targets: full typed scan ≥ 0.4× raw heed scan: measured {scan}; point reads ≥ 0.8× raw heed gets: measured {gets}."
+    ));
+    report.note(format!(
+        "Peak memory (VmHWM, includes resident pages of the memory-mapped stores): {}; wall time {:.0} s.",
+        peak_memory(),
+        started.elapsed().as_secs_f64()
+    ));
+}
+
+/// `VmHWM` from `/proc/self/status`.
+fn peak_memory() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().to_string()))
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// `1234567` as `1,234,567`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `target/bench-report.md` next to the binary's `target/<profile>/` directory.
+fn report_path() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.to_path_buf()))
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"))
+        .join("bench-report.md")
+}
+
+fn run() -> Res<()> {
+    let cfg = Config::from_args()?;
+    let started = Instant::now();
+    let mut report = Report::default();
+    let (big, small) = batched_appends(&cfg, &mut report)?;
+    random_stream_batches(&cfg, &mut report)?;
+    single_appends(&cfg, &mut report)?;
+    reads(&cfg, &big, &small, &mut report)?;
+    notes(&cfg, &big, &small, &mut report, started);
+
+    let table = report.render();
+    println!("{table}");
+    let path = report_path();
+    std::fs::write(&path, &table)?;
+    eprintln!("written to {}", path.display());
+    Ok(())
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("varvedb-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::thousands;
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_000), "1,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
+}

@@ -1,0 +1,146 @@
+//! The result table: one row per workload, one column per engine, ratios in the same run.
+
+use std::fmt::Write as _;
+
+/// One measured workload: events/s of each engine that ran it.
+#[derive(Clone, Debug)]
+pub struct Workload {
+    /// What was measured, shape included.
+    pub name: String,
+    /// VarveDB through its public API.
+    pub varvedb: Option<f64>,
+    /// Raw heed doing the same LMDB work.
+    pub heed: Option<f64>,
+    /// SQLite doing the same rows.
+    pub sqlite: Option<f64>,
+}
+
+impl Workload {
+    /// A row with no measurement yet.
+    pub fn new(name: impl Into<String>) -> Self {
+        Workload {
+            name: name.into(),
+            varvedb: None,
+            heed: None,
+            sqlite: None,
+        }
+    }
+
+    /// Sets VarveDB's events/s.
+    pub fn varvedb(mut self, rate: f64) -> Self {
+        self.varvedb = Some(rate);
+        self
+    }
+
+    /// Sets raw heed's events/s.
+    pub fn heed(mut self, rate: f64) -> Self {
+        self.heed = Some(rate);
+        self
+    }
+
+    /// Sets SQLite's events/s, when SQLite ran.
+    pub fn sqlite(mut self, rate: Option<f64>) -> Self {
+        self.sqlite = rate;
+        self
+    }
+
+    /// VarveDB / raw heed.
+    pub fn vs_heed(&self) -> Option<f64> {
+        Some(self.varvedb? / self.heed?)
+    }
+
+    fn vs_sqlite(&self) -> Option<f64> {
+        Some(self.varvedb? / self.sqlite?)
+    }
+}
+
+/// The table and the notes printed under it.
+#[derive(Debug, Default)]
+pub struct Report {
+    rows: Vec<Workload>,
+    notes: Vec<String>,
+}
+
+impl Report {
+    /// Adds a row, echoing it to stderr as progress.
+    pub fn add(&mut self, row: Workload) {
+        eprintln!(
+            "  {}: varvedb {} | heed {} | sqlite {}",
+            row.name,
+            rate(row.varvedb),
+            rate(row.heed),
+            rate(row.sqlite)
+        );
+        self.rows.push(row);
+    }
+
+    /// Adds a line under the table.
+    pub fn note(&mut self, note: impl Into<String>) {
+        self.notes.push(note.into());
+    }
+
+    /// The first row whose name starts with `prefix`.
+    pub fn rows_starting(&self, prefix: &str) -> Option<&Workload> {
+        self.rows.iter().find(|r| r.name.starts_with(prefix))
+    }
+
+    /// The table as markdown, notes as a list below it.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        out.push_str("| workload | VarveDB ev/s | raw heed ev/s | VarveDB / heed | SQLite ev/s | VarveDB / SQLite |\n");
+        out.push_str("|---|---:|---:|---:|---:|---:|\n");
+        for row in &self.rows {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} |",
+                row.name,
+                rate(row.varvedb),
+                rate(row.heed),
+                ratio(row.vs_heed()),
+                rate(row.sqlite),
+                ratio(row.vs_sqlite()),
+            );
+        }
+        if !self.notes.is_empty() {
+            out.push('\n');
+            for note in &self.notes {
+                let _ = writeln!(out, "- {note}");
+            }
+        }
+        out
+    }
+}
+
+/// Events/s with a unit: `1.23 M`, `86.4 k`, `950`; `–` when not measured.
+pub fn rate(value: Option<f64>) -> String {
+    match value {
+        None => "–".into(),
+        Some(v) if v >= 1e6 => format!("{:.2} M", v / 1e6),
+        Some(v) if v >= 1e5 => format!("{:.0} k", v / 1e3),
+        Some(v) if v >= 1e3 => format!("{:.1} k", v / 1e3),
+        Some(v) => format!("{v:.0}"),
+    }
+}
+
+/// A ratio such as `0.85×`; `–` when either side is missing.
+pub fn ratio(value: Option<f64>) -> String {
+    value.map_or_else(|| "–".into(), |v| format!("{v:.2}×"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_rates_and_ratios() {
+        let mut report = Report::default();
+        report.add(Workload::new("w").varvedb(2e6).heed(4e6).sqlite(None));
+        let table = report.render();
+        assert!(
+            table.contains("| w | 2.00 M | 4.00 M | 0.50× | – | – |"),
+            "{table}"
+        );
+        assert_eq!(rate(Some(86_400.0)), "86.4 k");
+        assert_eq!(rate(Some(386_400.0)), "386 k");
+    }
+}

@@ -1,0 +1,208 @@
+//! The VarveDB side: everything through the public API, as an application would call it.
+
+use std::cell::Cell;
+use std::hint::black_box;
+use std::ops::ControlFlow;
+
+use tempfile::TempDir;
+use varvedb::engine::{Reader, Writer};
+use varvedb::storage::{Storage, StorageConfig};
+use varvedb::{Direction, ExpectedVersion};
+
+use crate::common::{timed, Appender, BenchEvent, Rate, Res, RENEW_EVERY};
+
+/// A fresh VarveDB store in a temporary directory, deleted on drop.
+pub struct VarveStore {
+    storage: Storage,
+    typed_reads: Cell<u64>,
+    _dir: TempDir,
+}
+
+impl VarveStore {
+    /// Opens a new, empty store with the default configuration.
+    pub fn open() -> Res<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("varvedb-bench-")
+            .tempdir()?;
+        let storage = Storage::open(StorageConfig {
+            path: dir.path().join("store"),
+            ..Default::default()
+        })?;
+        Ok(VarveStore {
+            storage,
+            typed_reads: Cell::new(0),
+            _dir: dir,
+        })
+    }
+
+    fn reader(&self) -> Reader<BenchEvent> {
+        Reader::new(self.storage.clone())
+    }
+
+    /// Counts the typed reads of a finished read workload.
+    fn counted(&self, rate: Res<Rate>) -> Res<Rate> {
+        if let Ok(r) = &rate {
+            self.typed_reads.set(self.typed_reads.get() + r.events);
+        }
+        rate
+    }
+
+    /// Typed views made by the read workloads so far.
+    pub fn typed_reads(&self) -> u64 {
+        self.typed_reads.get()
+    }
+
+    /// An appender that calls `append_batch(stream, ExpectedVersion::Any, events)` once per
+    /// transaction, whose events must all go to one stream.
+    pub fn batch_appender(&self) -> BatchAppender {
+        BatchAppender {
+            writer: Writer::new(self.storage.clone()),
+            n: 0,
+        }
+    }
+
+    /// An appender that calls `append(stream, current + 1, event)` once per event.
+    pub fn single_appender(&self) -> SingleAppender {
+        SingleAppender {
+            writer: Writer::new(self.storage.clone()),
+            versions: Vec::new(),
+            n: 0,
+        }
+    }
+
+    /// Typed, validated `reader.get` of each sequence, touching `amount`.
+    pub fn point_reads(&self, seqs: &[u64]) -> Res<Rate> {
+        let reader = self.reader();
+        self.counted(timed(|| {
+            let mut sum = 0i64;
+            for chunk in seqs.chunks(RENEW_EVERY as usize) {
+                let txn = self.storage.env.read_txn()?;
+                for &seq in chunk {
+                    let view = reader.get(&txn, seq)?.ok_or("missing event")?;
+                    sum = sum.wrapping_add(view.amount.to_native());
+                }
+            }
+            black_box(sum);
+            Ok(seqs.len() as u64)
+        }))
+    }
+
+    /// `read_stream(stream, 1, Forward)` of each stream, whole, touching `amount` of each event.
+    /// The read transaction is renewed between streams once it has read [`RENEW_EVERY`] events.
+    pub fn stream_reads(&self, streams: &[u64]) -> Res<Rate> {
+        let reader = self.reader();
+        self.counted(timed(|| {
+            let mut sum = 0i64;
+            let mut events = 0u64;
+            let mut txn = self.storage.env.read_txn()?;
+            let mut renewed_at = 0u64;
+            for &stream in streams {
+                if events - renewed_at >= RENEW_EVERY {
+                    drop(txn);
+                    txn = self.storage.env.read_txn()?;
+                    renewed_at = events;
+                }
+                for view in reader.read_stream(&txn, stream, 1, Direction::Forward)? {
+                    sum = sum.wrapping_add(view?.amount.to_native());
+                    events += 1;
+                }
+            }
+            black_box(sum);
+            Ok(events)
+        }))
+    }
+
+    /// `read_log(1, Forward)` over the whole log in one read transaction, touching `amount`.
+    pub fn scan(&self) -> Res<Rate> {
+        let reader = self.reader();
+        self.counted(timed(|| {
+            let txn = self.storage.env.read_txn()?;
+            let mut sum = 0i64;
+            let mut events = 0u64;
+            for view in reader.read_log(&txn, 1, Direction::Forward)? {
+                sum = sum.wrapping_add(view?.amount.to_native());
+                events += 1;
+            }
+            black_box(sum);
+            Ok(events)
+        }))
+    }
+
+    /// `for_each_in_log(1, Forward, ..)`: the same scan in read transactions renewed every
+    /// 100 ms, touching `amount`.
+    pub fn scan_for_each(&self) -> Res<Rate> {
+        let reader = self.reader();
+        self.counted(timed(|| {
+            let mut sum = 0i64;
+            let events = reader.for_each_in_log(1, Direction::Forward, |view| {
+                sum = sum.wrapping_add(view.amount.to_native());
+                ControlFlow::Continue(())
+            })?;
+            black_box(sum);
+            Ok(events)
+        }))
+    }
+
+    /// Global sequence of the last event.
+    pub fn head(&self) -> u64 {
+        self.storage.head()
+    }
+
+    /// Payloads copied so far because they were misaligned in the map.
+    pub fn unaligned_copies(&self) -> u64 {
+        self.storage.stats().unaligned_copies
+    }
+
+    /// Bytes of the map in use.
+    pub fn used_bytes(&self) -> u64 {
+        self.storage.stats().used_bytes
+    }
+}
+
+/// Appends each transaction of a plan as one `append_batch` to one stream.
+pub struct BatchAppender {
+    writer: Writer<BenchEvent>,
+    n: u64,
+}
+
+impl Appender for BatchAppender {
+    fn append_txn(&mut self, streams: &[u64]) -> Res<()> {
+        let stream = streams[0];
+        if streams.iter().any(|&s| s != stream) {
+            return Err("VarveDB batches append to one stream".into());
+        }
+        let events: Vec<BenchEvent> = streams
+            .iter()
+            .map(|_| {
+                self.n += 1;
+                BenchEvent::new(self.n)
+            })
+            .collect();
+        self.writer
+            .append_batch(stream, ExpectedVersion::Any, events)?;
+        Ok(())
+    }
+}
+
+/// Appends every event with its own `append(stream, version, event)`: one durable commit each.
+pub struct SingleAppender {
+    writer: Writer<BenchEvent>,
+    versions: Vec<u64>,
+    n: u64,
+}
+
+impl Appender for SingleAppender {
+    fn append_txn(&mut self, streams: &[u64]) -> Res<()> {
+        for &stream in streams {
+            let slot = stream as usize;
+            if self.versions.len() <= slot {
+                self.versions.resize(slot + 1, 0);
+            }
+            self.versions[slot] += 1;
+            self.n += 1;
+            self.writer
+                .append(stream, self.versions[slot], BenchEvent::new(self.n))?;
+        }
+        Ok(())
+    }
+}
