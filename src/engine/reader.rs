@@ -435,7 +435,7 @@ where
 
     /// Verifies a record and makes a typed view of it.
     fn view<'t>(&self, seq: u64, bytes: &'t [u8]) -> Result<EventView<'t, E>> {
-        let rec = record::decode_unchecked_name(seq, bytes)?;
+        let rec = record::decode_event(seq, bytes)?;
         let found = rec.event_type_bytes();
         if !self.accepted.iter().any(|a| bytes_eq(a.as_bytes(), found)) {
             return Err(Error::WrongEventType {

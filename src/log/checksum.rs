@@ -22,6 +22,23 @@ pub(crate) fn crc32c(data: &[u8]) -> u32 {
     crc32c::crc32c(data)
 }
 
+/// CRC-32C of `a` and of `b`, computed in one interleaved pass. The `crc32` instruction has a
+/// latency of three cycles and a throughput of one per cycle, so two independent chains cost
+/// little more than one: a full record check (header and payload) runs at nearly the speed of
+/// the longer of the two.
+#[inline]
+pub(crate) fn crc32c_pair(a: &[u8], b: &[u8]) -> (u32, u32) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("sse4.2") {
+            // SAFETY: `crc32c_pair_sse42` only requires SSE 4.2, which the CPU was just checked
+            // to support; it reads nothing but `a` and `b`.
+            return unsafe { crc32c_pair_sse42(a, b) };
+        }
+    }
+    (crc32c::crc32c(a), crc32c::crc32c(b))
+}
+
 /// CRC-32C of `data` followed by `more`.
 #[inline]
 pub(crate) fn crc32c_append(crc: u32, more: &[u8]) -> u32 {
@@ -44,6 +61,31 @@ fn crc32c_sse42(data: &[u8]) -> u32 {
     !crc
 }
 
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse4.2")]
+fn crc32c_pair_sse42(a: &[u8], b: &[u8]) -> (u32, u32) {
+    use std::arch::x86_64::_mm_crc32_u64;
+    let (wa, ta) = a.as_chunks::<8>();
+    let (wb, tb) = b.as_chunks::<8>();
+    let both = wa.len().min(wb.len());
+    let (mut ca, mut cb) = (u64::from(u32::MAX), u64::from(u32::MAX));
+    for (x, y) in wa[..both].iter().zip(&wb[..both]) {
+        ca = _mm_crc32_u64(ca, u64::from_le_bytes(*x));
+        cb = _mm_crc32_u64(cb, u64::from_le_bytes(*y));
+    }
+    let finish = |mut crc: u64, words: &[[u8; 8]], tail: &[u8]| {
+        for word in words {
+            crc = _mm_crc32_u64(crc, u64::from_le_bytes(*word));
+        }
+        let mut crc = crc as u32;
+        for &byte in tail {
+            crc = std::arch::x86_64::_mm_crc32_u8(crc, byte);
+        }
+        !crc
+    };
+    (finish(ca, &wa[both..], ta), finish(cb, &wb[both..], tb))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,6 +104,12 @@ mod tests {
                     "start {start} len {len}"
                 );
             }
+        }
+        for (x, y) in [(0, 0), (3, 100), (100, 3), (64, 64), (9, 500)] {
+            assert_eq!(
+                crc32c_pair(&data[..x], &data[1..1 + y]),
+                (crc32c::crc32c(&data[..x]), crc32c::crc32c(&data[1..1 + y]))
+            );
         }
         assert_eq!(
             crc32c_append(crc32c(&data[..10]), &data[10..100]),

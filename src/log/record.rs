@@ -28,7 +28,7 @@
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::log::Envelope;
+use crate::log::{checksum, Envelope};
 use crate::types::StreamId;
 
 /// Version of the record layout, stored in every record.
@@ -121,7 +121,7 @@ pub(crate) fn finish(buf: &mut Vec<u8>, start: usize, payload_offset: usize) -> 
     buf.resize(start + align_up(buf.len() - start), 0);
     let rec = &mut buf[start..];
     rec[80..84].copy_from_slice(&(payload_len as u32).to_le_bytes());
-    let payload_crc = crate::log::checksum::crc32c(&rec[payload_offset..]);
+    let payload_crc = checksum::crc32c(&rec[payload_offset..]);
     rec[OFF_PAYLOAD_CRC..OFF_PAYLOAD_CRC + 4].copy_from_slice(&payload_crc.to_le_bytes());
     rec.len()
 }
@@ -139,7 +139,7 @@ pub(crate) fn set_position(
     rec[OFF_VERSION..OFF_VERSION + 8].copy_from_slice(&version.to_le_bytes());
     rec[OFF_PREV..OFF_PREV + 8].copy_from_slice(&prev_seq.to_le_bytes());
     rec[OFF_TIMESTAMP..OFF_TIMESTAMP + 8].copy_from_slice(&timestamp_ns.to_le_bytes());
-    let header_crc = crate::log::checksum::crc32c(&rec[HEADER_CRC_START..payload_offset]);
+    let header_crc = checksum::crc32c(&rec[HEADER_CRC_START..payload_offset]);
     rec[0..4].copy_from_slice(&header_crc.to_le_bytes());
 }
 
@@ -184,6 +184,8 @@ pub(crate) struct DecodedRecord<'a> {
     /// Offset of the event type name; the optional ids precede it.
     type_offset: u32,
     payload_offset: u32,
+    /// Whether the payload checksum was verified along with the header's.
+    payload_checked: bool,
 }
 
 impl<'a> DecodedRecord<'a> {
@@ -245,11 +247,12 @@ impl<'a> DecodedRecord<'a> {
         }
     }
 
-    /// Verifies the payload checksum and returns the payload bytes.
+    /// The payload bytes, after verifying the payload checksum (unless [`decode_event`] already
+    /// did).
     pub fn payload(&self) -> Result<&'a [u8]> {
-        let stored = u32_at(self.bytes, OFF_PAYLOAD_CRC);
         let region = &self.bytes[self.payload_offset as usize..];
-        if crate::log::checksum::crc32c(region) != stored {
+        if !self.payload_checked && checksum::crc32c(region) != u32_at(self.bytes, OFF_PAYLOAD_CRC)
+        {
             return Err(Error::corrupted(self.seq, "payload checksum mismatch"));
         }
         Ok(&region[..u32_at(self.bytes, 80) as usize])
@@ -267,16 +270,21 @@ impl<'a> DecodedRecord<'a> {
 /// Every length is bounds-checked before it is used, so arbitrary bytes give an error, never a
 /// panic.
 pub(crate) fn decode(seq: u64, bytes: &[u8]) -> Result<DecodedRecord<'_>> {
-    let rec = decode_unchecked_name(seq, bytes)?;
+    let rec = decode_with(seq, bytes, false)?;
     if std::str::from_utf8(rec.event_type_bytes()).is_err() {
         return Err(Error::corrupted(seq, "event type is not UTF-8"));
     }
     Ok(rec)
 }
 
-/// [`decode`] without the UTF-8 check of the event type name, for callers that compare the name
-/// with a known (UTF-8) one before they use it: equality proves it is UTF-8.
-pub(crate) fn decode_unchecked_name(seq: u64, bytes: &[u8]) -> Result<DecodedRecord<'_>> {
+/// Decodes a record for a full read: verifies both checksums in one pass, but not that the event
+/// type name is UTF-8. For callers that compare the name with a known (UTF-8) one before they use
+/// it: equality proves it is UTF-8.
+pub(crate) fn decode_event(seq: u64, bytes: &[u8]) -> Result<DecodedRecord<'_>> {
+    decode_with(seq, bytes, true)
+}
+
+fn decode_with(seq: u64, bytes: &[u8], with_payload: bool) -> Result<DecodedRecord<'_>> {
     let bad = |reason: &str| Error::corrupted(seq, reason);
     if bytes.len() < HEADER_LEN {
         return Err(bad("record shorter than its header"));
@@ -295,8 +303,16 @@ pub(crate) fn decode_unchecked_name(seq: u64, bytes: &[u8]) -> Result<DecodedRec
     if payload_offset > bytes.len() {
         return Err(bad("header lengths exceed the record"));
     }
-    let stored_crc = u32_at(bytes, 0);
-    if crate::log::checksum::crc32c(&bytes[HEADER_CRC_START..payload_offset]) != stored_crc {
+    let header = &bytes[HEADER_CRC_START..payload_offset];
+    if with_payload {
+        let (h, p) = checksum::crc32c_pair(header, &bytes[payload_offset..]);
+        if h != u32_at(bytes, 0) {
+            return Err(bad("header checksum mismatch"));
+        }
+        if p != u32_at(bytes, OFF_PAYLOAD_CRC) {
+            return Err(bad("payload checksum mismatch"));
+        }
+    } else if checksum::crc32c(header) != u32_at(bytes, 0) {
         return Err(bad("header checksum mismatch"));
     }
     // The header is intact from here on; what follows catches records that were written wrong
@@ -321,6 +337,7 @@ pub(crate) fn decode_unchecked_name(seq: u64, bytes: &[u8]) -> Result<DecodedRec
         seq,
         type_offset: type_offset as u32,
         payload_offset: payload_offset as u32,
+        payload_checked: with_payload,
     })
 }
 
@@ -387,6 +404,11 @@ mod tests {
                 assert!(
                     matches!(res, Err(Error::Corrupted { seq: 42, .. })),
                     "flip at byte {byte} bit {bit} not detected"
+                );
+                let res = decode_event(42, &bad).and_then(|r| r.payload().map(|_| ()));
+                assert!(
+                    matches!(res, Err(Error::Corrupted { seq: 42, .. })),
+                    "flip at byte {byte} bit {bit} not detected by a full read"
                 );
             }
         }
