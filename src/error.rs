@@ -215,6 +215,23 @@ impl Error {
         }
     }
 
+    /// A copy of a transaction-level error, for every batch of a commit group that it failed.
+    /// (`heed::Error` is not `Clone`; I/O errors keep their kind and message.)
+    pub(crate) fn duplicate(&self) -> Self {
+        match self {
+            Error::Lmdb(heed::Error::Mdb(code)) => Error::Lmdb(heed::Error::Mdb(*code)),
+            Error::Lmdb(heed::Error::Io(e)) | Error::Io(e) => {
+                Error::Io(std::io::Error::new(e.kind(), e.to_string()))
+            }
+            Error::MapFull { map_size, reason } => Error::MapFull {
+                map_size: *map_size,
+                reason: reason.clone(),
+            },
+            Error::Poisoned => Error::Poisoned,
+            other => Error::Io(std::io::Error::other(other.to_string())),
+        }
+    }
+
     /// Whether this error is LMDB's "map full", which the write path handles by growing the map.
     pub(crate) fn is_map_full(&self) -> bool {
         matches!(self, Error::Lmdb(heed::Error::Mdb(heed::MdbError::MapFull)))

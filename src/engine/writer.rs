@@ -8,7 +8,8 @@ use rkyv::ser::allocator::{Arena, ArenaHandle};
 use tokio::sync::watch;
 
 use crate::error::{Error, Result};
-use crate::log::append::{self, Staged};
+use crate::log::append::{Request, Staged};
+use crate::log::group::Done;
 use crate::log::record::{self, RecordParts, MAX_EVENT_TYPE_LEN};
 use crate::storage::Storage;
 use crate::types::{
@@ -181,6 +182,76 @@ where
         I: IntoIterator<Item = T>,
         T: Into<NewEvent<E>>,
     {
+        let request = self.prepare(stream, expected, events)?;
+        let storage = self.storage.clone();
+        let done = storage.shared.committer.submit_sync(&storage, request);
+        self.reclaim(done)
+    }
+
+    /// Appends one event as version `version` of `stream` without blocking the async runtime:
+    /// the future completes once the event is durable. See [`Writer::append`].
+    ///
+    /// The event is serialized on the calling task; the transaction runs on the store's commit
+    /// thread, grouped with concurrent appends. Dropping the future does not cancel the append.
+    ///
+    /// # Errors
+    ///
+    /// As [`Writer::append`].
+    pub async fn append_async(
+        &mut self,
+        stream: impl IntoStreamId,
+        version: u64,
+        event: E,
+    ) -> Result<u64> {
+        let stream = stream.into_stream_id()?;
+        if version == 0 {
+            return Err(Error::InvalidVersion { stream, version });
+        }
+        let appended = self
+            .append_batch_async(stream, ExpectedVersion::Exact(version - 1), [event])
+            .await?;
+        Ok(appended.first().seq)
+    }
+
+    /// Appends a batch to one stream without blocking the async runtime: the future completes
+    /// once the batch is durable. Same rules and errors as [`Writer::append_batch`]; dropping the
+    /// future does not cancel the append.
+    ///
+    /// # Errors
+    ///
+    /// As [`Writer::append_batch`].
+    pub async fn append_batch_async<I, T>(
+        &mut self,
+        stream: impl IntoStreamId,
+        expected: ExpectedVersion,
+        events: I,
+    ) -> Result<Appended>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<NewEvent<E>>,
+    {
+        let request = self.prepare(stream, expected, events)?;
+        let storage = self.storage.clone();
+        let rx = storage.shared.committer.submit_async(&storage, request);
+        let done = rx.await.map_err(|_| {
+            Error::Io(std::io::Error::other(
+                "the store's commit thread stopped before committing this batch",
+            ))
+        })?;
+        self.reclaim(done)
+    }
+
+    /// Serializes a batch into a request, taking the writer's reusable buffers.
+    fn prepare<I, T>(
+        &mut self,
+        stream: impl IntoStreamId,
+        expected: ExpectedVersion,
+        events: I,
+    ) -> Result<Request>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<NewEvent<E>>,
+    {
         let stream = stream.into_stream_id()?;
         self.buf.clear();
         self.staged.clear();
@@ -199,7 +270,19 @@ where
                 });
             }
         }
-        append::append(&self.storage, stream, expected, &mut self.buf, &self.staged)
+        Ok(Request {
+            stream,
+            expected,
+            buf: std::mem::take(&mut self.buf),
+            staged: std::mem::take(&mut self.staged),
+        })
+    }
+
+    /// Takes the buffers back from a finished request.
+    fn reclaim(&mut self, done: Done) -> Result<Appended> {
+        self.buf = done.request.buf;
+        self.staged = done.request.staged;
+        done.result
     }
 
     /// Serializes one event into the batch buffer.

@@ -21,42 +21,107 @@ pub(crate) struct Staged {
     pub id: Uuid,
 }
 
-/// Appends the staged records of `buf` to `stream` atomically. See
-/// [`Writer::append_batch`](crate::engine::Writer::append_batch) for the rules.
-pub(crate) fn append(
-    storage: &Storage,
-    stream: StreamId,
-    expected: ExpectedVersion,
-    buf: &mut [u8],
-    staged: &[Staged],
-) -> Result<Appended> {
-    let shared = &storage.shared;
-    shared.check_not_poisoned()?;
-    let result = storage
-        .env
-        .write(|wtxn| write_batch(storage, wtxn, stream, expected, buf, staged));
-    match &result {
-        Ok(appended) if !appended.deduplicated => storage.publish(appended.last().seq),
-        Err(Error::Lmdb(heed::Error::Io(_) | heed::Error::Mdb(heed::MdbError::Panic))) => {
-            // A failed commit or fsync leaves the page cache in an unknown state: refuse further
-            // writes until the store is reopened.
-            tracing::error!(path = %shared.path.display(), "write failed at the I/O level; store poisoned until reopened");
-            shared.poisoned.store(true, Ordering::Release);
-        }
-        _ => {}
-    }
-    result
+/// One caller's batch: staged records for one stream, with the caller's expectation.
+pub(crate) struct Request {
+    pub stream: StreamId,
+    pub expected: ExpectedVersion,
+    pub buf: Vec<u8>,
+    pub staged: Vec<Staged>,
 }
 
+/// Appends a group of batches in one write transaction and one fsync. Each batch is checked on
+/// its own, in order, seeing the batches before it: a conflict fails only its own batch. Returns
+/// one result per request; every `Ok` is durable.
+pub(crate) fn commit_group(storage: &Storage, group: &mut [Request]) -> Vec<Result<Appended>> {
+    let shared = &storage.shared;
+    if shared.check_not_poisoned().is_err() {
+        return group.iter().map(|_| Err(Error::Poisoned)).collect();
+    }
+    let outcome = storage.env.write(|wtxn| {
+        let mut results = Vec::with_capacity(group.len());
+        let mut wrote = false;
+        for req in group.iter_mut() {
+            let result = write_batch(storage, wtxn, req)?;
+            wrote |= matches!(&result, Ok(a) if !a.deduplicated);
+            results.push(result);
+        }
+        Ok(if wrote {
+            Commit::Commit(results)
+        } else {
+            Commit::Abort(results)
+        })
+    });
+    match outcome {
+        Ok(results) => {
+            let head = results
+                .iter()
+                .filter_map(|r| r.as_ref().ok().filter(|a| !a.deduplicated))
+                .map(|a| a.last().seq)
+                .max();
+            if let Some(head) = head {
+                let written = results
+                    .iter()
+                    .filter(|r| matches!(r, Ok(a) if !a.deduplicated))
+                    .count();
+                shared.commits.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .committed_batches
+                    .fetch_add(written as u64, Ordering::Relaxed);
+                storage.publish(head);
+            }
+            results
+        }
+        Err(e) => {
+            if matches!(
+                e,
+                Error::Lmdb(heed::Error::Io(_) | heed::Error::Mdb(heed::MdbError::Panic))
+            ) {
+                // A failed commit or fsync leaves the page cache in an unknown state: refuse
+                // further writes until the store is reopened.
+                tracing::error!(path = %shared.path.display(), error = %e, "write failed at the I/O level; store poisoned until reopened");
+                shared.poisoned.store(true, Ordering::Release);
+            }
+            let mut results: Vec<Result<Appended>> =
+                group.iter().skip(1).map(|_| Err(e.duplicate())).collect();
+            results.insert(0, Err(e));
+            results
+        }
+    }
+}
+
+/// Checks and writes one batch inside the group's transaction. The outer error fails the whole
+/// transaction (a failed put: "map full", I/O); the inner one fails only this batch, and is
+/// returned before anything of it was written.
 fn write_batch(
     storage: &Storage,
     wtxn: &mut heed::RwTxn<'_>,
-    stream: StreamId,
-    expected: ExpectedVersion,
-    buf: &mut [u8],
-    staged: &[Staged],
-) -> Result<Commit<Appended>> {
+    req: &mut Request,
+) -> Result<Result<Appended>> {
+    let plan = match plan(storage, wtxn, req) {
+        Ok(Plan::Retry(appended)) => return Ok(Ok(appended)),
+        Ok(Plan::Write(plan)) => plan,
+        Err(e) => return Ok(Err(e)),
+    };
+    apply(storage, wtxn, req, plan).map(Ok)
+}
+
+enum Plan {
+    /// The batch is a retry of stored events: nothing to write.
+    Retry(Appended),
+    Write(Placement),
+}
+
+/// Where a batch goes.
+struct Placement {
+    head: Option<Head>,
+    next_seq: u64,
+    timestamp: u64,
+}
+
+/// Everything that can reject a batch, before anything of it is written.
+fn plan(storage: &Storage, wtxn: &heed::RwTxn<'_>, req: &Request) -> Result<Plan> {
     let dbs = &storage.shared.dbs;
+    let (stream, staged) = (req.stream, &req.staged);
     let head = storage.head_of(wtxn, stream)?;
     let current = head.map_or(0, |h| h.version);
 
@@ -68,8 +133,16 @@ fn write_batch(
     if let Some(i) = found.iter().position(Option::is_some) {
         if found.iter().all(Option::is_some) {
             let existing: Vec<u64> = found.into_iter().flatten().collect();
-            return retry_of(storage, wtxn, stream, expected, buf, staged, &existing)
-                .map(Commit::Abort);
+            return retry_of(
+                storage,
+                wtxn,
+                stream,
+                req.expected,
+                &req.buf,
+                staged,
+                &existing,
+            )
+            .map(Plan::Retry);
         }
         let seq = found[i].expect("position found a stored id");
         let (existing_stream, existing_version) = stored_position(storage, wtxn, seq)?;
@@ -83,10 +156,10 @@ fn write_batch(
         });
     }
 
-    if !expected.matches(current) {
+    if !req.expected.matches(current) {
         return Err(Error::ConcurrencyConflict {
             stream,
-            expected,
+            expected: req.expected,
             actual: current,
         });
     }
@@ -98,15 +171,30 @@ fn write_batch(
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
-    let timestamp = now.max(last_ts);
+    Ok(Plan::Write(Placement {
+        head,
+        next_seq,
+        timestamp: now.max(last_ts),
+    }))
+}
 
-    let mut positions = Vec::with_capacity(staged.len());
-    let mut prev = head.map_or(0, |h| h.last_seq);
-    for (i, s) in staged.iter().enumerate() {
-        let seq = next_seq + i as u64;
+/// Writes a checked batch: its records, index entries, ids and the new stream head.
+fn apply(
+    storage: &Storage,
+    wtxn: &mut heed::RwTxn<'_>,
+    req: &mut Request,
+    at: Placement,
+) -> Result<Appended> {
+    let dbs = &storage.shared.dbs;
+    let stream = req.stream;
+    let current = at.head.map_or(0, |h| h.version);
+    let mut positions = Vec::with_capacity(req.staged.len());
+    let mut prev = at.head.map_or(0, |h| h.last_seq);
+    for (i, s) in req.staged.iter().enumerate() {
+        let seq = at.next_seq + i as u64;
         let version = current + 1 + i as u64;
-        let rec = &mut buf[s.start..s.start + s.len];
-        record::set_position(rec, s.payload_offset, seq, version, prev, timestamp);
+        let rec = &mut req.buf[s.start..s.start + s.len];
+        record::set_position(rec, s.payload_offset, seq, version, prev, at.timestamp);
         dbs.log.put_with_flags(wtxn, PutFlags::APPEND, &seq, rec)?;
         dbs.stream_index
             .put(wtxn, &stream_version_key(stream, version), &seq)?;
@@ -120,17 +208,17 @@ fn write_batch(
         prev = seq;
     }
     let new_head = Head {
-        version: current + staged.len() as u64,
-        first_seq: head.map_or(next_seq, |h| h.first_seq),
+        version: current + req.staged.len() as u64,
+        first_seq: at.head.map_or(at.next_seq, |h| h.first_seq),
         last_seq: prev,
     };
     dbs.heads
         .put(wtxn, &stream.to_key(), &new_head.encode(stream))?;
-    Ok(Commit::Commit(Appended {
+    Ok(Appended {
         stream,
         positions,
         deduplicated: false,
-    }))
+    })
 }
 
 /// Decides whether a batch whose first ids are stored is an exact retry of stored events.

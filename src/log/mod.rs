@@ -3,7 +3,9 @@
 pub(crate) mod append;
 pub(crate) mod checksum;
 mod envelope;
+pub(crate) mod group;
 pub(crate) mod record;
 
 pub use envelope::Envelope;
+pub use group::GroupCommit;
 pub use record::MAX_EVENT_TYPE_LEN;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::log::GroupCommit;
 
 /// Default initial map size: 1 GiB. The map is a reservation of address space, not of disk: the
 /// file grows only with the data, and the map doubles by itself when it is full.
@@ -41,6 +42,9 @@ pub struct StorageConfig {
     /// Maximum number of concurrent read transactions (LMDB reader slots), across processes.
     /// Default: 1024.
     pub max_readers: u32,
+    /// Limits of group commit: how many appends of concurrent callers share one transaction
+    /// and one fsync.
+    pub group_commit: GroupCommit,
 }
 
 impl Default for StorageConfig {
@@ -53,6 +57,7 @@ impl Default for StorageConfig {
             master_key: None,
             resize_timeout: Duration::from_secs(10),
             max_readers: 1024,
+            group_commit: GroupCommit::default(),
         }
     }
 }
@@ -70,6 +75,7 @@ impl fmt::Debug for StorageConfig {
             )
             .field("resize_timeout", &self.resize_timeout)
             .field("max_readers", &self.max_readers)
+            .field("group_commit", &self.group_commit)
             .finish()
     }
 }
@@ -95,6 +101,9 @@ impl StorageConfig {
         }
         if self.max_event_size == 0 || self.max_event_size > MAX_EVENT_SIZE_LIMIT {
             return invalid("max_event_size must be between 1 byte and 1 GiB");
+        }
+        if self.group_commit.max_batches == 0 || self.group_commit.max_bytes == 0 {
+            return invalid("group_commit.max_batches and max_bytes must be at least 1");
         }
         if self.max_readers == 0 {
             return invalid("max_readers must be at least 1");

@@ -21,6 +21,7 @@ pub use meta::FORMAT_VERSION;
 
 use crate::error::{Error, Result};
 use crate::index::Head;
+use crate::log::group::Committer;
 use crate::types::{IntoStreamId, StreamId};
 
 /// The LMDB databases of a store (see `docs/format.md`).
@@ -40,7 +41,16 @@ pub(crate) struct Shared {
     pub store_id: u128,
     pub head: watch::Sender<u64>,
     pub unaligned_copies: AtomicU64,
+    pub commits: AtomicU64,
+    pub committed_batches: AtomicU64,
     pub poisoned: AtomicBool,
+    pub committer: Arc<Committer>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.committer.close();
+    }
 }
 
 /// An open store. Cheap to clone; every clone is the same store.
@@ -78,9 +88,21 @@ pub struct Stats {
     /// Payloads copied into an aligned buffer because they were not 16-byte aligned in the map.
     /// Zero-copy reads leave this unchanged.
     pub unaligned_copies: u64,
+    /// Write transactions this process committed for appends (one fsync each).
+    pub commits: u64,
+    /// Batches (`append` or `append_batch` calls) those transactions carried; divided by
+    /// `commits`, the average commit group size.
+    pub committed_batches: u64,
 }
 
 impl Storage {
+    pub(crate) fn from_shared(shared: Arc<Shared>) -> Storage {
+        Storage {
+            env: shared.env.clone(),
+            shared,
+        }
+    }
+
     /// Opens the store at `config.path`, creating it (directory mode 0700) when missing.
     ///
     /// Opening a path that is already open in this process returns a handle on the same store
@@ -151,10 +173,11 @@ impl Storage {
         Stats {
             head: self.head(),
             map_size: info.map_size,
-            used_bytes: (info.last_page_number as u64 + 1)
-                * u64::from(page_size),
+            used_bytes: (info.last_page_number as u64 + 1) * u64::from(page_size),
             map_resizes: self.env.resizes(),
             unaligned_copies: self.shared.unaligned_copies.load(Ordering::Relaxed),
+            commits: self.shared.commits.load(Ordering::Relaxed),
+            committed_batches: self.shared.committed_batches.load(Ordering::Relaxed),
         }
     }
 
@@ -209,6 +232,7 @@ fn open_new(config: StorageConfig, path: PathBuf) -> Result<Storage> {
         dbs.log.last(txn.raw())?.map_or(0, |(seq, _)| seq)
     };
     let (head_tx, _) = watch::channel(head);
+    let config_group = config.group_commit;
     let shared = Arc::new(Shared {
         dbs,
         env: env.clone(),
@@ -217,7 +241,10 @@ fn open_new(config: StorageConfig, path: PathBuf) -> Result<Storage> {
         store_id,
         head: head_tx,
         unaligned_copies: AtomicU64::new(0),
+        commits: AtomicU64::new(0),
+        committed_batches: AtomicU64::new(0),
         poisoned: AtomicBool::new(false),
+        committer: Arc::new(Committer::new(config_group)),
     });
     Ok(Storage { env, shared })
 }
