@@ -434,15 +434,12 @@ where
     }
 
     /// Verifies a record and makes a typed view of it.
+    #[inline]
     fn view<'t>(&self, seq: u64, bytes: &'t [u8]) -> Result<EventView<'t, E>> {
         let rec = record::decode_event(seq, bytes)?;
         let found = rec.event_type_bytes();
         if !self.accepted.iter().any(|a| bytes_eq(a.as_bytes(), found)) {
-            return Err(Error::WrongEventType {
-                seq,
-                expected: self.accepted.join(" | "),
-                found: String::from_utf8_lossy(found).into_owned(),
-            });
+            return Err(wrong_type(seq, &self.accepted, found));
         }
         let (view, copied) = EventView::new(rec)?;
         if copied {
@@ -452,6 +449,16 @@ where
                 .fetch_add(1, Ordering::Relaxed);
         }
         Ok(view)
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn wrong_type(seq: u64, accepted: &[String], found: &[u8]) -> Error {
+    Error::WrongEventType {
+        seq,
+        expected: accepted.join(" | "),
+        found: String::from_utf8_lossy(found).into_owned(),
     }
 }
 

@@ -161,15 +161,19 @@ pub(crate) fn same_event(a: &[u8], b: &[u8]) -> bool {
         && a[64..] == b[64..]
 }
 
+#[inline(always)]
 fn u16_at(b: &[u8], off: usize) -> u16 {
     u16::from_le_bytes([b[off], b[off + 1]])
 }
+#[inline(always)]
 fn u32_at(b: &[u8], off: usize) -> u32 {
     u32::from_le_bytes(b[off..off + 4].try_into().expect("4 bytes"))
 }
+#[inline(always)]
 fn u64_at(b: &[u8], off: usize) -> u64 {
     u64::from_le_bytes(b[off..off + 8].try_into().expect("8 bytes"))
 }
+#[inline(always)]
 fn u128_at(b: &[u8], off: usize) -> u128 {
     u128::from_le_bytes(b[off..off + 16].try_into().expect("16 bytes"))
 }
@@ -253,7 +257,7 @@ impl<'a> DecodedRecord<'a> {
         let region = &self.bytes[self.payload_offset as usize..];
         if !self.payload_checked && checksum::crc32c(region) != u32_at(self.bytes, OFF_PAYLOAD_CRC)
         {
-            return Err(Error::corrupted(self.seq, "payload checksum mismatch"));
+            return Err(bad(self.seq, "payload checksum mismatch"));
         }
         Ok(&region[..u32_at(self.bytes, 80) as usize])
     }
@@ -262,6 +266,36 @@ impl<'a> DecodedRecord<'a> {
     pub fn raw(&self) -> &'a [u8] {
         self.bytes
     }
+}
+
+#[cold]
+#[inline(never)]
+fn bad(seq: u64, reason: &str) -> Error {
+    Error::corrupted(seq, reason)
+}
+
+/// Names what is wrong with a record whose checksums hold but whose header does not.
+#[cold]
+#[inline(never)]
+fn malformed(
+    seq: u64,
+    h: &[u8; HEADER_LEN],
+    payload_offset: usize,
+    payload_len: usize,
+    len: usize,
+) -> Error {
+    let reason = if h[8] != RECORD_VERSION {
+        "unknown record version"
+    } else if h[9] & !KNOWN_FLAGS != 0 {
+        "unknown record flags"
+    } else if u16_at(h, 14) != 0 {
+        "reserved header field is not zero"
+    } else if align_up(payload_offset + payload_len) != len {
+        "payload length does not match the record length"
+    } else {
+        "record holds a different sequence than its key"
+    };
+    bad(seq, reason)
 }
 
 /// Decodes and verifies the header of the record stored under key `seq`, including that the
@@ -285,52 +319,46 @@ pub(crate) fn decode_event(seq: u64, bytes: &[u8]) -> Result<DecodedRecord<'_>> 
 }
 
 fn decode_with(seq: u64, bytes: &[u8], with_payload: bool) -> Result<DecodedRecord<'_>> {
-    let bad = |reason: &str| Error::corrupted(seq, reason);
-    if bytes.len() < HEADER_LEN {
-        return Err(bad("record shorter than its header"));
-    }
+    // One bounds check for the fixed header; its fields are then read without any.
+    let Some(h) = bytes.first_chunk::<HEADER_LEN>() else {
+        return Err(bad(seq, "record shorter than its header"));
+    };
     if bytes.len() % ALIGN != 0 || bytes.len() > u32::MAX as usize {
-        return Err(bad("record length is not a multiple of 16"));
+        return Err(bad(seq, "record length is not a multiple of 16"));
     }
-    let flags = bytes[9];
-    let type_len = u16_at(bytes, 12) as usize;
-    let payload_len = u32_at(bytes, 80) as usize;
-    let metadata_len = u32_at(bytes, 84) as usize;
+    let flags = h[9];
+    let type_len = u16_at(h, 12) as usize;
+    let payload_len = u32_at(h, 80) as usize;
+    let metadata_len = u32_at(h, 84) as usize;
     let ids_len =
         16 * ((flags & FLAG_CORRELATION != 0) as usize + (flags & FLAG_CAUSATION != 0) as usize);
     let type_offset = HEADER_LEN + ids_len;
     let payload_offset = align_up(type_offset + type_len + metadata_len);
     if payload_offset > bytes.len() {
-        return Err(bad("header lengths exceed the record"));
+        return Err(bad(seq, "header lengths exceed the record"));
     }
-    let header = &bytes[HEADER_CRC_START..payload_offset];
+    let (front, payload) = bytes.split_at(payload_offset);
+    let header = &front[HEADER_CRC_START..];
     if with_payload {
-        let (h, p) = checksum::crc32c_pair(header, &bytes[payload_offset..]);
-        if h != u32_at(bytes, 0) {
-            return Err(bad("header checksum mismatch"));
+        let (hc, pc) = checksum::crc32c_pair(header, payload);
+        if hc != u32_at(h, 0) {
+            return Err(bad(seq, "header checksum mismatch"));
         }
-        if p != u32_at(bytes, OFF_PAYLOAD_CRC) {
-            return Err(bad("payload checksum mismatch"));
+        if pc != u32_at(h, OFF_PAYLOAD_CRC) {
+            return Err(bad(seq, "payload checksum mismatch"));
         }
-    } else if checksum::crc32c(header) != u32_at(bytes, 0) {
-        return Err(bad("header checksum mismatch"));
+    } else if checksum::crc32c(header) != u32_at(h, 0) {
+        return Err(bad(seq, "header checksum mismatch"));
     }
     // The header is intact from here on; what follows catches records that were written wrong
-    // or are being read under the wrong key.
-    if bytes[8] != RECORD_VERSION {
-        return Err(bad("unknown record version"));
-    }
-    if flags & !KNOWN_FLAGS != 0 {
-        return Err(bad("unknown record flags"));
-    }
-    if u16_at(bytes, 14) != 0 {
-        return Err(bad("reserved header field is not zero"));
-    }
-    if align_up(payload_offset + payload_len) != bytes.len() {
-        return Err(bad("payload length does not match the record length"));
-    }
-    if u64_at(bytes, OFF_SEQ) != seq {
-        return Err(bad("record holds a different sequence than its key"));
+    // or are being read under the wrong key. One branch for all, the reason only on failure.
+    let well_formed = h[8] == RECORD_VERSION
+        && flags & !KNOWN_FLAGS == 0
+        && u16_at(h, 14) == 0
+        && align_up(payload_offset + payload_len) == bytes.len()
+        && u64_at(h, OFF_SEQ) == seq;
+    if !well_formed {
+        return Err(malformed(seq, h, payload_offset, payload_len, bytes.len()));
     }
     Ok(DecodedRecord {
         bytes,
