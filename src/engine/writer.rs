@@ -23,7 +23,8 @@ pub type EventSerializer<'a> = HighSerializer<Vec<u8>, ArenaHandle<'a>, rancor::
 /// Appends events of type `E`.
 ///
 /// A writer keeps reusable serialization buffers, hence `&mut self`. Clone it (cheap) to write
-/// from several threads or tasks: clones share the store, and LMDB serialises their transactions.
+/// from several threads or tasks: clones share the store, and appends that arrive while another
+/// commit runs are grouped into the next transaction and share its fsync (group commit).
 ///
 /// ```
 /// use varvedb::storage::{Storage, StorageConfig};
