@@ -45,6 +45,32 @@ pub struct StorageConfig {
     /// Limits of group commit: how many appends of concurrent callers share one transaction
     /// and one fsync.
     pub group_commit: GroupCommit,
+    /// When appended data reaches the disk. Default: [`Durability::Immediate`].
+    pub durability: Durability,
+}
+
+/// When appended data reaches the disk, and what a crash can lose.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// Every commit is `fdatasync`ed before the append returns. An append that returned `Ok`
+    /// survives a killed process, an operating-system crash and power loss (as far as the disk
+    /// honours fsync).
+    #[default]
+    Immediate,
+    /// Commits are not synced; the store syncs every `sync_interval` (when `Some`), on
+    /// [`Storage::sync`](crate::storage::Storage::sync), and when it is closed.
+    ///
+    /// - A killed or crashed **process** loses nothing that returned `Ok`: the data is in the
+    ///   operating system's page cache.
+    /// - An **operating-system crash or power loss** loses the appends since the last sync. LMDB
+    ///   warns that without syncs the file's integrity then depends on the file system writing
+    ///   pages in order; if it does not, the store may fail to open or report corrupted records
+    ///   (VarveDB's checksums detect damaged records, never return them). Use this mode only for
+    ///   data you can rebuild.
+    Relaxed {
+        /// How often to sync; `None` syncs only on demand and at close.
+        sync_interval: Option<Duration>,
+    },
 }
 
 impl Default for StorageConfig {
@@ -58,6 +84,7 @@ impl Default for StorageConfig {
             resize_timeout: Duration::from_secs(10),
             max_readers: 1024,
             group_commit: GroupCommit::default(),
+            durability: Durability::Immediate,
         }
     }
 }
@@ -76,6 +103,7 @@ impl fmt::Debug for StorageConfig {
             .field("resize_timeout", &self.resize_timeout)
             .field("max_readers", &self.max_readers)
             .field("group_commit", &self.group_commit)
+            .field("durability", &self.durability)
             .finish()
     }
 }
@@ -104,6 +132,14 @@ impl StorageConfig {
         }
         if self.group_commit.max_batches == 0 || self.group_commit.max_bytes == 0 {
             return invalid("group_commit.max_batches and max_bytes must be at least 1");
+        }
+        if let Durability::Relaxed {
+            sync_interval: Some(interval),
+        } = self.durability
+        {
+            if interval.is_zero() {
+                return invalid("a relaxed sync_interval must be longer than zero");
+            }
         }
         if self.max_readers == 0 {
             return invalid("max_readers must be at least 1");

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use heed::{EnvFlags, EnvOpenOptions, MdbError, RoTxn, WithoutTls};
 
+use super::{Durability, StorageConfig};
 use crate::error::{Error, Result};
 
 /// The store's LMDB environment. Open read transactions with [`Env::read_txn`].
@@ -73,14 +74,10 @@ impl std::fmt::Debug for ReadTxn {
 
 impl Env {
     /// Opens (creating if needed) the environment in `dir`, which must exist.
-    pub(crate) fn open(
-        dir: &Path,
-        map_size: usize,
-        max_readers: u32,
-        resize_timeout: Duration,
-    ) -> Result<Env> {
+    pub(crate) fn open(dir: &Path, config: &StorageConfig) -> Result<Env> {
         let page = page_size();
-        let map_size = map_size.max(64 * 1024).div_ceil(page) * page;
+        let map_size = config.map_size.max(64 * 1024).div_ceil(page) * page;
+        let (max_readers, resize_timeout) = (config.max_readers, config.resize_timeout);
         let mut options = EnvOpenOptions::new().read_txn_without_tls();
         options
             .map_size(map_size)
@@ -91,6 +88,15 @@ impl Env {
         // locking, which is what makes `flags` unsafe.
         unsafe {
             options.flags(EnvFlags::NO_READ_AHEAD);
+        }
+        if let Durability::Relaxed { .. } = config.durability {
+            // SAFETY: NO_SYNC makes commits skip fsync; it weakens durability, never memory
+            // safety. The caller chose it with `Durability::Relaxed`, whose documentation states
+            // what a crash can lose; the store syncs on the caller's interval, on
+            // `Storage::sync`, and when it is closed.
+            unsafe {
+                options.flags(EnvFlags::NO_SYNC);
+            }
         }
         // SAFETY: opening an LMDB environment is unsafe because the file backs a memory map that
         // must not be modified except through LMDB. We uphold LMDB's rules: the lock file is left

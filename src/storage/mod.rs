@@ -14,7 +14,9 @@ use heed::types::{Bytes, U64};
 use heed::Database;
 use tokio::sync::watch;
 
-pub use config::{StorageConfig, DEFAULT_MAP_SIZE, DEFAULT_MAX_EVENT_SIZE, MAX_EVENT_SIZE_LIMIT};
+pub use config::{
+    Durability, StorageConfig, DEFAULT_MAP_SIZE, DEFAULT_MAX_EVENT_SIZE, MAX_EVENT_SIZE_LIMIT,
+};
 pub(crate) use env::Commit;
 pub use env::{Env, ReadTxn};
 pub use meta::FORMAT_VERSION;
@@ -50,6 +52,12 @@ pub(crate) struct Shared {
 impl Drop for Shared {
     fn drop(&mut self) {
         self.committer.close();
+        if let Durability::Relaxed { .. } = self.config.durability {
+            // Commits did not sync: flush them before LMDB closes the environment.
+            if let Err(e) = self.env.force_sync() {
+                tracing::error!(path = %self.path.display(), error = %e, "final sync failed");
+            }
+        }
     }
 }
 
@@ -106,8 +114,8 @@ impl Storage {
     /// Opens the store at `config.path`, creating it (directory mode 0700) when missing.
     ///
     /// Opening a path that is already open in this process returns a handle on the same store
-    /// when the configuration is the same except for sizes and timeouts (the first opener's
-    /// values stay in force), and [`Error::AlreadyOpen`] otherwise.
+    /// when encryption and durability are the same (the first opener's sizes, limits and timeouts
+    /// stay in force), and [`Error::AlreadyOpen`] otherwise.
     ///
     /// # Errors
     ///
@@ -181,8 +189,9 @@ impl Storage {
         }
     }
 
-    /// Flushes the data file to disk. Appends are durable when they return; this is only useful
-    /// after writes made outside VarveDB.
+    /// Flushes the data file to disk. With [`Durability::Immediate`] (the default) every append is
+    /// already durable when it returns; with [`Durability::Relaxed`] this makes every append that
+    /// returned so far survive power loss.
     ///
     /// # Errors
     ///
@@ -216,12 +225,7 @@ impl Storage {
 
 /// Opens a store that is not open in this process yet.
 fn open_new(config: StorageConfig, path: PathBuf) -> Result<Storage> {
-    let env = Env::open(
-        &path,
-        config.map_size,
-        config.max_readers,
-        config.resize_timeout,
-    )?;
+    let env = Env::open(&path, &config)?;
     let stale = env.heed.clear_stale_readers()?;
     if stale > 0 {
         tracing::info!(stale, path = %path.display(), "cleared stale LMDB reader slots");
@@ -233,6 +237,10 @@ fn open_new(config: StorageConfig, path: PathBuf) -> Result<Storage> {
     };
     let (head_tx, _) = watch::channel(head);
     let config_group = config.group_commit;
+    let sync_interval = match config.durability {
+        Durability::Relaxed { sync_interval } => sync_interval,
+        Durability::Immediate => None,
+    };
     let shared = Arc::new(Shared {
         dbs,
         env: env.clone(),
@@ -246,7 +254,29 @@ fn open_new(config: StorageConfig, path: PathBuf) -> Result<Storage> {
         poisoned: AtomicBool::new(false),
         committer: Arc::new(Committer::new(config_group)),
     });
+    if let Some(interval) = sync_interval {
+        spawn_syncer(Arc::downgrade(&shared), interval);
+    }
     Ok(Storage { env, shared })
+}
+
+/// Syncs a store opened with `Durability::Relaxed` every `interval`, until it is closed.
+fn spawn_syncer(weak: std::sync::Weak<Shared>, interval: std::time::Duration) {
+    let spawned = std::thread::Builder::new()
+        .name("varvedb-sync".into())
+        .spawn(move || loop {
+            std::thread::sleep(interval);
+            let Some(shared) = weak.upgrade() else {
+                return;
+            };
+            if let Err(e) = shared.env.force_sync() {
+                tracing::error!(path = %shared.path.display(), error = %e, "periodic sync failed; store poisoned until reopened");
+                shared.poisoned.store(true, Ordering::Release);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "could not start the sync thread; call Storage::sync yourself");
+    }
 }
 
 impl Shared {

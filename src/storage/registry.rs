@@ -31,7 +31,8 @@ pub(super) fn open(
     open.retain(|_, weak| weak.strong_count() > 0);
     if let Some(shared) = open.get(&path).and_then(Weak::upgrade) {
         let same = shared.config.encryption_enabled == config.encryption_enabled
-            && shared.config.master_key == config.master_key;
+            && shared.config.master_key == config.master_key
+            && shared.config.durability == config.durability;
         if !same {
             return Err(Error::AlreadyOpen { path });
         }
