@@ -45,6 +45,7 @@ pub(crate) struct Shared {
     pub unaligned_copies: AtomicU64,
     pub commits: AtomicU64,
     pub committed_batches: AtomicU64,
+    pub stale_readers_cleared: u64,
     pub poisoned: AtomicBool,
     pub committer: Arc<Committer>,
 }
@@ -101,6 +102,9 @@ pub struct Stats {
     /// Batches (`append` or `append_batch` calls) those transactions carried; divided by
     /// `commits`, the average commit group size.
     pub committed_batches: u64,
+    /// Reader slots of dead processes that LMDB still held and that were cleared when this
+    /// process opened the store.
+    pub stale_readers_cleared: u64,
 }
 
 impl Storage {
@@ -186,6 +190,7 @@ impl Storage {
             unaligned_copies: self.shared.unaligned_copies.load(Ordering::Relaxed),
             commits: self.shared.commits.load(Ordering::Relaxed),
             committed_batches: self.shared.committed_batches.load(Ordering::Relaxed),
+            stale_readers_cleared: self.shared.stale_readers_cleared,
         }
     }
 
@@ -251,6 +256,7 @@ fn open_new(config: StorageConfig, path: PathBuf) -> Result<Storage> {
         unaligned_copies: AtomicU64::new(0),
         commits: AtomicU64::new(0),
         committed_batches: AtomicU64::new(0),
+        stale_readers_cleared: stale as u64,
         poisoned: AtomicBool::new(false),
         committer: Arc::new(Committer::new(config_group)),
     });
