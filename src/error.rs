@@ -198,6 +198,24 @@ pub enum Error {
     )]
     ForeignTransaction,
 
+    /// An event handler of a processor failed (after its retries, when its policy retries).
+    #[error("processor {processor:?}: handler failed at sequence {seq}: {reason}")]
+    Handler {
+        /// The processor's name.
+        processor: String,
+        /// Global sequence of the event the handler failed on; the checkpoint stays before it.
+        seq: u64,
+        /// The handler's error, or its panic message.
+        reason: String,
+    },
+
+    /// A processor name is empty or longer than 255 bytes.
+    #[error("invalid processor name {name:?}: must be 1 to 255 bytes")]
+    InvalidProcessorName {
+        /// The rejected name.
+        name: String,
+    },
+
     /// An error from LMDB.
     #[error("LMDB: {0}")]
     Lmdb(#[from] heed::Error),
@@ -229,6 +247,17 @@ impl Error {
             },
             Error::Poisoned => Error::Poisoned,
             other => Error::Io(std::io::Error::other(other.to_string())),
+        }
+    }
+
+    /// The global sequence of the record this error is about, when it is about one.
+    pub fn seq(&self) -> Option<u64> {
+        match self {
+            Error::Corrupted { seq, .. }
+            | Error::WrongEventType { seq, .. }
+            | Error::InvalidPayload { seq, .. }
+            | Error::Handler { seq, .. } => Some(*seq),
+            _ => None,
         }
     }
 

@@ -37,6 +37,7 @@ pub mod error;
 mod index;
 mod log;
 pub mod storage;
+pub mod subscribe;
 mod types;
 
 /// The README's examples, compiled and run as doc tests so that it stays true.

@@ -7,3 +7,5 @@ mod writer;
 pub use reader::{Events, Reader, DEFAULT_MAX_TXN_AGE};
 pub use view::EventView;
 pub use writer::{EventSerializer, Writer};
+
+pub use crate::subscribe::{ErrorPolicy, EventHandler, Processor, StopHandle};

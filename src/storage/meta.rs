@@ -44,6 +44,7 @@ pub(crate) fn open_databases(env: &Env, path: &Path) -> Result<(Dbs, u128)> {
             let heads = opener.create_database(wtxn, Some("heads"))?;
             let stream_index = opener.create_database(wtxn, Some("stream_index"))?;
             let event_ids = opener.create_database(wtxn, Some("event_ids"))?;
+            let checkpoints = opener.create_database(wtxn, Some("checkpoints"))?;
             store_id = check_or_init(meta, log, wtxn, path)?;
             Ok(CommitOrAbort::<_, ()>::Commit((
                 meta,
@@ -51,16 +52,18 @@ pub(crate) fn open_databases(env: &Env, path: &Path) -> Result<(Dbs, u128)> {
                 heads,
                 stream_index,
                 event_ids,
+                checkpoints,
             )))
         })?
         .unwrap_commit();
-    let (_meta, log, heads, stream_index, event_ids) = dbs;
+    let (_meta, log, heads, stream_index, event_ids, checkpoints) = dbs;
     Ok((
         Dbs {
             log,
             heads,
             stream_index,
             event_ids,
+            checkpoints,
         },
         store_id,
     ))

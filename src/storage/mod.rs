@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use heed::byteorder::BigEndian;
-use heed::types::{Bytes, U64};
+use heed::types::{Bytes, Str, U64};
 use heed::Database;
 use tokio::sync::watch;
 
@@ -32,6 +32,7 @@ pub(crate) struct Dbs {
     pub heads: Database<'static, Bytes, Bytes>,
     pub stream_index: Database<'static, Bytes, U64<BigEndian>>,
     pub event_ids: Database<'static, Bytes, U64<BigEndian>>,
+    pub checkpoints: Database<'static, Str, Bytes>,
 }
 
 /// State shared by every handle on one open store.

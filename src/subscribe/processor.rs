@@ -1,0 +1,439 @@
+//! Processors (consumer groups): named, checkpointed, at-least-once handlers of the log.
+
+use std::time::{Duration, Instant};
+
+use rkyv::api::high::HighValidator;
+use rkyv::bytecheck::CheckBytes;
+use rkyv::rancor;
+use rkyv::Archive;
+use tokio::sync::watch;
+
+use crate::engine::Reader;
+use crate::error::{Error, Result};
+use crate::log::Envelope;
+use crate::storage::Storage;
+use crate::subscribe::checkpoint;
+use crate::types::Direction;
+
+/// Handles the events a [`Processor`] delivers.
+///
+/// Implement [`handle`](EventHandler::handle) for the event alone, or
+/// [`handle_envelope`](EventHandler::handle_envelope) to see its sequence, stream, version,
+/// type, timestamp and ids as well. Handlers run on tokio's blocking pool, so a handler that
+/// blocks does not block the runtime.
+pub trait EventHandler<E: Archive> {
+    /// Handles one event.
+    ///
+    /// # Errors
+    ///
+    /// Any error; the processor's [`ErrorPolicy`] decides what happens next.
+    fn handle(&mut self, event: &E::Archived) -> Result<()>;
+
+    /// Handles one event with its envelope. The default calls [`handle`](EventHandler::handle).
+    ///
+    /// # Errors
+    ///
+    /// As [`handle`](EventHandler::handle).
+    fn handle_envelope(&mut self, envelope: &Envelope<'_>, event: &E::Archived) -> Result<()> {
+        let _ = envelope;
+        self.handle(event)
+    }
+}
+
+/// What a processor does when its handler fails, or an event cannot be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ErrorPolicy {
+    /// Stop: `run` commits the checkpoint of everything handled before the failing event and
+    /// returns the error. The next run starts at the failing event.
+    #[default]
+    Stop,
+    /// Retry the event up to `attempts` more times, waiting `backoff` before the first retry and
+    /// doubling it each time; then stop as [`ErrorPolicy::Stop`] does.
+    Retry {
+        /// Retries after the first failure.
+        attempts: u32,
+        /// Wait before the first retry.
+        backoff: Duration,
+    },
+    /// Skip the event, record it in [`Processor::skipped`] and the log (`tracing::warn`), and go
+    /// on.
+    Skip,
+}
+
+/// Stops a running [`Processor`] from another task or thread.
+#[derive(Clone, Debug)]
+pub struct StopHandle(watch::Sender<bool>);
+
+impl StopHandle {
+    /// Asks the processor to stop: `run` returns after the event in hand and after committing
+    /// the checkpoint of everything handled.
+    pub fn stop(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+/// A named consumer of the log: it delivers every event after its checkpoint to its handler, in
+/// order, and stores its checkpoint in the same store.
+///
+/// Delivery is at least once: the checkpoint is committed after each batch of handled events
+/// (at most [`Processor::with_checkpoint_every`] events, and whenever the processor catches up
+/// or stops), so a crash can deliver the events of the last uncommitted batch again, never lose
+/// one. On start the processor resumes right after its checkpoint, at once, without waiting for
+/// a new append; then it waits on the store's head (a `tokio::sync::watch`) for new events.
+///
+/// Events whose type the processor's [`Reader`] does not accept are passed over: a processor of
+/// `E` sees the events of `E`. Records that cannot be read (damaged, or not a valid archive)
+/// follow the [`ErrorPolicy`] like handler errors; none is skipped silently.
+///
+/// ```
+/// use varvedb::engine::{EventHandler, Processor, Reader, Writer};
+/// use varvedb::storage::{Storage, StorageConfig};
+///
+/// #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
+/// #[rkyv(derive(Debug))]
+/// pub struct MyEvent { pub id: u32 }
+///
+/// struct Count(u32);
+/// impl EventHandler<MyEvent> for Count {
+///     fn handle(&mut self, event: &ArchivedMyEvent) -> varvedb::error::Result<()> {
+///         self.0 += event.id.to_native();
+///         Ok(())
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// let storage = Storage::open(StorageConfig { path: dir.path().into(), ..Default::default() })?;
+/// let mut writer = Writer::<MyEvent>::new(storage.clone());
+/// writer.append(1, 1, MyEvent { id: 5 })?;
+/// let reader = Reader::<MyEvent>::new(storage.clone());
+/// let rx = writer.subscribe();
+/// let mut processor = Processor::new(reader, Count(0), "consumer_group_1", rx);
+/// let stop = processor.stop_handle();
+/// let task = tokio::spawn(async move { processor.run().await.map(|()| processor) });
+/// writer.append(1, 2, MyEvent { id: 7 })?;
+/// while storage.processors()?.iter().all(|(_, seq)| *seq < 2) {
+///     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+/// }
+/// stop.stop();
+/// let processor = task.await??;
+/// assert_eq!(processor.handler().0, 12);
+/// # Ok(()) }
+/// ```
+pub struct Processor<E, H> {
+    reader: Reader<E>,
+    handler: Option<H>,
+    name: String,
+    head: watch::Receiver<u64>,
+    stop_tx: watch::Sender<bool>,
+    stop_rx: watch::Receiver<bool>,
+    policy: ErrorPolicy,
+    checkpoint_every: u64,
+    skipped: Vec<(u64, String)>,
+}
+
+impl<E, H> Processor<E, H>
+where
+    E: Archive + 'static,
+    E::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
+    H: EventHandler<E> + Send + 'static,
+{
+    /// A processor named `name` that feeds `handler` from `reader`'s store, woken by `head`
+    /// (from [`Writer::subscribe`](crate::engine::Writer::subscribe) or
+    /// [`Storage::subscribe`]).
+    pub fn new(
+        reader: Reader<E>,
+        handler: H,
+        name: impl Into<String>,
+        head: watch::Receiver<u64>,
+    ) -> Self {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        Processor {
+            reader,
+            handler: Some(handler),
+            name: name.into(),
+            head,
+            stop_tx,
+            stop_rx,
+            policy: ErrorPolicy::Stop,
+            checkpoint_every: 1_000,
+            skipped: Vec::new(),
+        }
+    }
+
+    /// Sets what happens when the handler fails (default [`ErrorPolicy::Stop`]).
+    pub fn with_error_policy(mut self, policy: ErrorPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Commits the checkpoint at least every `events` handled events (default 1,000; at least 1).
+    /// Smaller batches mean fewer redeliveries after a crash and more fsyncs.
+    pub fn with_checkpoint_every(mut self, events: u64) -> Self {
+        self.checkpoint_every = events.max(1);
+        self
+    }
+
+    /// A handle that stops [`run`](Processor::run) from elsewhere.
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle(self.stop_tx.clone())
+    }
+
+    /// The handler.
+    ///
+    /// # Panics
+    ///
+    /// Never while `run` is not executing; `run` lends the handler to a blocking task while it
+    /// handles a batch.
+    pub fn handler(&self) -> &H {
+        self.handler
+            .as_ref()
+            .expect("the handler is back once run returns")
+    }
+
+    /// The processor's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Events skipped under [`ErrorPolicy::Skip`] since this value was created: sequence and
+    /// reason.
+    pub fn skipped(&self) -> &[(u64, String)] {
+        &self.skipped
+    }
+
+    /// The committed checkpoint: the last global sequence this processor handled (0 if none).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidProcessorName`], [`Error::Corrupted`] for a damaged checkpoint,
+    /// [`Error::Lmdb`].
+    pub fn checkpoint(&self) -> Result<u64> {
+        checkpoint::check_name(&self.name)?;
+        checkpoint::load(self.reader.storage(), &self.name)
+    }
+
+    /// Delivers events until stopped. Returns `Ok(())` after [`StopHandle::stop`] or when the
+    /// store's writer side is gone, having committed the checkpoint of everything handled.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Handler`] when the handler fails and the policy stops (the checkpoint is then
+    /// just before the failing event), a read error under [`ErrorPolicy::Stop`], and the errors
+    /// of committing the checkpoint.
+    pub async fn run(&mut self) -> Result<()> {
+        checkpoint::check_name(&self.name)?;
+        let storage = self.reader.storage().clone();
+        let mut position = checkpoint::load(&storage, &self.name)?;
+        loop {
+            if *self.stop_rx.borrow() {
+                return Ok(());
+            }
+            let head = (*self.head.borrow_and_update()).max(storage.head());
+            if position < head {
+                let handler = self
+                    .handler
+                    .take()
+                    .expect("handler present between batches");
+                let job = Batch {
+                    reader: self.reader.clone(),
+                    name: self.name.clone(),
+                    policy: self.policy,
+                    checkpoint_every: self.checkpoint_every,
+                    stop: self.stop_rx.clone(),
+                };
+                let task = tokio::task::spawn_blocking(move || job.run(handler, position));
+                let outcome = match task.await {
+                    Ok(outcome) => outcome,
+                    Err(e) => {
+                        // The handler panicked and is lost with its task; what it handled before
+                        // its last batch is checkpointed.
+                        return Err(Error::Handler {
+                            processor: self.name.clone(),
+                            seq: position + 1,
+                            reason: format!("handler panicked: {e}"),
+                        });
+                    }
+                };
+                self.handler = Some(outcome.handler);
+                self.skipped.extend(outcome.skipped);
+                position = outcome.position;
+                outcome.result?;
+                continue;
+            }
+            tokio::select! {
+                changed = self.head.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                }
+                _ = self.stop_rx.changed() => {}
+            }
+        }
+    }
+}
+
+/// One run of the handler over the events available, on the blocking pool.
+struct Batch<E> {
+    reader: Reader<E>,
+    name: String,
+    policy: ErrorPolicy,
+    checkpoint_every: u64,
+    stop: watch::Receiver<bool>,
+}
+
+struct Outcome<H> {
+    handler: H,
+    /// The committed checkpoint.
+    position: u64,
+    skipped: Vec<(u64, String)>,
+    result: Result<()>,
+}
+
+/// Longest a batch keeps one read transaction.
+const MAX_TXN_AGE: Duration = Duration::from_millis(100);
+
+impl<E> Batch<E>
+where
+    E: Archive + 'static,
+    E::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
+{
+    /// Handles events after `position` until the log ends, the processor is stopped, or an error
+    /// stops it; commits the checkpoint every `checkpoint_every` events and at the end.
+    fn run<H: EventHandler<E>>(self, mut handler: H, mut position: u64) -> Outcome<H> {
+        let storage = self.reader.storage().clone();
+        let mut committed = position;
+        let mut skipped = Vec::new();
+        let result = (|| -> Result<()> {
+            loop {
+                let txn = storage.env.read_txn()?;
+                let opened = Instant::now();
+                let mut seen = 0u64;
+                let mut events = self
+                    .reader
+                    .read_log(&txn, position + 1, Direction::Forward)?;
+                loop {
+                    let Some(item) = events.next() else {
+                        drop(events);
+                        return self.commit(&storage, &mut committed, position);
+                    };
+                    seen += 1;
+                    position = match item {
+                        Ok(view) => {
+                            let envelope = view.envelope();
+                            self.deliver(&mut handler, &mut skipped, view.seq(), |h| {
+                                h.handle_envelope(&envelope, &view)
+                            })?;
+                            view.seq()
+                        }
+                        // Events of other types are not this processor's.
+                        Err(Error::WrongEventType { seq, .. }) => seq,
+                        // An unreadable record is skipped only when the policy says so.
+                        Err(e) => match (e.seq(), self.policy) {
+                            (Some(seq), ErrorPolicy::Skip) => {
+                                tracing::warn!(processor = %self.name, seq, error = %e, "skipping unreadable event");
+                                skipped.push((seq, e.to_string()));
+                                seq
+                            }
+                            _ => return Err(e),
+                        },
+                    };
+                    if position - committed >= self.checkpoint_every {
+                        self.commit(&storage, &mut committed, position)?;
+                    }
+                    if *self.stop.borrow() {
+                        drop(events);
+                        return self.commit(&storage, &mut committed, position);
+                    }
+                    if seen % 64 == 0 && opened.elapsed() > MAX_TXN_AGE {
+                        break;
+                    }
+                }
+            }
+        })();
+        // Whatever stopped the batch, keep what was handled.
+        let result = match result {
+            Ok(()) => Ok(()),
+            Err(e) => self.commit(&storage, &mut committed, position).and(Err(e)),
+        };
+        Outcome {
+            handler,
+            position: committed,
+            skipped,
+            result,
+        }
+    }
+
+    /// Calls `f` on the handler under the error policy. `Err` means: stop here.
+    fn deliver<H>(
+        &self,
+        handler: &mut H,
+        skipped: &mut Vec<(u64, String)>,
+        seq: u64,
+        mut f: impl FnMut(&mut H) -> Result<()>,
+    ) -> Result<()> {
+        let mut retries_left = match self.policy {
+            ErrorPolicy::Retry { attempts, .. } => attempts,
+            _ => 0,
+        };
+        let mut backoff = match self.policy {
+            ErrorPolicy::Retry { backoff, .. } => backoff,
+            _ => Duration::ZERO,
+        };
+        loop {
+            let err = match f(handler) {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            if retries_left > 0 && !*self.stop.borrow() {
+                retries_left -= 1;
+                std::thread::sleep(backoff);
+                backoff = backoff.saturating_mul(2);
+                continue;
+            }
+            if self.policy == ErrorPolicy::Skip {
+                tracing::warn!(processor = %self.name, seq, error = %err, "skipping event");
+                skipped.push((seq, err.to_string()));
+                return Ok(());
+            }
+            return Err(Error::Handler {
+                processor: self.name.clone(),
+                seq,
+                reason: err.to_string(),
+            });
+        }
+    }
+
+    /// Commits the checkpoint at `position` if it moved.
+    fn commit(&self, storage: &Storage, committed: &mut u64, position: u64) -> Result<()> {
+        if position != *committed {
+            checkpoint::store(storage, &self.name, position)?;
+            *committed = position;
+        }
+        Ok(())
+    }
+}
+
+impl Storage {
+    /// Every processor that ever committed a checkpoint, with its checkpoint, ordered by name.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupted`] for a damaged checkpoint, [`Error::Lmdb`].
+    pub fn processors(&self) -> Result<Vec<(String, u64)>> {
+        checkpoint::list(self)
+    }
+
+    /// Sets the checkpoint of processor `name` to `seq` (0: the start), so that its next run
+    /// delivers every event after `seq` again: how a projection is rebuilt. Do not call it while
+    /// that processor runs.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidProcessorName`], [`Error::Lmdb`].
+    pub fn reset_processor(&self, name: &str, seq: u64) -> Result<()> {
+        checkpoint::check_name(name)?;
+        checkpoint::store(self, name, seq)
+    }
+}
