@@ -45,7 +45,7 @@ mod types;
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
-pub use log::{Envelope, GroupCommit, MAX_EVENT_TYPE_LEN};
+pub use log::{Envelope, GroupCommit, OwnedEnvelope, MAX_EVENT_TYPE_LEN};
 pub use types::{
     default_event_type, Appended, Direction, ExpectedVersion, IntoStreamId, NewEvent, Position,
     StreamId, StreamInfo,

@@ -20,10 +20,13 @@ pub struct Other {
     pub x: u8,
 }
 
-/// Records every delivery (sequence, stream, version, id), optionally failing on some ids.
+/// One delivery: sequence, stream, version, event id.
+type Delivery = (u64, u128, u64, u32);
+
+/// Records every delivery, optionally failing on some ids.
 #[derive(Clone, Default)]
 struct Recorder {
-    seen: Arc<Mutex<Vec<(u64, u128, u64, u32)>>>,
+    seen: Arc<Mutex<Vec<Delivery>>>,
     fail_on: Arc<Mutex<Vec<u32>>>,
 }
 

@@ -1,7 +1,7 @@
 //! Typed access to the log: [`Writer`] appends, [`Reader`] reads.
 
 mod reader;
-mod view;
+pub(crate) mod view;
 mod writer;
 
 pub use reader::{Events, Reader, DEFAULT_MAX_TXN_AGE};

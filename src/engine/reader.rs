@@ -421,7 +421,7 @@ where
                     _ => return Ok(visited),
                 };
                 in_txn += 1;
-                if in_txn % 64 == 0 && opened.elapsed() > self.max_txn_age {
+                if in_txn.is_multiple_of(64) && opened.elapsed() > self.max_txn_age {
                     break;
                 }
             }

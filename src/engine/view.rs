@@ -47,7 +47,7 @@ where
             seq: record.seq(),
             reason: e.to_string(),
         };
-        if (payload.as_ptr() as usize) % PAYLOAD_ALIGN == 0 {
+        if (payload.as_ptr() as usize).is_multiple_of(PAYLOAD_ALIGN) {
             let archived = rkyv::access::<E::Archived, rancor::Error>(payload).map_err(invalid)?;
             return Ok((
                 EventView {
@@ -99,6 +99,17 @@ impl<'t, E: Archive> EventView<'t, E> {
             // (`rkyv::access`) before storing them, the buffer is 16-byte aligned, and it is never
             // mutated afterwards, so the unchecked access sees the same valid archive.
             Payload::Copied(bytes) => unsafe { rkyv::access_unchecked::<E::Archived>(bytes) },
+        }
+    }
+
+    /// The payload bytes (already verified and validated as an archived `E`).
+    pub(crate) fn payload_bytes(&self) -> &[u8] {
+        match &self.payload {
+            Payload::Borrowed(_) => self
+                .record
+                .payload()
+                .expect("the payload checksum was verified when the view was made"),
+            Payload::Copied(bytes) => bytes,
         }
     }
 

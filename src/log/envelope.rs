@@ -45,4 +45,52 @@ impl Envelope<'_> {
     pub fn timestamp(&self) -> SystemTime {
         UNIX_EPOCH + Duration::from_nanos(self.timestamp_ns)
     }
+
+    /// An owned copy, independent of the read transaction.
+    pub fn to_owned(&self) -> OwnedEnvelope {
+        OwnedEnvelope {
+            seq: self.seq,
+            stream: self.stream,
+            version: self.version,
+            prev_seq: self.prev_seq,
+            timestamp_ns: self.timestamp_ns,
+            event_id: self.event_id,
+            correlation_id: self.correlation_id,
+            causation_id: self.causation_id,
+            event_type: self.event_type.to_string(),
+            schema_version: self.schema_version,
+            metadata: self.metadata.map(<[u8]>::to_vec),
+            payload_len: self.payload_len,
+        }
+    }
+}
+
+/// An [`Envelope`] that owns its event type and metadata, for use after the read transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OwnedEnvelope {
+    /// Global sequence number.
+    pub seq: u64,
+    /// The stream the event belongs to.
+    pub stream: StreamId,
+    /// Version of the event in its stream.
+    pub version: u64,
+    /// Global sequence of the previous event of the same stream (`None` for its first event).
+    pub prev_seq: Option<u64>,
+    /// Commit time in nanoseconds since the Unix epoch.
+    pub timestamp_ns: u64,
+    /// The event's unique id.
+    pub event_id: Uuid,
+    /// Correlation id, when the writer gave one.
+    pub correlation_id: Option<Uuid>,
+    /// Causation id, when the writer gave one.
+    pub causation_id: Option<Uuid>,
+    /// Event type name.
+    pub event_type: String,
+    /// Schema version of the payload.
+    pub schema_version: u16,
+    /// Opaque user metadata, when the writer gave some.
+    pub metadata: Option<Vec<u8>>,
+    /// Length of the serialized payload in bytes.
+    pub payload_len: u32,
 }

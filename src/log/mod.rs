@@ -6,6 +6,6 @@ mod envelope;
 pub(crate) mod group;
 pub(crate) mod record;
 
-pub use envelope::Envelope;
+pub use envelope::{Envelope, OwnedEnvelope};
 pub use group::GroupCommit;
 pub use record::MAX_EVENT_TYPE_LEN;

@@ -323,7 +323,7 @@ fn decode_with(seq: u64, bytes: &[u8], with_payload: bool) -> Result<DecodedReco
     let Some(h) = bytes.first_chunk::<HEADER_LEN>() else {
         return Err(bad(seq, "record shorter than its header"));
     };
-    if bytes.len() % ALIGN != 0 || bytes.len() > u32::MAX as usize {
+    if !bytes.len().is_multiple_of(ALIGN) || bytes.len() > u32::MAX as usize {
         return Err(bad(seq, "record length is not a multiple of 16"));
     }
     let flags = h[9];

@@ -1,7 +1,10 @@
-//! Reacting to the log: processors (consumer groups) with checkpoints in the store.
+//! Reacting to the log: catch-up subscriptions, and processors (consumer groups) with
+//! checkpoints in the store.
 
 mod checkpoint;
 mod processor;
+mod subscription;
 
 pub use checkpoint::MAX_PROCESSOR_NAME_LEN;
 pub use processor::{ErrorPolicy, EventHandler, Processor, StopHandle};
+pub use subscription::{Filter, RecordedEvent, StartFrom, Subscription, SubscriptionItem};

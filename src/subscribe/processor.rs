@@ -346,7 +346,7 @@ where
                         drop(events);
                         return self.commit(&storage, &mut committed, position);
                     }
-                    if seen % 64 == 0 && opened.elapsed() > MAX_TXN_AGE {
+                    if seen.is_multiple_of(64) && opened.elapsed() > MAX_TXN_AGE {
                         break;
                     }
                 }

@@ -1,0 +1,275 @@
+//! Catch-up subscriptions: history from a position, then live events, with no gap and no
+//! duplicate at the switch, woken by the store's head instead of polling.
+#![allow(unsafe_code)]
+
+use std::collections::{HashSet, VecDeque};
+use std::marker::PhantomData;
+use std::ops::Deref;
+
+use rkyv::api::high::HighValidator;
+use rkyv::bytecheck::CheckBytes;
+use rkyv::rancor;
+use rkyv::util::AlignedVec;
+use rkyv::Archive;
+use tokio::sync::watch;
+
+use crate::engine::view::PAYLOAD_ALIGN;
+use crate::engine::{EventView, Reader};
+use crate::error::{Error, Result};
+use crate::log::{Envelope, OwnedEnvelope};
+use crate::types::{Direction, StreamId};
+
+/// Where a subscription starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartFrom {
+    /// The first event of the log.
+    Start,
+    /// After the last event committed when the subscription is created: live events only.
+    End,
+    /// The event with this global sequence (inclusive).
+    Seq(u64),
+}
+
+/// Which events a subscription delivers. Empty sets mean "all". Filters combine with AND.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// Only these streams.
+    pub streams: HashSet<StreamId>,
+    /// Only these event type names.
+    pub event_types: HashSet<String>,
+}
+
+impl Filter {
+    /// Only events of `stream` (adds to the stream set).
+    pub fn stream(mut self, stream: impl Into<StreamId>) -> Self {
+        self.streams.insert(stream.into());
+        self
+    }
+
+    /// Only events of type `name` (adds to the type set).
+    pub fn event_type(mut self, name: impl Into<String>) -> Self {
+        self.event_types.insert(name.into());
+        self
+    }
+
+    fn matches(&self, envelope: &Envelope<'_>) -> bool {
+        (self.streams.is_empty() || self.streams.contains(&envelope.stream))
+            && (self.event_types.is_empty() || self.event_types.contains(envelope.event_type))
+    }
+}
+
+/// An event delivered by a [`Subscription`]: its envelope and its validated archive, copied out
+/// of the read transaction once (so it can be held across `.await`). Derefs to `E::Archived`.
+pub struct RecordedEvent<E: Archive> {
+    envelope: OwnedEnvelope,
+    payload: AlignedVec<PAYLOAD_ALIGN>,
+    _event: PhantomData<fn() -> E>,
+}
+
+impl<E: Archive> RecordedEvent<E> {
+    fn from_view(view: &EventView<'_, E>) -> Self {
+        let bytes = view.payload_bytes();
+        let mut payload = AlignedVec::with_capacity(bytes.len());
+        payload.extend_from_slice(bytes);
+        RecordedEvent {
+            envelope: view.envelope().to_owned(),
+            payload,
+            _event: PhantomData,
+        }
+    }
+
+    /// The event's envelope.
+    pub fn envelope(&self) -> &OwnedEnvelope {
+        &self.envelope
+    }
+
+    /// Global sequence of the event.
+    pub fn seq(&self) -> u64 {
+        self.envelope.seq
+    }
+}
+
+impl<E: Archive> Deref for RecordedEvent<E> {
+    type Target = E::Archived;
+
+    fn deref(&self) -> &E::Archived {
+        // SAFETY: `from_view` copied these bytes from an `EventView`, which validated them as an
+        // `E::Archived` with bytecheck; the copy is 16-byte aligned (what the archive needs, as
+        // for the view) and never mutated afterwards.
+        unsafe { rkyv::access_unchecked::<E::Archived>(&self.payload) }
+    }
+}
+
+impl<E: Archive> std::fmt::Debug for RecordedEvent<E>
+where
+    E::Archived: std::fmt::Debug,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordedEvent")
+            .field("seq", &self.envelope.seq)
+            .field("stream", &self.envelope.stream)
+            .field("version", &self.envelope.version)
+            .field("event", &**self)
+            .finish()
+    }
+}
+
+/// What a subscription yields.
+pub enum SubscriptionItem<E: Archive> {
+    /// The next matching event.
+    Event(RecordedEvent<E>),
+    /// History is delivered: every event committed before this point was yielded; what follows
+    /// is live. Yielded once.
+    CaughtUp,
+}
+
+impl<E: Archive> std::fmt::Debug for SubscriptionItem<E>
+where
+    E::Archived: std::fmt::Debug,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SubscriptionItem::Event(e) => f.debug_tuple("Event").field(e).finish(),
+            SubscriptionItem::CaughtUp => f.write_str("CaughtUp"),
+        }
+    }
+}
+
+/// A catch-up subscription to the log (see [`Reader::subscribe`]).
+///
+/// It reads history in read transactions of at most `batch` events, then waits on the store's
+/// head (a `tokio::sync::watch` that moves only after a commit) and reads what was committed.
+/// It never holds more than one batch in memory however far it lags, and it never slows
+/// writers: it only reads. Events of types the reader does not accept are passed over; an
+/// unreadable record is an error item (the subscription then goes on after it).
+pub struct Subscription<E: Archive> {
+    reader: Reader<E>,
+    head: watch::Receiver<u64>,
+    next: u64,
+    filter: Filter,
+    batch: usize,
+    buffer: VecDeque<Result<RecordedEvent<E>>>,
+    caught_up_sent: bool,
+}
+
+impl<E> Reader<E>
+where
+    E: Archive + 'static,
+    E::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
+{
+    /// A catch-up subscription from `start`, delivering the events that pass `filter`.
+    ///
+    /// ```
+    /// use varvedb::engine::{Reader, Writer};
+    /// use varvedb::subscribe::{Filter, StartFrom, SubscriptionItem};
+    /// use varvedb::storage::{Storage, StorageConfig};
+    ///
+    /// #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
+    /// pub struct Ping { pub n: u32 }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// let storage = Storage::open(StorageConfig { path: dir.path().into(), ..Default::default() })?;
+    /// let mut writer = Writer::<Ping>::new(storage.clone());
+    /// writer.append(1, 1, Ping { n: 1 })?;
+    /// let reader = Reader::<Ping>::new(storage.clone());
+    /// let mut sub = reader.subscribe(StartFrom::Start, Filter::default().stream(1u64));
+    /// assert!(matches!(sub.next().await, Some(Ok(SubscriptionItem::Event(e))) if e.n == 1));
+    /// assert!(matches!(sub.next().await, Some(Ok(SubscriptionItem::CaughtUp))));
+    /// writer.append(1, 2, Ping { n: 2 })?;
+    /// assert!(matches!(sub.next().await, Some(Ok(SubscriptionItem::Event(e))) if e.n == 2));
+    /// # Ok(()) }
+    /// ```
+    pub fn subscribe(&self, start: StartFrom, filter: Filter) -> Subscription<E> {
+        let storage = self.storage();
+        let head = storage.subscribe();
+        let next = match start {
+            StartFrom::Start => 1,
+            StartFrom::End => storage.head() + 1,
+            StartFrom::Seq(seq) => seq.max(1),
+        };
+        Subscription {
+            reader: self.clone(),
+            head,
+            next,
+            filter,
+            batch: 256,
+            buffer: VecDeque::new(),
+            caught_up_sent: false,
+        }
+    }
+}
+
+impl<E> Subscription<E>
+where
+    E: Archive + 'static,
+    E::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
+{
+    /// Reads at most this many events per read transaction and holds at most this many in
+    /// memory (default 256, at least 1).
+    pub fn with_batch(mut self, batch: usize) -> Self {
+        self.batch = batch.max(1);
+        self
+    }
+
+    /// The global sequence the subscription reads next.
+    pub fn position(&self) -> u64 {
+        self.next
+    }
+
+    /// The next item: an event, the one-time [`SubscriptionItem::CaughtUp`] marker, or an error
+    /// for an unreadable record. `None` once the store is closed.
+    ///
+    /// Cancel-safe: dropping the future loses nothing.
+    pub async fn next(&mut self) -> Option<Result<SubscriptionItem<E>>> {
+        loop {
+            if let Some(item) = self.buffer.pop_front() {
+                return Some(item.map(SubscriptionItem::Event));
+            }
+            let head = (*self.head.borrow_and_update()).max(self.reader.storage().head());
+            if self.next <= head {
+                if let Err(e) = self.fill(head) {
+                    return Some(Err(e));
+                }
+                continue;
+            }
+            if !self.caught_up_sent {
+                self.caught_up_sent = true;
+                return Some(Ok(SubscriptionItem::CaughtUp));
+            }
+            if self.head.changed().await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// Reads up to one batch of events in `[next, head]` into the buffer.
+    fn fill(&mut self, head: u64) -> Result<()> {
+        let txn = self.reader.storage().env.read_txn()?;
+        let mut events = self.reader.read_log(&txn, self.next, Direction::Forward)?;
+        let mut read = 0;
+        while read < self.batch && self.next <= head {
+            let Some(item) = events.next() else { break };
+            read += 1;
+            match item {
+                Ok(view) => {
+                    self.next = view.seq() + 1;
+                    if self.filter.matches(&view.envelope()) {
+                        self.buffer.push_back(Ok(RecordedEvent::from_view(&view)));
+                    }
+                }
+                Err(Error::WrongEventType { seq, .. }) => self.next = seq + 1,
+                Err(e) => {
+                    // Deliver the error in order, then go on after the record.
+                    match e.seq() {
+                        Some(seq) => self.next = seq + 1,
+                        None => return Err(e),
+                    }
+                    self.buffer.push_back(Err(e));
+                }
+            }
+        }
+        Ok(())
+    }
+}
