@@ -435,7 +435,7 @@ where
 
     /// Verifies a record and makes a typed view of it.
     #[inline]
-    fn view<'t>(&self, seq: u64, bytes: &'t [u8]) -> Result<EventView<'t, E>> {
+    pub(crate) fn view<'t>(&self, seq: u64, bytes: &'t [u8]) -> Result<EventView<'t, E>> {
         let rec = record::decode_event(seq, bytes)?;
         let found = rec.event_type_bytes();
         if !self.accepted.iter().any(|a| bytes_eq(a.as_bytes(), found)) {

@@ -53,6 +53,12 @@ impl ReadTxn {
         &self.txn
     }
 
+    /// The underlying heed transaction, to read databases of your own in this store, such as
+    /// projection databases ([`Storage::projection_database`](crate::storage::Storage::projection_database)).
+    pub fn heed(&self) -> &RoTxn<'static> {
+        &self.txn
+    }
+
     /// The transaction, after checking that it belongs to `env` (heed panics on a transaction
     /// of another environment; this turns that into an error).
     pub(crate) fn of(&self, env: &Env) -> Result<&RoTxn<'static>> {
@@ -81,7 +87,7 @@ impl Env {
         let mut options = EnvOpenOptions::new().read_txn_without_tls();
         options
             .map_size(map_size)
-            .max_dbs(16)
+            .max_dbs(MAX_DBS)
             .max_readers(max_readers);
         // SAFETY: NO_READ_AHEAD only changes the kernel's read-ahead advice on the map; it is not
         // one of the flags (NO_SYNC, NO_META_SYNC, NO_LOCK, WRITE_MAP) that weaken durability or
@@ -254,11 +260,31 @@ impl Env {
         Ok(self.heed.force_sync()?)
     }
 
+    /// Creates (or opens) a named database of raw bytes.
+    pub(crate) fn create_database(
+        &self,
+        name: &str,
+    ) -> Result<heed::Database<'static, heed::types::Bytes, heed::types::Bytes>> {
+        let _guard = self.gate.enter();
+        let wtxn = self.heed.write_txn()?;
+        Ok(self
+            .heed
+            .create_databases_and_commit(wtxn, |opener, wtxn| -> Result<_> {
+                Ok(heed::CommitOrAbort::<_, ()>::Commit(
+                    opener.create_database(wtxn, Some(name))?,
+                ))
+            })?
+            .unwrap_commit())
+    }
+
     /// How many times this process grew the map.
     pub(crate) fn resizes(&self) -> u64 {
         self.resizes.load(Ordering::Relaxed)
     }
 }
+
+/// Named databases an environment can hold: VarveDB's own six, and projections.
+const MAX_DBS: u32 = 128;
 
 /// What a write closure asks [`Env::write`] to do with its transaction.
 pub(crate) enum Commit<T> {

@@ -40,17 +40,35 @@ fn decode(name: &str, bytes: &[u8]) -> Result<u64> {
 /// The checkpoint of `name`: the last global sequence it handled, 0 when it never ran.
 pub(crate) fn load(storage: &Storage, name: &str) -> Result<u64> {
     let txn = storage.env.read_txn()?;
-    match storage.shared.dbs.checkpoints.get(txn.raw(), name)? {
+    load_in(storage, txn.raw(), name)
+}
+
+/// [`load`] inside a given transaction.
+pub(crate) fn load_in(storage: &Storage, txn: &heed::RoTxn<'_>, name: &str) -> Result<u64> {
+    match storage.shared.dbs.checkpoints.get(txn, name)? {
         Some(bytes) => decode(name, bytes),
         None => Ok(0),
     }
 }
 
+/// Writes the checkpoint of `name` inside a given write transaction.
+pub(crate) fn put_in(
+    storage: &Storage,
+    wtxn: &mut heed::RwTxn<'_>,
+    name: &str,
+    seq: u64,
+) -> Result<()> {
+    Ok(storage
+        .shared
+        .dbs
+        .checkpoints
+        .put(wtxn, name, &encode(name, seq))?)
+}
+
 /// Stores the checkpoint of `name` durably.
 pub(crate) fn store(storage: &Storage, name: &str, seq: u64) -> Result<()> {
-    let value = encode(name, seq);
     storage.env.write(|wtxn| {
-        storage.shared.dbs.checkpoints.put(wtxn, name, &value)?;
+        put_in(storage, wtxn, name, seq)?;
         Ok(Commit::Commit(()))
     })
 }

@@ -3,8 +3,10 @@
 
 mod checkpoint;
 mod processor;
+mod projection;
 mod subscription;
 
 pub use checkpoint::MAX_PROCESSOR_NAME_LEN;
 pub use processor::{ErrorPolicy, EventHandler, Processor, StopHandle};
+pub use projection::{Projection, Projector};
 pub use subscription::{Filter, RecordedEvent, StartFrom, Subscription, SubscriptionItem};

@@ -60,9 +60,49 @@ pub enum ErrorPolicy {
     Skip,
 }
 
-/// Stops a running [`Processor`] from another task or thread.
+/// Stops a running [`Processor`] or [`Projector`](crate::subscribe::Projector) from another
+/// task or thread.
 #[derive(Clone, Debug)]
 pub struct StopHandle(watch::Sender<bool>);
+
+/// What wakes a processor: a new committed head, or a stop request.
+pub(crate) struct Wake {
+    head: watch::Receiver<u64>,
+    stop_tx: watch::Sender<bool>,
+    stop_rx: watch::Receiver<bool>,
+}
+
+impl Wake {
+    pub(crate) fn new(head: watch::Receiver<u64>) -> Self {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        Wake {
+            head,
+            stop_tx,
+            stop_rx,
+        }
+    }
+
+    pub(crate) fn stop_handle(&self) -> StopHandle {
+        StopHandle(self.stop_tx.clone())
+    }
+
+    pub(crate) fn stopped(&self) -> bool {
+        *self.stop_rx.borrow()
+    }
+
+    /// The committed head, marking the bus as seen.
+    pub(crate) fn head(&mut self, storage: &Storage) -> u64 {
+        (*self.head.borrow_and_update()).max(storage.head())
+    }
+}
+
+/// Waits for a new head or a stop request. `false` when the store's writer side is gone.
+pub(crate) async fn wait_for_work(wake: &mut Wake) -> bool {
+    tokio::select! {
+        changed = wake.head.changed() => changed.is_ok(),
+        _ = wake.stop_rx.changed() => true,
+    }
+}
 
 impl StopHandle {
     /// Asks the processor to stop: `run` returns after the event in hand and after committing
@@ -125,9 +165,7 @@ pub struct Processor<E, H> {
     reader: Reader<E>,
     handler: Option<H>,
     name: String,
-    head: watch::Receiver<u64>,
-    stop_tx: watch::Sender<bool>,
-    stop_rx: watch::Receiver<bool>,
+    wake: Wake,
     policy: ErrorPolicy,
     checkpoint_every: u64,
     skipped: Vec<(u64, String)>,
@@ -148,14 +186,11 @@ where
         name: impl Into<String>,
         head: watch::Receiver<u64>,
     ) -> Self {
-        let (stop_tx, stop_rx) = watch::channel(false);
         Processor {
             reader,
             handler: Some(handler),
             name: name.into(),
-            head,
-            stop_tx,
-            stop_rx,
+            wake: Wake::new(head),
             policy: ErrorPolicy::Stop,
             checkpoint_every: 1_000,
             skipped: Vec::new(),
@@ -177,7 +212,7 @@ where
 
     /// A handle that stops [`run`](Processor::run) from elsewhere.
     pub fn stop_handle(&self) -> StopHandle {
-        StopHandle(self.stop_tx.clone())
+        self.wake.stop_handle()
     }
 
     /// The handler.
@@ -227,10 +262,10 @@ where
         let storage = self.reader.storage().clone();
         let mut position = checkpoint::load(&storage, &self.name)?;
         loop {
-            if *self.stop_rx.borrow() {
+            if self.wake.stopped() {
                 return Ok(());
             }
-            let head = (*self.head.borrow_and_update()).max(storage.head());
+            let head = self.wake.head(&storage);
             if position < head {
                 let handler = self
                     .handler
@@ -241,7 +276,7 @@ where
                     name: self.name.clone(),
                     policy: self.policy,
                     checkpoint_every: self.checkpoint_every,
-                    stop: self.stop_rx.clone(),
+                    stop: self.wake.stop_rx.clone(),
                 };
                 let task = tokio::task::spawn_blocking(move || job.run(handler, position));
                 let outcome = match task.await {
@@ -262,13 +297,8 @@ where
                 outcome.result?;
                 continue;
             }
-            tokio::select! {
-                changed = self.head.changed() => {
-                    if changed.is_err() {
-                        return Ok(());
-                    }
-                }
-                _ = self.stop_rx.changed() => {}
+            if !wait_for_work(&mut self.wake).await {
+                return Ok(());
             }
         }
     }

@@ -1,0 +1,203 @@
+//! Exactly-once projections: a read model kept in the store's own LMDB environment, written in
+//! the same transaction as the projector's checkpoint.
+
+use rkyv::api::high::HighValidator;
+use rkyv::bytecheck::CheckBytes;
+use rkyv::rancor;
+use rkyv::util::AlignedVec;
+use rkyv::Archive;
+use tokio::sync::watch;
+
+use crate::engine::view::PAYLOAD_ALIGN;
+use crate::engine::Reader;
+use crate::error::{Error, Result};
+use crate::log::Envelope;
+use crate::storage::{Commit, Storage};
+use crate::subscribe::checkpoint;
+use crate::subscribe::processor::{wait_for_work, StopHandle, Wake};
+
+/// A projection applied in the store's write transaction: everything it writes through `txn`
+/// commits together with the projector's checkpoint, or not at all.
+///
+/// `apply` may run again for the same events when a transaction is retried (after the map grew,
+/// or after a crash): only what it writes through `txn` may carry state, never its own fields.
+pub trait Projection<E: Archive> {
+    /// Applies one event.
+    ///
+    /// # Errors
+    ///
+    /// Any error aborts the whole batch: neither its writes nor the checkpoint move, and
+    /// [`Projector::run`] returns the error.
+    fn apply(
+        &mut self,
+        txn: &mut heed::RwTxn<'_>,
+        envelope: &Envelope<'_>,
+        event: &E::Archived,
+    ) -> Result<()>;
+}
+
+impl Storage {
+    /// A database of your own in this store's LMDB environment (created when missing), for the
+    /// read model of a [`Projection`]. Read it with [`ReadTxn::heed`](crate::storage::ReadTxn::heed).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidProcessorName`] for an empty name or one over 255 bytes,
+    /// [`Error::Lmdb`] (for example when the environment's 128 named databases are used up).
+    pub fn projection_database(
+        &self,
+        name: &str,
+    ) -> Result<heed::Database<'static, heed::types::Bytes, heed::types::Bytes>> {
+        checkpoint::check_name(name)?;
+        self.env.create_database(&format!("projection/{name}"))
+    }
+}
+
+/// Runs a [`Projection`] over the log, exactly once per event.
+///
+/// Each batch (at most [`Projector::with_batch`] events) is one LMDB write transaction that
+/// reads the events, applies them, and moves the checkpoint: a crash at any moment leaves the
+/// read model and the checkpoint consistent, so no event is applied twice or lost. The write
+/// lock is held while a batch is applied, so appends wait for it: keep batches short.
+pub struct Projector<E, P> {
+    reader: Reader<E>,
+    projection: Option<P>,
+    name: String,
+    wake: Wake,
+    batch: usize,
+}
+
+impl<E, P> Projector<E, P>
+where
+    E: Archive + 'static,
+    E::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
+    P: Projection<E> + Send + 'static,
+{
+    /// A projector named `name` (its checkpoint's name) feeding `projection` from `reader`'s
+    /// store, woken by `head`.
+    pub fn new(
+        reader: Reader<E>,
+        projection: P,
+        name: impl Into<String>,
+        head: watch::Receiver<u64>,
+    ) -> Self {
+        Projector {
+            reader,
+            projection: Some(projection),
+            name: name.into(),
+            wake: Wake::new(head),
+            batch: 1_000,
+        }
+    }
+
+    /// Applies at most `events` events per transaction (default 1,000; at least 1).
+    pub fn with_batch(mut self, events: usize) -> Self {
+        self.batch = events.max(1);
+        self
+    }
+
+    /// A handle that stops [`run`](Projector::run) from elsewhere.
+    pub fn stop_handle(&self) -> StopHandle {
+        self.wake.stop_handle()
+    }
+
+    /// The projection.
+    ///
+    /// # Panics
+    ///
+    /// Never while `run` is not executing.
+    pub fn projection(&self) -> &P {
+        self.projection
+            .as_ref()
+            .expect("the projection is back once run returns")
+    }
+
+    /// Applies events until stopped; returns `Ok(())` after [`StopHandle::stop`] or when the
+    /// store's writer side is gone.
+    ///
+    /// # Errors
+    ///
+    /// The projection's error (with its event's sequence in [`Error::Handler`]), a read error,
+    /// or a write error. Nothing of the failing batch is kept.
+    pub async fn run(&mut self) -> Result<()> {
+        checkpoint::check_name(&self.name)?;
+        let storage = self.reader.storage().clone();
+        loop {
+            if self.wake.stopped() {
+                return Ok(());
+            }
+            let head = self.wake.head(&storage);
+            let position = checkpoint::load(&storage, &self.name)?;
+            if position < head {
+                let mut projection = self.projection.take().expect("projection present");
+                let reader = self.reader.clone();
+                let name = self.name.clone();
+                let batch = self.batch;
+                let task = tokio::task::spawn_blocking(move || {
+                    let result = apply_batch(&reader, &mut projection, &name, batch);
+                    (projection, result)
+                });
+                let (projection, result) = task.await.map_err(|e| Error::Handler {
+                    processor: self.name.clone(),
+                    seq: position + 1,
+                    reason: format!("projection panicked: {e}"),
+                })?;
+                self.projection = Some(projection);
+                result?;
+                continue;
+            }
+            if !wait_for_work(&mut self.wake).await {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Applies up to `batch` events after the checkpoint in one write transaction.
+fn apply_batch<E, P>(reader: &Reader<E>, projection: &mut P, name: &str, batch: usize) -> Result<()>
+where
+    E: Archive + 'static,
+    E::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
+    P: Projection<E>,
+{
+    let storage = reader.storage();
+    // Records are copied out of the map so the transaction can be written while they are read;
+    // record lengths are multiples of 16, so payloads stay 16-byte aligned in the copy.
+    let mut records = AlignedVec::<PAYLOAD_ALIGN>::new();
+    let mut spans: Vec<(u64, usize, usize)> = Vec::with_capacity(batch);
+    storage.env.write(|wtxn| {
+        records.clear();
+        spans.clear();
+        let position = checkpoint::load_in(storage, wtxn, name)?;
+        for entry in storage
+            .shared
+            .dbs
+            .log
+            .range(wtxn, &(position + 1..))?
+            .take(batch)
+        {
+            let (seq, bytes) = entry?;
+            spans.push((seq, records.len(), bytes.len()));
+            records.extend_from_slice(bytes);
+        }
+        let Some(&(last, _, _)) = spans.last() else {
+            return Ok(Commit::Abort(()));
+        };
+        for &(seq, start, len) in &spans {
+            let view = match reader.view(seq, &records[start..start + len]) {
+                Ok(view) => view,
+                Err(Error::WrongEventType { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            projection
+                .apply(wtxn, &view.envelope(), &view)
+                .map_err(|e| Error::Handler {
+                    processor: name.to_string(),
+                    seq,
+                    reason: e.to_string(),
+                })?;
+        }
+        checkpoint::put_in(storage, wtxn, name, last)?;
+        Ok(Commit::Commit(()))
+    })
+}
