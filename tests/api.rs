@@ -755,3 +755,54 @@ fn a_transaction_of_another_store_is_an_error() {
         Err(Error::ForeignTransaction)
     ));
 }
+
+#[test]
+fn large_and_small_records_mixed_are_all_read_zero_copy() {
+    let (_dir, storage, _w, _r) = setup();
+    let mut writer = Writer::<Other>::new(storage.clone());
+    // Sizes around LMDB's inline limit (2,016-byte records on 4 KiB pages) and far past it.
+    let sizes = [
+        1usize, 200, 240, 245, 250, 252, 256, 600, 5_000, 3, 100_000, 7,
+    ];
+    for (i, n) in sizes.iter().cycle().take(120).enumerate() {
+        writer
+            .append(
+                1,
+                i as u64 + 1,
+                Other {
+                    values: vec![i as u64; *n],
+                },
+            )
+            .unwrap();
+    }
+    let reader = Reader::<Other>::new(storage.clone());
+    let txn = storage.env.read_txn().unwrap();
+    let mut count = 0;
+    for (i, e) in reader
+        .read_log(&txn, 1, Direction::Forward)
+        .unwrap()
+        .enumerate()
+    {
+        let e = e.unwrap();
+        assert!(
+            !e.is_copied(),
+            "event {} of {} values was copied",
+            e.seq(),
+            e.values.len()
+        );
+        assert_eq!(e.values.len(), sizes[i % sizes.len()]);
+        assert!(e.values.iter().all(|v| *v == i as u64));
+        count += 1;
+    }
+    assert_eq!(count, 120);
+    let back: Vec<u64> = reader
+        .read_stream(&txn, 1, u64::MAX, Direction::Backward)
+        .unwrap()
+        .map(|e| e.unwrap().seq())
+        .collect();
+    assert_eq!(back, (1..=120).rev().collect::<Vec<_>>());
+    assert_eq!(reader.get(&txn, 11).unwrap().unwrap().values.len(), 100_000);
+    assert_eq!(reader.envelope(&txn, 9).unwrap().unwrap().seq, 9);
+    assert_eq!(reader.last_in_stream(&txn, 1).unwrap().unwrap().seq(), 120);
+    assert_eq!(storage.stats().unaligned_copies, 0);
+}

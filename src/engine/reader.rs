@@ -108,14 +108,14 @@ where
                 return range.next().map(|entry| {
                     entry
                         .map_err(Error::from)
-                        .and_then(|(seq, bytes)| self.reader.view(seq, bytes))
+                        .and_then(|(seq, value)| self.reader.view_value(self.txn.raw(), seq, value))
                 });
             }
             Source::LogBackward(range) => {
                 return range.next().map(|entry| {
                     entry
                         .map_err(Error::from)
-                        .and_then(|(seq, bytes)| self.reader.view(seq, bytes))
+                        .and_then(|(seq, value)| self.reader.view_value(self.txn.raw(), seq, value))
                 });
             }
             Source::StreamForward(stream, range) => (*stream, range.next()?),
@@ -129,8 +129,7 @@ where
                 .storage
                 .shared
                 .dbs
-                .log
-                .get(self.txn.raw(), &seq)?
+                .get_record(self.txn.raw(), seq)?
                 .ok_or_else(|| Error::corrupted(seq, "stream index points at a missing record"))?;
             let view = self.reader.view(seq, bytes)?;
             check_place(&view, stream, version)?;
@@ -190,7 +189,7 @@ where
     /// holds another type, [`Error::InvalidPayload`] when the payload is not a valid archive of
     /// `E`, [`Error::Lmdb`].
     pub fn get<'t>(&self, txn: &'t ReadTxn, seq: u64) -> Result<Option<EventView<'t, E>>> {
-        match self.storage.shared.dbs.log.get(self.raw(txn)?, &seq)? {
+        match self.storage.shared.dbs.get_record(self.raw(txn)?, seq)? {
             Some(bytes) => self.view(seq, bytes).map(Some),
             None => Ok(None),
         }
@@ -202,7 +201,7 @@ where
     ///
     /// [`Error::Corrupted`] when the record's header fails its checksum, [`Error::Lmdb`].
     pub fn envelope<'t>(&self, txn: &'t ReadTxn, seq: u64) -> Result<Option<Envelope<'t>>> {
-        match self.storage.shared.dbs.log.get(self.raw(txn)?, &seq)? {
+        match self.storage.shared.dbs.get_record(self.raw(txn)?, seq)? {
             Some(bytes) => Ok(Some(record::decode(seq, bytes)?.envelope())),
             None => Ok(None),
         }
@@ -240,8 +239,7 @@ where
             .storage
             .shared
             .dbs
-            .log
-            .get(self.raw(txn)?, &head.last_seq)?
+            .get_record(self.raw(txn)?, head.last_seq)?
             .ok_or_else(|| {
                 Error::corrupted(head.last_seq, "stream head points at a missing record")
             })?;
@@ -431,6 +429,17 @@ where
     /// The LMDB transaction of `txn`, refusing a transaction of another store.
     fn raw<'t>(&self, txn: &'t ReadTxn) -> Result<&'t heed::RoTxn<'static>> {
         txn.of(&self.storage.env)
+    }
+
+    /// [`Reader::view`] of a `log` value, which may be the stub of a large record.
+    #[inline]
+    fn view_value<'t>(
+        &self,
+        txn: &'t heed::RoTxn<'_>,
+        seq: u64,
+        value: &'t [u8],
+    ) -> Result<EventView<'t, E>> {
+        self.view(seq, self.storage.shared.dbs.record(txn, seq, value)?)
     }
 
     /// Verifies a record and makes a typed view of it.

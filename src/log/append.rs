@@ -165,7 +165,10 @@ fn plan(storage: &Storage, wtxn: &heed::RwTxn<'_>, req: &Request) -> Result<Plan
     }
 
     let (next_seq, last_ts) = match dbs.log.last(wtxn)? {
-        Some((seq, rec)) => (seq + 1, record::raw_timestamp(rec)),
+        Some((seq, value)) => (
+            seq + 1,
+            record::raw_timestamp(dbs.record(wtxn, seq, value)?),
+        ),
         None => (1, 0),
     };
     let now = SystemTime::now()
@@ -195,7 +198,7 @@ fn apply(
         let version = current + 1 + i as u64;
         let rec = &mut req.buf[s.start..s.start + s.len];
         record::set_position(rec, s.payload_offset, seq, version, prev, at.timestamp);
-        dbs.log.put_with_flags(wtxn, PutFlags::APPEND, &seq, rec)?;
+        dbs.put_record(wtxn, seq, rec)?;
         dbs.stream_index
             .put(wtxn, &stream_version_key(stream, version), &seq)?;
         dbs.event_ids.put_with_flags(
@@ -236,8 +239,7 @@ fn retry_of(
     for (i, s) in staged.iter().enumerate() {
         let seq = existing[i];
         let bytes = dbs
-            .log
-            .get(txn, &seq)?
+            .get_record(txn, seq)?
             .ok_or_else(|| Error::corrupted(seq, "event id index points at a missing record"))?;
         let rec = record::decode(seq, bytes)?;
         let env = rec.envelope();
@@ -301,8 +303,7 @@ fn stored_position(storage: &Storage, txn: &heed::RoTxn<'_>, seq: u64) -> Result
     let bytes = storage
         .shared
         .dbs
-        .log
-        .get(txn, &seq)?
+        .get_record(txn, seq)?
         .ok_or_else(|| Error::corrupted(seq, "event id index points at a missing record"))?;
     let rec = record::decode(seq, bytes)?;
     Ok((rec.stream(), rec.version()))

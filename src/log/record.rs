@@ -55,6 +55,54 @@ const OFF_VERSION: usize = 40;
 const OFF_PREV: usize = 48;
 const OFF_TIMESTAMP: usize = 56;
 
+/// Length of a stub: the `log` value of a record stored in `log_large`.
+pub(crate) const STUB_LEN: usize = 16;
+/// Flag of a stub (no record has it).
+const FLAG_STUB: u8 = 0x80;
+
+/// The stub stored in `log` for a record kept in `log_large`:
+/// `crc32c(bytes 4..16) u32 | record_version u8 | flags u8 (0x80) | reserved u16 | seq u64`.
+pub(crate) fn stub(seq: u64) -> [u8; STUB_LEN] {
+    let mut s = [0u8; STUB_LEN];
+    s[4] = RECORD_VERSION;
+    s[5] = FLAG_STUB;
+    s[8..16].copy_from_slice(&seq.to_le_bytes());
+    let crc = checksum::crc32c(&s[4..]);
+    s[..4].copy_from_slice(&crc.to_le_bytes());
+    s
+}
+
+/// Whether a `log` value is a stub, checking it when it has a stub's length. Records are never
+/// 16 bytes long (their header alone is 88).
+pub(crate) fn is_stub(seq: u64, value: &[u8]) -> Result<bool> {
+    let Some(s) = value
+        .first_chunk::<STUB_LEN>()
+        .filter(|_| value.len() == STUB_LEN)
+    else {
+        return Ok(false);
+    };
+    let valid = u32_at(s, 0) == checksum::crc32c(&s[4..])
+        && s[4] == RECORD_VERSION
+        && s[5] == FLAG_STUB
+        && u16_at(s, 6) == 0
+        && u64_at(s, 8) == seq;
+    if !valid {
+        return Err(bad(seq, "damaged stub of a large record"));
+    }
+    Ok(true)
+}
+
+/// The longest record kept inline in `log` for an LMDB page size: every longer one goes to
+/// `log_large`, on its own overflow pages. LMDB moves a leaf value to overflow pages when its node
+/// (8-byte node header, 8-byte key, value) exceeds `((page - 16) / 2 & !1) - 2` bytes, and such a
+/// node takes 24 bytes in the leaf, which would shift every following node by 8. With this
+/// threshold `log` holds no overflow node, so its nodes stay multiples of 16 long, and every
+/// record in `log_large` is on overflow pages, page-aligned.
+pub(crate) fn inline_limit(page_size: usize) -> usize {
+    let node_max = (((page_size - 16) / 2) & !1) - 2;
+    (node_max - 16) & !(ALIGN - 1)
+}
+
 pub(crate) const fn align_up(n: usize) -> usize {
     (n + ALIGN - 1) & !(ALIGN - 1)
 }
@@ -439,6 +487,33 @@ mod tests {
                     "flip at byte {byte} bit {bit} not detected by a full read"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn stubs_round_trip_and_damage_is_an_error() {
+        let s = stub(9);
+        assert!(is_stub(9, &s).unwrap());
+        assert!(is_stub(10, &s).is_err());
+        for i in 0..STUB_LEN * 8 {
+            let mut bad = s;
+            bad[i / 8] ^= 1 << (i % 8);
+            assert!(is_stub(9, &bad).is_err(), "bit {i}");
+        }
+        let (rec, _) = sample(None, false);
+        assert!(!is_stub(42, &rec).unwrap());
+    }
+
+    #[test]
+    fn inline_limit_keeps_log_nodes_inline_and_large_ones_on_overflow_pages() {
+        // 4 KiB pages: LMDB's largest inline leaf node is 2,038 bytes.
+        assert_eq!(inline_limit(4096), 2016);
+        for page in [4096usize, 16384, 65536] {
+            let node_max = (((page - 16) / 2) & !1) - 2;
+            let limit = inline_limit(page);
+            assert_eq!(limit % 16, 0);
+            assert!(16 + limit <= node_max);
+            assert!(16 + limit + 16 > node_max);
         }
     }
 

@@ -45,6 +45,7 @@ pub(crate) fn open_databases(env: &Env, path: &Path) -> Result<(Dbs, u128)> {
             let stream_index = opener.create_database(wtxn, Some("stream_index"))?;
             let event_ids = opener.create_database(wtxn, Some("event_ids"))?;
             let checkpoints = opener.create_database(wtxn, Some("checkpoints"))?;
+            let log_large = opener.create_database(wtxn, Some("log_large"))?;
             store_id = check_or_init(meta, log, wtxn, path)?;
             Ok(CommitOrAbort::<_, ()>::Commit((
                 meta,
@@ -53,10 +54,12 @@ pub(crate) fn open_databases(env: &Env, path: &Path) -> Result<(Dbs, u128)> {
                 stream_index,
                 event_ids,
                 checkpoints,
+                log_large,
             )))
         })?
         .unwrap_commit();
-    let (_meta, log, heads, stream_index, event_ids, checkpoints) = dbs;
+    let (_meta, log, heads, stream_index, event_ids, checkpoints, log_large) = dbs;
+    let page_size = env.heed.unnamed_database_stat().page_size as usize;
     Ok((
         Dbs {
             log,
@@ -64,6 +67,8 @@ pub(crate) fn open_databases(env: &Env, path: &Path) -> Result<(Dbs, u128)> {
             stream_index,
             event_ids,
             checkpoints,
+            log_large,
+            inline_limit: crate::log::record::inline_limit(page_size),
         },
         store_id,
     ))

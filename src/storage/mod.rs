@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use heed::byteorder::BigEndian;
 use heed::types::{Bytes, Str, U64};
-use heed::Database;
+use heed::{Database, PutFlags};
 use tokio::sync::watch;
 
 pub use config::{
@@ -24,6 +24,7 @@ pub use meta::FORMAT_VERSION;
 use crate::error::{Error, Result};
 use crate::index::Head;
 use crate::log::group::Committer;
+use crate::log::record;
 use crate::types::{IntoStreamId, StreamId};
 
 /// The LMDB databases of a store (see `docs/format.md`).
@@ -33,6 +34,57 @@ pub(crate) struct Dbs {
     pub stream_index: Database<'static, Bytes, U64<BigEndian>>,
     pub event_ids: Database<'static, Bytes, U64<BigEndian>>,
     pub checkpoints: Database<'static, Str, Bytes>,
+    pub log_large: Database<'static, U64<BigEndian>, Bytes>,
+    /// Records longer than this go to `log_large` (see `record::inline_limit`).
+    pub inline_limit: usize,
+}
+
+impl Dbs {
+    /// The record a `log` value stands for: the value itself, or the large record its stub
+    /// points at.
+    pub(crate) fn record<'t>(
+        &self,
+        txn: &'t heed::RoTxn<'_>,
+        seq: u64,
+        value: &'t [u8],
+    ) -> Result<&'t [u8]> {
+        if !record::is_stub(seq, value)? {
+            return Ok(value);
+        }
+        self.log_large
+            .get(txn, &seq)?
+            .ok_or_else(|| Error::corrupted(seq, "large record missing behind its stub"))
+    }
+
+    /// The record with global sequence `seq`.
+    pub(crate) fn get_record<'t>(
+        &self,
+        txn: &'t heed::RoTxn<'_>,
+        seq: u64,
+    ) -> Result<Option<&'t [u8]>> {
+        match self.log.get(txn, &seq)? {
+            Some(value) => self.record(txn, seq, value).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Stores a record at the end of the log: inline, or in `log_large` behind a stub.
+    pub(crate) fn put_record(
+        &self,
+        wtxn: &mut heed::RwTxn<'_>,
+        seq: u64,
+        rec: &[u8],
+    ) -> Result<()> {
+        if rec.len() <= self.inline_limit {
+            self.log.put_with_flags(wtxn, PutFlags::APPEND, &seq, rec)?;
+        } else {
+            self.log_large
+                .put_with_flags(wtxn, PutFlags::APPEND, &seq, rec)?;
+            self.log
+                .put_with_flags(wtxn, PutFlags::APPEND, &seq, &record::stub(seq))?;
+        }
+        Ok(())
+    }
 }
 
 /// State shared by every handle on one open store.

@@ -169,14 +169,10 @@ where
         records.clear();
         spans.clear();
         let position = checkpoint::load_in(storage, wtxn, name)?;
-        for entry in storage
-            .shared
-            .dbs
-            .log
-            .range(wtxn, &(position + 1..))?
-            .take(batch)
-        {
-            let (seq, bytes) = entry?;
+        let dbs = &storage.shared.dbs;
+        for entry in dbs.log.range(wtxn, &(position + 1..))?.take(batch) {
+            let (seq, value) = entry?;
+            let bytes = dbs.record(wtxn, seq, value)?;
             spans.push((seq, records.len(), bytes.len()));
             records.extend_from_slice(bytes);
         }
