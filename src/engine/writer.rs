@@ -137,15 +137,8 @@ where
     ///
     /// Nothing is written when an error is returned.
     pub fn append(&mut self, stream: impl IntoStreamId, version: u64, event: E) -> Result<u64> {
-        let stream = stream.into_stream_id()?;
-        if version == 0 {
-            return Err(Error::InvalidVersion { stream, version });
-        }
-        let appended = self.append_batch(
-            stream,
-            ExpectedVersion::Exact(version - 1),
-            std::iter::once(event),
-        )?;
+        let (stream, expected) = single(stream, version)?;
+        let appended = self.append_batch(stream, expected, [event])?;
         Ok(appended.first().seq)
     }
 
@@ -204,13 +197,8 @@ where
         version: u64,
         event: E,
     ) -> Result<u64> {
-        let stream = stream.into_stream_id()?;
-        if version == 0 {
-            return Err(Error::InvalidVersion { stream, version });
-        }
-        let appended = self
-            .append_batch_async(stream, ExpectedVersion::Exact(version - 1), [event])
-            .await?;
+        let (stream, expected) = single(stream, version)?;
+        let appended = self.append_batch_async(stream, expected, [event]).await?;
         Ok(appended.first().seq)
     }
 
@@ -336,4 +324,14 @@ where
         self.ids.push(event.id.as_u128());
         Ok(())
     }
+}
+
+/// The stream and expectation of a single append at `version` (the stream's current version
+/// must be `version - 1`).
+fn single(stream: impl IntoStreamId, version: u64) -> Result<(StreamId, ExpectedVersion)> {
+    let stream = stream.into_stream_id()?;
+    if version == 0 {
+        return Err(Error::InvalidVersion { stream, version });
+    }
+    Ok((stream, ExpectedVersion::Exact(version - 1)))
 }
