@@ -1,6 +1,9 @@
 //! What the three engines share: the event, the deterministic write plans, timing helpers.
 
+use std::sync::Barrier;
 use std::time::{Duration, Instant};
+
+use crate::report::Latency;
 
 /// Errors of the harness: any engine's error, reported and fatal.
 pub type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -289,6 +292,154 @@ pub fn median(values: &mut [f64]) -> f64 {
     }
 }
 
+/// Which streams the writers of a concurrent run append to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Contention {
+    /// Writer `i` appends to stream `i + 1` only: no conflicts possible.
+    OwnStream,
+    /// Every writer appends to stream 1: each reads the version, appends at version + 1 and
+    /// retries on a conflict.
+    OneStream,
+}
+
+impl Contention {
+    /// The stream writer `writer` appends to.
+    pub fn stream(self, writer: usize) -> u64 {
+        match self {
+            Contention::OwnStream => writer as u64 + 1,
+            Contention::OneStream => 1,
+        }
+    }
+}
+
+/// What one writer (thread or task) of a concurrent run did.
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// Successful appends.
+    pub appends: u64,
+    /// Conflicts retried through on the way.
+    pub conflicts: u64,
+    /// Nanoseconds from the first attempt of each successful append to its success.
+    pub latencies: Vec<u64>,
+}
+
+impl Tally {
+    /// Records one successful append begun at `started` that retried through `conflicts`.
+    pub fn record(&mut self, started: Instant, conflicts: u64) {
+        self.appends += 1;
+        self.conflicts += conflicts;
+        self.latencies.push(started.elapsed().as_nanos() as u64);
+    }
+}
+
+/// What all writers of one engine did over the timed runs of one concurrent row.
+#[derive(Debug, Default)]
+pub struct Burst {
+    /// Successful appends.
+    pub appends: u64,
+    /// Conflicts the writers retried through.
+    pub conflicts: u64,
+    /// Wall time from the start signal until the last writer finished its last append.
+    pub elapsed: Duration,
+    /// Per-append latencies in nanoseconds, unsorted.
+    pub latencies: Vec<u64>,
+    /// VarveDB only: write transactions committed (`Stats::commits`) during the runs.
+    pub commits: u64,
+    /// VarveDB only: batches those transactions carried (`Stats::committed_batches`).
+    pub batches: u64,
+}
+
+impl Burst {
+    /// The writers' tallies of one run that took `elapsed`.
+    pub fn new(tallies: Vec<Tally>, elapsed: Duration) -> Burst {
+        let mut burst = Burst {
+            elapsed,
+            ..Burst::default()
+        };
+        for t in tallies {
+            burst.appends += t.appends;
+            burst.conflicts += t.conflicts;
+            burst.latencies.extend(t.latencies);
+        }
+        burst
+    }
+
+    /// Adds another run of the same engine and row.
+    pub fn merge(&mut self, other: Burst) {
+        self.appends += other.appends;
+        self.conflicts += other.conflicts;
+        self.elapsed += other.elapsed;
+        self.latencies.extend(other.latencies);
+        self.commits += other.commits;
+        self.batches += other.batches;
+    }
+
+    /// Successful appends per second of wall time.
+    pub fn per_sec(&self) -> f64 {
+        self.appends as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// p50, p99 and maximum of the per-append latencies.
+    pub fn latency(&mut self) -> Option<Latency> {
+        self.latencies.sort_unstable();
+        let n = self.latencies.len();
+        let at =
+            |q: f64| Duration::from_nanos(self.latencies[((n - 1) as f64 * q).round() as usize]);
+        (n > 0).then(|| Latency {
+            p50: at(0.50),
+            p99: at(0.99),
+            max: at(1.0),
+        })
+    }
+
+    /// VarveDB's average commit group: batches per committed transaction.
+    pub fn group_size(&self) -> Option<f64> {
+        (self.commits > 0).then(|| self.batches as f64 / self.commits as f64)
+    }
+}
+
+/// Runs every writer on its own thread for `duration` of wall time, all starting together.
+/// Each call of a writer is one successful append (retries included) and returns the conflicts
+/// it retried through; a writer starts no append after its deadline. The first error of any
+/// writer fails the run.
+pub fn run_threads<F>(writers: Vec<F>, duration: Duration) -> Res<Burst>
+where
+    F: FnMut() -> Res<u64> + Send,
+{
+    let start = Barrier::new(writers.len() + 1);
+    let (tallies, elapsed) = std::thread::scope(|scope| {
+        let handles: Vec<_> = writers
+            .into_iter()
+            .map(|mut append| {
+                let start = &start;
+                scope.spawn(move || -> Result<Tally, String> {
+                    start.wait();
+                    let deadline = Instant::now() + duration;
+                    let mut tally = Tally::default();
+                    while Instant::now() < deadline {
+                        let t = Instant::now();
+                        let conflicts = append().map_err(|e| e.to_string())?;
+                        tally.record(t, conflicts);
+                    }
+                    Ok(tally)
+                })
+            })
+            .collect();
+        start.wait();
+        let started = Instant::now();
+        let tallies: Vec<Result<Tally, String>> = handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("writer thread panicked".into()))
+            })
+            .collect();
+        (tallies, started.elapsed())
+    });
+    let tallies = tallies.into_iter().collect::<Result<Vec<_>, String>>()?;
+    Ok(Burst::new(tallies, elapsed))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,6 +454,42 @@ mod tests {
         }
         let lens: u64 = a.stream_lengths().iter().map(|(_, n)| n).sum();
         assert_eq!(lens, 100);
+    }
+
+    #[test]
+    fn bursts_merge_and_give_percentiles() {
+        let tally = |ms: std::ops::RangeInclusive<u64>| Tally {
+            appends: ms.clone().count() as u64,
+            conflicts: 1,
+            latencies: ms.map(|m| m * 1_000_000).collect(),
+        };
+        let mut burst = Burst::new(vec![tally(1..=50)], Duration::from_secs(1));
+        burst.merge(Burst::new(vec![tally(51..=100)], Duration::from_secs(1)));
+        assert_eq!(burst.appends, 100);
+        assert_eq!(burst.conflicts, 2);
+        assert_eq!(burst.per_sec(), 50.0);
+        let l = burst.latency().expect("latencies");
+        assert_eq!(l.p50, Duration::from_millis(51));
+        assert_eq!(l.p99, Duration::from_millis(99));
+        assert_eq!(l.max, Duration::from_millis(100));
+        assert_eq!(Burst::default().latency().map(|l| l.p50), None);
+    }
+
+    #[test]
+    fn threads_run_until_the_deadline() {
+        let counter = std::sync::atomic::AtomicU64::new(0);
+        let writers = (0..4)
+            .map(|_| {
+                || {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(1));
+                    Ok(0)
+                }
+            })
+            .collect();
+        let burst = run_threads(writers, Duration::from_millis(50)).expect("run");
+        assert_eq!(burst.appends, counter.into_inner());
+        assert!(burst.appends >= 4 && burst.elapsed >= Duration::from_millis(50));
     }
 
     #[test]

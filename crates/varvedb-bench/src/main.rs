@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p varvedb-bench [-- --events 500000 --reps 3 --no-sqlite]
+//! cargo run --release -p varvedb-bench -- --only concurrent [--concurrent-secs 3]
 //! ```
 //!
 //! The table goes to stdout and to `target/bench-report.md`; progress goes to stderr. Numbers
@@ -45,6 +46,19 @@
 //! 6. **Reference rows** repeat 3 and 5 with raw heed loading every byte of each value (XOR of its
 //!    8-byte words) instead of only its length. Any checksum or validation must load the record, so
 //!    this separates the memory traffic of reading a record from VarveDB's per-event CPU work.
+//! 7. **Concurrent durable writers** (their own table): 1, 8 and 64 writers appending one event
+//!    per call, each to its own stream, and 8 and 64 writers contending for one stream (each
+//!    appends at the version it last saw + 1 and retries on a conflict). VarveDB: one thread per
+//!    writer, each with its own `Writer` clone calling `append`, which VarveDB groups into shared
+//!    transactions; with 64 writers also 64 tokio tasks calling `append_async` on a runtime with
+//!    2 workers. Raw heed: one thread per writer, one event per durable write transaction (LMDB's
+//!    writer mutex serializes them; the stream head is read inside the transaction, so it never
+//!    conflicts). SQLite: one thread and connection per writer, one event per `BEGIN IMMEDIATE`
+//!    transaction; a UNIQUE(stream, version) violation is a conflict. These rows are fsync-bound,
+//!    so each engine runs for a fixed wall time (`--concurrent-secs`), engine after engine, the
+//!    order reversed on every other repetition (`--concurrent-reps`), on fresh stores per row;
+//!    the rate is successful appends over wall time. Also shown: per-append latency (retries
+//!    included), VarveDB's average commit group from `Stats`, and conflicts.
 //!
 //! Writes run once per row, interleaved transaction by transaction across the engines (each timed
 //! over its own transactions only), so that disk noise falls on all alike. A row stops starting
@@ -66,16 +80,17 @@ use std::time::{Duration, Instant};
 
 use common::{
     append_interleaved, interleaved, payload_len, pick_streams, random_seqs, record_len, Appender,
-    Plan, Rate, Res, Spread,
+    Burst, Contention, Plan, Rate, Res, Spread,
 };
 use raw::{Indexes, RawStore, Touch};
-use report::{ratio, Report, Workload};
+use report::{ratio, Concurrent, Report, Workload};
 use sqlite::SqliteStore;
 use varve::VarveStore;
 
 const USAGE: &str = "usage: varvedb-bench [--events N] [--small-batch-events N] [--random-events N]
                      [--singles N] [--streams N] [--gets N] [--reps N]
-                     [--write-budget-secs N] [--no-sqlite]";
+                     [--write-budget-secs N] [--concurrent-secs N] [--concurrent-reps N]
+                     [--only concurrent|classic] [--no-sqlite]";
 
 /// Sizes of the workloads.
 #[derive(Clone, Debug)]
@@ -98,6 +113,14 @@ struct Config {
     sqlite: bool,
     /// Wall time after which a write row stops starting transactions (all engines together).
     write_budget: Duration,
+    /// Run rows 1 to 6.
+    classic: bool,
+    /// Run the concurrent-writers rows.
+    concurrent: bool,
+    /// Wall time of each engine's run in a concurrent row.
+    concurrent_time: Duration,
+    /// Runs of each engine per concurrent row.
+    concurrent_reps: usize,
 }
 
 impl Default for Config {
@@ -112,6 +135,10 @@ impl Default for Config {
             reps: 3,
             sqlite: true,
             write_budget: Duration::from_secs(25),
+            classic: true,
+            concurrent: true,
+            concurrent_time: Duration::from_secs(3),
+            concurrent_reps: 2,
         }
     }
 }
@@ -123,6 +150,14 @@ impl Config {
         while let Some(flag) = args.next() {
             if flag == "--no-sqlite" {
                 cfg.sqlite = false;
+                continue;
+            }
+            if flag == "--only" {
+                match args.next().as_deref() {
+                    Some("concurrent") => cfg.classic = false,
+                    Some("classic") => cfg.concurrent = false,
+                    _ => return Err(format!("--only needs concurrent or classic\n{USAGE}").into()),
+                }
                 continue;
             }
             if flag == "-h" || flag == "--help" {
@@ -145,6 +180,8 @@ impl Config {
                 "--gets" => cfg.gets = value_at_least_1,
                 "--reps" => cfg.reps = value_at_least_1 as usize,
                 "--write-budget-secs" => cfg.write_budget = Duration::from_secs(value_at_least_1),
+                "--concurrent-secs" => cfg.concurrent_time = Duration::from_secs(value_at_least_1),
+                "--concurrent-reps" => cfg.concurrent_reps = value_at_least_1 as usize,
                 _ => return Err(format!("unknown flag {flag}\n{USAGE}").into()),
             }
         }
@@ -316,6 +353,185 @@ fn single_appends(cfg: &Config, report: &mut Report) -> Res<()> {
         &rates,
     ));
     Ok(())
+}
+
+/// The concurrent row sets: writers, contention, and whether VarveDB also runs as tokio tasks.
+const CONCURRENT: [(usize, Contention, bool); 5] = [
+    (1, Contention::OwnStream, false),
+    (8, Contention::OwnStream, false),
+    (64, Contention::OwnStream, true),
+    (8, Contention::OneStream, false),
+    (64, Contention::OneStream, true),
+];
+
+/// Appends/s of one concurrent row set, for the targets in the notes.
+struct ConcurrentRates {
+    writers: usize,
+    contention: Contention,
+    varve: f64,
+    varve_tasks: Option<f64>,
+    heed: f64,
+    sqlite: Option<f64>,
+}
+
+/// The contenders of a concurrent row set, in their order on even repetitions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Contender {
+    VarveThreads,
+    VarveTasks,
+    Heed,
+    Sqlite,
+}
+
+/// Row 7: every row set of [`CONCURRENT`].
+fn concurrent_writers(cfg: &Config, report: &mut Report) -> Res<Vec<ConcurrentRates>> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()?;
+    CONCURRENT
+        .iter()
+        .map(|&(writers, contention, tasks)| {
+            concurrent_row(cfg, &runtime, writers, contention, tasks, report)
+        })
+        .collect()
+}
+
+/// One row set of row 7: fresh stores, each contender run `concurrent_reps` times for
+/// `concurrent_time`, contender after contender.
+fn concurrent_row(
+    cfg: &Config,
+    runtime: &tokio::runtime::Runtime,
+    writers: usize,
+    contention: Contention,
+    tasks: bool,
+    report: &mut Report,
+) -> Res<ConcurrentRates> {
+    let what = match contention {
+        Contention::OwnStream => "each its own stream",
+        Contention::OneStream => "all on one stream",
+    };
+    eprintln!("concurrent durable writers: {writers}, {what} ...");
+    let varve = VarveStore::open()?;
+    let varve_tasks = if tasks {
+        Some(VarveStore::open()?)
+    } else {
+        None
+    };
+    let heed = RawStore::open(record_len(), Indexes::Full)?;
+    let sqlite = open_sqlite(cfg)?;
+    let mut order = vec![Contender::VarveThreads];
+    if tasks {
+        order.push(Contender::VarveTasks);
+    }
+    order.push(Contender::Heed);
+    if sqlite.is_some() {
+        order.push(Contender::Sqlite);
+    }
+    let mut bursts: Vec<Burst> = order.iter().map(|_| Burst::default()).collect();
+    let time = cfg.concurrent_time;
+    for rep in 0..cfg.concurrent_reps {
+        let mut turn: Vec<usize> = (0..order.len()).collect();
+        if rep % 2 == 1 {
+            turn.reverse();
+        }
+        for i in turn {
+            let burst = match (order[i], &varve_tasks, &sqlite) {
+                (Contender::VarveThreads, _, _) => {
+                    varve.concurrent_threads(writers, contention, time)?
+                }
+                (Contender::VarveTasks, Some(store), _) => {
+                    store.concurrent_tasks(runtime, writers, contention, time)?
+                }
+                (Contender::Heed, _, _) => heed.concurrent(writers, contention, time)?,
+                (Contender::Sqlite, _, Some(db)) => db.concurrent(writers, contention, time)?,
+                _ => return Err("contender without a store".into()),
+            };
+            eprintln!(
+                "    {:?}: {:.0} appends/s, {} conflicts",
+                order[i],
+                burst.per_sec(),
+                burst.conflicts
+            );
+            bursts[i].merge(burst);
+        }
+    }
+    let stored = [
+        Some(varve.head()),
+        varve_tasks.as_ref().map(VarveStore::head),
+        Some(heed.events()?),
+        sqlite.as_ref().map(SqliteStore::events).transpose()?,
+    ];
+    for (i, contender) in order.iter().enumerate() {
+        let index = match contender {
+            Contender::VarveThreads => 0,
+            Contender::VarveTasks => 1,
+            Contender::Heed => 2,
+            Contender::Sqlite => 3,
+        };
+        if stored[index] != Some(bursts[i].appends) {
+            report.note(format!(
+                "WARNING: {contender:?} counted {} successful appends with {writers} writers but its store holds {:?} events",
+                bursts[i].appends, stored[index]
+            ));
+        }
+    }
+    let mut take = |c: Contender| {
+        order
+            .iter()
+            .position(|&o| o == c)
+            .map(|i| std::mem::take(&mut bursts[i]))
+    };
+    let mut threads = take(Contender::VarveThreads).unwrap_or_default();
+    let mut on_tasks = take(Contender::VarveTasks);
+    let mut heed_burst = take(Contender::Heed).unwrap_or_default();
+    let mut sqlite_burst = take(Contender::Sqlite);
+    let peers = |varve: &mut Burst, heed: &mut Burst, sqlite: &mut Option<Burst>| Concurrent {
+        latency: [
+            varve.latency(),
+            heed.latency(),
+            sqlite.as_mut().and_then(Burst::latency),
+        ],
+        conflicts: [
+            Some(varve.conflicts),
+            Some(heed.conflicts),
+            sqlite.as_ref().map(|b| b.conflicts),
+        ],
+        group: varve.group_size(),
+    };
+    let shape = match contention {
+        Contention::OwnStream => "each to its own stream, 1 event per append (raw heed, SQLite: 1 event per txn)".to_string(),
+        Contention::OneStream => "all to ONE stream: append at the version last seen + 1, retry on conflict (raw heed reads the head inside its txn, so never conflicts)".to_string(),
+    };
+    let plural = if writers == 1 { "" } else { "s" };
+    let sqlite_rate = sqlite_burst.as_ref().map(Burst::per_sec);
+    let extra = peers(&mut threads, &mut heed_burst, &mut sqlite_burst);
+    report.add(
+        Workload::new(format!("{writers} writer thread{plural}, {shape}"))
+            .varvedb(threads.per_sec())
+            .heed(heed_burst.per_sec())
+            .sqlite(sqlite_rate)
+            .concurrent(extra),
+    );
+    if let Some(tasks) = on_tasks.as_mut() {
+        let extra = peers(tasks, &mut heed_burst, &mut sqlite_burst);
+        report.add(
+            Workload::new(format!(
+                "{writers} tokio tasks on 2 runtime workers, `append_async`, {what} (raw heed, SQLite: the {writers} threads above)"
+            ))
+            .varvedb(tasks.per_sec())
+            .heed(heed_burst.per_sec())
+            .sqlite(sqlite_rate)
+            .concurrent(extra),
+        );
+    }
+    Ok(ConcurrentRates {
+        writers,
+        contention,
+        varve: threads.per_sec(),
+        varve_tasks: on_tasks.as_ref().map(Burst::per_sec),
+        heed: heed_burst.per_sec(),
+        sqlite: sqlite_rate,
+    })
 }
 
 /// Warms every store with one full scan.
@@ -493,8 +709,8 @@ fn reads(cfg: &Config, big: &Stores, small: &Stores, report: &mut Report) -> Res
     Ok(())
 }
 
-/// The notes under the table.
-fn notes(cfg: &Config, big: &Stores, small: &Stores, report: &mut Report, started: Instant) {
+/// The notes on rows 1 to 6.
+fn notes(cfg: &Config, big: &Stores, small: &Stores, report: &mut Report) {
     report.note(format!(
         "Events: {}-byte rkyv payload, {}-byte VarveDB record; raw heed and SQLite store values of the record's length. {} streams. Every write txn is durable (fsync on commit); SQLite: WAL, synchronous=FULL, default cache, no index on id.",
         payload_len(),
@@ -534,6 +750,54 @@ fn notes(cfg: &Config, big: &Stores, small: &Stores, report: &mut Report, starte
     report.note(format!(
         "Issue targets: full typed scan ≥ 0.4× raw heed scan: measured {scan}; point reads ≥ 0.8× raw heed gets: measured {gets}."
     ));
+}
+
+/// The notes on row 7, with the issue's group-commit targets.
+fn concurrent_notes(cfg: &Config, rates: &[ConcurrentRates], report: &mut Report) {
+    report.note(format!(
+        "Concurrent writers: each engine runs {} s of wall time per repetition, one engine after another (VarveDB threads, VarveDB tasks, raw heed, SQLite; reversed on every other repetition), {} repetitions, fresh stores per row. Appends/s = successful appends / wall time, in-flight appends at the deadline included. Latency: from the first attempt of an append to its success, retries included, over all repetitions.",
+        cfg.concurrent_time.as_secs(),
+        cfg.concurrent_reps
+    ));
+    report.note("Concurrent writers: VarveDB batches per commit = `committed_batches / commits` from `Storage::stats` (conflicting requests are not counted; on one stream at most one request per version can win a group, so that row stays near 1). Raw heed: one durable write txn per event, threads serialized by LMDB's writer mutex, the stream head and the next seq read inside the txn, so it never conflicts (its one-stream row is a serialized read-modify-write, not optimistic concurrency). SQLite: a connection per thread, WAL, synchronous=FULL, busy_timeout 60 s, `BEGIN IMMEDIATE`, one event per txn; conflicts are UNIQUE(stream, version) violations, after which the writer rolls back and re-reads the stream's version outside the txn.");
+    let find = |writers: usize| {
+        rates
+            .iter()
+            .find(|r| r.writers == writers && r.contention == Contention::OwnStream)
+    };
+    let (Some(one), Some(many)) = (find(1), find(64)) else {
+        return;
+    };
+    let check = |varve: f64, base: Option<f64>, goal: f64| match base {
+        Some(b) if b > 0.0 => {
+            let x = varve / b;
+            let verdict = if x >= goal { "met" } else { "NOT met" };
+            format!("{x:.1}× ({verdict})")
+        }
+        _ => "not measured".into(),
+    };
+    let mut line = |who: &str, varve: f64| {
+        report.note(format!(
+            "Issue targets, 64 concurrent durable single-event writers ({who}, {} appends/s, each its own stream): ≥ 20× raw heed's one-event-per-txn rate: {} of raw heed with 1 thread ({} txn/s), {} of raw heed with 64 threads ({} txn/s); ≥ 5× SQLite's one-event-per-txn rate: {} of SQLite with 1 thread ({} txn/s), {} of SQLite with 64 threads ({} txn/s). Baselines from the own-stream rows of this run.",
+            report::rate(Some(varve)),
+            check(varve, Some(one.heed), 20.0),
+            report::rate(Some(one.heed)),
+            check(varve, Some(many.heed), 20.0),
+            report::rate(Some(many.heed)),
+            check(varve, one.sqlite, 5.0),
+            report::rate(one.sqlite),
+            check(varve, many.sqlite, 5.0),
+            report::rate(many.sqlite),
+        ));
+    };
+    line("VarveDB, 64 threads with `append`", many.varve);
+    if let Some(tasks) = many.varve_tasks {
+        line("VarveDB, 64 tokio tasks with `append_async`", tasks);
+    }
+}
+
+/// The last note: peak memory and wall time.
+fn final_note(report: &mut Report, started: Instant) {
     report.note(format!(
         "Peak memory (VmHWM, includes resident pages of the memory-mapped stores): {}; wall time {:.0} s.",
         peak_memory(),
@@ -557,7 +821,7 @@ fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -578,11 +842,27 @@ fn run() -> Res<()> {
     let cfg = Config::from_args()?;
     let started = Instant::now();
     let mut report = Report::default();
-    let (big, small) = batched_appends(&cfg, &mut report)?;
-    random_stream_batches(&cfg, &mut report)?;
-    single_appends(&cfg, &mut report)?;
-    reads(&cfg, &big, &small, &mut report)?;
-    notes(&cfg, &big, &small, &mut report, started);
+    let classic = if cfg.classic {
+        let (big, small) = batched_appends(&cfg, &mut report)?;
+        random_stream_batches(&cfg, &mut report)?;
+        single_appends(&cfg, &mut report)?;
+        Some((big, small))
+    } else {
+        None
+    };
+    let concurrent = if cfg.concurrent {
+        concurrent_writers(&cfg, &mut report)?
+    } else {
+        Vec::new()
+    };
+    if let Some((big, small)) = &classic {
+        reads(&cfg, big, small, &mut report)?;
+        notes(&cfg, big, small, &mut report);
+    }
+    if cfg.concurrent {
+        concurrent_notes(&cfg, &concurrent, &mut report);
+    }
+    final_note(&mut report, started);
 
     let table = report.render();
     println!("{table}");

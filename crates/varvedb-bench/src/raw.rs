@@ -4,6 +4,7 @@
 
 use std::hint::black_box;
 use std::ops::Bound;
+use std::time::Duration;
 
 use heed::byteorder::BigEndian;
 use heed::types::{Bytes, U64};
@@ -11,7 +12,9 @@ use heed::{CommitOrAbort, Database, EnvFlags, EnvOpenOptions, PutFlags, RwTxn, W
 use tempfile::TempDir;
 use uuid::Uuid;
 
-use crate::common::{stream_key, timed, Appender, Rate, Res, RENEW_EVERY};
+use crate::common::{
+    run_threads, stream_key, timed, Appender, Burst, Contention, Rate, Res, RENEW_EVERY,
+};
 
 /// Which databases a write transaction maintains.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -250,6 +253,64 @@ impl RawStore {
             black_box(sum);
             Ok(events)
         })
+    }
+
+    /// One event to `stream` in its own durable write transaction, safe to call from many
+    /// threads (LMDB's writer mutex serializes them): the next sequence comes from the log's last
+    /// key and the version from the stream's head, both read inside the transaction, so a writer
+    /// never conflicts. Writes all four databases, as [`Indexes::Full`] does.
+    fn append_one_locked(&self, stream: u64, record: &mut [u8]) -> Res<()> {
+        let mut wtxn = self.env.write_txn()?;
+        let seq = self.log.last(&wtxn)?.map_or(1, |(seq, _)| seq + 1);
+        let key = stream_key(stream);
+        let mut head = self
+            .heads
+            .get(&wtxn, &key)?
+            .map(Head::decode)
+            .unwrap_or_default();
+        record[16..24].copy_from_slice(&seq.to_le_bytes());
+        self.log
+            .put_with_flags(&mut wtxn, PutFlags::APPEND, &seq, record)?;
+        head.version += 1;
+        if head.first_seq == 0 {
+            head.first_seq = seq;
+        }
+        head.last_seq = seq;
+        self.index
+            .put(&mut wtxn, &index_key(stream, head.version), &seq)?;
+        let id = Uuid::now_v7().as_u128().to_be_bytes();
+        self.ids
+            .put_with_flags(&mut wtxn, PutFlags::NO_OVERWRITE, &id, &seq)?;
+        self.heads.put(&mut wtxn, &key, &head.encode())?;
+        wtxn.commit()?;
+        Ok(())
+    }
+
+    /// `writers` threads, each appending one event per durable transaction for `duration`
+    /// (see [`append_one_locked`](Self::append_one_locked)); never conflicts.
+    pub fn concurrent(
+        &self,
+        writers: usize,
+        contention: Contention,
+        duration: Duration,
+    ) -> Res<Burst> {
+        let jobs = (0..writers)
+            .map(|i| {
+                let stream = contention.stream(i);
+                let mut record = self.record.clone();
+                move || -> Res<u64> {
+                    self.append_one_locked(stream, &mut record)?;
+                    Ok(0)
+                }
+            })
+            .collect();
+        run_threads(jobs, duration)
+    }
+
+    /// Events in the log.
+    pub fn events(&self) -> Res<u64> {
+        let txn = self.env.read_txn()?;
+        Ok(self.log.len(&txn)?)
     }
 
     /// Bytes of the map in use (last used page, times the page size), as VarveDB reports it.

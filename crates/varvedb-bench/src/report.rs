@@ -1,6 +1,29 @@
 //! The result table: one row per workload, one column per engine, ratios in the same run.
 
 use std::fmt::Write as _;
+use std::time::Duration;
+
+/// Per-append latency of a concurrent run.
+#[derive(Clone, Copy, Debug)]
+pub struct Latency {
+    /// Median.
+    pub p50: Duration,
+    /// 99th percentile.
+    pub p99: Duration,
+    /// Slowest append.
+    pub max: Duration,
+}
+
+/// The extra columns of a concurrent-writers row, per engine (VarveDB, raw heed, SQLite).
+#[derive(Clone, Debug, Default)]
+pub struct Concurrent {
+    /// Per-append latency, retries included.
+    pub latency: [Option<Latency>; 3],
+    /// Conflicts the writers retried through.
+    pub conflicts: [Option<u64>; 3],
+    /// VarveDB's average commit group (committed batches per commit).
+    pub group: Option<f64>,
+}
 
 /// One measured workload: events/s of each engine that ran it.
 #[derive(Clone, Debug)]
@@ -13,6 +36,8 @@ pub struct Workload {
     pub heed: Option<f64>,
     /// SQLite doing the same rows.
     pub sqlite: Option<f64>,
+    /// Set on concurrent-writers rows, which go to their own table.
+    pub concurrent: Option<Concurrent>,
 }
 
 impl Workload {
@@ -23,7 +48,14 @@ impl Workload {
             varvedb: None,
             heed: None,
             sqlite: None,
+            concurrent: None,
         }
+    }
+
+    /// Makes this a concurrent-writers row with these extra columns.
+    pub fn concurrent(mut self, extra: Concurrent) -> Self {
+        self.concurrent = Some(extra);
+        self
     }
 
     /// Sets VarveDB's events/s.
@@ -49,7 +81,8 @@ impl Workload {
         Some(self.varvedb? / self.heed?)
     }
 
-    fn vs_sqlite(&self) -> Option<f64> {
+    /// VarveDB / SQLite.
+    pub fn vs_sqlite(&self) -> Option<f64> {
         Some(self.varvedb? / self.sqlite?)
     }
 }
@@ -84,22 +117,55 @@ impl Report {
         self.rows.iter().find(|r| r.name.starts_with(prefix))
     }
 
-    /// The table as markdown, notes as a list below it.
+    /// The tables as markdown (single-threaded rows, then concurrent-writers rows), notes as a
+    /// list below them.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        out.push_str("| workload | VarveDB ev/s | raw heed ev/s | VarveDB / heed | SQLite ev/s | VarveDB / SQLite |\n");
-        out.push_str("|---|---:|---:|---:|---:|---:|\n");
-        for row in &self.rows {
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} | {} | {} | {} |",
-                row.name,
-                rate(row.varvedb),
-                rate(row.heed),
-                ratio(row.vs_heed()),
-                rate(row.sqlite),
-                ratio(row.vs_sqlite()),
-            );
+        let (concurrent, plain): (Vec<&Workload>, Vec<&Workload>) =
+            self.rows.iter().partition(|r| r.concurrent.is_some());
+        if !plain.is_empty() {
+            out.push_str("| workload | VarveDB ev/s | raw heed ev/s | VarveDB / heed | SQLite ev/s | VarveDB / SQLite |\n");
+            out.push_str("|---|---:|---:|---:|---:|---:|\n");
+            for row in plain {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {} |",
+                    row.name,
+                    rate(row.varvedb),
+                    rate(row.heed),
+                    ratio(row.vs_heed()),
+                    rate(row.sqlite),
+                    ratio(row.vs_sqlite()),
+                );
+            }
+        }
+        if !concurrent.is_empty() {
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            out.push_str("| concurrent durable writers | VarveDB appends/s | raw heed appends/s | VarveDB / heed | SQLite appends/s | VarveDB / SQLite | VarveDB latency p50 / p99 (max), ms | raw heed latency | SQLite latency | VarveDB batches per commit | conflicts VarveDB / heed / SQLite |\n");
+            out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+            for row in concurrent {
+                let extra = row.concurrent.clone().unwrap_or_default();
+                let [lv, lh, ls] = extra.latency.map(latency);
+                let conflicts = extra
+                    .conflicts
+                    .map(|c| c.map_or_else(|| "–".into(), |c| c.to_string()))
+                    .join(" / ");
+                let group = extra
+                    .group
+                    .map_or_else(|| "–".into(), |g| format!("{g:.1}"));
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {} | {lv} | {lh} | {ls} | {group} | {conflicts} |",
+                    row.name,
+                    rate(row.varvedb),
+                    rate(row.heed),
+                    ratio(row.vs_heed()),
+                    rate(row.sqlite),
+                    ratio(row.vs_sqlite()),
+                );
+            }
         }
         if !self.notes.is_empty() {
             out.push('\n');
@@ -122,6 +188,22 @@ pub fn rate(value: Option<f64>) -> String {
     }
 }
 
+/// `p50 / p99 (max)` in milliseconds; `–` when not measured.
+pub fn latency(value: Option<Latency>) -> String {
+    let ms = |d: Duration| {
+        let ms = d.as_secs_f64() * 1e3;
+        if ms < 10.0 {
+            format!("{ms:.2}")
+        } else {
+            format!("{ms:.0}")
+        }
+    };
+    value.map_or_else(
+        || "–".into(),
+        |l| format!("{} / {} ({})", ms(l.p50), ms(l.p99), ms(l.max)),
+    )
+}
+
 /// A ratio such as `0.85×`; `–` when either side is missing.
 pub fn ratio(value: Option<f64>) -> String {
     value.map_or_else(|| "–".into(), |v| format!("{v:.2}×"))
@@ -141,6 +223,29 @@ mod tests {
             "{table}"
         );
         assert_eq!(rate(Some(86_400.0)), "86.4 k");
+
+        let lat = Latency {
+            p50: Duration::from_micros(420),
+            p99: Duration::from_millis(12),
+            max: Duration::from_millis(3),
+        };
+        report.add(
+            Workload::new("c")
+                .varvedb(100.0)
+                .heed(50.0)
+                .concurrent(Concurrent {
+                    latency: [Some(lat), None, None],
+                    conflicts: [Some(3), Some(0), None],
+                    group: Some(31.96),
+                }),
+        );
+        let table = report.render();
+        assert!(
+            table.contains(
+                "| c | 100 | 50 | 2.00× | – | – | 0.42 / 12 (3.00) | – | – | 32.0 | 3 / 0 / – |"
+            ),
+            "{table}"
+        );
         assert_eq!(rate(Some(386_400.0)), "386 k");
     }
 }

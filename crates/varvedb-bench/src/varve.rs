@@ -3,13 +3,17 @@
 use std::cell::Cell;
 use std::hint::black_box;
 use std::ops::ControlFlow;
+use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 use varvedb::engine::{Reader, Writer};
+use varvedb::error::Error;
 use varvedb::storage::{Storage, StorageConfig};
 use varvedb::{Direction, ExpectedVersion};
 
-use crate::common::{timed, Appender, BenchEvent, Rate, Res, RENEW_EVERY};
+use crate::common::{
+    run_threads, timed, Appender, BenchEvent, Burst, Contention, Rate, Res, Tally, RENEW_EVERY,
+};
 
 /// A fresh VarveDB store in a temporary directory, deleted on drop.
 pub struct VarveStore {
@@ -156,6 +160,122 @@ impl VarveStore {
     /// Bytes of the map in use.
     pub fn used_bytes(&self) -> u64 {
         self.storage.stats().used_bytes
+    }
+
+    /// `(commits, committed_batches)` from `Storage::stats`.
+    fn group_counters(&self) -> (u64, u64) {
+        let stats = self.storage.stats();
+        (stats.commits, stats.committed_batches)
+    }
+
+    /// Each writer's stream and its current version, read before the run starts.
+    fn starting_points(&self, writers: usize, contention: Contention) -> Res<Vec<(u64, u64)>> {
+        let reader = self.reader();
+        let txn = self.storage.env.read_txn()?;
+        (0..writers)
+            .map(|i| {
+                let stream = contention.stream(i);
+                Ok((stream, reader.stream_version(&txn, stream)?))
+            })
+            .collect()
+    }
+
+    /// `writers` threads, each with its own `Writer` clone, calling `append(stream, known + 1,
+    /// event)` for `duration`; on `ConcurrencyConflict` a writer retries at `actual + 1`.
+    /// Concurrent calls are grouped by VarveDB into shared transactions.
+    pub fn concurrent_threads(
+        &self,
+        writers: usize,
+        contention: Contention,
+        duration: Duration,
+    ) -> Res<Burst> {
+        let writer = Writer::<BenchEvent>::new(self.storage.clone());
+        let jobs = self
+            .starting_points(writers, contention)?
+            .into_iter()
+            .map(|(stream, mut known)| {
+                let mut writer = writer.clone();
+                move || -> Res<u64> {
+                    let mut conflicts = 0;
+                    loop {
+                        let event = BenchEvent::new(known + 1);
+                        match writer.append(stream, known + 1, event) {
+                            Ok(_) => {
+                                known += 1;
+                                return Ok(conflicts);
+                            }
+                            Err(Error::ConcurrencyConflict { actual, .. }) => {
+                                conflicts += 1;
+                                known = actual;
+                            }
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                }
+            })
+            .collect();
+        self.counted_groups(|| run_threads(jobs, duration))
+    }
+
+    /// The same as [`concurrent_threads`](Self::concurrent_threads) from `tasks` tokio tasks on
+    /// `runtime`, each calling `append_async`.
+    pub fn concurrent_tasks(
+        &self,
+        runtime: &tokio::runtime::Runtime,
+        tasks: usize,
+        contention: Contention,
+        duration: Duration,
+    ) -> Res<Burst> {
+        let writer = Writer::<BenchEvent>::new(self.storage.clone());
+        let starts = self.starting_points(tasks, contention)?;
+        self.counted_groups(|| {
+            runtime.block_on(async {
+                let started = Instant::now();
+                let deadline = started + duration;
+                let handles: Vec<_> = starts
+                    .into_iter()
+                    .map(|(stream, mut known)| {
+                        let mut writer = writer.clone();
+                        tokio::spawn(async move {
+                            let mut tally = Tally::default();
+                            while Instant::now() < deadline {
+                                let t = Instant::now();
+                                let mut conflicts = 0;
+                                loop {
+                                    let event = BenchEvent::new(known + 1);
+                                    match writer.append_async(stream, known + 1, event).await {
+                                        Ok(_) => break,
+                                        Err(Error::ConcurrencyConflict { actual, .. }) => {
+                                            conflicts += 1;
+                                            known = actual;
+                                        }
+                                        Err(e) => return Err(e.to_string()),
+                                    }
+                                }
+                                known += 1;
+                                tally.record(t, conflicts);
+                            }
+                            Ok(tally)
+                        })
+                    })
+                    .collect();
+                let mut tallies = Vec::with_capacity(handles.len());
+                for handle in handles {
+                    tallies.push(handle.await.map_err(|e| e.to_string())??);
+                }
+                Ok(Burst::new(tallies, started.elapsed()))
+            })
+        })
+    }
+
+    /// Runs `f` and adds the commits and batches it caused to its burst.
+    fn counted_groups(&self, f: impl FnOnce() -> Res<Burst>) -> Res<Burst> {
+        let (commits, batches) = self.group_counters();
+        let mut burst = f()?;
+        let (commits_after, batches_after) = self.group_counters();
+        burst.commits = commits_after - commits;
+        burst.batches = batches_after - batches;
+        Ok(burst)
     }
 }
 
