@@ -213,6 +213,42 @@ where
         self
     }
 
+    /// The subscription as a [`Stream`](futures_core::Stream) of the items of
+    /// [`next`](Subscription::next), for `StreamExt` combinators and `while let` loops over
+    /// `stream.next().await`.
+    ///
+    /// ```
+    /// use futures_util::StreamExt;
+    /// # use varvedb::engine::{Reader, Writer};
+    /// # use varvedb::subscribe::{Filter, StartFrom, SubscriptionItem};
+    /// # use varvedb::storage::{Storage, StorageConfig};
+    /// # #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
+    /// # pub struct Ping { pub n: u32 }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let storage = Storage::open(StorageConfig { path: dir.path().into(), ..Default::default() })?;
+    /// # let mut writer = Writer::<Ping>::new(storage.clone());
+    /// # for n in 1..=3 { writer.append(1, n as u64, Ping { n })?; }
+    /// let reader = Reader::<Ping>::new(storage.clone());
+    /// let events = reader
+    ///     .subscribe(StartFrom::Start, Filter::default())
+    ///     .into_stream()
+    ///     .take_while(|item| std::future::ready(!matches!(item, Ok(SubscriptionItem::CaughtUp))))
+    ///     .count()
+    ///     .await;
+    /// assert_eq!(events, 3);
+    /// # Ok(()) }
+    /// ```
+    pub fn into_stream(
+        self,
+    ) -> impl futures_core::Stream<Item = Result<SubscriptionItem<E>>> + Send {
+        futures_util::stream::unfold(self, |mut sub| async move {
+            let item = sub.next().await?;
+            Some((item, sub))
+        })
+    }
+
     /// The global sequence the subscription reads next.
     pub fn position(&self) -> u64 {
         self.next
