@@ -286,7 +286,11 @@ where
         let mut events = self.reader.read_log(&txn, self.next, Direction::Forward)?;
         let mut read = 0;
         while read < self.batch && self.next <= head {
-            let Some(item) = events.next() else { break };
+            let Some(item) = events.next() else {
+                // Nothing more is stored up to `head`: never spin on an empty range.
+                self.next = head + 1;
+                break;
+            };
             read += 1;
             match item {
                 Ok(view) => {
