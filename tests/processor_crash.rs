@@ -48,6 +48,7 @@ fn run_child(dir: &std::path::Path, kill_after: Option<Duration>) -> Run {
         .spawn()
         .unwrap();
     let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
         let mut run = Run {
             start: u64::MAX,
@@ -57,6 +58,7 @@ fn run_child(dir: &std::path::Path, kill_after: Option<Duration>) -> Run {
             // libtest may print its own text before ours on the same line.
             if let Some(rest) = line.split("START ").nth(1) {
                 run.start = rest.trim().parse().unwrap();
+                let _ = started_tx.send(());
             } else if let Some(rest) = line.strip_prefix("H ") {
                 if let Ok(seq) = rest.trim().parse() {
                     run.handled.push(seq);
@@ -66,6 +68,8 @@ fn run_child(dir: &std::path::Path, kill_after: Option<Duration>) -> Run {
         run
     });
     if let Some(after) = kill_after {
+        // The clock starts once the child has opened the store and read its checkpoint.
+        let _ = started_rx.recv_timeout(Duration::from_secs(30));
         std::thread::sleep(after);
         child.kill().unwrap();
     }

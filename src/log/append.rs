@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::index::{stream_version_key, Head};
 use crate::log::record;
 use crate::storage::{Commit, Storage};
+use crate::subscribe::checkpoint;
 use crate::types::{Appended, ExpectedVersion, Position, StreamId};
 
 /// A serialized record waiting for its position, inside a batch buffer.
@@ -37,6 +38,7 @@ pub(crate) fn commit_group(storage: &Storage, group: &mut [Request]) -> Vec<Resu
     if shared.check_not_poisoned().is_err() {
         return group.iter().map(|_| Err(Error::Poisoned)).collect();
     }
+    let checkpoints = shared.committer.pending_checkpoints();
     let outcome = storage.env.write(|wtxn| {
         let mut results = Vec::with_capacity(group.len());
         let mut wrote = false;
@@ -45,14 +47,23 @@ pub(crate) fn commit_group(storage: &Storage, group: &mut [Request]) -> Vec<Resu
             wrote |= matches!(&result, Ok(a) if !a.deduplicated);
             results.push(result);
         }
-        Ok(if wrote {
-            Commit::Commit(results)
-        } else {
-            Commit::Abort(results)
-        })
+        if !wrote {
+            return Ok(Commit::Abort(results));
+        }
+        // Processors' checkpoints ride along: no fsync of their own.
+        for (name, seq) in &checkpoints {
+            checkpoint::advance_in(storage, wtxn, name, *seq)?;
+        }
+        Ok(Commit::Commit(results))
     });
     match outcome {
         Ok(results) => {
+            if results
+                .iter()
+                .any(|r| matches!(r, Ok(a) if !a.deduplicated))
+            {
+                shared.committer.checkpoints_stored(&checkpoints);
+            }
             let head = results
                 .iter()
                 .filter_map(|r| r.as_ref().ok().filter(|a| !a.deduplicated))

@@ -76,6 +76,8 @@ pub(crate) struct Committer {
     work: Condvar,
     commit_lock: Mutex<()>,
     limits: GroupCommit,
+    /// Processor checkpoints waiting to ride along with the next committed group.
+    pending_checkpoints: Mutex<Vec<(String, u64)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -89,7 +91,34 @@ impl Committer {
             work: Condvar::new(),
             commit_lock: Mutex::new(()),
             limits,
+            pending_checkpoints: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Asks the next committed group to also store checkpoint `seq` of processor `name` (no
+    /// fsync of its own). A later call for the same name replaces an earlier one.
+    pub(crate) fn post_checkpoint(&self, name: &str, seq: u64) {
+        let mut pending = lock(&self.pending_checkpoints);
+        match pending.iter_mut().find(|(n, _)| n == name) {
+            Some(entry) => entry.1 = entry.1.max(seq),
+            None => pending.push((name.to_string(), seq)),
+        }
+    }
+
+    /// Drops the pending checkpoint of `name` (before a reset moves it back).
+    pub(crate) fn forget_checkpoint(&self, name: &str) {
+        lock(&self.pending_checkpoints).retain(|(n, _)| n != name);
+    }
+
+    /// The pending checkpoints, for a group about to commit.
+    pub(crate) fn pending_checkpoints(&self) -> Vec<(String, u64)> {
+        lock(&self.pending_checkpoints).clone()
+    }
+
+    /// Forgets pending checkpoints that a committed group stored.
+    pub(crate) fn checkpoints_stored(&self, stored: &[(String, u64)]) {
+        lock(&self.pending_checkpoints)
+            .retain(|(n, seq)| !stored.iter().any(|(m, s)| m == n && s >= seq));
     }
 
     /// Commits `request` and returns once it is durable (or failed), blocking the thread.

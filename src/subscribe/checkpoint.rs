@@ -65,6 +65,32 @@ pub(crate) fn put_in(
         .put(wtxn, name, &encode(name, seq))?)
 }
 
+/// Writes checkpoint `seq` of `name` in a given write transaction unless the stored one is
+/// already at or past it, so that a late write never moves a checkpoint back.
+pub(crate) fn advance_in(
+    storage: &Storage,
+    wtxn: &mut heed::RwTxn<'_>,
+    name: &str,
+    seq: u64,
+) -> Result<()> {
+    if load_in(storage, wtxn, name)? < seq {
+        put_in(storage, wtxn, name, seq)?;
+    }
+    Ok(())
+}
+
+/// Durably advances the checkpoint of `name` to `seq` (never back); no commit when it is
+/// already there.
+pub(crate) fn advance(storage: &Storage, name: &str, seq: u64) -> Result<()> {
+    storage.env.write(|wtxn| {
+        if load_in(storage, wtxn, name)? >= seq {
+            return Ok(Commit::Abort(()));
+        }
+        put_in(storage, wtxn, name, seq)?;
+        Ok(Commit::Commit(()))
+    })
+}
+
 /// Stores the checkpoint of `name` durably.
 pub(crate) fn store(storage: &Storage, name: &str, seq: u64) -> Result<()> {
     storage.env.write(|wtxn| {

@@ -1,7 +1,7 @@
 //! Reacting to the log: catch-up subscriptions, and processors (consumer groups) with
 //! checkpoints in the store.
 
-mod checkpoint;
+pub(crate) mod checkpoint;
 mod processor;
 mod projection;
 mod subscription;

@@ -1,5 +1,7 @@
 //! Processors (consumer groups): named, checkpointed, at-least-once handlers of the log.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rkyv::api::high::HighValidator;
@@ -63,13 +65,18 @@ pub enum ErrorPolicy {
 /// Stops a running [`Processor`] or [`Projector`](crate::subscribe::Projector) from another
 /// task or thread.
 #[derive(Clone, Debug)]
-pub struct StopHandle(watch::Sender<bool>);
+pub struct StopHandle {
+    wake: watch::Sender<bool>,
+    flag: Arc<AtomicBool>,
+}
 
 /// What wakes a processor: a new committed head, or a stop request.
 pub(crate) struct Wake {
     head: watch::Receiver<u64>,
     stop_tx: watch::Sender<bool>,
     stop_rx: watch::Receiver<bool>,
+    /// The same stop request, cheap to check per event.
+    stop_flag: Arc<AtomicBool>,
 }
 
 impl Wake {
@@ -79,15 +86,19 @@ impl Wake {
             head,
             stop_tx,
             stop_rx,
+            stop_flag: Arc::new(AtomicBool::new(false)),
         }
     }
 
     pub(crate) fn stop_handle(&self) -> StopHandle {
-        StopHandle(self.stop_tx.clone())
+        StopHandle {
+            wake: self.stop_tx.clone(),
+            flag: Arc::clone(&self.stop_flag),
+        }
     }
 
     pub(crate) fn stopped(&self) -> bool {
-        *self.stop_rx.borrow()
+        self.stop_flag.load(Ordering::Acquire)
     }
 
     /// The committed head, marking the bus as seen.
@@ -104,21 +115,37 @@ pub(crate) async fn wait_for_work(wake: &mut Wake) -> bool {
     }
 }
 
+/// Waits for a new head or a stop request, at most `timeout`. `None` on timeout, else as
+/// [`wait_for_work`].
+async fn wait_for_work_or(wake: &mut Wake, timeout: Duration) -> Option<bool> {
+    tokio::time::timeout(timeout, wait_for_work(wake))
+        .await
+        .ok()
+}
+
+/// How long a caught-up processor leaves its checkpoint to ride along with the next append
+/// group before it commits the checkpoint itself.
+const IDLE_CHECKPOINT_AFTER: Duration = Duration::from_millis(50);
+
 impl StopHandle {
     /// Asks the processor to stop: `run` returns after the event in hand and after committing
     /// the checkpoint of everything handled.
     pub fn stop(&self) {
-        self.0.send_replace(true);
+        self.flag.store(true, Ordering::Release);
+        self.wake.send_replace(true);
     }
 }
 
 /// A named consumer of the log: it delivers every event after its checkpoint to its handler, in
 /// order, and stores its checkpoint in the same store.
 ///
-/// Delivery is at least once: the checkpoint is committed after each batch of handled events
-/// (at most [`Processor::with_checkpoint_every`] events, and whenever the processor catches up
-/// or stops), so a crash can deliver the events of the last uncommitted batch again, never lose
-/// one. On start the processor resumes right after its checkpoint, at once, without waiting for
+/// Delivery is at least once. The checkpoint is committed durably at least every
+/// [`with_checkpoint_every`](Processor::with_checkpoint_every) events (default 10,000) and every
+/// [`with_checkpoint_interval`](Processor::with_checkpoint_interval) (default 1 s) while events
+/// flow, and when the processor stops or fails. When it catches up, its checkpoint rides along
+/// with the next committed append group (no fsync of its own, and nothing on the delivery path),
+/// or is committed after 50 ms without appends. A crash can deliver the events since the last
+/// committed checkpoint again, never lose one. On start the processor resumes right after its checkpoint, at once, without waiting for
 /// a new append; then it waits on the store's head (a `tokio::sync::watch`) for new events.
 ///
 /// Events whose type the processor's [`Reader`] does not accept are passed over: a processor of
@@ -168,6 +195,7 @@ pub struct Processor<E, H> {
     wake: Wake,
     policy: ErrorPolicy,
     checkpoint_every: u64,
+    checkpoint_interval: Duration,
     skipped: Vec<(u64, String)>,
 }
 
@@ -192,7 +220,8 @@ where
             name: name.into(),
             wake: Wake::new(head),
             policy: ErrorPolicy::Stop,
-            checkpoint_every: 1_000,
+            checkpoint_every: 10_000,
+            checkpoint_interval: Duration::from_secs(1),
             skipped: Vec::new(),
         }
     }
@@ -203,10 +232,16 @@ where
         self
     }
 
-    /// Commits the checkpoint at least every `events` handled events (default 1,000; at least 1).
-    /// Smaller batches mean fewer redeliveries after a crash and more fsyncs.
+    /// Commits the checkpoint at least every `events` handled events (default 10,000; at least
+    /// 1). Smaller batches mean fewer redeliveries after a crash and more fsyncs.
     pub fn with_checkpoint_every(mut self, events: u64) -> Self {
         self.checkpoint_every = events.max(1);
+        self
+    }
+
+    /// Commits the checkpoint at least this often while events flow (default 1 s).
+    pub fn with_checkpoint_interval(mut self, interval: Duration) -> Self {
+        self.checkpoint_interval = interval;
         self
     }
 
@@ -238,7 +273,9 @@ where
         &self.skipped
     }
 
-    /// The committed checkpoint: the last global sequence this processor handled (0 if none).
+    /// The committed checkpoint: the last global sequence this processor handled as far as a
+    /// crash is concerned (0 if none). It trails the events handled by at most one checkpoint
+    /// batch.
     ///
     /// # Errors
     ///
@@ -260,13 +297,15 @@ where
     pub async fn run(&mut self) -> Result<()> {
         checkpoint::check_name(&self.name)?;
         let storage = self.reader.storage().clone();
-        let mut position = checkpoint::load(&storage, &self.name)?;
+        // `handled`: where delivery goes on from; `durable`: the committed checkpoint.
+        let mut handled = checkpoint::load(&storage, &self.name)?;
+        let mut durable = handled;
         loop {
             if self.wake.stopped() {
-                return Ok(());
+                return self.flush(&storage, handled, durable);
             }
             let head = self.wake.head(&storage);
-            if position < head {
+            if handled < head {
                 let handler = self
                     .handler
                     .take()
@@ -276,31 +315,56 @@ where
                     name: self.name.clone(),
                     policy: self.policy,
                     checkpoint_every: self.checkpoint_every,
-                    stop: self.wake.stop_rx.clone(),
+                    checkpoint_interval: self.checkpoint_interval,
+                    stop: Arc::clone(&self.wake.stop_flag),
                 };
-                let task = tokio::task::spawn_blocking(move || job.run(handler, position));
+                let task = tokio::task::spawn_blocking(move || job.run(handler, handled, durable));
                 let outcome = match task.await {
                     Ok(outcome) => outcome,
                     Err(e) => {
-                        // The handler panicked and is lost with its task; what it handled before
-                        // its last batch is checkpointed.
+                        // The handler panicked and is lost with its task; the checkpoint stays
+                        // where it was committed, so its events are delivered again next time.
                         return Err(Error::Handler {
                             processor: self.name.clone(),
-                            seq: position + 1,
+                            seq: durable + 1,
                             reason: format!("handler panicked: {e}"),
                         });
                     }
                 };
                 self.handler = Some(outcome.handler);
                 self.skipped.extend(outcome.skipped);
-                position = outcome.position;
+                handled = outcome.handled;
+                durable = outcome.durable;
                 outcome.result?;
                 continue;
             }
-            if !wait_for_work(&mut self.wake).await {
+            if durable < handled {
+                // Caught up with a checkpoint riding along with the next append group: commit
+                // it ourselves if no append comes soon.
+                match wait_for_work_or(&mut self.wake, IDLE_CHECKPOINT_AFTER).await {
+                    Some(true) => {}
+                    Some(false) => return self.flush(&storage, handled, durable),
+                    None => {
+                        self.flush(&storage, handled, durable)?;
+                        durable = handled;
+                    }
+                }
+            } else if !wait_for_work(&mut self.wake).await {
                 return Ok(());
             }
         }
+    }
+
+    /// Commits the checkpoint of everything handled, if it is not committed yet.
+    fn flush(&self, storage: &Storage, handled: u64, durable: u64) -> Result<()> {
+        if durable < handled {
+            checkpoint::advance(storage, &self.name, handled)?;
+            storage
+                .shared
+                .committer
+                .checkpoints_stored(&[(self.name.clone(), handled)]);
+        }
+        Ok(())
     }
 }
 
@@ -310,13 +374,16 @@ struct Batch<E> {
     name: String,
     policy: ErrorPolicy,
     checkpoint_every: u64,
-    stop: watch::Receiver<bool>,
+    checkpoint_interval: Duration,
+    stop: Arc<AtomicBool>,
 }
 
 struct Outcome<H> {
     handler: H,
+    /// The last event handled (or passed over).
+    handled: u64,
     /// The committed checkpoint.
-    position: u64,
+    durable: u64,
     skipped: Vec<(u64, String)>,
     result: Result<()>,
 }
@@ -329,12 +396,19 @@ where
     E: Archive + 'static,
     E::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
 {
-    /// Handles events after `position` until the log ends, the processor is stopped, or an error
-    /// stops it; commits the checkpoint every `checkpoint_every` events and at the end.
-    fn run<H: EventHandler<E>>(self, mut handler: H, mut position: u64) -> Outcome<H> {
+    /// Handles events after `handled` until the log ends, the processor is stopped, or an error
+    /// stops it. Commits the checkpoint every `checkpoint_every` events or `checkpoint_interval`,
+    /// and on stop or error; at the end of the log it leaves the checkpoint to the next append
+    /// group.
+    fn run<H: EventHandler<E>>(
+        self,
+        mut handler: H,
+        mut handled: u64,
+        mut durable: u64,
+    ) -> Outcome<H> {
         let storage = self.reader.storage().clone();
-        let mut committed = position;
         let mut skipped = Vec::new();
+        let mut committed_at = Instant::now();
         let result = (|| -> Result<()> {
             loop {
                 let txn = storage.env.read_txn()?;
@@ -342,14 +416,19 @@ where
                 let mut seen = 0u64;
                 let mut events = self
                     .reader
-                    .read_log(&txn, position + 1, Direction::Forward)?;
+                    .read_log(&txn, handled + 1, Direction::Forward)?;
                 loop {
                     let Some(item) = events.next() else {
-                        drop(events);
-                        return self.commit(&storage, &mut committed, position);
+                        if durable < handled {
+                            storage
+                                .shared
+                                .committer
+                                .post_checkpoint(&self.name, handled);
+                        }
+                        return Ok(());
                     };
                     seen += 1;
-                    position = match item {
+                    handled = match item {
                         Ok(view) => {
                             let envelope = view.envelope();
                             self.deliver(&mut handler, &mut skipped, view.seq(), |h| {
@@ -369,12 +448,16 @@ where
                             _ => return Err(e),
                         },
                     };
-                    if position - committed >= self.checkpoint_every {
-                        self.commit(&storage, &mut committed, position)?;
+                    if self.stop.load(Ordering::Acquire) {
+                        return Ok(());
                     }
-                    if *self.stop.borrow() {
-                        drop(events);
-                        return self.commit(&storage, &mut committed, position);
+                    let due = handled - durable >= self.checkpoint_every
+                        || (seen.is_multiple_of(64)
+                            && committed_at.elapsed() >= self.checkpoint_interval);
+                    if due {
+                        checkpoint::advance(&storage, &self.name, handled)?;
+                        durable = handled;
+                        committed_at = Instant::now();
                     }
                     if seen.is_multiple_of(64) && opened.elapsed() > MAX_TXN_AGE {
                         break;
@@ -382,14 +465,23 @@ where
                 }
             }
         })();
-        // Whatever stopped the batch, keep what was handled.
-        let result = match result {
-            Ok(()) => Ok(()),
-            Err(e) => self.commit(&storage, &mut committed, position).and(Err(e)),
+        // On stop or error, keep what was handled.
+        let stopping = result.is_err() || self.stop.load(Ordering::Acquire);
+        let result = if stopping && durable < handled {
+            match checkpoint::advance(&storage, &self.name, handled) {
+                Ok(()) => {
+                    durable = handled;
+                    result
+                }
+                Err(e) => result.and(Err(e)),
+            }
+        } else {
+            result
         };
         Outcome {
             handler,
-            position: committed,
+            handled,
+            durable,
             skipped,
             result,
         }
@@ -416,7 +508,7 @@ where
                 Ok(()) => return Ok(()),
                 Err(e) => e,
             };
-            if retries_left > 0 && !*self.stop.borrow() {
+            if retries_left > 0 && !self.stop.load(Ordering::Acquire) {
                 retries_left -= 1;
                 std::thread::sleep(backoff);
                 backoff = backoff.saturating_mul(2);
@@ -433,15 +525,6 @@ where
                 reason: err.to_string(),
             });
         }
-    }
-
-    /// Commits the checkpoint at `position` if it moved.
-    fn commit(&self, storage: &Storage, committed: &mut u64, position: u64) -> Result<()> {
-        if position != *committed {
-            checkpoint::store(storage, &self.name, position)?;
-            *committed = position;
-        }
-        Ok(())
     }
 }
 
@@ -464,6 +547,7 @@ impl Storage {
     /// [`Error::InvalidProcessorName`], [`Error::Lmdb`].
     pub fn reset_processor(&self, name: &str, seq: u64) -> Result<()> {
         checkpoint::check_name(name)?;
+        self.shared.committer.forget_checkpoint(name);
         checkpoint::store(self, name, seq)
     }
 }
