@@ -381,21 +381,25 @@ impl Burst {
 
     /// p50, p99 and maximum of the per-append latencies.
     pub fn latency(&mut self) -> Option<Latency> {
-        self.latencies.sort_unstable();
-        let n = self.latencies.len();
-        let at =
-            |q: f64| Duration::from_nanos(self.latencies[((n - 1) as f64 * q).round() as usize]);
-        (n > 0).then(|| Latency {
-            p50: at(0.50),
-            p99: at(0.99),
-            max: at(1.0),
-        })
+        percentiles(&mut self.latencies)
     }
 
     /// VarveDB's average commit group: batches per committed transaction.
     pub fn group_size(&self) -> Option<f64> {
         (self.commits > 0).then(|| self.batches as f64 / self.commits as f64)
     }
+}
+
+/// p50, p99 and maximum of latencies in nanoseconds (sorted in place); `None` when empty.
+pub fn percentiles(ns: &mut [u64]) -> Option<Latency> {
+    ns.sort_unstable();
+    let n = ns.len();
+    let at = |q: f64| Duration::from_nanos(ns[((n - 1) as f64 * q).round() as usize]);
+    (n > 0).then(|| Latency {
+        p50: at(0.50),
+        p99: at(0.99),
+        max: at(1.0),
+    })
 }
 
 /// Runs every writer on its own thread for `duration` of wall time, all starting together.

@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release -p varvedb-bench [-- --events 500000 --reps 3 --no-sqlite]
 //! cargo run --release -p varvedb-bench -- --only concurrent [--concurrent-secs 3]
+//! cargo run --release -p varvedb-bench -- --only processor [--live-secs 10 --live-rate 1000]
 //! ```
 //!
 //! The table goes to stdout and to `target/bench-report.md`; progress goes to stderr. Numbers
@@ -59,6 +60,15 @@
 //!    order reversed on every other repetition (`--concurrent-reps`), on fresh stores per row;
 //!    the rate is successful appends over wall time. Also shown: per-append latency (retries
 //!    included), VarveDB's average commit group from `Stats`, and conflicts.
+//! 8. **Processors** (VarveDB only, their own tables; see [`processor`]). Catch-up: a store of
+//!    `--events` events (1,000 per `append_batch`) read by a full typed scan (`for_each_in_log`,
+//!    the baseline), by a processor from checkpoint 0 to the head (default checkpoint interval,
+//!    and a sparse one that leaves out the checkpoint fsyncs) and by a catch-up subscription to
+//!    `CaughtUp`, each as events/s and as a ratio to the scan. Live: an open-loop durable load of
+//!    `--live-rate` `append_async` calls per second (one event each) for `--live-secs`, while a
+//!    processor (then, on a fresh store, a subscription) consumes the log; per event, the wall
+//!    time from its envelope's commit timestamp to the handler call (or `next()` returning), next
+//!    to the append's own call-to-return latency and its commit-timestamp-to-return time.
 //!
 //! Writes run once per row, interleaved transaction by transaction across the engines (each timed
 //! over its own transactions only), so that disk noise falls on all alike. A row stops starting
@@ -70,6 +80,7 @@
 //! map use per event, the issue targets, and the process's peak memory.
 
 mod common;
+mod processor;
 mod raw;
 mod report;
 mod sqlite;
@@ -90,7 +101,8 @@ use varve::VarveStore;
 const USAGE: &str = "usage: varvedb-bench [--events N] [--small-batch-events N] [--random-events N]
                      [--singles N] [--streams N] [--gets N] [--reps N]
                      [--write-budget-secs N] [--concurrent-secs N] [--concurrent-reps N]
-                     [--only concurrent|classic] [--no-sqlite]";
+                     [--live-secs N] [--live-rate N]
+                     [--only concurrent|classic|processor] [--no-sqlite]";
 
 /// Sizes of the workloads.
 #[derive(Clone, Debug)]
@@ -121,6 +133,12 @@ struct Config {
     concurrent_time: Duration,
     /// Runs of each engine per concurrent row.
     concurrent_reps: usize,
+    /// Run the processor rows.
+    processor: bool,
+    /// Wall time of each live-delivery run of the processor rows.
+    live_time: Duration,
+    /// Durable appends per second during the live-delivery runs.
+    live_rate: u64,
 }
 
 impl Default for Config {
@@ -139,6 +157,9 @@ impl Default for Config {
             concurrent: true,
             concurrent_time: Duration::from_secs(3),
             concurrent_reps: 2,
+            processor: true,
+            live_time: Duration::from_secs(10),
+            live_rate: 1_000,
         }
     }
 }
@@ -153,11 +174,16 @@ impl Config {
                 continue;
             }
             if flag == "--only" {
-                match args.next().as_deref() {
-                    Some("concurrent") => cfg.classic = false,
-                    Some("classic") => cfg.concurrent = false,
-                    _ => return Err(format!("--only needs concurrent or classic\n{USAGE}").into()),
+                let only = args.next();
+                let only = only.as_deref();
+                if !matches!(only, Some("concurrent" | "classic" | "processor")) {
+                    return Err(
+                        format!("--only needs concurrent, classic or processor\n{USAGE}").into(),
+                    );
                 }
+                cfg.classic = only == Some("classic");
+                cfg.concurrent = only == Some("concurrent");
+                cfg.processor = only == Some("processor");
                 continue;
             }
             if flag == "-h" || flag == "--help" {
@@ -182,6 +208,8 @@ impl Config {
                 "--write-budget-secs" => cfg.write_budget = Duration::from_secs(value_at_least_1),
                 "--concurrent-secs" => cfg.concurrent_time = Duration::from_secs(value_at_least_1),
                 "--concurrent-reps" => cfg.concurrent_reps = value_at_least_1 as usize,
+                "--live-secs" => cfg.live_time = Duration::from_secs(value_at_least_1),
+                "--live-rate" => cfg.live_rate = value.clamp(1, 1_000_000),
                 _ => return Err(format!("unknown flag {flag}\n{USAGE}").into()),
             }
         }
@@ -861,6 +889,19 @@ fn run() -> Res<()> {
     }
     if cfg.concurrent {
         concurrent_notes(&cfg, &concurrent, &mut report);
+    }
+    if cfg.processor {
+        processor::rows(
+            &processor::Settings {
+                events: cfg.events,
+                streams: cfg.streams,
+                reps: cfg.reps,
+                write_budget: cfg.write_budget,
+                live_time: cfg.live_time,
+                live_rate: cfg.live_rate,
+            },
+            &mut report,
+        )?;
     }
     final_note(&mut report, started);
 

@@ -25,6 +25,38 @@ pub struct Concurrent {
     pub group: Option<f64>,
 }
 
+/// The extra columns of a processor or subscription row (VarveDB only, its own table).
+#[derive(Clone, Copy, Debug)]
+pub enum Consumer {
+    /// Catch-up throughput on a pre-filled store: events/s in `varvedb`, against `scan`, the
+    /// events/s of VarveDB's full typed scan of the same store in the same run.
+    Throughput {
+        /// The baseline's events/s.
+        scan: f64,
+    },
+    /// Delivery under a paced durable write load; `varvedb` holds the appends/s achieved.
+    Live(Live),
+}
+
+/// What a live-delivery row measured.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Live {
+    /// Events appended during the run.
+    pub appended: u64,
+    /// Events the consumer received (should equal `appended`).
+    pub delivered: u64,
+    /// Append call to return, on the writer thread.
+    pub append: Option<Latency>,
+    /// Envelope timestamp to the append's return: the rest of the write transaction, its commit
+    /// and fsync, publishing the head, waking the writer.
+    pub durable: Option<Latency>,
+    /// Envelope timestamp to the handler call (processor) or to `next()` returning
+    /// (subscription).
+    pub delivery: Option<Latency>,
+    /// The append's return to the event's delivery, 0 when the consumer got it first.
+    pub after_return: Option<Latency>,
+}
+
 /// One measured workload: events/s of each engine that ran it.
 #[derive(Clone, Debug)]
 pub struct Workload {
@@ -38,6 +70,8 @@ pub struct Workload {
     pub sqlite: Option<f64>,
     /// Set on concurrent-writers rows, which go to their own table.
     pub concurrent: Option<Concurrent>,
+    /// Set on processor and subscription rows, which go to their own tables.
+    pub consumer: Option<Consumer>,
 }
 
 impl Workload {
@@ -49,7 +83,14 @@ impl Workload {
             heed: None,
             sqlite: None,
             concurrent: None,
+            consumer: None,
         }
+    }
+
+    /// Makes this a processor or subscription row with these extra columns.
+    pub fn consumer(mut self, extra: Consumer) -> Self {
+        self.consumer = Some(extra);
+        self
     }
 
     /// Makes this a concurrent-writers row with these extra columns.
@@ -117,12 +158,14 @@ impl Report {
         self.rows.iter().find(|r| r.name.starts_with(prefix))
     }
 
-    /// The tables as markdown (single-threaded rows, then concurrent-writers rows), notes as a
-    /// list below them.
+    /// The tables as markdown (single-threaded rows, concurrent-writers rows, processor
+    /// throughput rows, live-delivery rows), notes as a list below them.
     pub fn render(&self) -> String {
         let mut out = String::new();
+        let (consumers, engines): (Vec<&Workload>, Vec<&Workload>) =
+            self.rows.iter().partition(|r| r.consumer.is_some());
         let (concurrent, plain): (Vec<&Workload>, Vec<&Workload>) =
-            self.rows.iter().partition(|r| r.concurrent.is_some());
+            engines.into_iter().partition(|r| r.concurrent.is_some());
         if !plain.is_empty() {
             out.push_str("| workload | VarveDB ev/s | raw heed ev/s | VarveDB / heed | SQLite ev/s | VarveDB / SQLite |\n");
             out.push_str("|---|---:|---:|---:|---:|---:|\n");
@@ -164,6 +207,58 @@ impl Report {
                     ratio(row.vs_heed()),
                     rate(row.sqlite),
                     ratio(row.vs_sqlite()),
+                );
+            }
+        }
+        let throughput: Vec<(&Workload, f64)> = consumers
+            .iter()
+            .filter_map(|r| match r.consumer {
+                Some(Consumer::Throughput { scan }) => Some((*r, scan)),
+                _ => None,
+            })
+            .collect();
+        if !throughput.is_empty() {
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            out.push_str("| processors and subscriptions, catch-up (VarveDB only) | VarveDB ev/s | ÷ VarveDB full typed scan |\n");
+            out.push_str("|---|---:|---:|\n");
+            for (row, scan) in throughput {
+                let vs_scan = row.varvedb.filter(|_| scan > 0.0).map(|v| v / scan);
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} |",
+                    row.name,
+                    rate(row.varvedb),
+                    ratio(vs_scan)
+                );
+            }
+        }
+        let live: Vec<(&Workload, Live)> = consumers
+            .iter()
+            .filter_map(|r| match r.consumer {
+                Some(Consumer::Live(l)) => Some((*r, l)),
+                _ => None,
+            })
+            .collect();
+        if !live.is_empty() {
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            out.push_str("| live delivery under a durable write load (VarveDB only) | appends/s achieved | append call → return p50 / p99 (max), ms | commit timestamp → append returned | commit timestamp → delivered | append returned → delivered | delivered / appended |\n");
+            out.push_str("|---|---:|---:|---:|---:|---:|---:|\n");
+            for (row, l) in live {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {} | {} / {} |",
+                    row.name,
+                    rate(row.varvedb),
+                    latency(l.append),
+                    latency(l.durable),
+                    latency(l.delivery),
+                    latency(l.after_return),
+                    l.delivered,
+                    l.appended,
                 );
             }
         }
@@ -247,5 +342,28 @@ mod tests {
             "{table}"
         );
         assert_eq!(rate(Some(386_400.0)), "386 k");
+
+        report.add(
+            Workload::new("p")
+                .varvedb(1e6)
+                .consumer(Consumer::Throughput { scan: 4e6 }),
+        );
+        report.add(
+            Workload::new("l")
+                .varvedb(998.0)
+                .consumer(Consumer::Live(Live {
+                    appended: 10,
+                    delivered: 10,
+                    delivery: Some(lat),
+                    ..Live::default()
+                })),
+        );
+        let table = report.render();
+        assert!(table.contains("| p | 1.00 M | 0.25× |"), "{table}");
+        assert!(
+            table.contains("| l | 998 | – | – | 0.42 / 12 (3.00) | – | 10 / 10 |"),
+            "{table}"
+        );
+        assert!(!table.contains("| p | 1.00 M | – |"), "{table}");
     }
 }

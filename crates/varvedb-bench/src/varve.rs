@@ -39,8 +39,14 @@ impl VarveStore {
         })
     }
 
-    fn reader(&self) -> Reader<BenchEvent> {
+    /// A typed reader of the store.
+    pub fn reader(&self) -> Reader<BenchEvent> {
         Reader::new(self.storage.clone())
+    }
+
+    /// The store itself, for the processor rows.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
     }
 
     /// Counts the typed reads of a finished read workload.
