@@ -100,6 +100,23 @@ pub(crate) fn commit_group(storage: &Storage, group: &mut [Request]) -> Vec<Resu
     }
 }
 
+/// Commits the pending processor checkpoints in a transaction of their own.
+pub(crate) fn commit_checkpoints(storage: &Storage) -> Result<()> {
+    let committer = &storage.shared.committer;
+    let checkpoints = committer.pending_checkpoints();
+    if checkpoints.is_empty() {
+        return Ok(());
+    }
+    storage.env.write(|wtxn| {
+        for (name, seq) in &checkpoints {
+            checkpoint::advance_in(storage, wtxn, name, *seq)?;
+        }
+        Ok(Commit::Commit(()))
+    })?;
+    committer.checkpoints_stored(&checkpoints);
+    Ok(())
+}
+
 /// Checks and writes one batch inside the group's transaction. The outer error fails the whole
 /// transaction (a failed put: "map full", I/O); the inner one fails only this batch, and is
 /// returned before anything of it was written.

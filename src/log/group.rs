@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use crate::error::Result;
-use crate::log::append::{commit_group, Request};
+use crate::log::append::{commit_checkpoints, commit_group, Request};
 use crate::storage::{Shared, Storage};
 use crate::types::Appended;
 
@@ -96,13 +96,19 @@ impl Committer {
     }
 
     /// Asks the next committed group to also store checkpoint `seq` of processor `name` (no
-    /// fsync of its own). A later call for the same name replaces an earlier one.
-    pub(crate) fn post_checkpoint(&self, name: &str, seq: u64) {
-        let mut pending = lock(&self.pending_checkpoints);
-        match pending.iter_mut().find(|(n, _)| n == name) {
-            Some(entry) => entry.1 = entry.1.max(seq),
-            None => pending.push((name.to_string(), seq)),
+    /// fsync of its own). A later call for the same name replaces an earlier one. When no group
+    /// commits within [`IDLE_CHECKPOINT_AFTER`], the background thread commits the pending
+    /// checkpoints by themselves.
+    pub(crate) fn post_checkpoint(&self, storage: &Storage, name: &str, seq: u64) {
+        {
+            let mut pending = lock(&self.pending_checkpoints);
+            match pending.iter_mut().find(|(n, _)| n == name) {
+                Some(entry) => entry.1 = entry.1.max(seq),
+                None => pending.push((name.to_string(), seq)),
+            }
         }
+        Self::ensure_thread(&mut lock(&self.queue), storage);
+        self.work.notify_one();
     }
 
     /// Drops the pending checkpoint of `name` (before a reset moves it back).
@@ -169,12 +175,16 @@ impl Committer {
     fn enqueue(&self, storage: &Storage, request: Request, waiter: Waiter) {
         let mut queue = lock(&self.queue);
         queue.items.push_back((request, waiter));
+        Self::ensure_thread(&mut queue, storage);
+        drop(queue);
+        self.work.notify_one();
+    }
+
+    fn ensure_thread(queue: &mut Queue, storage: &Storage) {
         if !queue.thread_started {
             queue.thread_started = true;
             spawn_background(Arc::downgrade(&storage.shared));
         }
-        drop(queue);
-        self.work.notify_one();
     }
 
     fn wake_if_queued(&self) {
@@ -221,6 +231,10 @@ impl Waiter {
     }
 }
 
+/// How long a pending processor checkpoint waits for an append group to carry it before the
+/// background thread commits it by itself.
+pub(crate) const IDLE_CHECKPOINT_AFTER: Duration = Duration::from_millis(50);
+
 /// Starts the thread that commits groups nobody else is committing. It holds the store only
 /// weakly, and only while it commits, so dropping every handle closes the store.
 fn spawn_background(shared: Weak<Shared>) {
@@ -241,23 +255,44 @@ fn background(weak: Weak<Shared>) {
         };
         let committer = Arc::clone(&shared.committer);
         drop(shared);
-        // Wait for work without holding the store.
+        // Wait for work without holding the store. Pending checkpoints wait a little for a group
+        // to carry them, then are committed on their own.
+        let mut idle_checkpoints = false;
         {
             let mut queue = lock(&committer.queue);
             while queue.items.is_empty() {
                 if queue.closed {
                     return;
                 }
-                queue = committer
+                if lock(&committer.pending_checkpoints).is_empty() {
+                    queue = committer
+                        .work
+                        .wait(queue)
+                        .unwrap_or_else(PoisonError::into_inner);
+                    continue;
+                }
+                let (q, timeout) = committer
                     .work
-                    .wait(queue)
+                    .wait_timeout(queue, IDLE_CHECKPOINT_AFTER)
                     .unwrap_or_else(PoisonError::into_inner);
+                queue = q;
+                if timeout.timed_out() && queue.items.is_empty() {
+                    idle_checkpoints = true;
+                    break;
+                }
             }
         }
         let Some(shared) = weak.upgrade() else {
             return;
         };
         let storage = Storage::from_shared(shared);
+        if idle_checkpoints {
+            let _guard = lock(&committer.commit_lock);
+            if let Err(e) = commit_checkpoints(&storage) {
+                tracing::warn!(error = %e, "committing processor checkpoints failed; they stay pending");
+            }
+            continue;
+        }
         let guard = lock(&committer.commit_lock);
         let mut group = Vec::new();
         let mut waiters = Vec::new();

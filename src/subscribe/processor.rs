@@ -115,18 +115,6 @@ pub(crate) async fn wait_for_work(wake: &mut Wake) -> bool {
     }
 }
 
-/// Waits for a new head or a stop request, at most `timeout`. `None` on timeout, else as
-/// [`wait_for_work`].
-async fn wait_for_work_or(wake: &mut Wake, timeout: Duration) -> Option<bool> {
-    tokio::time::timeout(timeout, wait_for_work(wake))
-        .await
-        .ok()
-}
-
-/// How long a caught-up processor leaves its checkpoint to ride along with the next append
-/// group before it commits the checkpoint itself.
-const IDLE_CHECKPOINT_AFTER: Duration = Duration::from_millis(50);
-
 impl StopHandle {
     /// Asks the processor to stop: `run` returns after the event in hand and after committing
     /// the checkpoint of everything handled.
@@ -338,19 +326,10 @@ where
                 outcome.result?;
                 continue;
             }
-            if durable < handled {
-                // Caught up with a checkpoint riding along with the next append group: commit
-                // it ourselves if no append comes soon.
-                match wait_for_work_or(&mut self.wake, IDLE_CHECKPOINT_AFTER).await {
-                    Some(true) => {}
-                    Some(false) => return self.flush(&storage, handled, durable),
-                    None => {
-                        self.flush(&storage, handled, durable)?;
-                        durable = handled;
-                    }
-                }
-            } else if !wait_for_work(&mut self.wake).await {
-                return Ok(());
+            // Caught up: the checkpoint, if any is pending, rides along with the next append
+            // group or is committed by the store's commit thread.
+            if !wait_for_work(&mut self.wake).await {
+                return self.flush(&storage, handled, durable);
             }
         }
     }
@@ -423,7 +402,7 @@ where
                             storage
                                 .shared
                                 .committer
-                                .post_checkpoint(&self.name, handled);
+                                .post_checkpoint(&storage, &self.name, handled);
                         }
                         return Ok(());
                     };
