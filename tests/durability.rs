@@ -148,3 +148,23 @@ fn relaxed_child() {
         out.flush().unwrap();
     }
 }
+
+/// Dropping every handle and reopening at once works even while the store's own threads (the
+/// syncer, the commit thread) are still finishing with it.
+#[test]
+fn reopening_right_after_dropping_never_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    for round in 1..=200u64 {
+        let interval = Duration::from_micros(100 + round % 3);
+        let storage = Storage::open(relaxed(dir.path(), Some(interval))).unwrap();
+        let mut writer = Writer::<Note>::new(storage.clone());
+        writer.append(1, round, Note { n: round }).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(writer.append_batch_async(2, varvedb::ExpectedVersion::Any, [Note { n: 0 }]))
+            .unwrap();
+    }
+    let storage = Storage::open(relaxed(dir.path(), None)).unwrap();
+    assert_eq!(storage.stream_version(1).unwrap(), 200);
+}

@@ -124,6 +124,15 @@ pub struct Storage {
     /// The LMDB environment, for read transactions: `storage.env.read_txn()`.
     pub env: Env,
     pub(crate) shared: Arc<Shared>,
+    /// Held by every handle a user has (not by the store's own threads), so that the registry
+    /// knows when the user let go of the store even while a background thread still finishes
+    /// with it.
+    user: Option<Arc<UserToken>>,
+}
+
+/// See [`Storage::user`](Storage): one per open store, shared by the user's handles.
+pub(crate) struct UserToken {
+    shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for Storage {
@@ -161,11 +170,27 @@ pub struct Stats {
 }
 
 impl Storage {
+    /// A handle for the store's own threads: it does not keep the store open for the registry.
     pub(crate) fn from_shared(shared: Arc<Shared>) -> Storage {
         Storage {
             env: shared.env.clone(),
             shared,
+            user: None,
         }
+    }
+
+    /// A user's handle on an open store.
+    pub(crate) fn from_user(token: Arc<UserToken>) -> Storage {
+        Storage {
+            env: token.shared.env.clone(),
+            shared: Arc::clone(&token.shared),
+            user: Some(token),
+        }
+    }
+
+    /// The token that the registry tracks for this store.
+    pub(crate) fn user_token(&self) -> Option<&Arc<UserToken>> {
+        self.user.as_ref()
     }
 
     /// Opens the store at `config.path`, creating it (directory mode 0700) when missing.
@@ -316,7 +341,8 @@ fn open_new(config: StorageConfig, path: PathBuf) -> Result<Storage> {
     if let Some(interval) = sync_interval {
         spawn_syncer(Arc::downgrade(&shared), interval);
     }
-    Ok(Storage { env, shared })
+    drop(env);
+    Ok(Storage::from_user(Arc::new(UserToken { shared })))
 }
 
 /// Syncs a store opened with `Durability::Relaxed` every `interval`, until it is closed.
