@@ -1,6 +1,6 @@
-//! `varve`: the VarveDB command-line tool.
+//! `varve`: the VarveDB command-line tool. Everything is in the library part of this crate, so
+//! that an application can build the same tool with decoders for its own event types.
 
-fn main() {
-    eprintln!("varve: not built yet");
-    std::process::exit(2);
+fn main() -> std::process::ExitCode {
+    varve::run(&varve::Decoders::new())
 }

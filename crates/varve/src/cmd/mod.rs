@@ -1,0 +1,76 @@
+//! One module per command.
+
+mod backup;
+mod export;
+mod import;
+mod info;
+mod processors;
+mod read;
+mod streams;
+mod tail;
+mod verify;
+
+use std::io::Write;
+
+use varvedb::admin::Decoders;
+
+use crate::cli::{Cli, Command, ProcessorsAction};
+use crate::error::{CliError, CliResult};
+
+/// Runs a parsed command line; returns the exit status.
+pub fn dispatch(cli: Cli, decoders: &Decoders, out: &mut dyn Write) -> CliResult<u8> {
+    let json = cli.json;
+    match cli.command {
+        Command::Info { path } => info::run(&path, json, out),
+        Command::Streams { path, limit } => streams::run(&path, limit, json, out),
+        Command::Read {
+            path,
+            stream,
+            from,
+            backward,
+            limit,
+            payload,
+        } => read::run(
+            &read::Args {
+                path: &path,
+                stream: &stream,
+                from,
+                backward,
+                limit,
+                mode: payload.payload,
+            },
+            json,
+            decoders,
+            out,
+        ),
+        Command::Tail {
+            path,
+            follow,
+            limit,
+            interval_ms,
+            payload,
+        } => tail::run(
+            &path,
+            follow,
+            limit,
+            interval_ms,
+            payload.payload,
+            json,
+            decoders,
+            out,
+        ),
+        Command::Verify { path } => verify::run(&path, json, out),
+        Command::Backup { path, dest } => backup::run(&path, &dest, json, out),
+        Command::Export { path, output } => export::run(&path, output.as_deref(), json, out),
+        Command::Import { path, input } => import::run(&path, input.as_deref(), json, out),
+        Command::Processors(args) => match (args.action, args.path) {
+            (Some(ProcessorsAction::Reset { path, name, to }), _) => {
+                processors::reset(&path, &name, to, json, out)
+            }
+            (None, Some(path)) => processors::list(&path, json, out),
+            (None, None) => Err(CliError::usage(
+                "give a store: `varve processors PATH` or `varve processors reset PATH NAME --to SEQ`",
+            )),
+        },
+    }
+}

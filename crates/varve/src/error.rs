@@ -1,0 +1,129 @@
+//! Errors of the tool: each names the store, the record when there is one, and what to do.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use varvedb::error::Error;
+
+#[derive(Debug)]
+pub struct CliError {
+    pub store: Option<PathBuf>,
+    pub seq: Option<u64>,
+    pub message: String,
+    pub hint: Option<String>,
+    broken_pipe: bool,
+}
+
+impl CliError {
+    pub fn new(store: &Path, message: impl Into<String>) -> Self {
+        CliError {
+            store: Some(store.to_owned()),
+            seq: None,
+            message: message.into(),
+            hint: None,
+            broken_pipe: false,
+        }
+    }
+
+    /// An error about the command line rather than a store.
+    pub fn usage(message: impl Into<String>) -> Self {
+        CliError {
+            store: None,
+            seq: None,
+            message: message.into(),
+            hint: None,
+            broken_pipe: false,
+        }
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    pub fn at(mut self, seq: u64) -> Self {
+        self.seq = Some(seq);
+        self
+    }
+
+    /// An error of the library about the store at `store`, with advice by kind.
+    pub fn store(store: &Path, e: Error) -> Self {
+        let hint = match &e {
+            Error::Corrupted { .. } => Some(format!(
+                "run `varve verify {}` to list every damaged record, then restore from a backup",
+                store.display()
+            )),
+            Error::FormatVersion { .. } | Error::LayoutMismatch { .. } => Some(
+                "use a varve built with the VarveDB version that wrote the store: export it there and import it here"
+                    .into(),
+            ),
+            Error::MapFull { .. } => Some("free disk space, or end long read transactions".into()),
+            Error::Lmdb(heed::Error::Io(io)) | Error::Io(io)
+                if io.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                Some("run varve as a user that can read and write the store's directory".into())
+            }
+            Error::Lmdb(_) => Some(
+                "check that PATH is a VarveDB store directory, and that the disk is healthy".into(),
+            ),
+            _ => None,
+        };
+        CliError {
+            store: Some(store.to_owned()),
+            seq: e.seq(),
+            message: e.to_string(),
+            hint,
+            broken_pipe: false,
+        }
+    }
+
+    pub fn is_broken_pipe(&self) -> bool {
+        self.broken_pipe
+    }
+
+    /// Prints the error to standard error, as text or as a JSON document.
+    pub fn report(&self, json: bool) {
+        if json {
+            let doc = serde_json::json!({
+                "error": self.message,
+                "store": self.store.as_ref().map(|p| p.display().to_string()),
+                "seq": self.seq,
+                "hint": self.hint,
+            });
+            eprintln!("{doc}");
+        } else {
+            eprintln!("{self}");
+        }
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "varve: ")?;
+        if let Some(store) = &self.store {
+            write!(f, "store {}: ", store.display())?;
+        }
+        if let Some(seq) = self.seq {
+            write!(f, "record {seq}: ")?;
+        }
+        write!(f, "{}", self.message)?;
+        if let Some(hint) = &self.hint {
+            write!(f, "\n  what to do: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+impl From<std::io::Error> for CliError {
+    fn from(e: std::io::Error) -> Self {
+        CliError {
+            store: None,
+            seq: None,
+            broken_pipe: e.kind() == std::io::ErrorKind::BrokenPipe,
+            message: format!("writing the output failed: {e}"),
+            hint: None,
+        }
+    }
+}
+
+pub type CliResult<T> = Result<T, CliError>;

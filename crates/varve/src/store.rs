@@ -1,0 +1,47 @@
+//! Opening stores from the command line.
+
+use std::path::Path;
+
+use varvedb::storage::{Storage, StorageConfig};
+use varvedb::StreamId;
+
+use crate::error::{CliError, CliResult};
+
+/// Opens an existing store: refuses a path that holds none, rather than creating one there.
+pub fn open_existing(path: &Path) -> CliResult<Storage> {
+    if !path.is_dir() {
+        return Err(CliError::new(path, "no such directory")
+            .hint("give the directory of a VarveDB store (the one holding data.mdb)"));
+    }
+    if !path.join("data.mdb").is_file() {
+        return Err(
+            CliError::new(path, "not a VarveDB store: the directory holds no data.mdb")
+                .hint("give the directory of a VarveDB store (the one holding data.mdb)"),
+        );
+    }
+    open(path, StorageConfig::default().max_event_size)
+}
+
+/// Opens (creating when missing) a store with a given event size limit.
+pub fn open(path: &Path, max_event_size: usize) -> CliResult<Storage> {
+    Storage::open(StorageConfig {
+        path: path.to_owned(),
+        max_event_size,
+        ..Default::default()
+    })
+    .map_err(|e| CliError::store(path, e))
+}
+
+/// Parses a stream id: a decimal integer or a UUID.
+pub fn parse_stream(store: &Path, text: &str) -> CliResult<StreamId> {
+    if let Ok(n) = text.parse::<u128>() {
+        return Ok(StreamId(n));
+    }
+    varvedb::Uuid::parse_str(text)
+        .map(StreamId::from)
+        .map_err(|_| {
+            CliError::new(store, format!("{text:?} is not a stream id")).hint(
+                "give a stream as an unsigned integer or a UUID, as `varve streams` lists them",
+            )
+        })
+}

@@ -1,0 +1,99 @@
+//! Stores made with the library, and the built `varve` binary run on them.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use varvedb::engine::Writer;
+use varvedb::storage::{Storage, StorageConfig};
+use varvedb::{ExpectedVersion, NewEvent, Uuid};
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
+pub struct Noted {
+    pub n: u64,
+    pub label: String,
+    pub blob: Vec<u8>,
+}
+
+pub fn open(path: &Path) -> Storage {
+    Storage::open(StorageConfig {
+        path: path.to_owned(),
+        map_size: 4 << 20,
+        ..Default::default()
+    })
+    .expect("open store")
+}
+
+pub fn noted(n: u64) -> Noted {
+    Noted {
+        n,
+        label: format!("label-{n:04}"),
+        blob: vec![n as u8; (n % 7) as usize],
+    }
+}
+
+/// Writes `streams` streams of `per_stream` events, interleaved, with ids, metadata,
+/// correlation and causation ids on some, two event type names, two schema versions, and one
+/// event large enough to live in `log_large`.
+pub fn fill(storage: &Storage, streams: u64, per_stream: u64) {
+    let mut writer = Writer::<Noted>::new(storage.clone());
+    let mut v2 = Writer::<Noted>::new(storage.clone())
+        .with_event_type("Noted.v2")
+        .with_schema_version(2);
+    let mut n = 0;
+    for version in 1..=per_stream {
+        for stream in 1..=streams {
+            n += 1;
+            let mut event = NewEvent::new(noted(n)).with_id(Uuid::from_u128(1000 + n as u128));
+            if n % 3 == 0 {
+                event = event.with_metadata(format!("{{\"user\":{n}}}").into_bytes());
+            }
+            if n % 4 == 0 {
+                event = event
+                    .with_correlation_id(Uuid::from_u128(7_000 + n as u128))
+                    .with_causation_id(Uuid::from_u128(8_000 + n as u128));
+            }
+            if n == 5 {
+                event = NewEvent::new(Noted {
+                    blob: vec![0xAB; 5000],
+                    ..noted(n)
+                })
+                .with_id(Uuid::from_u128(1000 + n as u128));
+            }
+            let w = if n % 5 == 0 { &mut v2 } else { &mut writer };
+            w.append_batch(stream, ExpectedVersion::Exact(version - 1), [event])
+                .expect("append");
+        }
+    }
+}
+
+pub fn varve(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_varve"));
+    for a in args {
+        cmd.arg(a);
+    }
+    cmd.output().expect("run varve")
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).expect("utf-8 output")
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8(out.stderr.clone()).expect("utf-8 errors")
+}
+
+/// Runs varve, expects success, and parses every stdout line as JSON.
+pub fn json_lines(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Vec<serde_json::Value> {
+    let out = varve(args);
+    assert!(
+        out.status.success(),
+        "varve failed: {}\n{}",
+        stderr(&out),
+        stdout(&out)
+    );
+    stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}

@@ -1,0 +1,441 @@
+//! Appending exported records into an empty store, keeping their positions and timestamps.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::Ordering;
+
+use heed::PutFlags;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::index::{stream_version_key, Head};
+use crate::log::record::{self, Place, RecordParts, MAX_EVENT_TYPE_LEN};
+use crate::storage::{Commit, Storage};
+use crate::types::StreamId;
+
+/// Most events in one import transaction.
+const BATCH_EVENTS: usize = 4096;
+/// Most payload and metadata bytes in one import transaction (a larger event goes alone).
+const BATCH_BYTES: usize = 32 << 20;
+
+/// One event to import, with every field of its envelope as it was exported.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ImportEvent {
+    /// Global sequence; must be the next one of the target.
+    pub seq: u64,
+    /// The stream.
+    pub stream: StreamId,
+    /// Version in the stream; must be the stream's next one.
+    pub version: u64,
+    /// The stream's previous sequence (`None` for version 1); checked, not trusted.
+    pub prev_seq: Option<u64>,
+    /// Commit time in nanoseconds since the Unix epoch; never earlier than the previous event's.
+    pub timestamp_ns: u64,
+    /// The event's id; unique in the store.
+    pub event_id: Uuid,
+    /// Correlation id.
+    pub correlation_id: Option<Uuid>,
+    /// Causation id.
+    pub causation_id: Option<Uuid>,
+    /// Event type name, 1 to 1,024 bytes.
+    pub event_type: String,
+    /// Schema version of the payload.
+    pub schema_version: u16,
+    /// Opaque user metadata.
+    pub metadata: Option<Vec<u8>>,
+    /// The payload bytes (an rkyv archive), stored exactly.
+    pub payload: Vec<u8>,
+}
+
+impl ImportEvent {
+    /// An event at `seq`, version `version` of `stream`, with everything else empty: set the
+    /// other (public) fields after.
+    pub fn new(seq: u64, stream: StreamId, version: u64, event_type: impl Into<String>) -> Self {
+        ImportEvent {
+            seq,
+            stream,
+            version,
+            prev_seq: None,
+            timestamp_ns: 0,
+            event_id: Uuid::nil(),
+            correlation_id: None,
+            causation_id: None,
+            event_type: event_type.into(),
+            schema_version: 1,
+            metadata: None,
+            payload: Vec::new(),
+        }
+    }
+}
+
+/// Why an import failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ImportError {
+    /// An event does not fit where it must go; nothing of its batch was written.
+    Invalid {
+        /// The sequence the event names.
+        seq: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The store failed.
+    Store(Error),
+}
+
+impl fmt::Display for ImportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ImportError::Invalid { seq, reason } => {
+                write!(f, "event at sequence {seq} cannot be imported: {reason}")
+            }
+            ImportError::Store(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for ImportError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ImportError::Store(e) => Some(e),
+            ImportError::Invalid { .. } => None,
+        }
+    }
+}
+
+impl From<Error> for ImportError {
+    fn from(e: Error) -> Self {
+        ImportError::Store(e)
+    }
+}
+
+impl From<heed::Error> for ImportError {
+    fn from(e: heed::Error) -> Self {
+        ImportError::Store(e.into())
+    }
+}
+
+fn invalid(seq: u64, reason: impl Into<String>) -> ImportError {
+    ImportError::Invalid {
+        seq,
+        reason: reason.into(),
+    }
+}
+
+/// Imports events, in log order, into an empty store, keeping every field: sequence, stream,
+/// version, event id, type, schema version, metadata, correlation and causation ids, commit
+/// timestamp and payload bytes.
+///
+/// Events are written in batches, each in one write transaction that checks, against the
+/// store itself, that every event takes the next sequence of the log and the next version of
+/// its stream, names the stream's previous sequence and a timestamp not before the log's last,
+/// and carries an id not stored yet; it writes the records (padded so that payloads are 16-byte
+/// aligned in the map, large ones in `log_large`), the stream index, the event ids and the
+/// stream heads together, or nothing. An import that fails part way leaves the batches before
+/// the failure committed.
+///
+/// ```
+/// use varvedb::admin::{ImportEvent, Importer};
+/// use varvedb::storage::{Storage, StorageConfig};
+/// use varvedb::StreamId;
+///
+/// # let dir = tempfile::tempdir()?;
+/// let storage = Storage::open(StorageConfig { path: dir.path().into(), ..Default::default() })?;
+/// let mut importer = Importer::new(&storage)?;
+/// let mut event = ImportEvent::new(1, StreamId(7), 1, "u32");
+/// event.payload = 42u32.to_le_bytes().to_vec();
+/// event.event_id = varvedb::Uuid::now_v7();
+/// importer.push(event)?;
+/// assert_eq!(importer.finish()?, 1);
+/// assert_eq!(storage.stream_version(7u64)?, 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Importer {
+    storage: Storage,
+    batch: Vec<ImportEvent>,
+    batch_bytes: usize,
+    /// Version and last sequence of each stream, as imported so far.
+    streams: HashMap<StreamId, (u64, u64)>,
+    next_seq: u64,
+    last_ts: u64,
+    imported: u64,
+    buf: Vec<u8>,
+}
+
+impl fmt::Debug for Importer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Importer")
+            .field("path", &self.storage.path())
+            .field("imported", &self.imported)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Importer {
+    /// An importer into `storage`, which must hold no events.
+    ///
+    /// # Errors
+    ///
+    /// [`ImportError::Invalid`] (with sequence 0) when the store is not empty or is encrypted
+    /// (importing into an encrypted store is not supported yet); [`ImportError::Store`].
+    pub fn new(storage: &Storage) -> Result<Importer, ImportError> {
+        if storage.config().encryption_enabled {
+            return Err(invalid(
+                0,
+                "importing into an encrypted store is not supported yet; import into a store without encryption",
+            ));
+        }
+        let dbs = &storage.shared.dbs;
+        let txn = storage.env.read_txn()?;
+        let raw = txn.raw();
+        let events = dbs.log.len(raw)?;
+        if events > 0 || dbs.heads.len(raw)? > 0 || dbs.event_ids.len(raw)? > 0 {
+            return Err(invalid(
+                0,
+                format!(
+                    "the target store at {} is not empty ({events} events); import into a new, empty store",
+                    storage.path().display()
+                ),
+            ));
+        }
+        Ok(Importer {
+            storage: storage.clone(),
+            batch: Vec::new(),
+            batch_bytes: 0,
+            streams: HashMap::new(),
+            next_seq: 1,
+            last_ts: 0,
+            imported: 0,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Events committed so far.
+    pub fn imported(&self) -> u64 {
+        self.imported
+    }
+
+    /// Checks an event and queues it; commits the queue when it is full.
+    ///
+    /// # Errors
+    ///
+    /// [`ImportError::Invalid`] when the event does not follow the events before it (sequence,
+    /// stream version, previous sequence, timestamp) or breaks a limit (event type length,
+    /// `max_event_size` for payload and metadata); nothing of it is queued. Any error of
+    /// committing the queue.
+    pub fn push(&mut self, event: ImportEvent) -> Result<(), ImportError> {
+        let seq = event.seq;
+        if seq != self.next_seq {
+            return Err(invalid(
+                seq,
+                format!(
+                    "expected sequence {} (events must come in log order, from 1, without gaps)",
+                    self.next_seq
+                ),
+            ));
+        }
+        if event.event_type.is_empty() || event.event_type.len() > MAX_EVENT_TYPE_LEN {
+            return Err(invalid(
+                seq,
+                format!("event type must be 1 to {MAX_EVENT_TYPE_LEN} bytes"),
+            ));
+        }
+        let max = self.storage.config().max_event_size;
+        let meta_len = event.metadata.as_ref().map_or(0, Vec::len);
+        if event.payload.len() > max || meta_len > max {
+            return Err(invalid(
+                seq,
+                format!(
+                    "payload of {} bytes or metadata of {meta_len} bytes exceeds max_event_size ({max})",
+                    event.payload.len()
+                ),
+            ));
+        }
+        let (version, last) = self.streams.get(&event.stream).copied().unwrap_or((0, 0));
+        if event.version != version + 1 {
+            return Err(invalid(
+                seq,
+                format!(
+                    "stream {} is at version {version}, so the next version is {}, not {}",
+                    event.stream,
+                    version + 1,
+                    event.version
+                ),
+            ));
+        }
+        if event.prev_seq.unwrap_or(0) != last {
+            return Err(invalid(
+                seq,
+                format!(
+                    "prev_seq is {:?}, but the stream's previous event is at sequence {last}",
+                    event.prev_seq
+                ),
+            ));
+        }
+        if event.timestamp_ns < self.last_ts {
+            return Err(invalid(
+                seq,
+                format!(
+                    "timestamp {} is earlier than the previous event's {}",
+                    event.timestamp_ns, self.last_ts
+                ),
+            ));
+        }
+        self.streams.insert(event.stream, (event.version, seq));
+        self.next_seq += 1;
+        self.last_ts = event.timestamp_ns;
+        self.batch_bytes += event.payload.len() + meta_len;
+        self.batch.push(event);
+        if self.batch.len() >= BATCH_EVENTS || self.batch_bytes >= BATCH_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Commits what is queued, and returns the number of events imported in all.
+    ///
+    /// # Errors
+    ///
+    /// As [`Importer::push`].
+    pub fn finish(mut self) -> Result<u64, ImportError> {
+        self.flush()?;
+        Ok(self.imported)
+    }
+
+    /// Writes the queue in one transaction.
+    fn flush(&mut self) -> Result<(), ImportError> {
+        let Some(first) = self.batch.first() else {
+            return Ok(());
+        };
+        let first_seq = first.seq;
+        let shared = &self.storage.shared;
+        shared.check_not_poisoned()?;
+        let storage = &self.storage;
+        let batch = &self.batch;
+        let buf = &mut self.buf;
+        let outcome = storage
+            .env
+            .write(|wtxn| match write_batch(storage, wtxn, batch, buf)? {
+                Ok(()) => Ok(Commit::Commit(Ok(()))),
+                Err(e) => Ok(Commit::Abort(Err(e))),
+            });
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(e) => {
+                if matches!(
+                    e,
+                    Error::Lmdb(heed::Error::Io(_) | heed::Error::Mdb(heed::MdbError::Panic))
+                ) {
+                    tracing::error!(path = %shared.path.display(), error = %e, "import failed at the I/O level; store poisoned until reopened");
+                    shared.poisoned.store(true, Ordering::Release);
+                }
+                return Err(ImportError::Store(e));
+            }
+        }
+        let last = first_seq + self.batch.len() as u64 - 1;
+        self.imported += self.batch.len() as u64;
+        self.batch.clear();
+        self.batch_bytes = 0;
+        self.storage.publish(last);
+        Ok(())
+    }
+}
+
+/// Writes a batch inside a write transaction. The outer error fails the transaction; the inner
+/// one means the store does not take the batch (another writer got there first).
+fn write_batch(
+    storage: &Storage,
+    wtxn: &mut heed::RwTxn<'_>,
+    batch: &[ImportEvent],
+    buf: &mut Vec<u8>,
+) -> Result<Result<(), ImportError>> {
+    let dbs = &storage.shared.dbs;
+    let (mut next_seq, mut last_ts) = match dbs.log.last(wtxn)? {
+        Some((seq, value)) => (
+            seq + 1,
+            record::raw_timestamp(dbs.record(wtxn, seq, value)?),
+        ),
+        None => (1, 0),
+    };
+    for event in batch {
+        let seq = event.seq;
+        if seq != next_seq {
+            return Ok(Err(invalid(
+                seq,
+                format!("the store's next sequence is {next_seq}: another writer appended to it during the import"),
+            )));
+        }
+        let head = storage.head_of(wtxn, event.stream)?;
+        let (version, last) = head.map_or((0, 0), |h| (h.version, h.last_seq));
+        if event.version != version + 1 || event.prev_seq.unwrap_or(0) != last {
+            return Ok(Err(invalid(
+                seq,
+                format!(
+                    "stream {} is at version {version} in the store: another writer appended to it during the import",
+                    event.stream
+                ),
+            )));
+        }
+        if event.timestamp_ns < last_ts {
+            return Ok(Err(invalid(
+                seq,
+                "timestamp is earlier than the store's last event",
+            )));
+        }
+        let id_key = event.event_id.as_u128().to_be_bytes();
+        if let Some(existing) = dbs.event_ids.get(wtxn, &id_key)? {
+            return Ok(Err(invalid(
+                seq,
+                format!(
+                    "event id {} is already stored at sequence {existing}; event ids are unique",
+                    event.event_id
+                ),
+            )));
+        }
+        buf.clear();
+        let begun = record::begin(
+            buf,
+            &RecordParts {
+                stream: event.stream,
+                event_id: event.event_id,
+                correlation_id: event.correlation_id,
+                causation_id: event.causation_id,
+                event_type: &event.event_type,
+                schema_version: event.schema_version,
+                metadata: event.metadata.as_deref(),
+                encrypted: false,
+            },
+        );
+        buf.extend_from_slice(&event.payload);
+        let len = record::finish(buf, begun.start, begun.payload_offset);
+        let rec = &mut buf[begun.start..begun.start + len];
+        record::set_position(
+            rec,
+            begun.payload_offset,
+            Place {
+                seq,
+                version: event.version,
+                prev_seq: last,
+                timestamp_ns: event.timestamp_ns,
+            },
+            None,
+        )?;
+        dbs.put_record(wtxn, seq, rec)?;
+        dbs.stream_index
+            .put(wtxn, &stream_version_key(event.stream, event.version), &seq)?;
+        dbs.event_ids
+            .put_with_flags(wtxn, PutFlags::NO_OVERWRITE, &id_key, &seq)?;
+        let new_head = Head {
+            version: event.version,
+            first_seq: head.map_or(seq, |h| h.first_seq),
+            last_seq: seq,
+        };
+        dbs.heads
+            .put(wtxn, &event.stream.to_key(), &new_head.encode(event.stream))?;
+        next_seq += 1;
+        last_ts = event.timestamp_ns;
+    }
+    Ok(Ok(()))
+}

@@ -1,0 +1,191 @@
+//! Events read without their Rust type: verified envelopes and payload bytes.
+
+use std::ops::Bound;
+
+use crate::error::{Error, Result};
+use crate::index::{parse_stream_key, parse_stream_version_key, stream_version_key, Head};
+use crate::log::{record, Envelope};
+use crate::storage::{ReadTxn, Storage};
+use crate::types::{Direction, IntoStreamId, StreamId, StreamInfo};
+
+/// A stored event read without knowing its type.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub struct RawEvent<'t> {
+    /// The envelope, from a header whose checksum was verified.
+    pub envelope: Envelope<'t>,
+    /// The payload bytes (an rkyv archive), after their checksum was verified; `None` for an
+    /// encrypted record, whose payload is sealed (its checksum was verified all the same).
+    pub payload: Option<&'t [u8]>,
+}
+
+/// An iterator over raw events, borrowing the caller's read transaction. Every item is
+/// verified; a damaged record is an error item, never skipped.
+pub struct RawEvents<'t> {
+    inner: Box<dyn Iterator<Item = Result<RawEvent<'t>>> + 't>,
+}
+
+impl<'t> Iterator for RawEvents<'t> {
+    type Item = Result<RawEvent<'t>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.inner.next()
+    }
+}
+
+impl std::fmt::Debug for RawEvents<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawEvents").finish_non_exhaustive()
+    }
+}
+
+/// Verifies a record (header and payload checksums) and splits it into envelope and payload.
+pub(crate) fn raw_event(seq: u64, bytes: &[u8]) -> Result<RawEvent<'_>> {
+    let rec = record::decode(seq, bytes)?;
+    let payload = if rec.is_encrypted() {
+        rec.payload_region()?;
+        None
+    } else {
+        Some(rec.payload()?)
+    };
+    Ok(RawEvent {
+        envelope: rec.envelope(),
+        payload,
+    })
+}
+
+/// The event at global sequence `seq`, or `None` when there is none.
+///
+/// # Errors
+///
+/// [`Error::Corrupted`] when the record fails a checksum, [`Error::ForeignTransaction`] for a
+/// transaction of another store, [`Error::Lmdb`].
+pub fn event<'t>(storage: &Storage, txn: &'t ReadTxn, seq: u64) -> Result<Option<RawEvent<'t>>> {
+    let txn = txn.of(&storage.env)?;
+    match storage.shared.dbs.get_record(txn, seq)? {
+        Some(bytes) => raw_event(seq, bytes).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The global sequence of the last event in the log (0 when it is empty), as of `txn`. Unlike
+/// [`Storage::head`], this sees appends of other processes.
+///
+/// # Errors
+///
+/// [`Error::ForeignTransaction`], [`Error::Lmdb`].
+pub fn last_seq(storage: &Storage, txn: &ReadTxn) -> Result<u64> {
+    let txn = txn.of(&storage.env)?;
+    Ok(storage.shared.dbs.log.last(txn)?.map_or(0, |(seq, _)| seq))
+}
+
+/// The events of the log from sequence `from` on (inclusive), in `direction`. Use `u64::MAX`
+/// with [`Direction::Backward`] to start at the newest event.
+///
+/// # Errors
+///
+/// The call fails on [`Error::ForeignTransaction`] or [`Error::Lmdb`]; each item fails as
+/// [`event`] does.
+pub fn log<'t>(
+    storage: &Storage,
+    txn: &'t ReadTxn,
+    from: u64,
+    direction: Direction,
+) -> Result<RawEvents<'t>> {
+    let raw = txn.of(&storage.env)?;
+    let dbs = &storage.shared.dbs;
+    let large = dbs.log_large;
+    let resolve = move |entry: heed::Result<(u64, &'t [u8])>| -> Result<RawEvent<'t>> {
+        let (seq, value) = entry?;
+        let bytes = if record::is_stub(seq, value)? {
+            large
+                .get(raw, &seq)?
+                .ok_or_else(|| Error::corrupted(seq, "large record missing behind its stub"))?
+        } else {
+            value
+        };
+        raw_event(seq, bytes)
+    };
+    let inner: Box<dyn Iterator<Item = Result<RawEvent<'t>>> + 't> = match direction {
+        Direction::Forward => Box::new(dbs.log.range(raw, &(from..))?.map(resolve)),
+        Direction::Backward => Box::new(dbs.log.rev_range(raw, &(..=from))?.map(resolve)),
+    };
+    Ok(RawEvents { inner })
+}
+
+/// The events of `stream` from version `from` on (inclusive), in `direction`. Each record
+/// reached through the stream index is checked to be the one the index names.
+///
+/// # Errors
+///
+/// The call fails on [`Error::InvalidStreamId`], [`Error::ForeignTransaction`] or
+/// [`Error::Lmdb`]; each item fails as [`event`] does, or with [`Error::Corrupted`] when the
+/// index disagrees with the log.
+pub fn stream<'t>(
+    storage: &Storage,
+    txn: &'t ReadTxn,
+    stream: impl IntoStreamId,
+    from: u64,
+    direction: Direction,
+) -> Result<RawEvents<'t>> {
+    let stream = stream.into_stream_id()?;
+    let raw = txn.of(&storage.env)?;
+    let dbs = &storage.shared.dbs;
+    let (lo, hi) = match direction {
+        Direction::Forward => (
+            stream_version_key(stream, from),
+            stream_version_key(stream, u64::MAX),
+        ),
+        Direction::Backward => (
+            stream_version_key(stream, 0),
+            stream_version_key(stream, from),
+        ),
+    };
+    let bounds = (Bound::Included(&lo[..]), Bound::Included(&hi[..]));
+    let storage = storage.clone();
+    let resolve = move |entry: heed::Result<(&'t [u8], u64)>| -> Result<RawEvent<'t>> {
+        let (key, seq) = entry?;
+        let (_, version) = parse_stream_version_key(key)
+            .ok_or_else(|| Error::corrupted(seq, "malformed stream index key"))?;
+        let bytes = storage
+            .shared
+            .dbs
+            .get_record(raw, seq)?
+            .ok_or_else(|| Error::corrupted(seq, "stream index points at a missing record"))?;
+        let event = raw_event(seq, bytes)?;
+        let env = &event.envelope;
+        if env.stream != stream || env.version != version {
+            return Err(Error::corrupted(
+                seq,
+                format!(
+                    "index says stream {stream} version {version}, record says stream {} version {}",
+                    env.stream, env.version
+                ),
+            ));
+        }
+        Ok(event)
+    };
+    let inner: Box<dyn Iterator<Item = Result<RawEvent<'t>>> + 't> = match direction {
+        Direction::Forward => Box::new(dbs.stream_index.range(raw, &bounds)?.map(resolve)),
+        Direction::Backward => Box::new(dbs.stream_index.rev_range(raw, &bounds)?.map(resolve)),
+    };
+    Ok(RawEvents { inner })
+}
+
+/// Every stream, ordered by id, with its current version and first and last sequence.
+///
+/// # Errors
+///
+/// The call fails on [`Error::ForeignTransaction`] or [`Error::Lmdb`]; an item fails with
+/// [`Error::Corrupted`] when a stream head is damaged.
+pub fn streams<'t>(
+    storage: &Storage,
+    txn: &'t ReadTxn,
+) -> Result<impl Iterator<Item = Result<StreamInfo>> + 't> {
+    let iter = storage.shared.dbs.heads.iter(txn.of(&storage.env)?)?;
+    Ok(iter.map(|entry| {
+        let (key, value) = entry?;
+        let stream: StreamId = parse_stream_key(key)?;
+        Ok(Head::decode(stream, value)?.info(stream))
+    }))
+}
