@@ -53,7 +53,6 @@ where
 ///     Ok(format!("{{\"cents\":{}}}", d.cents))
 /// });
 /// let payload = rkyv::to_bytes::<rkyv::rancor::Error>(&Deposited { cents: 250 })?;
-/// # let envelope_source = ();
 /// assert!(decoders.has("Deposited"));
 /// assert_eq!(decoders.decode_payload("Deposited", &payload).unwrap()?, r#"{"cents":250}"#);
 /// # Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())

@@ -39,3 +39,6 @@ pub use import::{ImportError, ImportEvent, Importer};
 pub use info::{info, ProcessorInfo, StoreInfo};
 pub use raw::{event, last_seq, log, stream, streams, RawEvent, RawEvents};
 pub use verify::{verify, Problem, ProblemKind, VerifyProgress, VerifyReport};
+
+#[cfg(test)]
+mod tests;

@@ -382,14 +382,14 @@ pub fn verify(storage: &Storage, progress: &mut dyn FnMut(VerifyProgress)) -> Re
         };
         heads.insert(stream, head);
         match streams.get(&stream) {
+            // Its last record is damaged, and reported as such.
+            _ if damaged.contains(&head.last_seq) => {}
             None => report.push(
                 ProblemKind::StreamHead,
                 Some(head.last_seq),
                 Some(stream),
                 "a stream head exists for a stream with no record in the log".into(),
             ),
-            // Its last record is damaged, and reported as such.
-            Some(_) if damaged.contains(&head.last_seq) => {}
             Some(seen) => {
                 if (seen.version, seen.first_seq, seen.last_seq)
                     != (head.version, head.first_seq, head.last_seq)

@@ -102,7 +102,7 @@ fn info_streams_read_and_tail_report_the_store() {
     assert_eq!(hexed[0]["payload_hex"], hex);
     assert_eq!(hexed[0]["payload_len"], expected.len());
     // The large event (sequence 5) reads like any other.
-    assert_eq!(events[1]["payload_len"].as_u64().unwrap() > 5000, true);
+    assert!(events[1]["payload_len"].as_u64().unwrap() > 5000);
 
     let tail = json_lines(&[&"tail", &path, &"-n", &"3", &"--json"]);
     let seqs: Vec<u64> = tail.iter().map(|e| e["seq"].as_u64().unwrap()).collect();

@@ -37,15 +37,13 @@ pub fn run(args: &Args<'_>, json: bool, decoders: &Decoders, out: &mut dyn Write
                 .hint("list the streams with `varve streams PATH`"),
         );
     }
-    let limit = args.limit.unwrap_or(u64::MAX);
-    let mut shown = 0u64;
-    for event in admin::stream(&storage, &txn, stream, from, direction).map_err(err)? {
-        if shown >= limit {
-            break;
-        }
+    let limit = usize::try_from(args.limit.unwrap_or(u64::MAX)).unwrap_or(usize::MAX);
+    for event in admin::stream(&storage, &txn, stream, from, direction)
+        .map_err(err)?
+        .take(limit)
+    {
         let event = event.map_err(err)?;
         write_event(out, json, &event, args.mode, decoders)?;
-        shown += 1;
     }
     Ok(0)
 }

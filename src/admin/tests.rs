@@ -1,0 +1,158 @@
+//! Damage to the indexes, made through the store's own databases, found by `verify`.
+
+use super::*;
+use crate::engine::Writer;
+use crate::index::{stream_version_key, Head};
+use crate::storage::{Commit, Storage, StorageConfig};
+use crate::types::StreamId;
+
+fn store(dir: &std::path::Path) -> Storage {
+    let storage = Storage::open(StorageConfig {
+        path: dir.to_owned(),
+        map_size: 1 << 20,
+        ..Default::default()
+    })
+    .unwrap();
+    let mut writer = Writer::<u32>::new(storage.clone());
+    for n in 1..=9u32 {
+        // Streams 1, 2, 3 with versions 1..=3 each; sequence n is stream (n-1)%3+1.
+        writer
+            .append(u64::from((n - 1) % 3 + 1), u64::from((n - 1) / 3 + 1), n)
+            .unwrap();
+    }
+    storage
+}
+
+fn kinds(report: &VerifyReport) -> Vec<(ProblemKind, Option<u64>)> {
+    report.problems.iter().map(|p| (p.kind, p.seq)).collect()
+}
+
+#[test]
+fn verify_finds_index_entries_that_disagree_with_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = store(dir.path());
+    assert!(verify(&storage, &mut |_| {}).unwrap().is_ok());
+    let dbs = &storage.shared.dbs;
+    storage
+        .env
+        .write(|wtxn| {
+            // Stream 2 loses version 2 (sequence 5) from its index.
+            dbs.stream_index
+                .delete(wtxn, &stream_version_key(StreamId(2), 2))?;
+            // Stream 3's version 1 names sequence 6 (its version 2).
+            dbs.stream_index
+                .put(wtxn, &stream_version_key(StreamId(3), 1), &6)?;
+            // The id of sequence 4 names sequence 7.
+            let id = raw::event(&storage, &storage.env.read_txn()?, 4)?
+                .unwrap()
+                .envelope
+                .event_id;
+            dbs.event_ids.put(wtxn, &id.as_u128().to_be_bytes(), &7)?;
+            // Stream 1's head says version 2.
+            let head = Head {
+                version: 2,
+                first_seq: 1,
+                last_seq: 4,
+            };
+            dbs.heads
+                .put(wtxn, &StreamId(1).to_key(), &head.encode(StreamId(1)))?;
+            Ok(Commit::Commit(()))
+        })
+        .unwrap();
+    let report = verify(&storage, &mut |_| {}).unwrap();
+    let found = kinds(&report);
+    assert!(
+        found.contains(&(ProblemKind::EventIds, Some(4))),
+        "{found:?}"
+    );
+    assert!(
+        found.contains(&(ProblemKind::EventIds, Some(7))),
+        "{found:?}"
+    );
+    assert!(
+        found.contains(&(ProblemKind::StreamHead, Some(4))),
+        "{found:?}"
+    );
+    assert!(
+        found.contains(&(ProblemKind::StreamIndex, Some(8))),
+        "{found:?}"
+    );
+    assert!(
+        found.contains(&(ProblemKind::StreamIndex, Some(6))),
+        "{found:?}"
+    );
+    let text: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+    assert!(
+        text.iter()
+            .any(|t| t.contains("versions 2..=2 are missing from the index")),
+        "{text:?}"
+    );
+    assert!(!report
+        .problems
+        .iter()
+        .any(|p| p.kind == ProblemKind::Record));
+}
+
+#[test]
+fn import_keeps_positions_and_refuses_what_does_not_follow() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = store(&dir.path().join("a"));
+    let target = Storage::open(StorageConfig {
+        path: dir.path().join("b"),
+        map_size: 1 << 20,
+        ..Default::default()
+    })
+    .unwrap();
+    let mut importer = Importer::new(&target).unwrap();
+    let txn = source.env.read_txn().unwrap();
+    for event in log(&source, &txn, 1, crate::Direction::Forward).unwrap() {
+        let event = event.unwrap();
+        let e = event.envelope;
+        let mut i = ImportEvent::new(e.seq, e.stream, e.version, e.event_type);
+        i.prev_seq = e.prev_seq;
+        i.timestamp_ns = e.timestamp_ns;
+        i.event_id = e.event_id;
+        i.payload = event.payload.unwrap().to_vec();
+        importer.push(i).unwrap();
+    }
+    assert_eq!(importer.finish().unwrap(), 9);
+    assert_eq!(target.head(), 9);
+    assert!(verify(&target, &mut |_| {}).unwrap().is_ok());
+    let a = source.env.read_txn().unwrap();
+    let b = target.env.read_txn().unwrap();
+    for seq in 1..=9 {
+        let x = event(&source, &a, seq).unwrap().unwrap();
+        let y = event(&target, &b, seq).unwrap().unwrap();
+        assert_eq!(x.envelope, y.envelope);
+        assert_eq!(x.payload, y.payload);
+    }
+    // Not empty any more.
+    assert!(matches!(
+        Importer::new(&target),
+        Err(ImportError::Invalid { seq: 0, .. })
+    ));
+    // Out of order, a wrong version, a wrong prev_seq.
+    let fresh = Storage::open(StorageConfig {
+        path: dir.path().join("c"),
+        map_size: 1 << 20,
+        ..Default::default()
+    })
+    .unwrap();
+    let mut importer = Importer::new(&fresh).unwrap();
+    assert!(matches!(
+        importer.push(ImportEvent::new(2, StreamId(1), 1, "u32")),
+        Err(ImportError::Invalid { seq: 2, .. })
+    ));
+    assert!(matches!(
+        importer.push(ImportEvent::new(1, StreamId(1), 2, "u32")),
+        Err(ImportError::Invalid { seq: 1, .. })
+    ));
+    let mut e = ImportEvent::new(1, StreamId(1), 1, "u32");
+    e.prev_seq = Some(3);
+    assert!(matches!(
+        importer.push(e),
+        Err(ImportError::Invalid { seq: 1, .. })
+    ));
+    assert_eq!(importer.finish().unwrap(), 0);
+    assert_eq!(fresh.head(), 0);
+}
