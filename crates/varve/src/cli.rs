@@ -96,6 +96,28 @@ pub enum Command {
     },
     /// List processors with their checkpoints and lag, or reset one.
     Processors(ProcessorsArgs),
+    /// Destroy a stream's key in an encrypted store: its payloads can never be read again.
+    Shred {
+        /// The store's directory.
+        path: PathBuf,
+        /// The stream: an integer or a UUID.
+        stream: String,
+        /// File holding the master key (32 raw bytes or 64 hex characters); default: the
+        /// VARVE_MASTER_KEY environment variable (hex).
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+    },
+    /// Re-wrap every stream key of an encrypted store under a new master key.
+    RotateKey {
+        /// The store's directory.
+        path: PathBuf,
+        /// File holding the current master key; default: VARVE_MASTER_KEY (hex).
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+        /// File holding the new master key; default: VARVE_NEW_MASTER_KEY (hex).
+        #[arg(long)]
+        new_key_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]

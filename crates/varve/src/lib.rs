@@ -22,6 +22,7 @@
 mod cli;
 mod cmd;
 mod error;
+mod keys;
 mod output;
 mod progress;
 mod store;

@@ -19,7 +19,19 @@ pub fn open_existing(path: &Path) -> CliResult<Storage> {
                 .hint("give the directory of a VarveDB store (the one holding data.mdb)"),
         );
     }
-    open(path, StorageConfig::default().max_event_size)
+    let key = crate::keys::load(path, None, crate::keys::MASTER_KEY_VAR)?;
+    open_with_key(path, key)
+}
+
+/// Opens an existing store, encrypted when a master key is given.
+pub fn open_with_key(path: &Path, master_key: Option<[u8; 32]>) -> CliResult<Storage> {
+    Storage::open(StorageConfig {
+        path: path.to_owned(),
+        encryption_enabled: master_key.is_some(),
+        master_key,
+        ..Default::default()
+    })
+    .map_err(|e| CliError::store(path, e))
 }
 
 /// Opens (creating when missing) a store with a given event size limit.

@@ -4,6 +4,7 @@ mod backup;
 mod export;
 mod import;
 mod info;
+mod keys;
 mod processors;
 mod read;
 mod streams;
@@ -63,6 +64,16 @@ pub fn dispatch(cli: Cli, decoders: &Decoders, out: &mut dyn Write) -> CliResult
         Command::Backup { path, dest } => backup::run(&path, &dest, json, out),
         Command::Export { path, output } => export::run(&path, output.as_deref(), json, out),
         Command::Import { path, input } => import::run(&path, input.as_deref(), json, out),
+        Command::Shred {
+            path,
+            stream,
+            key_file,
+        } => keys::shred(&path, &stream, key_file.as_deref(), json, out),
+        Command::RotateKey {
+            path,
+            key_file,
+            new_key_file,
+        } => keys::rotate(&path, key_file.as_deref(), new_key_file.as_deref(), json, out),
         Command::Processors(args) => match (args.action, args.path) {
             (Some(ProcessorsAction::Reset { path, name, to }), _) => {
                 processors::reset(&path, &name, to, json, out)
