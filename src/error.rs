@@ -216,6 +216,80 @@ pub enum Error {
         name: String,
     },
 
+    /// The event belongs to a shredded stream: its data key was destroyed
+    /// ([`Storage::shred_stream`](crate::storage::Storage::shred_stream)), so its payload can never
+    /// be read again. Iterations and processors go on past it.
+    #[error("event {seq} of stream {stream} is shredded: its stream's key was destroyed")]
+    Shredded {
+        /// The shredded stream.
+        stream: StreamId,
+        /// Global sequence of the event.
+        seq: u64,
+    },
+
+    /// An append to a shredded stream: its id is burned and takes no more events. Nothing was
+    /// written.
+    #[error("stream {stream} is shredded and takes no more events; use a new stream id")]
+    StreamShredded {
+        /// The shredded stream.
+        stream: StreamId,
+    },
+
+    /// A record whose checksums hold failed authentication: its ciphertext, or a header field
+    /// bound to it (stream, version, sequence, type, key version), was changed, or the record was
+    /// moved from another place. The record is not readable; nothing else is affected.
+    #[error("event {seq} of stream {stream} failed authentication: its ciphertext or header was tampered with or moved")]
+    Decryption {
+        /// Global sequence of the record.
+        seq: u64,
+        /// The stream its header names.
+        stream: StreamId,
+    },
+
+    /// The master key given in [`StorageConfig::master_key`](crate::storage::StorageConfig::master_key)
+    /// does not open this store's keystore.
+    #[error("wrong master key for {path}: it does not open the keystore (master key version {master_version}); give the key the store was created or last rotated with")]
+    WrongMasterKey {
+        /// The store's directory.
+        path: PathBuf,
+        /// Version of the master key the keystore is wrapped under (1 + rotations).
+        master_version: u32,
+    },
+
+    /// The keystore of an encrypted store is missing, damaged, truncated or belongs to another
+    /// store. Restore the `keys` directory from the backup it was taken with.
+    #[error("keystore of {path}: {reason}")]
+    Keystore {
+        /// The keystore's directory (`<store>/keys`).
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The store was created with encryption on and is opened with it off, or the reverse.
+    /// Encryption is fixed when a store is created.
+    #[error("{path} was created {}, but is opened with encryption_enabled: {}", if *.store_encrypted { "encrypted" } else { "without encryption" }, !*.store_encrypted)]
+    EncryptionMismatch {
+        /// The store's directory.
+        path: PathBuf,
+        /// Whether the store on disk is encrypted.
+        store_encrypted: bool,
+    },
+
+    /// A key operation (shredding, rotating the master key) on a store without encryption.
+    #[error("{path} is not encrypted: it has no keys to shred or rotate")]
+    NotEncrypted {
+        /// The store's directory.
+        path: PathBuf,
+    },
+
+    /// The system's random number generator or the cipher failed; nothing was written.
+    #[error("cryptography unavailable: {reason}")]
+    Crypto {
+        /// What failed.
+        reason: &'static str,
+    },
+
     /// An error from LMDB.
     #[error("LMDB: {0}")]
     Lmdb(#[from] heed::Error),
@@ -246,6 +320,12 @@ impl Error {
                 reason: reason.clone(),
             },
             Error::Poisoned => Error::Poisoned,
+            Error::StreamShredded { stream } => Error::StreamShredded { stream: *stream },
+            Error::Keystore { path, reason } => Error::Keystore {
+                path: path.clone(),
+                reason: reason.clone(),
+            },
+            Error::Crypto { reason } => Error::Crypto { reason },
             other => Error::Io(std::io::Error::other(other.to_string())),
         }
     }
@@ -256,6 +336,8 @@ impl Error {
             Error::Corrupted { seq, .. }
             | Error::WrongEventType { seq, .. }
             | Error::InvalidPayload { seq, .. }
+            | Error::Shredded { seq, .. }
+            | Error::Decryption { seq, .. }
             | Error::Handler { seq, .. } => Some(*seq),
             _ => None,
         }

@@ -15,22 +15,41 @@ where
 {
     let rec = crate::log::record::decode(seq, bytes)?;
     let _ = rec.envelope();
-    let (view, _) = crate::engine::EventView::<E>::new(rec)?;
+    let (view, _) = crate::engine::EventView::<E>::new(rec, None)?;
     Ok(view.version())
 }
 
-/// Encodes a complete record the way the writer does, for building fuzz seeds.
+/// Decodes `bytes` as an encrypted record stored under `seq`, decrypts it with the data `key`
+/// of a store `store_id`, and validates the payload as an archived `E`, as an encrypted read
+/// does. Returns the event's version.
+pub fn decrypt_record<E>(seq: u64, bytes: &[u8], key: &[u8; 32], store_id: u128) -> Result<u64>
+where
+    E: rkyv::Archive,
+    E::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
+{
+    let rec = crate::log::record::decode(seq, bytes)?;
+    let _ = rec.envelope();
+    let key = crate::crypto::StreamKey::from_bytes(key, 1);
+    let opened = rec.open(&key, store_id)?;
+    let view = crate::engine::EventView::<E>::from_opened(rec, opened)?;
+    let _ = view.envelope();
+    Ok(view.version())
+}
+
+/// Encodes a complete record the way the writer does, for building fuzz seeds; sealed under
+/// `key` (a data key, key version 1, of store `store_id`) when one is given.
 pub fn encode_record<E>(
     seq: u64,
     version: u64,
     event: &E,
     event_type: &str,
     metadata: Option<&[u8]>,
+    key: Option<(&[u8; 32], u128)>,
 ) -> Vec<u8>
 where
     E: for<'a> rkyv::Serialize<crate::engine::EventSerializer<'a>>,
 {
-    use crate::log::record::{begin, finish, set_position, RecordParts};
+    use crate::log::record::{begin, finish, set_position, Place, RecordParts};
     let mut buf = Vec::new();
     let parts = RecordParts {
         stream: crate::StreamId(seq as u128 % 7),
@@ -40,21 +59,27 @@ where
         event_type,
         schema_version: 1,
         metadata,
+        encrypted: key.is_some(),
     };
-    let start = begin(&mut buf, &parts);
-    let payload_offset = buf.len() - start;
+    let begun = begin(&mut buf, &parts);
+    let (start, payload_offset) = (begun.start, begun.payload_offset);
     let mut arena = rkyv::ser::allocator::Arena::new();
     let mut buf =
         rkyv::api::high::to_bytes_in_with_alloc::<_, _, rancor::Error>(event, buf, arena.acquire())
             .expect("serializing a fuzz seed");
     let len = finish(&mut buf, start, payload_offset);
+    let key = key.map(|(k, id)| (crate::crypto::StreamKey::from_bytes(k, 1), id));
     set_position(
         &mut buf[start..start + len],
         payload_offset,
-        seq,
-        version,
-        0,
-        1,
-    );
+        Place {
+            seq,
+            version,
+            prev_seq: 0,
+            timestamp_ns: 1,
+        },
+        key.as_ref().map(|(k, id)| (k, *id)),
+    )
+    .expect("sealing a fuzz seed");
     buf
 }

@@ -33,6 +33,7 @@
 #![deny(unsafe_code)]
 
 pub mod admin;
+mod crypto;
 pub mod engine;
 pub mod error;
 mod index;

@@ -450,7 +450,7 @@ where
         if !self.accepted.iter().any(|a| bytes_eq(a.as_bytes(), found)) {
             return Err(wrong_type(seq, &self.accepted, found));
         }
-        let (view, copied) = EventView::new(rec)?;
+        let (view, copied) = EventView::new(rec, self.storage.shared.crypto.as_ref())?;
         if copied {
             self.storage
                 .shared

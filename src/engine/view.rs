@@ -10,8 +10,9 @@ use rkyv::rancor;
 use rkyv::util::AlignedVec;
 use rkyv::Archive;
 
+use crate::crypto::Crypto;
 use crate::error::{Error, Result};
-use crate::log::record::DecodedRecord;
+use crate::log::record::{DecodedRecord, Opened};
 use crate::log::Envelope;
 use crate::types::StreamId;
 
@@ -24,6 +25,9 @@ pub(crate) const PAYLOAD_ALIGN: usize = 16;
 /// When the payload is 16-byte aligned in the memory map, which the record layout arranges, the
 /// view points straight into the map: no allocation, no copy. Otherwise the payload is copied
 /// once into an aligned buffer, and [`Stats::unaligned_copies`](crate::storage::Stats) counts it.
+///
+/// In an encrypted store the payload is decrypted once, when the view is made, into an aligned
+/// buffer taken from a small per-thread pool (and returned to it when the view is dropped).
 pub struct EventView<'t, E: Archive> {
     record: DecodedRecord<'t>,
     payload: Payload<'t, E::Archived>,
@@ -33,15 +37,54 @@ enum Payload<'t, A> {
     Borrowed(&'t A),
     /// Validated copy; `A` lives at the root position of the buffer.
     Copied(AlignedVec<PAYLOAD_ALIGN>),
+    /// Decrypted and validated; `A` lives at the root position of the payload.
+    Decrypted(Opened),
 }
 
 impl<'t, E: Archive> EventView<'t, E>
 where
     E::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
 {
-    /// Verifies the payload checksum and validates the payload as an archived `E`, copying it
-    /// first when it is misaligned. Returns the view and whether a copy was made.
-    pub(crate) fn new(record: DecodedRecord<'t>) -> Result<(Self, bool)> {
+    /// Verifies the payload checksum, decrypts the payload when the record is encrypted, and
+    /// validates it as an archived `E`, copying a plain payload first when it is misaligned.
+    /// Returns the view and whether a copy was made. `crypto` is the store's keys (`None` for a
+    /// plain store); a record whose encryption does not match the store's is corrupt (a plaintext
+    /// record in an encrypted store would be a downgrade).
+    pub(crate) fn new(record: DecodedRecord<'t>, crypto: Option<&Crypto>) -> Result<(Self, bool)> {
+        match (record.is_encrypted(), crypto) {
+            (false, None) => Self::plain(record),
+            (true, Some(crypto)) => {
+                let key =
+                    crypto.key_for_read(record.stream(), record.key_version(), record.seq())?;
+                let opened = record.open(&key, crypto.store_id())?;
+                Ok((Self::from_opened(record, opened)?, false))
+            }
+            (false, Some(_)) => Err(Error::corrupted(
+                record.seq(),
+                "plaintext record in an encrypted store",
+            )),
+            (true, None) => Err(Error::corrupted(
+                record.seq(),
+                "encrypted record in a store without encryption",
+            )),
+        }
+    }
+
+    /// Validates a decrypted payload as an archived `E`.
+    pub(crate) fn from_opened(record: DecodedRecord<'t>, opened: Opened) -> Result<Self> {
+        rkyv::access::<E::Archived, rancor::Error>(opened.payload()).map_err(|e| {
+            Error::InvalidPayload {
+                seq: record.seq(),
+                reason: e.to_string(),
+            }
+        })?;
+        Ok(EventView {
+            record,
+            payload: Payload::Decrypted(opened),
+        })
+    }
+
+    fn plain(record: DecodedRecord<'t>) -> Result<(Self, bool)> {
         let payload = record.payload()?;
         let invalid = |e: rancor::Error| Error::InvalidPayload {
             seq: record.seq(),
@@ -71,9 +114,14 @@ where
 }
 
 impl<'t, E: Archive> EventView<'t, E> {
-    /// The event's envelope (decoded from the verified header on each call).
-    pub fn envelope(&self) -> Envelope<'t> {
-        self.record.envelope()
+    /// The event's envelope (decoded from the verified header on each call; in an encrypted
+    /// store its metadata comes from the decrypted payload).
+    pub fn envelope(&self) -> Envelope<'_> {
+        let mut envelope = self.record.envelope();
+        if let Payload::Decrypted(opened) = &self.payload {
+            envelope.metadata = opened.metadata();
+        }
+        envelope
     }
 
     /// Global sequence of the event.
@@ -99,6 +147,13 @@ impl<'t, E: Archive> EventView<'t, E> {
             // (`rkyv::access`) before storing them, the buffer is 16-byte aligned, and it is never
             // mutated afterwards, so the unchecked access sees the same valid archive.
             Payload::Copied(bytes) => unsafe { rkyv::access_unchecked::<E::Archived>(bytes) },
+            // SAFETY: `from_opened` validated exactly these bytes (the payload range of the
+            // decrypted buffer, 16-byte aligned because the buffer is and the range starts at a
+            // multiple of 16) as an `E::Archived`; the buffer is owned by the view and never
+            // mutated afterwards.
+            Payload::Decrypted(opened) => unsafe {
+                rkyv::access_unchecked::<E::Archived>(opened.payload())
+            },
         }
     }
 
@@ -110,6 +165,7 @@ impl<'t, E: Archive> EventView<'t, E> {
                 .payload()
                 .expect("the payload checksum was verified when the view was made"),
             Payload::Copied(bytes) => bytes,
+            Payload::Decrypted(opened) => opened.payload(),
         }
     }
 

@@ -297,9 +297,11 @@ where
             event_type,
             schema_version: self.schema_version,
             metadata: event.metadata.as_deref(),
+            encrypted: self.storage.shared.crypto.is_some(),
         };
-        let start = record::begin(&mut self.buf, &parts);
-        let payload_offset = self.buf.len() - start;
+        let begun = record::begin(&mut self.buf, &parts);
+        let (start, payload_offset) = (begun.start, begun.payload_offset);
+        let archive_start = self.buf.len();
         let buf = std::mem::take(&mut self.buf);
         self.buf = rkyv::api::high::to_bytes_in_with_alloc::<_, _, rancor::Error>(
             &event.event,
@@ -309,7 +311,7 @@ where
         .map_err(|e| Error::Serialize {
             reason: e.to_string(),
         })?;
-        let size = self.buf.len() - start - payload_offset;
+        let size = self.buf.len() - archive_start;
         if size > max {
             self.buf.truncate(start);
             return Err(Error::EventTooLarge { size, max });

@@ -7,9 +7,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use heed::PutFlags;
 use uuid::Uuid;
 
+use std::sync::Arc;
+
+use crate::crypto::StreamKey;
 use crate::error::{Error, Result};
 use crate::index::{stream_version_key, Head};
-use crate::log::record;
+use crate::log::record::{self, Place};
 use crate::storage::{Commit, Storage};
 use crate::subscribe::checkpoint;
 use crate::types::{Appended, ExpectedVersion, Position, StreamId};
@@ -38,12 +41,34 @@ pub(crate) fn commit_group(storage: &Storage, group: &mut [Request]) -> Vec<Resu
     if shared.check_not_poisoned().is_err() {
         return group.iter().map(|_| Err(Error::Poisoned)).collect();
     }
+    // In an encrypted store, the streams' keys, created and made durable in the keystore
+    // before the log transaction that first uses them.
+    let keys: Vec<Option<Result<Arc<StreamKey>>>> = match &shared.crypto {
+        None => group.iter().map(|_| None).collect(),
+        Some(crypto) => {
+            let streams: Vec<StreamId> = group.iter().map(|r| r.stream).collect();
+            match crypto.keys_for_append(&streams) {
+                Ok(keys) => keys.into_iter().map(Some).collect(),
+                Err(e) => {
+                    return group.iter().map(|_| Err(e.duplicate())).collect();
+                }
+            }
+        }
+    };
     let checkpoints = shared.committer.pending_checkpoints();
     let outcome = storage.env.write(|wtxn| {
         let mut results = Vec::with_capacity(group.len());
         let mut wrote = false;
-        for req in group.iter_mut() {
-            let result = write_batch(storage, wtxn, req)?;
+        for (req, key) in group.iter_mut().zip(&keys) {
+            let key = match key {
+                None => None,
+                Some(Ok(key)) => Some(&**key),
+                Some(Err(e)) => {
+                    results.push(Err(e.duplicate()));
+                    continue;
+                }
+            };
+            let result = write_batch(storage, wtxn, req, key)?;
             wrote |= matches!(&result, Ok(a) if !a.deduplicated);
             results.push(result);
         }
@@ -124,13 +149,14 @@ fn write_batch(
     storage: &Storage,
     wtxn: &mut heed::RwTxn<'_>,
     req: &mut Request,
+    key: Option<&StreamKey>,
 ) -> Result<Result<Appended>> {
-    let plan = match plan(storage, wtxn, req) {
+    let plan = match plan(storage, wtxn, req, key) {
         Ok(Plan::Retry(appended)) => return Ok(Ok(appended)),
         Ok(Plan::Write(plan)) => plan,
         Err(e) => return Ok(Err(e)),
     };
-    apply(storage, wtxn, req, plan).map(Ok)
+    apply(storage, wtxn, req, plan, key).map(Ok)
 }
 
 enum Plan {
@@ -147,7 +173,12 @@ struct Placement {
 }
 
 /// Everything that can reject a batch, before anything of it is written.
-fn plan(storage: &Storage, wtxn: &heed::RwTxn<'_>, req: &Request) -> Result<Plan> {
+fn plan(
+    storage: &Storage,
+    wtxn: &heed::RwTxn<'_>,
+    req: &Request,
+    key: Option<&StreamKey>,
+) -> Result<Plan> {
     let dbs = &storage.shared.dbs;
     let (stream, staged) = (req.stream, &req.staged);
     let head = storage.head_of(wtxn, stream)?;
@@ -164,11 +195,14 @@ fn plan(storage: &Storage, wtxn: &heed::RwTxn<'_>, req: &Request) -> Result<Plan
             return retry_of(
                 storage,
                 wtxn,
-                stream,
-                req.expected,
-                &req.buf,
-                staged,
-                &existing,
+                RetryOf {
+                    stream,
+                    expected: req.expected,
+                    buf: &req.buf,
+                    staged,
+                    existing: &existing,
+                    key,
+                },
             )
             .map(Plan::Retry);
         }
@@ -215,7 +249,9 @@ fn apply(
     wtxn: &mut heed::RwTxn<'_>,
     req: &mut Request,
     at: Placement,
+    key: Option<&StreamKey>,
 ) -> Result<Appended> {
+    let store_id = storage.shared.store_id;
     let dbs = &storage.shared.dbs;
     let stream = req.stream;
     let current = at.head.map_or(0, |h| h.version);
@@ -225,7 +261,13 @@ fn apply(
         let seq = at.next_seq + i as u64;
         let version = current + 1 + i as u64;
         let rec = &mut req.buf[s.start..s.start + s.len];
-        record::set_position(rec, s.payload_offset, seq, version, prev, at.timestamp);
+        let place = Place {
+            seq,
+            version,
+            prev_seq: prev,
+            timestamp_ns: at.timestamp,
+        };
+        record::set_position(rec, s.payload_offset, place, key.map(|k| (k, store_id)))?;
         dbs.put_record(wtxn, seq, rec)?;
         dbs.stream_index
             .put(wtxn, &stream_version_key(stream, version), &seq)?;
@@ -252,16 +294,27 @@ fn apply(
     })
 }
 
-/// Decides whether a batch whose first ids are stored is an exact retry of stored events.
-fn retry_of(
-    storage: &Storage,
-    txn: &heed::RoTxn<'_>,
+/// A batch whose ids are all stored, to compare with the stored events.
+struct RetryOf<'a> {
     stream: StreamId,
     expected: ExpectedVersion,
-    buf: &[u8],
-    staged: &[Staged],
-    existing: &[u64],
-) -> Result<Appended> {
+    buf: &'a [u8],
+    staged: &'a [Staged],
+    existing: &'a [u64],
+    /// The stream's data key in an encrypted store: stored events are compared decrypted.
+    key: Option<&'a StreamKey>,
+}
+
+/// Decides whether a batch whose first ids are stored is an exact retry of stored events.
+fn retry_of(storage: &Storage, txn: &heed::RoTxn<'_>, batch: RetryOf<'_>) -> Result<Appended> {
+    let RetryOf {
+        stream,
+        expected,
+        buf,
+        staged,
+        existing,
+        key,
+    } = batch;
     let dbs = &storage.shared.dbs;
     let mut positions: Vec<Position> = Vec::with_capacity(staged.len());
     for (i, s) in staged.iter().enumerate() {
@@ -292,7 +345,15 @@ fn retry_of(
                 "the stored events are not at consecutive versions in batch order",
             ));
         }
-        if !record::same_event(&buf[s.start..s.start + s.len], rec.raw()) {
+        let staged_rec = &buf[s.start..s.start + s.len];
+        let same = match key {
+            None => record::same_event(staged_rec, rec.raw()),
+            Some(key) => {
+                let opened = rec.open(key, storage.shared.store_id)?;
+                record::same_sealed_event(staged_rec, s.payload_offset, rec.raw(), &opened.buf)
+            }
+        };
+        if !same {
             return Err(conflict(
                 "the stored event with this id differs in type, metadata, ids or payload",
             ));

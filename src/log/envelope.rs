@@ -34,10 +34,15 @@ pub struct Envelope<'a> {
     pub event_type: &'a str,
     /// Schema version of the payload, for upcasting older events.
     pub schema_version: u16,
-    /// Opaque user metadata, when the writer gave some.
+    /// Opaque user metadata, when the writer gave some. In an encrypted store metadata is sealed
+    /// with the payload, so it is present only in envelopes of decrypted events
+    /// ([`EventView::envelope`](crate::engine::EventView::envelope), processors, subscriptions),
+    /// and `None` in envelopes read without the payload ([`Reader::envelope`](crate::engine::Reader::envelope)).
     pub metadata: Option<&'a [u8]>,
-    /// Length of the serialized payload in bytes.
+    /// Length of the serialized (plaintext) payload in bytes.
     pub payload_len: u32,
+    /// Whether the event is stored encrypted.
+    pub encrypted: bool,
 }
 
 impl Envelope<'_> {
@@ -61,6 +66,7 @@ impl Envelope<'_> {
             schema_version: self.schema_version,
             metadata: self.metadata.map(<[u8]>::to_vec),
             payload_len: self.payload_len,
+            encrypted: self.encrypted,
         }
     }
 }
@@ -89,8 +95,11 @@ pub struct OwnedEnvelope {
     pub event_type: String,
     /// Schema version of the payload.
     pub schema_version: u16,
-    /// Opaque user metadata, when the writer gave some.
+    /// Opaque user metadata, when the writer gave some (see [`Envelope::metadata`] for encrypted
+    /// stores).
     pub metadata: Option<Vec<u8>>,
-    /// Length of the serialized payload in bytes.
+    /// Length of the serialized (plaintext) payload in bytes.
     pub payload_len: u32,
+    /// Whether the event is stored encrypted.
+    pub encrypted: bool,
 }

@@ -9,7 +9,8 @@
 //! 0   u32  header_crc     CRC-32C of bytes [8, payload_offset)
 //! 4   u32  payload_crc    CRC-32C of bytes [payload_offset, len)
 //! 8   u8   record_version (1)
-//! 9   u8   flags          bit 0 correlation id, bit 1 causation id, bit 2 metadata
+//! 9   u8   flags          bit 0 correlation id, bit 1 causation id, bit 2 metadata,
+//!                         bit 3 encrypted
 //! 10  u16  schema_version
 //! 12  u16  event_type_len
 //! 14  u16  reserved (0)
@@ -24,9 +25,17 @@
 //! 88  [u128 correlation_id] [u128 causation_id] event_type metadata  zero padding to 16
 //! payload_offset: payload (rkyv archive)  zero padding to 16
 //! ```
+//!
+//! An encrypted record (flag bit 3) has a 16-byte crypto block (`nonce[12] ‖ key_version u32`)
+//! after the ids, no metadata in its header, and in place of the payload the AES-256-GCM sealing
+//! of `metadata ‖ zero padding to 16 ‖ payload`, followed by the 16-byte tag; `payload_len` is
+//! the length of that sealed region. The associated data is everything in the header but the
+//! checksums and the crypto block, with the store id and key version (see [`seal`]).
 
 use uuid::Uuid;
 
+use crate::crypto::aead::TAG_LEN;
+use crate::crypto::{PlainBuf, StreamKey};
 use crate::error::{Error, Result};
 use crate::log::{checksum, Envelope};
 use crate::types::StreamId;
@@ -43,7 +52,13 @@ pub const MAX_EVENT_TYPE_LEN: usize = 1024;
 const FLAG_CORRELATION: u8 = 1;
 const FLAG_CAUSATION: u8 = 2;
 const FLAG_METADATA: u8 = 4;
-const KNOWN_FLAGS: u8 = FLAG_CORRELATION | FLAG_CAUSATION | FLAG_METADATA;
+const FLAG_ENCRYPTED: u8 = 8;
+const KNOWN_FLAGS: u8 = FLAG_CORRELATION | FLAG_CAUSATION | FLAG_METADATA | FLAG_ENCRYPTED;
+/// Length of the crypto block of an encrypted record: nonce and key version.
+const CRYPTO_BLOCK_LEN: usize = 16;
+/// Longest associated data of a sealed record.
+const AAD_MAX: usize = AAD_PREFIX.len() + 16 + 4 + (HEADER_LEN - 8) + 32 + MAX_EVENT_TYPE_LEN;
+const AAD_PREFIX: &[u8; 14] = b"varvedb/record";
 
 const OFF_PAYLOAD_CRC: usize = 4;
 /// The header checksum starts at the first 8-byte aligned byte after both checksums, so that it
@@ -116,12 +131,25 @@ pub(crate) struct RecordParts<'a> {
     pub event_type: &'a str,
     pub schema_version: u16,
     pub metadata: Option<&'a [u8]>,
+    /// Whether the record will be sealed (an encrypted store): the metadata then goes into the
+    /// sealed region, in front of the payload.
+    pub encrypted: bool,
+}
+
+/// Where [`begin`] put a record in the batch buffer.
+pub(crate) struct Begun {
+    /// Offset of the record in the buffer.
+    pub start: usize,
+    /// Offset of its payload region from the record start.
+    pub payload_offset: usize,
 }
 
 /// Appends the header and variable part of a record to `buf` (which must end at a multiple of
-/// [`ALIGN`]) and pads it so that the payload can be serialized right after. Returns the offset of
-/// the record start in `buf`. The position fields are zero until [`finish`] and [`set_position`].
-pub(crate) fn begin(buf: &mut Vec<u8>, parts: &RecordParts<'_>) -> usize {
+/// [`ALIGN`]) and pads it so that the payload can be serialized right after, at a multiple of
+/// [`ALIGN`]. For an encrypted record the metadata and its padding are written first, at the
+/// start of what will be sealed. The position fields are zero until [`finish`] and
+/// [`set_position`].
+pub(crate) fn begin(buf: &mut Vec<u8>, parts: &RecordParts<'_>) -> Begun {
     debug_assert_eq!(buf.len() % ALIGN, 0);
     let start = buf.len();
     let mut flags = 0u8;
@@ -133,6 +161,9 @@ pub(crate) fn begin(buf: &mut Vec<u8>, parts: &RecordParts<'_>) -> usize {
     }
     if parts.metadata.is_some() {
         flags |= FLAG_METADATA;
+    }
+    if parts.encrypted {
+        flags |= FLAG_ENCRYPTED;
     }
     let metadata = parts.metadata.unwrap_or(&[]);
     buf.extend_from_slice(&[0u8; 8]); // both CRCs, filled later
@@ -156,39 +187,131 @@ pub(crate) fn begin(buf: &mut Vec<u8>, parts: &RecordParts<'_>) -> usize {
     if let Some(id) = parts.causation_id {
         buf.extend_from_slice(&id.as_u128().to_le_bytes());
     }
+    if parts.encrypted {
+        buf.extend_from_slice(&[0u8; CRYPTO_BLOCK_LEN]); // nonce and key version, set when sealed
+    }
     buf.extend_from_slice(parts.event_type.as_bytes());
-    buf.extend_from_slice(metadata);
+    if !parts.encrypted {
+        buf.extend_from_slice(metadata);
+    }
     buf.resize(start + align_up(buf.len() - start), 0);
-    start
+    let payload_offset = buf.len() - start;
+    if parts.encrypted {
+        buf.extend_from_slice(metadata);
+        buf.resize(start + align_up(buf.len() - start), 0);
+    }
+    Begun {
+        start,
+        payload_offset,
+    }
 }
 
-/// Completes a record whose payload was appended to `buf` after [`begin`]: pads it, stores the
-/// payload length and the payload checksum. Returns the record's length.
+/// Completes a record whose payload was appended to `buf` after [`begin`]: pads it and stores the
+/// payload length, and for a plain record the payload checksum (an encrypted record gets room for
+/// its tag, and its checksum when it is sealed). Returns the record's length.
 pub(crate) fn finish(buf: &mut Vec<u8>, start: usize, payload_offset: usize) -> usize {
+    let encrypted = buf[start + 9] & FLAG_ENCRYPTED != 0;
+    if encrypted {
+        buf.extend_from_slice(&[0u8; TAG_LEN]);
+    }
     let payload_len = buf.len() - start - payload_offset;
     buf.resize(start + align_up(buf.len() - start), 0);
     let rec = &mut buf[start..];
     rec[80..84].copy_from_slice(&(payload_len as u32).to_le_bytes());
-    let payload_crc = checksum::crc32c(&rec[payload_offset..]);
-    rec[OFF_PAYLOAD_CRC..OFF_PAYLOAD_CRC + 4].copy_from_slice(&payload_crc.to_le_bytes());
+    if !encrypted {
+        let payload_crc = checksum::crc32c(&rec[payload_offset..]);
+        rec[OFF_PAYLOAD_CRC..OFF_PAYLOAD_CRC + 4].copy_from_slice(&payload_crc.to_le_bytes());
+    }
     rec.len()
 }
 
-/// Stores the position of a finished record and seals its header checksum.
+/// Whether a staged record is to be sealed.
+pub(crate) fn is_encrypted(rec: &[u8]) -> bool {
+    rec.get(9).is_some_and(|f| f & FLAG_ENCRYPTED != 0)
+}
+
+/// Offset of the crypto block of an encrypted record, after the optional ids.
+fn crypto_offset(flags: u8) -> usize {
+    HEADER_LEN
+        + 16 * ((flags & FLAG_CORRELATION != 0) as usize + (flags & FLAG_CAUSATION != 0) as usize)
+}
+
+/// The associated data of a sealed record: a prefix, the store id, the key version, and every
+/// header field but the checksums and the crypto block (record version, flags, schema version,
+/// type length, sequence, stream, version, previous sequence, timestamp, event id, lengths, ids,
+/// event type). A ciphertext moved to another record, store or key, or a changed header field,
+/// fails authentication.
+fn aad<'b>(rec: &[u8], store_id: u128, key_version: u32, out: &'b mut [u8; AAD_MAX]) -> &'b [u8] {
+    let flags = rec[9];
+    let ids_end = crypto_offset(flags);
+    let type_start = ids_end + CRYPTO_BLOCK_LEN;
+    let type_len = u16_at(rec, 12) as usize;
+    let parts: [&[u8]; 5] = [
+        AAD_PREFIX,
+        &store_id.to_le_bytes(),
+        &key_version.to_le_bytes(),
+        &rec[HEADER_CRC_START..ids_end],
+        &rec[type_start..type_start + type_len],
+    ];
+    let mut n = 0;
+    for p in parts {
+        out[n..n + p.len()].copy_from_slice(p);
+        n += p.len();
+    }
+    &out[..n]
+}
+
+/// Seals a staged encrypted record whose position fields are set: encrypts its metadata and
+/// payload under `key` with a fresh random nonce, stores nonce, key version and tag, and the
+/// payload checksum (of the ciphertext). The header checksum is left to [`set_position`].
+fn seal(rec: &mut [u8], payload_offset: usize, key: &StreamKey, store_id: u128) -> Result<()> {
+    let sealed_len = u32_at(rec, 80) as usize;
+    let ct_len = sealed_len - TAG_LEN;
+    let block = crypto_offset(rec[9]);
+    rec[block + 12..block + 16].copy_from_slice(&key.version.to_le_bytes());
+    let mut aad_buf = [0u8; AAD_MAX];
+    let aad = aad(rec, store_id, key.version, &mut aad_buf);
+    let region = &mut rec[payload_offset..payload_offset + ct_len];
+    let (nonce, tag) = key.key.seal(aad, region).map_err(|_| Error::Crypto {
+        reason: "AES-GCM sealing failed",
+    })?;
+    rec[payload_offset + ct_len..payload_offset + sealed_len].copy_from_slice(&tag);
+    rec[block..block + 12].copy_from_slice(&nonce);
+    let payload_crc = checksum::crc32c(&rec[payload_offset..]);
+    rec[OFF_PAYLOAD_CRC..OFF_PAYLOAD_CRC + 4].copy_from_slice(&payload_crc.to_le_bytes());
+    Ok(())
+}
+
+/// The position of a record in the log.
+#[derive(Clone, Copy)]
+pub(crate) struct Place {
+    pub seq: u64,
+    pub version: u64,
+    pub prev_seq: u64,
+    pub timestamp_ns: u64,
+}
+
+/// Stores the position of a finished record, seals it when it is encrypted (`key` is then the
+/// stream's data key and the store id), and seals its header checksum.
 pub(crate) fn set_position(
     rec: &mut [u8],
     payload_offset: usize,
-    seq: u64,
-    version: u64,
-    prev_seq: u64,
-    timestamp_ns: u64,
-) {
-    rec[OFF_SEQ..OFF_SEQ + 8].copy_from_slice(&seq.to_le_bytes());
-    rec[OFF_VERSION..OFF_VERSION + 8].copy_from_slice(&version.to_le_bytes());
-    rec[OFF_PREV..OFF_PREV + 8].copy_from_slice(&prev_seq.to_le_bytes());
-    rec[OFF_TIMESTAMP..OFF_TIMESTAMP + 8].copy_from_slice(&timestamp_ns.to_le_bytes());
+    place: Place,
+    key: Option<(&StreamKey, u128)>,
+) -> Result<()> {
+    rec[OFF_SEQ..OFF_SEQ + 8].copy_from_slice(&place.seq.to_le_bytes());
+    rec[OFF_VERSION..OFF_VERSION + 8].copy_from_slice(&place.version.to_le_bytes());
+    rec[OFF_PREV..OFF_PREV + 8].copy_from_slice(&place.prev_seq.to_le_bytes());
+    rec[OFF_TIMESTAMP..OFF_TIMESTAMP + 8].copy_from_slice(&place.timestamp_ns.to_le_bytes());
+    if is_encrypted(rec) {
+        let (key, store_id) = key.ok_or(Error::Crypto {
+            reason: "an encrypted record reached the log without its stream key",
+        })?;
+        seal(rec, payload_offset, key, store_id)?;
+    }
     let header_crc = checksum::crc32c(&rec[HEADER_CRC_START..payload_offset]);
     rec[0..4].copy_from_slice(&header_crc.to_le_bytes());
+    Ok(())
 }
 
 /// The commit timestamp of a stored record, read without verification. Used only to keep commit
@@ -209,6 +332,29 @@ pub(crate) fn same_event(a: &[u8], b: &[u8]) -> bool {
         && a[64..] == b[64..]
 }
 
+/// Whether a staged encrypted record (`staged`, not sealed yet) holds the same event as the
+/// stored record `stored`, whose sealed region decrypted to `stored_plain`: equal in everything
+/// but the position fields, the checksums and the crypto block.
+pub(crate) fn same_sealed_event(
+    staged: &[u8],
+    payload_offset: usize,
+    stored: &[u8],
+    stored_plain: &[u8],
+) -> bool {
+    if staged.len() != stored.len() || staged.len() < payload_offset || staged[9] != stored[9] {
+        return false;
+    }
+    let block = crypto_offset(staged[9]);
+    let ct_len = (u32_at(staged, 80) as usize).saturating_sub(TAG_LEN);
+    staged[8..OFF_SEQ] == stored[8..OFF_SEQ]
+        && staged[24..40] == stored[24..40]
+        && staged[64..HEADER_LEN] == stored[64..HEADER_LEN]
+        && staged[HEADER_LEN..block] == stored[HEADER_LEN..block]
+        && staged[block + CRYPTO_BLOCK_LEN..payload_offset]
+            == stored[block + CRYPTO_BLOCK_LEN..payload_offset]
+        && staged.get(payload_offset..payload_offset + ct_len) == Some(stored_plain)
+}
+
 #[inline(always)]
 fn u16_at(b: &[u8], off: usize) -> u16 {
     u16::from_le_bytes([b[off], b[off + 1]])
@@ -224,6 +370,25 @@ fn u64_at(b: &[u8], off: usize) -> u64 {
 #[inline(always)]
 fn u128_at(b: &[u8], off: usize) -> u128 {
     u128::from_le_bytes(b[off..off + 16].try_into().expect("16 bytes"))
+}
+
+/// The decrypted region of an encrypted record: metadata, padding, payload, in an aligned buffer.
+pub(crate) struct Opened {
+    pub buf: PlainBuf,
+    /// Length of the metadata at the buffer's start, when the record has metadata.
+    pub metadata: Option<usize>,
+    pub payload_start: usize,
+    pub payload_len: usize,
+}
+
+impl Opened {
+    pub(crate) fn payload(&self) -> &[u8] {
+        &self.buf[self.payload_start..self.payload_start + self.payload_len]
+    }
+
+    pub(crate) fn metadata(&self) -> Option<&[u8]> {
+        self.metadata.map(|len| &self.buf[..len])
+    }
 }
 
 /// A record whose header has been verified; the payload is checked separately by
@@ -280,7 +445,9 @@ impl<'a> DecodedRecord<'a> {
         // the fallback is unreachable.
         let event_type = std::str::from_utf8(type_bytes).unwrap_or_default();
         let meta_start = self.type_offset as usize + type_bytes.len();
-        let metadata = (flags & FLAG_METADATA != 0)
+        let encrypted = flags & FLAG_ENCRYPTED != 0;
+        // Sealed metadata is only in envelopes of decrypted events (`with_metadata`).
+        let metadata = (flags & FLAG_METADATA != 0 && !encrypted)
             .then(|| &b[meta_start..meta_start + u32_at(b, 84) as usize]);
         let prev = u64_at(b, OFF_PREV);
         Envelope {
@@ -295,19 +462,86 @@ impl<'a> DecodedRecord<'a> {
             event_type,
             schema_version: u16_at(b, 10),
             metadata,
-            payload_len: u32_at(b, 80),
+            payload_len: self.plain_payload_len() as u32,
+            encrypted,
         }
     }
 
-    /// The payload bytes, after verifying the payload checksum (unless [`decode_event`] already
-    /// did).
-    pub fn payload(&self) -> Result<&'a [u8]> {
+    /// Whether the record is sealed.
+    pub fn is_encrypted(&self) -> bool {
+        self.bytes[9] & FLAG_ENCRYPTED != 0
+    }
+
+    /// Length of the (plaintext) payload.
+    fn plain_payload_len(&self) -> usize {
+        let len = u32_at(self.bytes, 80) as usize;
+        if self.is_encrypted() {
+            len - TAG_LEN - align_up(u32_at(self.bytes, 84) as usize)
+        } else {
+            len
+        }
+    }
+
+    /// The key version an encrypted record was sealed under.
+    pub fn key_version(&self) -> u32 {
+        let block = crypto_offset(self.bytes[9]);
+        u32_at(self.bytes, block + 12)
+    }
+
+    /// Decrypts an encrypted record (after verifying its payload checksum) into a pooled aligned
+    /// buffer.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupted`] on a checksum mismatch, [`Error::Decryption`] when authentication
+    /// fails (tampered, moved, or sealed under another key).
+    pub fn open(&self, key: &StreamKey, store_id: u128) -> Result<Opened> {
+        let sealed = self.payload_region()?;
+        let ct_len = sealed.len() - TAG_LEN;
+        let mut buf = PlainBuf::copy_of(sealed);
+        let block = crypto_offset(self.bytes[9]);
+        let mut nonce = [0u8; 12];
+        nonce.copy_from_slice(&self.bytes[block..block + 12]);
+        let mut aad_buf = [0u8; AAD_MAX];
+        let aad = aad(self.bytes, store_id, self.key_version(), &mut aad_buf);
+        if key.key.open(nonce, aad, buf.as_mut_slice()).is_err() {
+            return Err(Error::Decryption {
+                seq: self.seq,
+                stream: self.stream(),
+            });
+        }
+        buf.truncate(ct_len);
+        let metadata_len = u32_at(self.bytes, 84) as usize;
+        Ok(Opened {
+            buf,
+            metadata: (self.bytes[9] & FLAG_METADATA != 0).then_some(metadata_len),
+            payload_start: align_up(metadata_len),
+            payload_len: self.plain_payload_len(),
+        })
+    }
+
+    /// The payload bytes of a plain record (the sealed region of an encrypted one), after
+    /// verifying the payload checksum (unless [`decode_event`] already did).
+    pub fn payload_region(&self) -> Result<&'a [u8]> {
         let region = &self.bytes[self.payload_offset as usize..];
         if !self.payload_checked && checksum::crc32c(region) != u32_at(self.bytes, OFF_PAYLOAD_CRC)
         {
             return Err(bad(self.seq, "payload checksum mismatch"));
         }
         Ok(&region[..u32_at(self.bytes, 80) as usize])
+    }
+
+    /// The payload bytes of a plain record, after verifying the payload checksum.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupted`] on a checksum mismatch, or for an encrypted record (whose payload
+    /// must be opened with [`DecodedRecord::open`]).
+    pub fn payload(&self) -> Result<&'a [u8]> {
+        if self.is_encrypted() {
+            return Err(bad(self.seq, "encrypted record read as plaintext"));
+        }
+        self.payload_region()
     }
 
     /// The whole record (header, payload and padding).
@@ -340,6 +574,8 @@ fn malformed(
         "reserved header field is not zero"
     } else if align_up(payload_offset + payload_len) != len {
         "payload length does not match the record length"
+    } else if u64_at(h, OFF_SEQ) == seq {
+        "sealed region shorter than its tag and metadata"
     } else {
         "record holds a different sequence than its key"
     };
@@ -378,10 +614,10 @@ fn decode_with(seq: u64, bytes: &[u8], with_payload: bool) -> Result<DecodedReco
     let type_len = u16_at(h, 12) as usize;
     let payload_len = u32_at(h, 80) as usize;
     let metadata_len = u32_at(h, 84) as usize;
-    let ids_len =
-        16 * ((flags & FLAG_CORRELATION != 0) as usize + (flags & FLAG_CAUSATION != 0) as usize);
-    let type_offset = HEADER_LEN + ids_len;
-    let payload_offset = align_up(type_offset + type_len + metadata_len);
+    let encrypted = flags & FLAG_ENCRYPTED != 0;
+    let type_offset = crypto_offset(flags) + if encrypted { CRYPTO_BLOCK_LEN } else { 0 };
+    let payload_offset =
+        align_up(type_offset + type_len + if encrypted { 0 } else { metadata_len });
     if payload_offset > bytes.len() {
         return Err(bad(seq, "header lengths exceed the record"));
     }
@@ -404,7 +640,8 @@ fn decode_with(seq: u64, bytes: &[u8], with_payload: bool) -> Result<DecodedReco
         && flags & !KNOWN_FLAGS == 0
         && u16_at(h, 14) == 0
         && align_up(payload_offset + payload_len) == bytes.len()
-        && u64_at(h, OFF_SEQ) == seq;
+        && u64_at(h, OFF_SEQ) == seq
+        && (!encrypted || payload_len >= TAG_LEN + align_up(metadata_len));
     if !well_formed {
         return Err(malformed(seq, h, payload_offset, payload_len, bytes.len()));
     }
@@ -421,7 +658,11 @@ fn decode_with(seq: u64, bytes: &[u8], with_payload: bool) -> Result<DecodedReco
 mod tests {
     use super::*;
 
-    fn sample(meta: Option<&[u8]>, corr: bool) -> (Vec<u8>, usize) {
+    fn sample_with(
+        meta: Option<&[u8]>,
+        corr: bool,
+        key: Option<(&StreamKey, u128)>,
+    ) -> (Vec<u8>, usize) {
         let mut buf = Vec::new();
         let parts = RecordParts {
             stream: StreamId(9),
@@ -431,20 +672,125 @@ mod tests {
             event_type: "Thing",
             schema_version: 3,
             metadata: meta,
+            encrypted: key.is_some(),
         };
-        let start = begin(&mut buf, &parts);
-        let payload_offset = buf.len() - start;
+        let Begun {
+            start,
+            payload_offset,
+        } = begin(&mut buf, &parts);
         buf.extend_from_slice(b"payload bytes!!");
         let len = finish(&mut buf, start, payload_offset);
-        set_position(
-            &mut buf[start..start + len],
-            payload_offset,
-            42,
-            2,
-            40,
-            1_000,
-        );
+        let place = Place {
+            seq: 42,
+            version: 2,
+            prev_seq: 40,
+            timestamp_ns: 1_000,
+        };
+        set_position(&mut buf[start..start + len], payload_offset, place, key).unwrap();
         (buf, payload_offset)
+    }
+
+    fn sample(meta: Option<&[u8]>, corr: bool) -> (Vec<u8>, usize) {
+        sample_with(meta, corr, None)
+    }
+
+    const STORE: u128 = 0x570_2E;
+
+    fn sealed(meta: Option<&[u8]>, corr: bool) -> (Vec<u8>, StreamKey) {
+        let key = StreamKey::from_bytes(&[3; 32], 1);
+        let (buf, _) = sample_with(meta, corr, Some((&key, STORE)));
+        (buf, key)
+    }
+
+    #[test]
+    fn sealed_round_trip() {
+        for meta in [None, Some(&b"m"[..]), Some(&[7u8; 100][..])] {
+            for corr in [false, true] {
+                let (buf, key) = sealed(meta, corr);
+                assert_eq!(buf.len() % ALIGN, 0);
+                let rec = decode(42, &buf).unwrap();
+                assert!(rec.is_encrypted());
+                let env = rec.envelope();
+                assert!(env.encrypted);
+                assert_eq!(
+                    env.metadata, None,
+                    "sealed metadata is not in a bare envelope"
+                );
+                assert_eq!(env.payload_len, 15);
+                assert_eq!(env.event_type, "Thing");
+                assert!(rec.payload().is_err(), "a sealed payload is not plaintext");
+                let opened = rec.open(&key, STORE).unwrap();
+                assert_eq!(opened.payload(), b"payload bytes!!");
+                assert_eq!(opened.metadata(), meta);
+                assert_eq!(opened.payload().as_ptr() as usize % ALIGN, 0);
+                // The plaintext is nowhere in the record.
+                assert!(!buf.windows(15).any(|w| w == b"payload bytes!!"));
+                if let Some(m) = meta {
+                    assert!(m.len() < 8 || !buf.windows(m.len()).any(|w| w == m));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sealed_records_fail_authentication_under_another_key_store_or_place() {
+        let (buf, key) = sealed(Some(b"meta"), true);
+        let rec = decode(42, &buf).unwrap();
+        let other = StreamKey::from_bytes(&[4; 32], 1);
+        assert!(matches!(
+            rec.open(&other, STORE),
+            Err(Error::Decryption { seq: 42, .. })
+        ));
+        assert!(matches!(
+            rec.open(&key, STORE + 1),
+            Err(Error::Decryption { .. })
+        ));
+        // A header field changed with both checksums fixed: authentication fails.
+        for field in [OFF_SEQ, 24, OFF_VERSION, OFF_TIMESTAMP, 64, 10] {
+            let mut bad = buf.clone();
+            bad[field] ^= 1;
+            let po = decode_with(42, &buf, false).unwrap().payload_offset as usize;
+            let crc = checksum::crc32c(&bad[HEADER_CRC_START..po]);
+            bad[0..4].copy_from_slice(&crc.to_le_bytes());
+            let seq = u64_at(&bad, OFF_SEQ);
+            let rec = decode(seq, &bad).unwrap();
+            assert!(
+                matches!(rec.open(&key, STORE), Err(Error::Decryption { .. })),
+                "field at {field}"
+            );
+        }
+        // Every flipped ciphertext bit, checksum fixed: authentication fails.
+        let po = decode_with(42, &buf, false).unwrap().payload_offset as usize;
+        for byte in po..buf.len() - 16 {
+            let mut bad = buf.clone();
+            bad[byte] ^= 0x10;
+            let crc = checksum::crc32c(&bad[po..]);
+            bad[4..8].copy_from_slice(&crc.to_le_bytes());
+            let rec = decode(42, &bad).unwrap();
+            let len = u32_at(&bad, 80) as usize;
+            if byte < po + len {
+                assert!(
+                    matches!(rec.open(&key, STORE), Err(Error::Decryption { .. })),
+                    "byte {byte}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_flipped_bit_of_a_sealed_record_is_detected() {
+        let (buf, key) = sealed(Some(b"meta"), true);
+        for byte in 0..buf.len() {
+            for bit in 0..8 {
+                let mut bad = buf.clone();
+                bad[byte] ^= 1 << bit;
+                let res = decode(42, &bad).and_then(|r| r.open(&key, STORE).map(|_| ()));
+                assert!(
+                    matches!(res, Err(Error::Corrupted { seq: 42, .. })),
+                    "flip at byte {byte} bit {bit} not detected"
+                );
+            }
+        }
     }
 
     #[test]

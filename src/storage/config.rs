@@ -32,10 +32,17 @@ pub struct StorageConfig {
     /// Largest serialized payload, and largest metadata, of one event in bytes. Larger events are
     /// refused with [`Error::EventTooLarge`]. Default: [`DEFAULT_MAX_EVENT_SIZE`].
     pub max_event_size: usize,
-    /// Encrypt event payloads at rest with per-stream keys. Requires `master_key`.
+    /// Encrypt event payloads and metadata at rest with per-stream keys (AES-256-GCM), so that
+    /// streams can be shredded. Requires `master_key`. Fixed when the store is created: opening
+    /// it otherwise gives [`Error::EncryptionMismatch`]. Default: `false`.
     pub encryption_enabled: bool,
-    /// The 32-byte master key for encryption. Never written to disk, never printed by `Debug`.
+    /// The 32-byte master key that wraps the stream keys. Never written to disk, never printed by
+    /// `Debug`; once the store is open, [`Storage::config`](crate::storage::Storage::config)
+    /// shows `None` here, and the only copy is inside the store's cipher context.
     pub master_key: Option<[u8; 32]>,
+    /// How many unwrapped stream keys an encrypted store keeps in memory (first in, first out).
+    /// A key not in the cache is unwrapped once on its next use. Default: 10,000.
+    pub key_cache_capacity: usize,
     /// How long a write that needs to grow the map waits for open read transactions of this
     /// process to end before it fails with [`Error::MapFull`]. Default: 10 s.
     pub resize_timeout: Duration,
@@ -81,6 +88,7 @@ impl Default for StorageConfig {
             max_event_size: DEFAULT_MAX_EVENT_SIZE,
             encryption_enabled: false,
             master_key: None,
+            key_cache_capacity: 10_000,
             resize_timeout: Duration::from_secs(10),
             max_readers: 1024,
             group_commit: GroupCommit::default(),
@@ -100,6 +108,7 @@ impl fmt::Debug for StorageConfig {
                 "master_key",
                 &self.master_key.as_ref().map(|_| "<redacted>"),
             )
+            .field("key_cache_capacity", &self.key_cache_capacity)
             .field("resize_timeout", &self.resize_timeout)
             .field("max_readers", &self.max_readers)
             .field("group_commit", &self.group_commit)
@@ -144,10 +153,8 @@ impl StorageConfig {
         if self.max_readers == 0 {
             return invalid("max_readers must be at least 1");
         }
-        if self.encryption_enabled {
-            return Err(Error::Unsupported {
-                what: "encryption at rest is not implemented in this build yet; open the store with encryption_enabled: false",
-            });
+        if self.key_cache_capacity == 0 {
+            return invalid("key_cache_capacity must be at least 1");
         }
         Ok(())
     }

@@ -110,8 +110,17 @@ impl Env {
         // impossible, the same path is opened at most once per process (the registry in
         // `storage::registry` hands out the existing environment, and heed refuses a second open),
         // and the map is only resized while no transaction of this process is active (see
-        // `Gate`). The store directory is created 0700 and owned by the caller; a process that
-        // rewrites the file behind LMDB's back is outside what any mmap-based store can defend.
+        // `Gate`). A file cut shorter than the pages its meta names is refused before it is
+        // mapped (`truncation`), since reading past its end would be a SIGBUS. The store
+        // directory is created 0700 and owned by the caller; a process that rewrites or truncates
+        // the file behind LMDB's back while it is open is outside what any mmap-based store can
+        // defend.
+        if let Some(reason) = truncation(dir)? {
+            return Err(Error::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                reason,
+            )));
+        }
         let heed = unsafe { options.open(dir) }?;
         let map_size = heed.info().map_size;
         Ok(Env {
@@ -292,6 +301,87 @@ pub(crate) enum Commit<T> {
     Commit(T),
     /// Abort (nothing to write), then return the value.
     Abort(T),
+}
+
+/// Why the LMDB data file in `dir` cannot be mapped safely, if it cannot: LMDB maps the file and
+/// trusts its meta pages, so a file cut shorter than the pages they name would make the first
+/// read past its end a `SIGBUS`, not an error. Reads the two meta pages (format of LMDB 0.9:
+/// magic `0xBEEFC0DE` at byte 16 of each, page size at 40, last page number at 136, transaction
+/// id at 144) and checks that the file holds every page the newer one names. `None` for a file
+/// that does not exist yet.
+pub(crate) fn truncation(dir: &Path) -> Result<Option<String>> {
+    use std::io::Read;
+    let path = dir.join("data.mdb");
+    let mut file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(None);
+    }
+    let mut head = vec![0u8; 160];
+    if file.read_exact(&mut head).is_err() {
+        return Ok(Some(format!(
+            "{} is truncated to {len} bytes",
+            path.display()
+        )));
+    }
+    let u32_at = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().expect("4"));
+    let u64_at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8"));
+    if u32_at(&head, 16) != 0xBEEF_C0DE {
+        return Ok(Some(format!("{} is not an LMDB data file", path.display())));
+    }
+    let page = u64::from(u32_at(&head, 40));
+    if !(512..=65536).contains(&page) || !page.is_power_of_two() || len < 2 * page {
+        return Ok(Some(format!(
+            "{} is truncated or damaged: {len} bytes, page size {page}",
+            path.display()
+        )));
+    }
+    let mut second = vec![0u8; 160];
+    use std::io::{Seek, SeekFrom};
+    file.seek(SeekFrom::Start(page))?;
+    file.read_exact(&mut second)?;
+    let metas = [&head, &second];
+    let newest = metas
+        .iter()
+        .filter(|m| u32_at(m, 16) == 0xBEEF_C0DE)
+        .max_by_key(|m| u64_at(m, 144))
+        .expect("the first meta page has the magic");
+    let needed = (u64_at(newest, 136) + 1).saturating_mul(page);
+    if len < needed {
+        return Ok(Some(format!(
+            "{} is truncated: {len} bytes, its last page ends at byte {needed}",
+            path.display()
+        )));
+    }
+    Ok(None)
+}
+
+/// Opens (creating if needed) the keystore's environment in `dir`, which must exist: a small
+/// environment of its own, so that erasing a key never shares pages with the log (see
+/// `crate::crypto`). Its map is fixed (`map_size`, sparse on disk) and never resized, so it needs
+/// no gate.
+pub(crate) fn open_keystore_env(
+    dir: &Path,
+    map_size: usize,
+    max_readers: u32,
+) -> Result<heed::Env<WithoutTls>> {
+    let mut options = EnvOpenOptions::new().read_txn_without_tls();
+    options
+        .map_size(map_size.div_ceil(page_size()) * page_size())
+        .max_dbs(8)
+        .max_readers(max_readers);
+    // SAFETY: as for the store's own environment (`Env::open`): LMDB keeps its lock file, no
+    // WRITE_MAP, no flag that weakens syncing, and the keystore directory is opened at most once
+    // per process, because it is opened only while the store's registry lock is held for the
+    // store that owns it, and heed refuses a second open of the same path. The map is never
+    // resized, so no transaction can see it move. The caller checked the file with
+    // `truncation` first.
+    let env = unsafe { options.open(dir) }?;
+    Ok(env)
 }
 
 fn page_size() -> usize {

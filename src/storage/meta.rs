@@ -9,12 +9,26 @@ use heed::{CommitOrAbort, Database};
 use super::{Dbs, Env};
 use crate::error::{Error, Result};
 
-/// Version of the on-disk format this build reads and writes (see `docs/format.md`).
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of the on-disk format this build writes (see `docs/format.md`). It also reads stores
+/// of version 1, which are plain stores with the same record layout.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this build opens.
+const OLDEST_READABLE: u32 = 1;
 
 const KEY_FORMAT: &str = "format_version";
 const KEY_LAYOUT: &str = "rkyv_layout";
 const KEY_STORE_ID: &str = "store_id";
+const KEY_ENCRYPTION: &str = "encryption";
+
+/// What the format checks found.
+pub(crate) struct Opened {
+    pub dbs: Dbs,
+    pub store_id: u128,
+    /// Whether the store is encrypted (fixed at creation).
+    pub encrypted: bool,
+    /// Whether the log is empty (a new store, or one without events yet).
+    pub empty: bool,
+}
 
 /// Describes how this build's rkyv lays out archives: byte order, alignment of a 32-bit integer,
 /// size of an archived `usize`. rkyv chooses these with cargo features, which a dependency
@@ -30,12 +44,13 @@ pub(crate) fn rkyv_layout() -> [u8; 4] {
 }
 
 /// Creates or opens the databases, then checks (or, for a new store, writes) the format version,
-/// the rkyv layout and the store id.
-pub(crate) fn open_databases(env: &Env, path: &Path) -> Result<(Dbs, u128)> {
+/// the rkyv layout, the store id and whether the store is encrypted (`encrypted` is what the
+/// caller asks for; a store created otherwise gives `Error::EncryptionMismatch`).
+pub(crate) fn open_databases(env: &Env, path: &Path, encrypted: bool) -> Result<Opened> {
     // No other handle on this environment exists yet (the registry lock is held), so no
     // transaction can be active and none needs the gate.
     let wtxn = env.heed.write_txn()?;
-    let mut store_id = 0;
+    let mut found = (0, false, true);
     let dbs = env
         .heed
         .create_databases_and_commit(wtxn, |opener, wtxn| -> Result<_> {
@@ -46,7 +61,7 @@ pub(crate) fn open_databases(env: &Env, path: &Path) -> Result<(Dbs, u128)> {
             let event_ids = opener.create_database(wtxn, Some("event_ids"))?;
             let checkpoints = opener.create_database(wtxn, Some("checkpoints"))?;
             let log_large = opener.create_database(wtxn, Some("log_large"))?;
-            store_id = check_or_init(meta, log, wtxn, path)?;
+            found = check_or_init(meta, log, wtxn, path, encrypted)?;
             Ok(CommitOrAbort::<_, ()>::Commit((
                 meta,
                 log,
@@ -60,8 +75,9 @@ pub(crate) fn open_databases(env: &Env, path: &Path) -> Result<(Dbs, u128)> {
         .unwrap_commit();
     let (_meta, log, heads, stream_index, event_ids, checkpoints, log_large) = dbs;
     let page_size = env.heed.unnamed_database_stat().page_size as usize;
-    Ok((
-        Dbs {
+    let (store_id, encrypted, empty) = found;
+    Ok(Opened {
+        dbs: Dbs {
             log,
             heads,
             stream_index,
@@ -71,7 +87,9 @@ pub(crate) fn open_databases(env: &Env, path: &Path) -> Result<(Dbs, u128)> {
             inline_limit: crate::log::record::inline_limit(page_size),
         },
         store_id,
-    ))
+        encrypted,
+        empty,
+    })
 }
 
 fn check_or_init(
@@ -79,14 +97,16 @@ fn check_or_init(
     log: Database<'_, U64<BigEndian>, Bytes>,
     wtxn: &mut heed::RwTxn<'_>,
     path: &Path,
-) -> Result<u128> {
+    want_encrypted: bool,
+) -> Result<(u128, bool, bool)> {
     let layout = rkyv_layout();
+    let empty = log.is_empty(wtxn)?;
     match meta.get(wtxn, KEY_FORMAT)? {
         Some(bytes) => {
             let found = <[u8; 4]>::try_from(bytes)
                 .map(u32::from_le_bytes)
                 .unwrap_or(0);
-            if found != FORMAT_VERSION {
+            if !(OLDEST_READABLE..=FORMAT_VERSION).contains(&found) {
                 return Err(Error::FormatVersion {
                     path: path.to_owned(),
                     found,
@@ -107,10 +127,29 @@ fn check_or_init(
                 found,
                 supported: FORMAT_VERSION,
             })?;
-            Ok(u128::from_le_bytes(id))
+            // Version 1 had no encryption; from version 2 the marker is always written.
+            let encrypted = match meta.get(wtxn, KEY_ENCRYPTION)? {
+                None if found == 1 => false,
+                Some([0]) => false,
+                Some([1]) => true,
+                _ => {
+                    return Err(Error::FormatVersion {
+                        path: path.to_owned(),
+                        found,
+                        supported: FORMAT_VERSION,
+                    })
+                }
+            };
+            if encrypted != want_encrypted {
+                return Err(Error::EncryptionMismatch {
+                    path: path.to_owned(),
+                    store_encrypted: encrypted,
+                });
+            }
+            Ok((u128::from_le_bytes(id), encrypted, empty))
         }
         None => {
-            if !log.is_empty(wtxn)? {
+            if !empty {
                 // Events without a format marker: not a store this build wrote.
                 return Err(Error::FormatVersion {
                     path: path.to_owned(),
@@ -122,7 +161,8 @@ fn check_or_init(
             meta.put(wtxn, KEY_FORMAT, &FORMAT_VERSION.to_le_bytes())?;
             meta.put(wtxn, KEY_LAYOUT, &layout)?;
             meta.put(wtxn, KEY_STORE_ID, &store_id.to_le_bytes())?;
-            Ok(store_id)
+            meta.put(wtxn, KEY_ENCRYPTION, &[u8::from(want_encrypted)])?;
+            Ok((store_id, want_encrypted, true))
         }
     }
 }

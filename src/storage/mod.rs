@@ -17,10 +17,11 @@ use tokio::sync::watch;
 pub use config::{
     Durability, StorageConfig, DEFAULT_MAP_SIZE, DEFAULT_MAX_EVENT_SIZE, MAX_EVENT_SIZE_LIMIT,
 };
-pub(crate) use env::Commit;
+pub(crate) use env::{open_keystore_env, truncation, Commit};
 pub use env::{Env, ReadTxn};
 pub use meta::FORMAT_VERSION;
 
+use crate::crypto::Crypto;
 use crate::error::{Error, Result};
 use crate::index::Head;
 use crate::log::group::Committer;
@@ -101,6 +102,8 @@ pub(crate) struct Shared {
     pub stale_readers_cleared: u64,
     pub poisoned: AtomicBool,
     pub committer: Arc<Committer>,
+    /// The keys of an encrypted store; `None` for a plain one.
+    pub crypto: Option<Crypto>,
 }
 
 impl Drop for Shared {
@@ -167,6 +170,12 @@ pub struct Stats {
     /// Reader slots of dead processes that LMDB still held and that were cleared when this
     /// process opened the store.
     pub stale_readers_cleared: u64,
+    /// Whether the store is encrypted.
+    pub encrypted: bool,
+    /// Stream keys found in the key cache (encrypted stores).
+    pub key_cache_hits: u64,
+    /// Stream keys that had to be read from the keystore and unwrapped (encrypted stores).
+    pub key_cache_misses: u64,
 }
 
 impl Storage {
@@ -260,6 +269,12 @@ impl Storage {
     /// Counters and sizes of the store.
     pub fn stats(&self) -> Stats {
         let (info, page_size) = self.env.info();
+        let keys = self
+            .shared
+            .crypto
+            .as_ref()
+            .map(Crypto::stats)
+            .unwrap_or_default();
         Stats {
             head: self.head(),
             map_size: info.map_size,
@@ -269,7 +284,118 @@ impl Storage {
             commits: self.shared.commits.load(Ordering::Relaxed),
             committed_batches: self.shared.committed_batches.load(Ordering::Relaxed),
             stale_readers_cleared: self.shared.stale_readers_cleared,
+            encrypted: self.shared.crypto.is_some(),
+            key_cache_hits: keys.hits,
+            key_cache_misses: keys.misses,
         }
+    }
+
+    /// Whether the store is encrypted.
+    pub fn is_encrypted(&self) -> bool {
+        self.shared.crypto.is_some()
+    }
+
+    /// Crypto-shreds a stream: destroys its data key and records a tombstone, in one durable
+    /// keystore transaction. Afterwards its events read as [`Error::Shredded`] (iterations,
+    /// subscriptions and processors go on past them), and appends to it fail with
+    /// [`Error::StreamShredded`]: the stream id is burned. Other streams are untouched. Returns
+    /// `false` when the stream was already shredded. A stream with no events yet is burned too.
+    ///
+    /// The destroyed key's wrapped bytes stay in the keystore's freed pages until they are
+    /// reused; call [`Storage::rotate_master_key`] afterwards so that whoever holds the files
+    /// and the master key can no longer unwrap them (see the README's security section).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotEncrypted`] on a plain store, [`Error::InvalidStreamId`], [`Error::Lmdb`].
+    ///
+    /// ```
+    /// use varvedb::storage::{Storage, StorageConfig};
+    /// use varvedb::engine::{Reader, Writer};
+    /// use varvedb::error::Error;
+    ///
+    /// #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+    /// pub struct Profile { pub email: String }
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let storage = Storage::open(StorageConfig {
+    ///     path: dir.path().into(),
+    ///     encryption_enabled: true,
+    ///     master_key: Some([7; 32]),
+    ///     ..Default::default()
+    /// })?;
+    /// let mut writer = Writer::<Profile>::new(storage.clone());
+    /// writer.append(42, 1, Profile { email: "ada@example.com".into() })?;
+    /// assert!(storage.shred_stream(42)?);
+    /// let txn = storage.env.read_txn()?;
+    /// let read = Reader::<Profile>::new(storage.clone()).get(&txn, 1);
+    /// assert!(matches!(read, Err(Error::Shredded { seq: 1, .. })));
+    /// assert!(matches!(
+    ///     writer.append(42, 2, Profile { email: "again@example.com".into() }),
+    ///     Err(Error::StreamShredded { .. })
+    /// ));
+    /// # Ok::<(), varvedb::error::Error>(())
+    /// ```
+    pub fn shred_stream(&self, stream: impl IntoStreamId) -> Result<bool> {
+        let stream = stream.into_stream_id()?;
+        self.crypto()?.shred(stream)
+    }
+
+    /// Re-wraps every live stream key under `new_master_key` in one durable keystore
+    /// transaction, and makes it the key in force: from then on the store opens only with the
+    /// new key, and the old one is no longer needed (discard it). Killed before the transaction
+    /// commits, the store is unchanged and opens with the old key. Returns the number of stream
+    /// keys re-wrapped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotEncrypted`] on a plain store, [`Error::Keystore`] when a stored key fails to
+    /// unwrap (nothing is changed then), [`Error::Lmdb`].
+    ///
+    /// ```
+    /// use varvedb::storage::{Storage, StorageConfig};
+    /// let dir = tempfile::tempdir()?;
+    /// let config = StorageConfig {
+    ///     path: dir.path().into(),
+    ///     encryption_enabled: true,
+    ///     master_key: Some([1; 32]),
+    ///     ..Default::default()
+    /// };
+    /// let storage = Storage::open(config.clone())?;
+    /// storage.rotate_master_key([2; 32])?;
+    /// drop(storage);
+    /// assert!(matches!(Storage::open(config.clone()), Err(varvedb::error::Error::WrongMasterKey { .. })));
+    /// Storage::open(StorageConfig { master_key: Some([2; 32]), ..config })?;
+    /// # Ok::<(), varvedb::error::Error>(())
+    /// ```
+    pub fn rotate_master_key(&self, new_master_key: [u8; 32]) -> Result<u64> {
+        let new = zeroize::Zeroizing::new(new_master_key);
+        self.crypto()?.rotate(&new)
+    }
+
+    /// Version of the master key in force: 1 at creation, one more per rotation. `None` for a
+    /// plain store.
+    pub fn master_key_version(&self) -> Option<u32> {
+        self.shared.crypto.as_ref().map(Crypto::master_version)
+    }
+
+    /// Whether `key` is the master key in force (the registry's check when a store is opened
+    /// twice in one process).
+    pub(crate) fn accepts_master_key(&self, key: Option<&[u8; 32]>) -> bool {
+        match (&self.shared.crypto, key) {
+            (Some(crypto), Some(key)) => crypto.accepts(key),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+
+    fn crypto(&self) -> Result<&Crypto> {
+        self.shared
+            .crypto
+            .as_ref()
+            .ok_or_else(|| Error::NotEncrypted {
+                path: self.shared.path.clone(),
+            })
     }
 
     /// Flushes the data file to disk. With [`Durability::Immediate`] (the default) every append is
@@ -307,13 +433,33 @@ impl Storage {
 }
 
 /// Opens a store that is not open in this process yet.
-fn open_new(config: StorageConfig, path: PathBuf) -> Result<Storage> {
+fn open_new(mut config: StorageConfig, path: PathBuf) -> Result<Storage> {
     let env = Env::open(&path, &config)?;
     let stale = env.heed.clear_stale_readers()?;
     if stale > 0 {
         tracing::info!(stale, path = %path.display(), "cleared stale LMDB reader slots");
     }
-    let (dbs, store_id) = meta::open_databases(&env, &path)?;
+    let meta::Opened {
+        dbs,
+        store_id,
+        encrypted,
+        empty,
+    } = meta::open_databases(&env, &path, config.encryption_enabled)?;
+    // The master key moves into the cipher context; the kept configuration does not hold it.
+    let master_key = config.master_key.take().map(zeroize::Zeroizing::new);
+    let crypto = match (encrypted, &master_key) {
+        (true, Some(key)) => Some(Crypto::open(
+            &path,
+            &path.join(crate::crypto::KEYSTORE_DIR),
+            store_id,
+            key,
+            empty,
+            config.max_readers,
+            config.key_cache_capacity,
+        )?),
+        _ => None,
+    };
+    drop(master_key);
     let head = {
         let txn = env.read_txn()?;
         dbs.log.last(txn.raw())?.map_or(0, |(seq, _)| seq)
@@ -337,6 +483,7 @@ fn open_new(config: StorageConfig, path: PathBuf) -> Result<Storage> {
         stale_readers_cleared: stale as u64,
         poisoned: AtomicBool::new(false),
         committer: Arc::new(Committer::new(config_group)),
+        crypto,
     });
     if let Some(interval) = sync_interval {
         spawn_syncer(Arc::downgrade(&shared), interval);

@@ -38,7 +38,7 @@ pub(super) fn open(
         let storage = Storage::from_user(token);
         let current = &storage.shared.config;
         let same = current.encryption_enabled == config.encryption_enabled
-            && current.master_key == config.master_key
+            && storage.accepts_master_key(config.master_key.as_ref())
             && current.durability == config.durability;
         if !same {
             return Err(Error::AlreadyOpen { path });

@@ -415,8 +415,9 @@ where
                             })?;
                             view.seq()
                         }
-                        // Events of other types are not this processor's.
-                        Err(Error::WrongEventType { seq, .. }) => seq,
+                        // Events of other types are not this processor's, and shredded
+                        // events can never be read: both are passed over.
+                        Err(Error::WrongEventType { seq, .. } | Error::Shredded { seq, .. }) => seq,
                         // An unreadable record is skipped only when the policy says so.
                         Err(e) => match (e.seq(), self.policy) {
                             (Some(seq), ErrorPolicy::Skip) => {

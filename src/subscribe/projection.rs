@@ -182,7 +182,7 @@ where
         for &(seq, start, len) in &spans {
             let view = match reader.view(seq, &records[start..start + len]) {
                 Ok(view) => view,
-                Err(Error::WrongEventType { .. }) => continue,
+                Err(Error::WrongEventType { .. } | Error::Shredded { .. }) => continue,
                 Err(e) => return Err(e),
             };
             projection

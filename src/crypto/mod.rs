@@ -1,0 +1,508 @@
+//! Encryption at rest and crypto-shredding.
+//!
+//! Every stream of an encrypted store has its own random 256-bit data key, created (and made
+//! durable in the keystore) before the first transaction that writes an event of the stream
+//! commits. Payloads and metadata are sealed with AES-256-GCM under that key with a random nonce,
+//! their associated data binding them to the store, stream, version, sequence, event id, type and
+//! key version (`log::record`). Data keys are stored only wrapped, with AES-256-GCM under the
+//! master key, in a keystore of their own ([`keystore`]); the master key is never written
+//! anywhere. Shredding deletes a stream's wrapped key and records a tombstone; rotating the master
+//! key re-wraps every live key, after which the old wrapped keys left in LMDB's freed pages are
+//! useless to whoever holds the files and the new master key.
+
+pub(crate) mod aead;
+mod buffer;
+mod cache;
+mod keystore;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use zeroize::Zeroizing;
+
+pub(crate) use buffer::PlainBuf;
+
+use cache::{Cache, Slot};
+use keystore::{Entry, Keystore, WrappedEntry, KEYSTORE_FORMAT, META_FORMAT, META_MASTER_CHECK};
+use keystore::{META_MASTER_VERSION, META_STORE_ID};
+
+use crate::crypto::aead::{check_aad, random_key, wrap_aad, SealingKey, KEY_LEN, WRAPPED_LEN};
+use crate::error::{Error, Result};
+use crate::types::StreamId;
+
+/// Name of the keystore's directory inside the store's.
+pub(crate) const KEYSTORE_DIR: &str = "keys";
+
+/// The version of a stream's first (and, so far, only) data key.
+const FIRST_KEY_VERSION: u32 = 1;
+/// Entries re-wrapped per read pass during a rotation (all in one write transaction).
+const ROTATE_CHUNK: usize = 16_384;
+
+/// A stream's unwrapped data key. Its `Debug` shows no key material.
+#[derive(Debug)]
+pub(crate) struct StreamKey {
+    pub key: SealingKey,
+    pub version: u32,
+}
+
+impl StreamKey {
+    /// A data key from raw bytes, for tests and fuzzing.
+    pub(crate) fn from_bytes(bytes: &[u8; KEY_LEN], version: u32) -> StreamKey {
+        StreamKey {
+            key: SealingKey::new(bytes),
+            version,
+        }
+    }
+}
+
+/// The master key in force and its version (1, then one more per rotation).
+struct Master {
+    key: SealingKey,
+    version: u32,
+}
+
+/// Counters of the key cache.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct KeyStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub shredded: u64,
+}
+
+/// The keys of an encrypted store: the keystore, the master key and the cache of unwrapped keys.
+pub(crate) struct Crypto {
+    store_id: u128,
+    keystore: Keystore,
+    /// Held while the keystore is written (creating, shredding, re-wrapping keys), so that keys
+    /// are always wrapped under the master key the keystore says is in force.
+    master: Mutex<Master>,
+    cache: Mutex<Cache>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl std::fmt::Debug for Crypto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Crypto")
+            .field("keystore", &self.keystore.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn rng_failed(_: aead::Unavailable) -> Error {
+    Error::Crypto {
+        reason: "the random number generator or AES-GCM failed",
+    }
+}
+
+impl Crypto {
+    /// Opens the keystore in `dir` and checks the master key against it. A missing keystore is
+    /// created only when `create` is set (the store has no events yet).
+    pub(crate) fn open(
+        store_dir: &Path,
+        dir: &Path,
+        store_id: u128,
+        master_key: &[u8; KEY_LEN],
+        create: bool,
+        max_readers: u32,
+        cache_capacity: usize,
+    ) -> Result<Crypto> {
+        let keystore = Keystore::open(dir, create, max_readers)?;
+        let master = SealingKey::new(master_key);
+        let mut wtxn = keystore.env.write_txn()?;
+        let version = match keystore.meta_u32(&wtxn, META_FORMAT)? {
+            None if create && keystore.keys.is_empty(&wtxn)? => {
+                let check = master
+                    .wrap(&check_aad(store_id, 1), &[0u8; KEY_LEN])
+                    .map_err(rng_failed)?;
+                let meta = keystore.meta;
+                meta.put(&mut wtxn, META_FORMAT, &KEYSTORE_FORMAT.to_le_bytes())?;
+                meta.put(&mut wtxn, META_STORE_ID, &store_id.to_le_bytes())?;
+                meta.put(&mut wtxn, META_MASTER_VERSION, &1u32.to_le_bytes())?;
+                meta.put(&mut wtxn, META_MASTER_CHECK, &check)?;
+                wtxn.commit()?;
+                1
+            }
+            None => return Err(keystore.damaged("it has no format marker")),
+            Some(KEYSTORE_FORMAT) => {
+                let id = keystore.meta.get(&wtxn, META_STORE_ID)?;
+                if id != Some(&store_id.to_le_bytes()[..]) {
+                    return Err(keystore.damaged(
+                        "it belongs to another store (its store id differs from the log's)",
+                    ));
+                }
+                let version = keystore
+                    .meta_u32(&wtxn, META_MASTER_VERSION)?
+                    .ok_or_else(|| keystore.damaged("it has no master key version"))?;
+                let check: [u8; WRAPPED_LEN] = keystore
+                    .meta
+                    .get(&wtxn, META_MASTER_CHECK)?
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| keystore.damaged("its master key check value is missing"))?;
+                if master
+                    .unwrap(&check_aad(store_id, version), &check)
+                    .is_err()
+                {
+                    return Err(Error::WrongMasterKey {
+                        path: store_dir.to_owned(),
+                        master_version: version,
+                    });
+                }
+                wtxn.abort();
+                version
+            }
+            Some(other) => {
+                return Err(keystore.damaged(format!(
+                    "keystore format version {other}; this build reads {KEYSTORE_FORMAT}"
+                )))
+            }
+        };
+        Ok(Crypto {
+            store_id,
+            keystore,
+            master: Mutex::new(Master {
+                key: master,
+                version,
+            }),
+            cache: Mutex::new(Cache::new(cache_capacity)),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        })
+    }
+
+    pub(crate) fn store_id(&self) -> u128 {
+        self.store_id
+    }
+
+    fn master(&self) -> MutexGuard<'_, Master> {
+        self.master.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn cache(&self) -> MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether `key` is the master key in force (a trial unwrap of the check value).
+    pub(crate) fn accepts(&self, key: &[u8; KEY_LEN]) -> bool {
+        let version = self.master().version;
+        let Ok(txn) = self.keystore.env.read_txn() else {
+            return false;
+        };
+        let check: Option<[u8; WRAPPED_LEN]> = self
+            .keystore
+            .meta
+            .get(&txn, META_MASTER_CHECK)
+            .ok()
+            .flatten()
+            .and_then(|b| b.try_into().ok());
+        check.is_some_and(|check| {
+            SealingKey::new(key)
+                .unwrap(&check_aad(self.store_id, version), &check)
+                .is_ok()
+        })
+    }
+
+    /// The version of the master key in force.
+    pub(crate) fn master_version(&self) -> u32 {
+        self.master().version
+    }
+
+    /// Cache and shredding counters.
+    pub(crate) fn stats(&self) -> KeyStats {
+        KeyStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            shredded: self.shredded_count().unwrap_or(0),
+        }
+    }
+
+    /// Number of shredded streams.
+    pub(crate) fn shredded_count(&self) -> Result<u64> {
+        let txn = self.keystore.env.read_txn()?;
+        Ok(self.keystore.shredded.len(&txn)?)
+    }
+
+    /// Unwraps a stored entry under the master key in force.
+    fn unwrap_entry(&self, stream: StreamId, e: &WrappedEntry) -> Result<Arc<StreamKey>> {
+        self.unwrap_with(&self.master(), stream, e)
+    }
+
+    fn unwrap_with(
+        &self,
+        master: &Master,
+        stream: StreamId,
+        e: &WrappedEntry,
+    ) -> Result<Arc<StreamKey>> {
+        if e.master_version != master.version {
+            return Err(self.keystore.damaged(format!(
+                "the key of stream {stream} is wrapped under master key version {}, but version {} is in force",
+                e.master_version, master.version
+            )));
+        }
+        let aad = wrap_aad(self.store_id, stream.0, e.master_version, e.key_version);
+        let raw = master.key.unwrap(&aad, &e.wrapped).map_err(|_| {
+            self.keystore
+                .damaged(format!("the key of stream {stream} fails authentication"))
+        })?;
+        Ok(Arc::new(StreamKey::from_bytes(&raw, e.key_version)))
+    }
+
+    /// The key that opens an event of `stream` sealed under `key_version`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Shredded`] for a shredded stream, [`Error::Keystore`] when the key is missing or
+    /// damaged, [`Error::Lmdb`].
+    pub(crate) fn key_for_read(
+        &self,
+        stream: StreamId,
+        key_version: u32,
+        seq: u64,
+    ) -> Result<Arc<StreamKey>> {
+        let generation = {
+            let mut cache = self.cache();
+            match cache.get(stream) {
+                Some(Slot::Key(k)) if k.version == key_version => {
+                    self.hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(k);
+                }
+                Some(Slot::Shredded) => {
+                    self.hits.fetch_add(1, Ordering::Relaxed);
+                    return Err(Error::Shredded { stream, seq });
+                }
+                _ => cache.generation(),
+            }
+        };
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let txn = self.keystore.env.read_txn()?;
+        let entry = self.keystore.entry(&txn, stream)?;
+        drop(txn);
+        match entry {
+            Entry::Key(e) => {
+                if e.key_version != key_version {
+                    return Err(self.keystore.damaged(format!(
+                        "event {seq} of stream {stream} was sealed under key version {key_version}, the keystore holds version {}",
+                        e.key_version
+                    )));
+                }
+                let key = self.unwrap_entry(stream, &e)?;
+                self.cache()
+                    .insert_if(generation, stream, Slot::Key(Arc::clone(&key)));
+                Ok(key)
+            }
+            Entry::Shredded => {
+                self.cache().insert_if(generation, stream, Slot::Shredded);
+                Err(Error::Shredded { stream, seq })
+            }
+            Entry::Missing => Err(self.keystore.damaged(format!(
+                "it holds no key for stream {stream}, which has encrypted events (sequence {seq})"
+            ))),
+        }
+    }
+
+    /// The data keys for appending to `streams`, creating (and making durable) the keys of new
+    /// streams in one keystore transaction. One result per stream, in order.
+    pub(crate) fn keys_for_append(
+        &self,
+        streams: &[StreamId],
+    ) -> Result<Vec<Result<Arc<StreamKey>>>> {
+        let mut out: Vec<Option<Result<Arc<StreamKey>>>> = Vec::with_capacity(streams.len());
+        let generation = {
+            let mut cache = self.cache();
+            for &stream in streams {
+                out.push(match cache.get(stream) {
+                    Some(Slot::Key(k)) => Some(Ok(k)),
+                    Some(Slot::Shredded) => Some(Err(Error::StreamShredded { stream })),
+                    None => None,
+                });
+            }
+            cache.generation()
+        };
+        if out.iter().all(Option::is_some) {
+            self.hits.fetch_add(streams.len() as u64, Ordering::Relaxed);
+            return Ok(out.into_iter().flatten().collect());
+        }
+        // Look up, and create what is missing, under the master lock: a shred or a rotation
+        // cannot interleave.
+        let master = self.master();
+        let mut wtxn = self.keystore.env.write_txn()?;
+        let mut created = 0usize;
+        for (i, &stream) in streams.iter().enumerate() {
+            if out[i].is_some() {
+                continue;
+            }
+            if let Some(j) = streams[..i].iter().position(|s| *s == stream) {
+                out[i] = Some(match &out[j] {
+                    Some(Ok(k)) => Ok(Arc::clone(k)),
+                    _ => Err(Error::StreamShredded { stream }),
+                });
+                continue;
+            }
+            self.misses.fetch_add(1, Ordering::Relaxed);
+            out[i] = Some(match self.keystore.entry(&wtxn, stream)? {
+                Entry::Shredded => Err(Error::StreamShredded { stream }),
+                Entry::Key(e) => self.unwrap_with(&master, stream, &e),
+                Entry::Missing => {
+                    let raw = random_key().map_err(rng_failed)?;
+                    let entry = WrappedEntry {
+                        key_version: FIRST_KEY_VERSION,
+                        master_version: master.version,
+                        wrapped: master
+                            .key
+                            .wrap(
+                                &wrap_aad(
+                                    self.store_id,
+                                    stream.0,
+                                    master.version,
+                                    FIRST_KEY_VERSION,
+                                ),
+                                &raw,
+                            )
+                            .map_err(rng_failed)?,
+                    };
+                    self.keystore
+                        .keys
+                        .put(&mut wtxn, &stream.to_key(), &entry.encode())?;
+                    created += 1;
+                    Ok(Arc::new(StreamKey::from_bytes(&raw, FIRST_KEY_VERSION)))
+                }
+            });
+        }
+        if created > 0 {
+            wtxn.commit()?;
+        } else {
+            wtxn.abort();
+        }
+        drop(master);
+        let mut cache = self.cache();
+        let out: Vec<Result<Arc<StreamKey>>> = out.into_iter().flatten().collect();
+        for (stream, key) in streams.iter().zip(&out) {
+            match key {
+                Ok(k) => cache.insert_if(generation, *stream, Slot::Key(Arc::clone(k))),
+                Err(Error::StreamShredded { .. }) => {
+                    cache.insert_if(generation, *stream, Slot::Shredded)
+                }
+                Err(_) => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// Destroys `stream`'s key and records its tombstone in one keystore transaction. Returns
+    /// `false` when the stream was already shredded. A stream without a key (no events yet) is
+    /// burned all the same.
+    pub(crate) fn shred(&self, stream: StreamId) -> Result<bool> {
+        let master = self.master();
+        let mut wtxn = self.keystore.env.write_txn()?;
+        let key_version = match self.keystore.entry(&wtxn, stream)? {
+            Entry::Shredded => return Ok(false),
+            Entry::Key(e) => e.key_version,
+            Entry::Missing => 0,
+        };
+        self.keystore
+            .shred_in(&mut wtxn, stream, key_version, now_ns())?;
+        wtxn.commit()?;
+        drop(master);
+        self.cache().shred(stream);
+        tracing::info!(%stream, "stream shredded: its data key was destroyed");
+        Ok(true)
+    }
+
+    /// Re-wraps every live stream key under `new_key` and makes it the master key in force, in
+    /// one keystore transaction: killed before it commits, the keystore is still under the old
+    /// key; after, only the new key opens it. Returns the number of keys re-wrapped.
+    pub(crate) fn rotate(&self, new_key: &[u8; KEY_LEN]) -> Result<u64> {
+        let mut master = self.master();
+        let new = SealingKey::new(new_key);
+        let old_version = master.version;
+        let new_version = old_version.checked_add(1).ok_or_else(|| {
+            self.keystore
+                .damaged("the master key version cannot grow past u32::MAX")
+        })?;
+        let mut wtxn = self.keystore.env.write_txn()?;
+        let mut rewrapped = 0u64;
+        let mut after: Option<[u8; 16]> = None;
+        let mut chunk: Vec<([u8; 16], [u8; keystore::ENTRY_LEN])> =
+            Vec::with_capacity(ROTATE_CHUNK);
+        loop {
+            chunk.clear();
+            {
+                let range = match &after {
+                    Some(k) => self.keystore.keys.range(
+                        &wtxn,
+                        &(
+                            std::ops::Bound::Excluded(&k[..]),
+                            std::ops::Bound::Unbounded,
+                        ),
+                    )?,
+                    None => self.keystore.keys.range(&wtxn, &(..))?,
+                };
+                for item in range.take(ROTATE_CHUNK) {
+                    let (k, v) = item?;
+                    let stream_key: [u8; 16] = k.try_into().map_err(|_| {
+                        self.keystore
+                            .damaged("a key entry has a malformed stream id")
+                    })?;
+                    let stream = StreamId(u128::from_be_bytes(stream_key));
+                    let e = WrappedEntry::decode(v).ok_or_else(|| {
+                        self.keystore
+                            .damaged(format!("the key entry of stream {stream} is malformed"))
+                    })?;
+                    let old_aad =
+                        wrap_aad(self.store_id, stream.0, e.master_version, e.key_version);
+                    if e.master_version != old_version {
+                        return Err(self.keystore.damaged(format!(
+                            "the key of stream {stream} is wrapped under master key version {}, not {old_version}",
+                            e.master_version
+                        )));
+                    }
+                    let raw: Zeroizing<[u8; KEY_LEN]> =
+                        master.key.unwrap(&old_aad, &e.wrapped).map_err(|_| {
+                            self.keystore
+                                .damaged(format!("the key of stream {stream} fails authentication"))
+                        })?;
+                    let new_aad = wrap_aad(self.store_id, stream.0, new_version, e.key_version);
+                    let entry = WrappedEntry {
+                        key_version: e.key_version,
+                        master_version: new_version,
+                        wrapped: new.wrap(&new_aad, &raw).map_err(rng_failed)?,
+                    };
+                    chunk.push((stream_key, entry.encode()));
+                }
+            }
+            if chunk.is_empty() {
+                break;
+            }
+            for (k, v) in &chunk {
+                self.keystore.keys.put(&mut wtxn, &k[..], &v[..])?;
+            }
+            rewrapped += chunk.len() as u64;
+            after = chunk.last().map(|(k, _)| *k);
+        }
+        let check = new
+            .wrap(&check_aad(self.store_id, new_version), &[0u8; KEY_LEN])
+            .map_err(rng_failed)?;
+        let meta = self.keystore.meta;
+        meta.put(&mut wtxn, META_MASTER_VERSION, &new_version.to_le_bytes())?;
+        meta.put(&mut wtxn, META_MASTER_CHECK, &check)?;
+        wtxn.commit()?;
+        *master = Master {
+            key: new,
+            version: new_version,
+        };
+        tracing::info!(
+            rewrapped,
+            master_version = new_version,
+            "master key rotated"
+        );
+        Ok(rewrapped)
+    }
+}
