@@ -13,7 +13,7 @@
 pub(crate) mod aead;
 mod buffer;
 mod cache;
-mod keystore;
+pub(crate) mod keystore;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -504,5 +504,11 @@ impl Crypto {
             "master key rotated"
         );
         Ok(rewrapped)
+    }
+
+    /// The keystore, for tools that verify or back it up (`crate::admin`).
+    #[allow(dead_code)]
+    pub(crate) fn keystore(&self) -> &Keystore {
+        &self.keystore
     }
 }
