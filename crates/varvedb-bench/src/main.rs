@@ -4,6 +4,7 @@
 //! cargo run --release -p varvedb-bench [-- --events 500000 --reps 3 --no-sqlite]
 //! cargo run --release -p varvedb-bench -- --only concurrent [--concurrent-secs 3]
 //! cargo run --release -p varvedb-bench -- --only processor [--live-secs 10 --live-rate 1000]
+//! cargo run --release -p varvedb-bench -- --only encryption [--rotate-streams 1000000]
 //! ```
 //!
 //! The table goes to stdout and to `target/bench-report.md`; progress goes to stderr. Numbers
@@ -80,6 +81,7 @@
 //! map use per event, the issue targets, and the process's peak memory.
 
 mod common;
+mod encryption;
 mod processor;
 mod raw;
 mod report;
@@ -101,8 +103,8 @@ use varve::VarveStore;
 const USAGE: &str = "usage: varvedb-bench [--events N] [--small-batch-events N] [--random-events N]
                      [--singles N] [--streams N] [--gets N] [--reps N]
                      [--write-budget-secs N] [--concurrent-secs N] [--concurrent-reps N]
-                     [--live-secs N] [--live-rate N]
-                     [--only concurrent|classic|processor] [--no-sqlite]";
+                     [--live-secs N] [--live-rate N] [--rotate-streams N]
+                     [--only concurrent|classic|processor|encryption] [--no-sqlite]";
 
 /// Sizes of the workloads.
 #[derive(Clone, Debug)]
@@ -139,6 +141,10 @@ struct Config {
     live_time: Duration,
     /// Durable appends per second during the live-delivery runs.
     live_rate: u64,
+    /// Run the encrypted-versus-plain rows.
+    encryption: bool,
+    /// Streams of the master-key rotation row.
+    rotate_streams: u64,
 }
 
 impl Default for Config {
@@ -160,6 +166,8 @@ impl Default for Config {
             processor: true,
             live_time: Duration::from_secs(10),
             live_rate: 1_000,
+            encryption: true,
+            rotate_streams: 1_000_000,
         }
     }
 }
@@ -176,14 +184,19 @@ impl Config {
             if flag == "--only" {
                 let only = args.next();
                 let only = only.as_deref();
-                if !matches!(only, Some("concurrent" | "classic" | "processor")) {
-                    return Err(
-                        format!("--only needs concurrent, classic or processor\n{USAGE}").into(),
-                    );
+                if !matches!(
+                    only,
+                    Some("concurrent" | "classic" | "processor" | "encryption")
+                ) {
+                    return Err(format!(
+                        "--only needs concurrent, classic, processor or encryption\n{USAGE}"
+                    )
+                    .into());
                 }
                 cfg.classic = only == Some("classic");
                 cfg.concurrent = only == Some("concurrent");
                 cfg.processor = only == Some("processor");
+                cfg.encryption = only == Some("encryption");
                 continue;
             }
             if flag == "-h" || flag == "--help" {
@@ -210,6 +223,7 @@ impl Config {
                 "--concurrent-reps" => cfg.concurrent_reps = value_at_least_1 as usize,
                 "--live-secs" => cfg.live_time = Duration::from_secs(value_at_least_1),
                 "--live-rate" => cfg.live_rate = value.clamp(1, 1_000_000),
+                "--rotate-streams" => cfg.rotate_streams = value_at_least_1,
                 _ => return Err(format!("unknown flag {flag}\n{USAGE}").into()),
             }
         }
@@ -903,9 +917,20 @@ fn run() -> Res<()> {
             &mut report,
         )?;
     }
+    let encrypted = if cfg.encryption {
+        encryption::run(&encryption::Settings {
+            events: cfg.events.min(200_000),
+            gets: cfg.gets.min(300_000),
+            reps: cfg.reps,
+            rotate_streams: cfg.rotate_streams,
+        })?
+    } else {
+        String::new()
+    };
     final_note(&mut report, started);
 
-    let table = report.render();
+    let mut table = report.render();
+    table.push_str(&encrypted);
     println!("{table}");
     let path = report_path();
     std::fs::write(&path, &table)?;
