@@ -1,12 +1,14 @@
 //! Appending exported records into an empty store, keeping their positions and timestamps.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use heed::PutFlags;
 use uuid::Uuid;
 
+use crate::crypto::StreamKey;
 use crate::error::{Error, Result};
 use crate::index::{stream_version_key, Head};
 use crate::log::record::{self, Place, RecordParts, MAX_EVENT_TYPE_LEN};
@@ -46,6 +48,14 @@ pub struct ImportEvent {
     pub metadata: Option<Vec<u8>>,
     /// The payload bytes (an rkyv archive), stored exactly.
     pub payload: Vec<u8>,
+    /// The event belongs to a stream that was crypto-shredded in the source: only its envelope
+    /// is known. It can be imported only into an encrypted store, where it keeps its place and
+    /// reads as shredded: the importer writes the stream's tombstone into the target's keystore
+    /// (before the event, so the stream's earlier events in the target read as shredded too),
+    /// and seals `metadata` and `payload` under a random key that is never stored. They stand
+    /// for the lost contents: give zero bytes of the original lengths (as `varve import` does) so
+    /// that the envelope's lengths are kept.
+    pub shredded: bool,
 }
 
 impl ImportEvent {
@@ -65,6 +75,7 @@ impl ImportEvent {
             schema_version: 1,
             metadata: None,
             payload: Vec::new(),
+            shredded: false,
         }
     }
 }
@@ -135,6 +146,11 @@ fn invalid(seq: u64, reason: impl Into<String>) -> ImportError {
 /// stream heads together, or nothing. An import that fails part way leaves the batches before
 /// the failure committed.
 ///
+/// Into an encrypted store, every record is sealed under its stream's key, created (and made
+/// durable in the keystore) before the transaction that first writes the stream commits, as
+/// appends do. Events marked [`ImportEvent::shredded`] are imported as shredded (see there);
+/// into a store without encryption they are refused.
+///
 /// ```
 /// use varvedb::admin::{ImportEvent, Importer};
 /// use varvedb::storage::{Storage, StorageConfig};
@@ -161,6 +177,8 @@ pub struct Importer {
     last_ts: u64,
     imported: u64,
     buf: Vec<u8>,
+    /// Streams this import shredded in the target (for events shredded in the source).
+    shredded: HashSet<StreamId>,
 }
 
 impl fmt::Debug for Importer {
@@ -177,15 +195,9 @@ impl Importer {
     ///
     /// # Errors
     ///
-    /// [`ImportError::Invalid`] (with sequence 0) when the store is not empty or is encrypted
-    /// (importing into an encrypted store is not supported yet); [`ImportError::Store`].
+    /// [`ImportError::Invalid`] (with sequence 0) when the store is not empty;
+    /// [`ImportError::Store`].
     pub fn new(storage: &Storage) -> Result<Importer, ImportError> {
-        if storage.config().encryption_enabled {
-            return Err(invalid(
-                0,
-                "importing into an encrypted store is not supported yet; import into a store without encryption",
-            ));
-        }
         let dbs = &storage.shared.dbs;
         let txn = storage.env.read_txn()?;
         let raw = txn.raw();
@@ -208,6 +220,7 @@ impl Importer {
             last_ts: 0,
             imported: 0,
             buf: Vec::new(),
+            shredded: HashSet::new(),
         })
     }
 
@@ -216,14 +229,20 @@ impl Importer {
         self.imported
     }
 
+    /// Streams shredded in the target because the input marked their events shredded.
+    pub fn shredded_streams(&self) -> usize {
+        self.shredded.len()
+    }
+
     /// Checks an event and queues it; commits the queue when it is full.
     ///
     /// # Errors
     ///
     /// [`ImportError::Invalid`] when the event does not follow the events before it (sequence,
     /// stream version, previous sequence, timestamp) or breaks a limit (event type length,
-    /// `max_event_size` for payload and metadata); nothing of it is queued. Any error of
-    /// committing the queue.
+    /// `max_event_size` for payload and metadata), is shredded and the store is not encrypted,
+    /// or belongs to a stream an earlier shredded event shredded; nothing of it is queued. Any
+    /// error of committing the queue, or of shredding the stream in the target.
     pub fn push(&mut self, event: ImportEvent) -> Result<(), ImportError> {
         let seq = event.seq;
         if seq != self.next_seq {
@@ -282,6 +301,35 @@ impl Importer {
                 ),
             ));
         }
+        let encrypted = self.storage.shared.crypto.is_some();
+        match (event.shredded, encrypted) {
+            (true, false) => {
+                return Err(invalid(
+                    seq,
+                    format!(
+                        "event {} of stream {} is shredded in the source (its key was destroyed, its payload is gone) and cannot be imported into a store without encryption; import into an encrypted store, where it keeps its place and reads as shredded, or leave shredded events out",
+                        event.version, event.stream
+                    ),
+                ))
+            }
+            (true, true) if !self.shredded.contains(&event.stream) => {
+                // The stream's queued events are written (under its key) before the key is
+                // destroyed and its tombstone written.
+                self.flush()?;
+                self.storage.shred_stream(event.stream)?;
+                self.shredded.insert(event.stream);
+            }
+            (false, _) if self.shredded.contains(&event.stream) => {
+                return Err(invalid(
+                    seq,
+                    format!(
+                        "stream {} is shredded (an earlier event of the input is marked shredded) and takes no more events; a shredded stream's later events cannot be readable",
+                        event.stream
+                    ),
+                ))
+            }
+            _ => {}
+        }
         self.streams.insert(event.stream, (event.version, seq));
         self.next_seq += 1;
         self.last_ts = event.timestamp_ns;
@@ -313,13 +361,15 @@ impl Importer {
         shared.check_not_poisoned()?;
         let storage = &self.storage;
         let batch = &self.batch;
+        let keys = keys_for(storage, batch)??;
         let buf = &mut self.buf;
-        let outcome = storage
-            .env
-            .write(|wtxn| match write_batch(storage, wtxn, batch, buf)? {
-                Ok(()) => Ok(Commit::Commit(Ok(()))),
-                Err(e) => Ok(Commit::Abort(Err(e))),
-            });
+        let outcome =
+            storage.env.write(
+                |wtxn| match write_batch(storage, wtxn, batch, &keys, buf)? {
+                    Ok(()) => Ok(Commit::Commit(Ok(()))),
+                    Err(e) => Ok(Commit::Abort(Err(e))),
+                },
+            );
         match outcome {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(e),
@@ -343,12 +393,55 @@ impl Importer {
     }
 }
 
-/// Writes a batch inside a write transaction. The outer error fails the transaction; the inner
-/// one means the store does not take the batch (another writer got there first).
+/// The key to seal each event of `batch` with, in an encrypted store (`None` in a plain one):
+/// its stream's key, created and made durable in the keystore now, before the log transaction
+/// that first uses it; for a shredded event, a random key that is never stored. The inner
+/// error means the target refuses an event (its stream has a tombstone there).
+#[allow(clippy::type_complexity)]
+fn keys_for(
+    storage: &Storage,
+    batch: &[ImportEvent],
+) -> Result<Result<Vec<Option<Arc<StreamKey>>>, ImportError>> {
+    let Some(crypto) = storage.shared.crypto.as_ref() else {
+        return Ok(Ok(vec![None; batch.len()]));
+    };
+    let mut streams: Vec<StreamId> = Vec::new();
+    let mut index: HashMap<StreamId, usize> = HashMap::new();
+    for event in batch.iter().filter(|e| !e.shredded) {
+        index.entry(event.stream).or_insert_with(|| {
+            streams.push(event.stream);
+            streams.len() - 1
+        });
+    }
+    let stream_keys = crypto.keys_for_append(&streams)?;
+    let mut keys = Vec::with_capacity(batch.len());
+    for event in batch {
+        if event.shredded {
+            keys.push(Some(Arc::new(crypto.throwaway_key()?)));
+            continue;
+        }
+        match &stream_keys[index[&event.stream]] {
+            Ok(key) => keys.push(Some(Arc::clone(key))),
+            Err(Error::StreamShredded { stream }) => {
+                return Ok(Err(invalid(
+                    event.seq,
+                    format!("stream {stream} is shredded in the target store and takes no events; import into a new store"),
+                )))
+            }
+            Err(e) => return Err(e.duplicate()),
+        }
+    }
+    Ok(Ok(keys))
+}
+
+/// Writes a batch inside a write transaction, sealing each event under its key in `keys` (an
+/// encrypted store). The outer error fails the transaction; the inner one means the store does
+/// not take the batch (another writer got there first).
 fn write_batch(
     storage: &Storage,
     wtxn: &mut heed::RwTxn<'_>,
     batch: &[ImportEvent],
+    keys: &[Option<Arc<StreamKey>>],
     buf: &mut Vec<u8>,
 ) -> Result<Result<(), ImportError>> {
     let dbs = &storage.shared.dbs;
@@ -359,7 +452,7 @@ fn write_batch(
         ),
         None => (1, 0),
     };
-    for event in batch {
+    for (event, key) in batch.iter().zip(keys) {
         let seq = event.seq;
         if seq != next_seq {
             return Ok(Err(invalid(
@@ -405,7 +498,7 @@ fn write_batch(
                 event_type: &event.event_type,
                 schema_version: event.schema_version,
                 metadata: event.metadata.as_deref(),
-                encrypted: false,
+                encrypted: key.is_some(),
             },
         );
         buf.extend_from_slice(&event.payload);
@@ -420,7 +513,7 @@ fn write_batch(
                 prev_seq: last,
                 timestamp_ns: event.timestamp_ns,
             },
-            None,
+            key.as_deref().map(|k| (k, storage.shared.store_id)),
         )?;
         dbs.put_record(wtxn, seq, rec)?;
         dbs.stream_index

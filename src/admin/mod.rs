@@ -30,6 +30,7 @@ mod backup;
 mod decoders;
 mod import;
 mod info;
+mod keycheck;
 mod raw;
 mod verify;
 
@@ -37,7 +38,7 @@ pub use backup::{backup, BackupInfo};
 pub use decoders::{DecodeError, Decoders, PayloadDecoder};
 pub use import::{ImportError, ImportEvent, Importer};
 pub use info::{info, ProcessorInfo, StoreInfo};
-pub use raw::{event, last_seq, log, stream, streams, RawEvent, RawEvents};
+pub use raw::{contents, event, last_seq, log, stream, streams, Contents, RawEvent, RawEvents};
 pub use verify::{verify, Problem, ProblemKind, VerifyProgress, VerifyReport};
 
 #[cfg(test)]

@@ -4,19 +4,132 @@ use std::ops::Bound;
 
 use crate::error::{Error, Result};
 use crate::index::{parse_stream_key, parse_stream_version_key, stream_version_key, Head};
-use crate::log::{record, Envelope};
+use crate::log::record::{self, Opened};
+use crate::log::Envelope;
 use crate::storage::{ReadTxn, Storage};
 use crate::types::{Direction, IntoStreamId, StreamId, StreamInfo};
 
 /// A stored event read without knowing its type.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 #[non_exhaustive]
 pub struct RawEvent<'t> {
     /// The envelope, from a header whose checksum was verified.
     pub envelope: Envelope<'t>,
     /// The payload bytes (an rkyv archive), after their checksum was verified; `None` for an
-    /// encrypted record, whose payload is sealed (its checksum was verified all the same).
+    /// encrypted record, whose payload is sealed (its checksum was verified all the same): get
+    /// it with [`contents`].
     pub payload: Option<&'t [u8]>,
+    /// The whole verified record, for [`contents`].
+    record: &'t [u8],
+}
+
+impl std::fmt::Debug for RawEvent<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawEvent")
+            .field("envelope", &self.envelope)
+            .field("payload_len", &self.payload.map(<[u8]>::len))
+            .finish_non_exhaustive()
+    }
+}
+
+impl RawEvent<'_> {
+    /// Whether the event's payload and metadata are sealed (an encrypted store).
+    pub fn is_encrypted(&self) -> bool {
+        self.envelope.encrypted
+    }
+
+    /// Length of the event's metadata, `None` when it has none. Known without decrypting: an
+    /// encrypted record keeps the length in the clear (`docs/format.md`, "Encrypted records").
+    pub fn metadata_len(&self) -> Option<u32> {
+        // Header bytes 9 (flags, bit 2: metadata) and 84..88 (metadata_len, u32 LE), verified
+        // by the header checksum when the event was read.
+        let flags = self.record.get(9).copied().unwrap_or(0);
+        let len = self
+            .record
+            .get(84..88)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map_or(0, u32::from_le_bytes);
+        (flags & 4 != 0).then_some(len)
+    }
+}
+
+/// An event's payload and metadata in the clear: borrowed from the map for a plain store,
+/// decrypted into a buffer of their own for an encrypted one.
+pub struct Contents<'t> {
+    inner: ContentsInner<'t>,
+}
+
+enum ContentsInner<'t> {
+    Plain {
+        payload: &'t [u8],
+        metadata: Option<&'t [u8]>,
+    },
+    Opened(Opened),
+}
+
+impl Contents<'_> {
+    /// The payload bytes (an rkyv archive), 16-byte aligned for a decrypted payload.
+    pub fn payload(&self) -> &[u8] {
+        match &self.inner {
+            ContentsInner::Plain { payload, .. } => payload,
+            ContentsInner::Opened(o) => o.payload(),
+        }
+    }
+
+    /// The metadata bytes, when the event has metadata.
+    pub fn metadata(&self) -> Option<&[u8]> {
+        match &self.inner {
+            ContentsInner::Plain { metadata, .. } => *metadata,
+            ContentsInner::Opened(o) => o.metadata(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Contents<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Contents")
+            .field("payload_len", &self.payload().len())
+            .field("metadata_len", &self.metadata().map(<[u8]>::len))
+            .finish()
+    }
+}
+
+/// The payload and metadata of `event`, an event read from `storage`, in the clear: decrypted
+/// with its stream's key when the store is encrypted.
+///
+/// # Errors
+///
+/// - [`Error::Shredded`] for an event of a shredded stream: its payload is gone for good.
+/// - [`Error::Decryption`] when the record fails authentication (tampered or moved).
+/// - [`Error::Keystore`] when the stream's key is missing or damaged.
+/// - [`Error::Corrupted`] when the record's encryption does not match the store's (a plaintext
+///   record in an encrypted store, or the reverse), or its payload checksum fails.
+pub fn contents<'t>(storage: &Storage, event: &RawEvent<'t>) -> Result<Contents<'t>> {
+    let seq = event.envelope.seq;
+    let rec = record::decode(seq, event.record)?;
+    let inner = match (rec.is_encrypted(), storage.shared.crypto.as_ref()) {
+        (false, None) => ContentsInner::Plain {
+            payload: rec.payload()?,
+            metadata: event.envelope.metadata,
+        },
+        (true, Some(crypto)) => {
+            let key = crypto.key_for_read(rec.stream(), rec.key_version(), seq)?;
+            ContentsInner::Opened(rec.open(&key, crypto.store_id())?)
+        }
+        (false, Some(_)) => {
+            return Err(Error::corrupted(
+                seq,
+                "plaintext record in an encrypted store",
+            ))
+        }
+        (true, None) => {
+            return Err(Error::corrupted(
+                seq,
+                "encrypted record in a store without encryption",
+            ))
+        }
+    };
+    Ok(Contents { inner })
 }
 
 /// An iterator over raw events, borrowing the caller's read transaction. Every item is
@@ -51,6 +164,7 @@ pub(crate) fn raw_event(seq: u64, bytes: &[u8]) -> Result<RawEvent<'_>> {
     Ok(RawEvent {
         envelope: rec.envelope(),
         payload,
+        record: bytes,
     })
 }
 

@@ -3,6 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
+use super::keycheck::KeyCheck;
 use crate::error::{Error, Result};
 use crate::index::{parse_stream_key, parse_stream_version_key, Head};
 use crate::log::record;
@@ -18,6 +19,7 @@ const PROGRESS_EVERY: u64 = 4096;
 
 const FIX_RECORD: &str = "restore the store from a backup; or export it with `varve export` (which stops at the damaged record) and import the intact events into a new store";
 const FIX_INDEX: &str = "the log is the source of truth and this index disagrees with it: rebuild the index by exporting the store (`varve export`) and importing it into a new store (`varve import`)";
+const FIX_KEYSTORE: &str = "restore the store together with its keys directory from a backup taken with the same master key (`varve backup` copies both); events of a stream whose key is lost or damaged cannot be decrypted";
 const FIX_CHECKPOINT: &str =
     "reset the processor with `varve processors reset` so that it starts again from a known position";
 
@@ -90,7 +92,7 @@ impl fmt::Display for Problem {
 #[non_exhaustive]
 pub struct VerifyProgress {
     /// What is being checked: `"log"`, `"heads"`, `"stream index"`, `"event ids"`,
-    /// `"checkpoints"`.
+    /// `"checkpoints"`, `"keystore"`.
     pub phase: &'static str,
     /// Items of this phase checked so far.
     pub done: u64,
@@ -118,6 +120,20 @@ pub struct VerifyReport {
     pub problems: Vec<Problem>,
     /// Problems found beyond those listed.
     pub more_problems: u64,
+    /// Whether the store is encrypted (the counts below are 0 otherwise).
+    pub encrypted: bool,
+    /// Records decrypted and authenticated under their stream's key.
+    pub decrypted: u64,
+    /// Stream keys in the keystore.
+    pub keys: u64,
+    /// Shredded streams (tombstones in the keystore).
+    pub shredded_streams: u64,
+    /// Events of shredded streams in the log: unreadable by design, not problems.
+    pub shredded_events: u64,
+    /// Keys of streams without events in the log: harmless (a key is created before the
+    /// transaction that first writes to its stream, which may then fail; or the stream was
+    /// first written after the log was read). Not problems.
+    pub keys_without_events: u64,
 }
 
 impl VerifyReport {
@@ -126,7 +142,7 @@ impl VerifyReport {
         self.problems.is_empty()
     }
 
-    fn push(
+    pub(super) fn push(
         &mut self,
         kind: ProblemKind,
         seq: Option<u64>,
@@ -140,6 +156,7 @@ impl VerifyReport {
         let fix = match kind {
             ProblemKind::Record => FIX_RECORD,
             ProblemKind::Checkpoint => FIX_CHECKPOINT,
+            ProblemKind::Keystore => FIX_KEYSTORE,
             _ => FIX_INDEX,
         };
         self.problems.push(Problem {
@@ -170,7 +187,15 @@ struct Seen {
 /// - `stream_index`: versions `1..=head` of every stream, each naming a record of that stream and
 ///   version;
 /// - `event_ids`: every record's id present and naming it, no entry naming another record;
-/// - checkpoints: intact and not past the log's end.
+/// - checkpoints: intact and not past the log's end;
+/// - every record's encryption flag against the store's: in an encrypted store every record is
+///   sealed, and decrypts and authenticates under its stream's key ([`ProblemKind::Record`]
+///   otherwise, naming [`Error::Decryption`] for a tampered one); every stream with events has a
+///   key that unwraps under the master key in force, or a tombstone (its events are then counted
+///   as [`VerifyReport::shredded_events`], not problems); every key entry and tombstone of the
+///   keystore is well formed and every key unwraps ([`ProblemKind::Keystore`] otherwise); keys of
+///   streams without events are counted ([`VerifyReport::keys_without_events`]), not problems.
+///   The keystore is read in a snapshot taken right after the log's.
 ///
 /// `progress` is called now and then. Problems are collected in the report; a record that
 /// fails its checksum is reported once, not again for each index entry that leads to it.
@@ -183,7 +208,11 @@ pub fn verify(storage: &Storage, progress: &mut dyn FnMut(VerifyProgress)) -> Re
     let dbs = &storage.shared.dbs;
     let txn = storage.env.read_txn()?;
     let txn = txn.raw();
-    let mut report = VerifyReport::default();
+    let mut report = VerifyReport {
+        encrypted: storage.shared.crypto.is_some(),
+        ..VerifyReport::default()
+    };
+    let mut keycheck = KeyCheck::new(storage.shared.crypto.as_ref())?;
     let mut tick = |phase: &'static str, done: u64, total: u64, force: bool| {
         if force || done.is_multiple_of(PROGRESS_EVERY) {
             progress(VerifyProgress { phase, done, total });
@@ -234,9 +263,14 @@ pub fn verify(storage: &Storage, progress: &mut dyn FnMut(VerifyProgress)) -> Re
         };
         let env = rec.envelope();
         // The header is intact: the record's place is known even when its payload is damaged.
-        if let Err(e) = rec.payload_region() {
-            report.push(ProblemKind::Record, Some(seq), Some(env.stream), reason(&e));
-        }
+        let payload_ok = match rec.payload_region() {
+            Ok(_) => true,
+            Err(e) => {
+                report.push(ProblemKind::Record, Some(seq), Some(env.stream), reason(&e));
+                false
+            }
+        };
+        keycheck.record(&mut report, &rec, payload_ok)?;
         if env.timestamp_ns < last_ts {
             report.push(
                 ProblemKind::Log,
@@ -610,17 +644,21 @@ pub fn verify(storage: &Storage, progress: &mut dyn FnMut(VerifyProgress)) -> Re
     }
     tick("checkpoints", report.checkpoints, total, true);
 
-    // 6. KEYSTORE CHECKS (encrypted stores) go here: every stream of an encrypted record has a
-    //    key entry (or is shredded), every entry unwraps under the master key, key versions of
-    //    records exist. Report them with `ProblemKind::Keystore`.
+    // 6. The keystore (the records were decrypted in the log pass).
+    keycheck.keystore(
+        &mut report,
+        &|stream| streams.contains_key(&stream),
+        &mut |done, total, force| tick("keystore", done, total, force),
+    )?;
 
     Ok(report)
 }
 
-/// The reason of a corruption error, without the sequence (which the problem carries).
-fn reason(e: &Error) -> String {
+/// The reason of a corruption or keystore error, without the sequence or path (which the
+/// problem and the report carry).
+pub(super) fn reason(e: &Error) -> String {
     match e {
-        Error::Corrupted { reason, .. } => reason.clone(),
+        Error::Corrupted { reason, .. } | Error::Keystore { reason, .. } => reason.clone(),
         other => other.to_string(),
     }
 }

@@ -67,32 +67,71 @@ pub enum Command {
     },
     /// Check every record's checksums and every index against the log; exits with status 1
     /// when anything is wrong.
+    ///
+    /// In an encrypted store it also decrypts every record, checks that every stream with
+    /// events has a key that unwraps under the master key or a tombstone (events of shredded
+    /// streams are counted, not problems), and that every keystore entry is well formed.
     Verify {
         /// The store's directory.
         path: PathBuf,
+        /// File holding the master key of an encrypted store; default: VARVE_MASTER_KEY (hex).
+        #[arg(long)]
+        key_file: Option<PathBuf>,
     },
     /// Copy a store, compacted and consistent, while writers go on.
+    ///
+    /// An encrypted store is copied with its keystore (DEST/keys), the log first, and the copy
+    /// is checked by opening it with the master key. The copy holds every stream key that was
+    /// live when it was taken: a stream shredded after the backup can still be read from it with
+    /// the master key. Shredding erases a stream from the store, not from its backups: to erase
+    /// it everywhere, shred it in every backup too (or destroy them), or rotate the master key and
+    /// destroy the old one (backups under the old key then open with nothing).
     Backup {
         /// The store's directory.
         path: PathBuf,
         /// A new directory for the copy (missing or empty).
         dest: PathBuf,
+        /// File holding the master key of an encrypted store; default: VARVE_MASTER_KEY (hex).
+        #[arg(long)]
+        key_file: Option<PathBuf>,
     },
     /// Write every event as newline-delimited JSON (envelope and base64 payload).
+    ///
+    /// An encrypted store is decrypted: payloads and metadata are plaintext. An event of a
+    /// shredded stream is written as a marker line, `"shredded": true` with its envelope and
+    /// `payload_len` and `metadata_len`, but no payload or metadata.
     Export {
         /// The store's directory.
         path: PathBuf,
         /// Write to this file instead of standard output.
         #[arg(long, short)]
         output: Option<PathBuf>,
+        /// File holding the master key of an encrypted store; default: VARVE_MASTER_KEY (hex).
+        #[arg(long)]
+        key_file: Option<PathBuf>,
     },
     /// Read events written by `varve export` into a new or empty store.
+    ///
+    /// With a master key (--key-file or VARVE_MASTER_KEY) the target is an encrypted store and
+    /// every event is sealed. Events marked shredded keep their place in an encrypted target and
+    /// read as shredded there (their streams are shredded in the target); a target without
+    /// encryption refuses them unless --skip-shredded.
     Import {
         /// The target store's directory (created when missing; must hold no events).
         path: PathBuf,
         /// Read from this file instead of standard input.
         #[arg(long, short)]
         input: Option<PathBuf>,
+        /// File holding the master key: the target is (or is created) encrypted; default:
+        /// VARVE_MASTER_KEY (hex).
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+        /// Leave out events marked shredded. Later events move down to keep the sequence free
+        /// of gaps (stream versions, ids and timestamps are kept; global sequences are not, so
+        /// rebuild anything kept outside the store that refers to them). In an encrypted
+        /// target the left-out streams are shredded, so their ids stay burned.
+        #[arg(long)]
+        skip_shredded: bool,
     },
     /// List processors with their checkpoints and lag, or reset one.
     Processors(ProcessorsArgs),

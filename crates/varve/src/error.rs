@@ -57,6 +57,31 @@ impl CliError {
                 "use a varve built with the VarveDB version that wrote the store: export it there and import it here"
                     .into(),
             ),
+            Error::EncryptionMismatch {
+                store_encrypted: true,
+                ..
+            } => Some(
+                "the store is encrypted: give its master key with --key-file FILE (32 raw bytes or 64 hex characters) or in VARVE_MASTER_KEY (hex)"
+                    .into(),
+            ),
+            Error::EncryptionMismatch {
+                store_encrypted: false,
+                ..
+            } => Some(
+                "the store is not encrypted: unset VARVE_MASTER_KEY and drop --key-file (encryption is fixed when a store is created; export it and import it into an encrypted store to encrypt it)"
+                    .into(),
+            ),
+            Error::WrongMasterKey { .. } => Some(
+                "give the master key the store was created or last rotated with".into(),
+            ),
+            Error::Keystore { .. } => Some(format!(
+                "restore {} together with its keys directory from a backup (`varve backup` copies both); run `varve verify` with the master key to see which streams are affected",
+                store.display()
+            )),
+            Error::Decryption { .. } => Some(format!(
+                "the record was tampered with or moved: restore from a backup; `varve verify {}` with the master key lists every such record",
+                store.display()
+            )),
             Error::MapFull { .. } => Some("free disk space, or end long read transactions".into()),
             Error::Lmdb(heed::Error::Io(io)) | Error::Io(io)
                 if io.kind() == std::io::ErrorKind::PermissionDenied =>

@@ -9,6 +9,15 @@ use crate::error::{CliError, CliResult};
 
 /// Opens an existing store: refuses a path that holds none, rather than creating one there.
 pub fn open_existing(path: &Path) -> CliResult<Storage> {
+    open_existing_keyed(path, None).map(|(storage, _)| storage)
+}
+
+/// Opens an existing store with the master key from `key_file`, else `VARVE_MASTER_KEY`, when
+/// either is given; returns the key too.
+pub fn open_existing_keyed(
+    path: &Path,
+    key_file: Option<&Path>,
+) -> CliResult<(Storage, Option<[u8; 32]>)> {
     if !path.is_dir() {
         return Err(CliError::new(path, "no such directory")
             .hint("give the directory of a VarveDB store (the one holding data.mdb)"));
@@ -19,8 +28,8 @@ pub fn open_existing(path: &Path) -> CliResult<Storage> {
                 .hint("give the directory of a VarveDB store (the one holding data.mdb)"),
         );
     }
-    let key = crate::keys::load(path, None, crate::keys::MASTER_KEY_VAR)?;
-    open_with_key(path, key)
+    let key = crate::keys::load(path, key_file, crate::keys::MASTER_KEY_VAR)?;
+    Ok((open_with_key(path, key)?, key))
 }
 
 /// Opens an existing store, encrypted when a master key is given.
@@ -34,11 +43,18 @@ pub fn open_with_key(path: &Path, master_key: Option<[u8; 32]>) -> CliResult<Sto
     .map_err(|e| CliError::store(path, e))
 }
 
-/// Opens (creating when missing) a store with a given event size limit.
-pub fn open(path: &Path, max_event_size: usize) -> CliResult<Storage> {
+/// Opens (creating when missing) a store with a given event size limit, encrypted when a
+/// master key is given.
+pub fn open(
+    path: &Path,
+    max_event_size: usize,
+    master_key: Option<[u8; 32]>,
+) -> CliResult<Storage> {
     Storage::open(StorageConfig {
         path: path.to_owned(),
         max_event_size,
+        encryption_enabled: master_key.is_some(),
+        master_key,
         ..Default::default()
     })
     .map_err(|e| CliError::store(path, e))

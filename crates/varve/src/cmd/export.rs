@@ -9,15 +9,21 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use varvedb::admin::{self, RawEvent};
+use varvedb::error::Error;
+use varvedb::storage::Storage;
 use varvedb::Direction;
 
 use crate::error::{CliError, CliResult};
 use crate::output::json_line;
 use crate::progress::Progress;
-use crate::store::open_existing;
+use crate::store::open_existing_keyed;
 
 /// One exported event: every field of its envelope and its exact payload bytes. `stream` is a
 /// decimal integer or a UUID, as `varve streams` shows it; byte strings are standard base64.
+///
+/// An event of a shredded stream (its key destroyed) is a marker: `shredded` is `true`,
+/// `payload` is absent and `metadata` null, and `payload_len` and `metadata_len` (absent when
+/// the event has no metadata) give the lengths of what was lost.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Line {
@@ -32,24 +38,24 @@ pub struct Line {
     pub event_type: String,
     pub schema_version: u16,
     pub metadata: Option<String>,
-    pub payload: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shredded: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_len: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata_len: Option<u32>,
 }
 
 /// How long one read transaction of an export stays open at most.
 const MAX_TXN_AGE: Duration = Duration::from_millis(100);
 
-fn line_of(event: &RawEvent<'_>, path: &Path) -> CliResult<Line> {
+/// The line of an event: its plaintext (decrypted in an encrypted store), or a shredded marker.
+fn line_of(storage: &Storage, event: &RawEvent<'_>, path: &Path) -> CliResult<Line> {
     let e = &event.envelope;
     let b64 = base64::engine::general_purpose::STANDARD;
-    let Some(payload) = event.payload else {
-        return Err(CliError::new(
-            path,
-            "the event is encrypted; exporting encrypted stores is not supported yet",
-        )
-        .at(e.seq)
-        .hint("export the store with a build that can decrypt it"));
-    };
-    Ok(Line {
+    let mut line = Line {
         seq: e.seq,
         stream: e.stream.to_string(),
         version: e.version,
@@ -60,13 +66,41 @@ fn line_of(event: &RawEvent<'_>, path: &Path) -> CliResult<Line> {
         causation_id: e.causation_id.map(|u| u.to_string()),
         event_type: e.event_type.to_string(),
         schema_version: e.schema_version,
-        metadata: e.metadata.map(|m| b64.encode(m)),
-        payload: b64.encode(payload),
-    })
+        metadata: None,
+        payload: None,
+        shredded: false,
+        payload_len: None,
+        metadata_len: None,
+    };
+    match admin::contents(storage, event) {
+        Ok(contents) => {
+            line.metadata = contents.metadata().map(|m| b64.encode(m));
+            line.payload = Some(b64.encode(contents.payload()));
+        }
+        Err(Error::Shredded { .. }) => {
+            line.shredded = true;
+            line.payload_len = Some(e.payload_len);
+            line.metadata_len = event.metadata_len();
+        }
+        Err(err) => {
+            let seq = e.seq;
+            return Err(CliError::store(path, err).at(seq).hint(format!(
+                "the export stops at this event: events 1..{seq} were written; run `varve verify {}` (with the master key) to list what is wrong",
+                path.display()
+            )));
+        }
+    }
+    Ok(line)
 }
 
-pub fn run(path: &Path, output: Option<&Path>, json: bool, out: &mut dyn Write) -> CliResult<u8> {
-    let storage = open_existing(path)?;
+pub fn run(
+    path: &Path,
+    output: Option<&Path>,
+    key_file: Option<&Path>,
+    json: bool,
+    out: &mut dyn Write,
+) -> CliResult<u8> {
+    let (storage, _) = open_existing_keyed(path, key_file)?;
     let err = |e| CliError::store(path, e);
     let mut file;
     let sink: &mut dyn Write = match output {
@@ -87,6 +121,7 @@ pub fn run(path: &Path, output: Option<&Path>, json: bool, out: &mut dyn Write) 
     let mut progress = Progress::new("export", head);
     let mut next = 1u64;
     let mut exported = 0u64;
+    let mut shredded = 0u64;
     while next <= head {
         let txn = storage.env.read_txn().map_err(err)?;
         let opened = Instant::now();
@@ -102,7 +137,8 @@ pub fn run(path: &Path, output: Option<&Path>, json: bool, out: &mut dyn Write) 
                 next = seq;
                 break;
             }
-            let line = line_of(&event, path)?;
+            let line = line_of(&storage, &event, path)?;
+            shredded += u64::from(line.shredded);
             serde_json::to_writer(&mut *sink, &line).map_err(std::io::Error::from)?;
             sink.write_all(b"\n")?;
             exported += 1;
@@ -122,11 +158,17 @@ pub fn run(path: &Path, output: Option<&Path>, json: bool, out: &mut dyn Write) 
         if json {
             json_line(
                 out,
-                &json!({"store": path.display().to_string(), "events": exported, "head": head}),
+                &json!({"store": path.display().to_string(), "events": exported, "head": head, "shredded": shredded}),
             )?;
         } else {
             writeln!(out, "exported {exported} events from {}", path.display())?;
         }
+    }
+    if shredded > 0 && !(json && output.is_some()) {
+        eprintln!(
+            "varve: store {}: {shredded} events of shredded streams were exported as markers without payload (\"shredded\": true); `varve import` keeps them as shredded in an encrypted store, or leaves them out with --skip-shredded",
+            path.display()
+        );
     }
     Ok(0)
 }

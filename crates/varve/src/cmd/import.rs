@@ -1,5 +1,6 @@
 //! `varve import PATH`: reads what `varve export` wrote into a new or empty store.
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -8,15 +9,63 @@ use base64::Engine;
 use serde_json::json;
 use varvedb::admin::{ImportError, ImportEvent, Importer};
 use varvedb::storage::MAX_EVENT_SIZE_LIMIT;
-use varvedb::Uuid;
+use varvedb::{StreamId, Uuid};
 
 use super::export::Line;
 use crate::error::{CliError, CliResult};
+use crate::keys::{self, MASTER_KEY_VAR};
 use crate::output::json_line;
 use crate::progress::Progress;
 use crate::store::{open, parse_stream};
 
-pub fn run(path: &Path, input: Option<&Path>, json: bool, out: &mut dyn Write) -> CliResult<u8> {
+pub struct Args<'a> {
+    pub path: &'a Path,
+    pub input: Option<&'a Path>,
+    pub key_file: Option<&'a Path>,
+    pub skip_shredded: bool,
+}
+
+/// Shredded events left out with `--skip-shredded`, and how later sequences move down.
+#[derive(Default)]
+struct Skipped {
+    /// Original sequences of the events left out, ascending.
+    seqs: Vec<u64>,
+    streams: BTreeSet<StreamId>,
+}
+
+impl Skipped {
+    /// Moves `event` down past the events left out before it.
+    fn renumber(&self, event: &mut ImportEvent) -> Result<(), LineError> {
+        if self.seqs.is_empty() {
+            return Ok(());
+        }
+        if self.seqs.last().is_some_and(|&last| last >= event.seq) {
+            return Err(LineError(format!(
+                "sequence {} comes after the left-out shredded event at sequence {}: events must come in log order",
+                event.seq,
+                self.seqs.last().copied().unwrap_or(0)
+            )));
+        }
+        event.seq -= self.seqs.len() as u64;
+        if let Some(prev) = event.prev_seq {
+            if self.seqs.binary_search(&prev).is_ok() {
+                return Err(LineError(format!(
+                    "prev_seq {prev} names a shredded event that was left out, but this event of the same stream is not shredded; a stream's events after a shredded one cannot be readable"
+                )));
+            }
+            event.prev_seq = Some(prev - self.seqs.partition_point(|&s| s < prev) as u64);
+        }
+        Ok(())
+    }
+}
+
+pub fn run(args: &Args<'_>, json: bool, out: &mut dyn Write) -> CliResult<u8> {
+    let Args {
+        path,
+        input,
+        key_file,
+        skip_shredded,
+    } = *args;
     let reader: Box<dyn BufRead> = match input {
         Some(file) => Box::new(BufReader::new(File::open(file).map_err(|e| {
             CliError::new(path, format!("cannot read {}: {e}", file.display()))
@@ -26,11 +75,16 @@ pub fn run(path: &Path, input: Option<&Path>, json: bool, out: &mut dyn Write) -
     let total = input
         .and_then(|f| std::fs::metadata(f).ok())
         .map_or(0, |m| m.len());
+    let key = keys::load(path, key_file, MASTER_KEY_VAR)?;
     // The target takes events as large as the largest any store takes.
-    let storage = open(path, MAX_EVENT_SIZE_LIMIT)?;
+    let storage = open(path, MAX_EVENT_SIZE_LIMIT, key)?;
+    let encrypted = storage.is_encrypted();
     let mut importer = Importer::new(&storage).map_err(|e| import_error(path, e, None))?;
     let mut progress = Progress::new("import", total);
     let mut read_bytes = 0u64;
+    let mut skipped = Skipped::default();
+    // The next sequence of the input, before renumbering.
+    let mut next_original = 1u64;
     for (i, line) in reader.lines().enumerate() {
         let number = i + 1;
         let line = line.map_err(|e| {
@@ -43,22 +97,97 @@ pub fn run(path: &Path, input: Option<&Path>, json: bool, out: &mut dyn Write) -
         if line.trim().is_empty() {
             continue;
         }
-        let event =
-            parse_line(path, &line).map_err(|e| e.with_line(number, importer.imported(), path))?;
+        let committed = importer.imported();
+        let mut event =
+            parse_line(path, &line).map_err(|e| e.with_line(number, committed, path))?;
+        if event.shredded {
+            if skip_shredded {
+                if event.seq != next_original {
+                    return Err(LineError(format!(
+                        "expected sequence {next_original}, found {} (events must come in log order, from 1, without gaps)",
+                        event.seq
+                    ))
+                    .with_line(number, committed, path));
+                }
+                next_original += 1;
+                skipped.seqs.push(event.seq);
+                skipped.streams.insert(event.stream);
+                progress.set(read_bytes);
+                continue;
+            }
+            if !encrypted {
+                return Err(CliError::new(
+                    path,
+                    format!(
+                        "line {number}: event {} of stream {} is shredded in the exported store: its key was destroyed and its payload is gone, so it cannot be imported as plaintext",
+                        event.version, event.stream
+                    ),
+                )
+                .at(event.seq)
+                .hint(format!(
+                    "import into an encrypted store (give its master key with --key-file or {MASTER_KEY_VAR}), where shredded events keep their place and read as shredded; or pass --skip-shredded to leave them out (later sequences move down to stay gap-free){}",
+                    if committed > 0 { format!("; first remove {}, which holds the {committed} events imported so far", path.display()) } else { String::new() }
+                )));
+            }
+        }
+        next_original = event.seq.saturating_add(1);
+        skipped
+            .renumber(&mut event)
+            .map_err(|e| e.with_line(number, committed, path))?;
         importer
             .push(event)
             .map_err(|e| import_error(path, e, Some((number, importer.imported()))))?;
         progress.set(read_bytes);
     }
+    let kept_shredded = importer.shredded_streams();
     let imported = importer.finish().map_err(|e| import_error(path, e, None))?;
+    // Streams left out stay burned in an encrypted target, as they are in the source.
+    if encrypted {
+        for &stream in &skipped.streams {
+            storage
+                .shred_stream(stream)
+                .map_err(|e| CliError::store(path, e))?;
+        }
+    }
     progress.finish();
+    let skipped_events = skipped.seqs.len();
+    let skipped_streams = skipped.streams.len();
     if json {
         json_line(
             out,
-            &json!({"store": path.display().to_string(), "events": imported}),
+            &json!({
+                "store": path.display().to_string(),
+                "events": imported,
+                "encrypted": encrypted,
+                "shredded_streams": kept_shredded,
+                "skipped_events": skipped_events,
+                "skipped_streams": skipped_streams,
+            }),
         )?;
     } else {
-        writeln!(out, "imported {imported} events into {}", path.display())?;
+        writeln!(
+            out,
+            "imported {imported} events into {}{}",
+            path.display(),
+            if encrypted { " (encrypted)" } else { "" }
+        )?;
+        if kept_shredded > 0 {
+            writeln!(
+                out,
+                "{kept_shredded} streams were shredded in the source: their events keep their place and read as shredded"
+            )?;
+        }
+        if skipped_events > 0 {
+            writeln!(
+                out,
+                "left out {skipped_events} shredded events of {skipped_streams} streams; the events after the first of them moved down (sequences renumbered, stream versions, ids and timestamps kept){}",
+                if encrypted {
+                    "; those streams are shredded in the target"
+                } else {
+                    ""
+                }
+            )?;
+        }
     }
     Ok(0)
 }
@@ -133,6 +262,38 @@ fn parse_line(path: &Path, text: &str) -> Result<ImportEvent, LineError> {
         .as_deref()
         .map(|s| bytes("metadata", s))
         .transpose()?;
-    event.payload = bytes("payload", &line.payload)?;
+    if line.shredded {
+        // What was lost stands as zero bytes of its lengths: an encrypted target seals them
+        // under a key it never stores, so the envelope keeps its lengths.
+        if line.payload.is_some() || line.metadata.is_some() {
+            return Err(LineError(
+                "a line marked shredded carries a payload or metadata; an export never writes one"
+                    .into(),
+            ));
+        }
+        let payload_len = line
+            .payload_len
+            .ok_or_else(|| LineError("a line marked shredded has no payload_len".into()))?;
+        let too_long = |n: u32| n as usize > MAX_EVENT_SIZE_LIMIT;
+        if too_long(payload_len) || line.metadata_len.is_some_and(too_long) {
+            return Err(LineError(format!(
+                "payload_len or metadata_len exceeds the largest event a store takes ({MAX_EVENT_SIZE_LIMIT} bytes)"
+            )));
+        }
+        event.payload = vec![0; payload_len as usize];
+        event.metadata = line.metadata_len.map(|n| vec![0; n as usize]);
+        event.shredded = true;
+        return Ok(event);
+    }
+    if line.payload_len.is_some() || line.metadata_len.is_some() {
+        return Err(LineError(
+            "payload_len and metadata_len belong to lines marked shredded only".into(),
+        ));
+    }
+    let payload = line
+        .payload
+        .as_deref()
+        .ok_or_else(|| LineError("the line has no payload (and is not marked shredded)".into()))?;
+    event.payload = bytes("payload", payload)?;
     Ok(event)
 }

@@ -60,10 +60,32 @@ pub fn dispatch(cli: Cli, decoders: &Decoders, out: &mut dyn Write) -> CliResult
             decoders,
             out,
         ),
-        Command::Verify { path } => verify::run(&path, json, out),
-        Command::Backup { path, dest } => backup::run(&path, &dest, json, out),
-        Command::Export { path, output } => export::run(&path, output.as_deref(), json, out),
-        Command::Import { path, input } => import::run(&path, input.as_deref(), json, out),
+        Command::Verify { path, key_file } => verify::run(&path, key_file.as_deref(), json, out),
+        Command::Backup {
+            path,
+            dest,
+            key_file,
+        } => backup::run(&path, &dest, key_file.as_deref(), json, out),
+        Command::Export {
+            path,
+            output,
+            key_file,
+        } => export::run(&path, output.as_deref(), key_file.as_deref(), json, out),
+        Command::Import {
+            path,
+            input,
+            key_file,
+            skip_shredded,
+        } => import::run(
+            &import::Args {
+                path: &path,
+                input: input.as_deref(),
+                key_file: key_file.as_deref(),
+                skip_shredded,
+            },
+            json,
+            out,
+        ),
         Command::Shred {
             path,
             stream,

@@ -9,11 +9,11 @@ use varvedb::admin;
 use crate::error::{CliError, CliResult};
 use crate::output::json_line;
 use crate::progress::Progress;
-use crate::store::open_existing;
+use crate::store::open_existing_keyed;
 use crate::EXIT_FAILURE;
 
-pub fn run(path: &Path, json: bool, out: &mut dyn Write) -> CliResult<u8> {
-    let storage = open_existing(path)?;
+pub fn run(path: &Path, key_file: Option<&Path>, json: bool, out: &mut dyn Write) -> CliResult<u8> {
+    let (storage, _) = open_existing_keyed(path, key_file)?;
     let mut progress = Progress::new("log", 0);
     let report = admin::verify(&storage, &mut |p| {
         progress.phase(p.phase, p.total);
@@ -49,6 +49,12 @@ pub fn run(path: &Path, json: bool, out: &mut dyn Write) -> CliResult<u8> {
                 "head": report.head,
                 "problems": problems,
                 "more_problems": report.more_problems,
+                "encrypted": report.encrypted,
+                "decrypted": report.decrypted,
+                "keys": report.keys,
+                "shredded_streams": report.shredded_streams,
+                "shredded_events": report.shredded_events,
+                "keys_without_events": report.keys_without_events,
             }),
         )?;
     } else {
@@ -61,6 +67,20 @@ pub fn run(path: &Path, json: bool, out: &mut dyn Write) -> CliResult<u8> {
                 "store {store}: {} more problems not listed",
                 report.more_problems
             )?;
+        }
+        if report.encrypted {
+            writeln!(
+                out,
+                "store {store}: encrypted: {} records decrypted and authenticated, {} stream keys, {} shredded streams ({} events of them in the log, unreadable by design)",
+                report.decrypted, report.keys, report.shredded_streams, report.shredded_events
+            )?;
+            if report.keys_without_events > 0 {
+                writeln!(
+                    out,
+                    "store {store}: note: {} stream keys belong to streams without events in the log (created for an append that did not commit, or after the log was read): harmless",
+                    report.keys_without_events
+                )?;
+            }
         }
         let verdict = if report.is_ok() {
             "OK".to_string()
