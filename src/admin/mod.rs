@@ -43,3 +43,5 @@ pub use verify::{verify, Problem, ProblemKind, VerifyProgress, VerifyReport};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_crypto;
