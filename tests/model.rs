@@ -34,7 +34,8 @@ const STREAMS: [u128; 5] = [0, 1, 2, 7, 1 << 100];
 
 const MAX_OPS: usize = 40;
 
-/// Outcomes seen over all cases, to check that the random search reaches each of them.
+/// Outcomes seen over all cases of one test (each test runs on its own thread), to check that the
+/// random search reaches each of them.
 #[derive(Default, Debug)]
 struct Coverage {
     written: AtomicU64,
@@ -47,19 +48,15 @@ struct Coverage {
     reopen: AtomicU64,
 }
 
-static COVERAGE: Coverage = Coverage {
-    written: AtomicU64::new(0),
-    deduplicated: AtomicU64::new(0),
-    conflict: AtomicU64::new(0),
-    id_conflict: AtomicU64::new(0),
-    dup_in_batch: AtomicU64::new(0),
-    invalid_version: AtomicU64::new(0),
-    empty: AtomicU64::new(0),
-    reopen: AtomicU64::new(0),
-};
+thread_local! {
+    static COVERAGE: Coverage = Coverage::default();
+}
 
 fn count<T>(outcome: &Result<T, MErr>, deduplicated: bool) {
-    let c = &COVERAGE;
+    COVERAGE.with(|c| count_in(c, outcome, deduplicated));
+}
+
+fn count_in<T>(c: &Coverage, outcome: &Result<T, MErr>, deduplicated: bool) {
     let counter = match outcome {
         Ok(_) if deduplicated => &c.deduplicated,
         Ok(_) => &c.written,
@@ -519,6 +516,8 @@ struct Harness {
     model: Model,
     history: Vec<Submitted>,
     counter: u64,
+    /// Whether the store is encrypted (the model is the same: encryption must not show).
+    encrypted: bool,
 }
 
 fn payload(counter: u64) -> Ev {
@@ -559,7 +558,7 @@ fn resolve_from(from: &Option<Index>, limit: u64) -> u64 {
 }
 
 impl Harness {
-    fn new() -> Harness {
+    fn new(encrypted: bool) -> Harness {
         let mut h = Harness {
             dir: tempfile::tempdir().expect("tempdir"),
             snapshot: None,
@@ -569,6 +568,7 @@ impl Harness {
             model: Model::default(),
             history: Vec::new(),
             counter: 0,
+            encrypted,
         };
         h.open();
         h
@@ -577,6 +577,8 @@ impl Harness {
     fn open(&mut self) {
         let storage = Storage::open(StorageConfig {
             path: self.dir.path().to_path_buf(),
+            encryption_enabled: self.encrypted,
+            master_key: self.encrypted.then_some([0x3C; 32]),
             ..Default::default()
         })
         .expect("open store");
@@ -823,7 +825,7 @@ impl Harness {
                 self.submit(stream, expected, events);
             }
             Op::Reopen => {
-                COVERAGE.reopen.fetch_add(1, Ordering::Relaxed);
+                COVERAGE.with(|c| c.reopen.fetch_add(1, Ordering::Relaxed));
                 self.close();
                 self.open();
             }
@@ -1045,8 +1047,8 @@ impl Harness {
     }
 }
 
-fn run_case(ops: &[Op]) {
-    let mut h = Harness::new();
+fn run_case(ops: &[Op], encrypted: bool) {
+    let mut h = Harness::new(encrypted);
     for op in ops {
         h.run(op);
     }
@@ -1058,10 +1060,20 @@ fn run_case(ops: &[Op]) {
 
 #[test]
 fn model_matches_store() {
+    model_run(64, false);
+}
+
+/// The same model against an encrypted store: encryption must change nothing a caller sees.
+#[test]
+fn model_matches_encrypted_store() {
+    model_run(32, true);
+}
+
+fn model_run(default_cases: u32, encrypted: bool) {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(64);
+        .unwrap_or(default_cases);
     let config = Config {
         cases,
         // Only tests/ files of this test may be created; shrunk failures are printed instead.
@@ -1072,7 +1084,7 @@ fn model_matches_store() {
     let result = runner.run(
         &proptest::collection::vec(op_strategy(), 1..=MAX_OPS),
         |ops| {
-            run_case(&ops);
+            run_case(&ops, encrypted);
             Ok(())
         },
     );
@@ -1080,7 +1092,10 @@ fn model_matches_store() {
         panic!("{e}");
     }
     // Every outcome was reached (with the default number of cases, each many times over).
-    let c = &COVERAGE;
+    COVERAGE.with(|c| check_coverage(c, cases));
+}
+
+fn check_coverage(c: &Coverage, cases: u32) {
     println!("{c:?}");
     for (what, n) in [
         ("written", &c.written),
@@ -1176,6 +1191,6 @@ fn model_fixed_sequences() {
         ],
     ];
     for ops in sequences {
-        run_case(&ops);
+        run_case(&ops, false);
     }
 }

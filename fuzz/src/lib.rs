@@ -257,6 +257,20 @@ impl EventSpec {
             &self.event,
             &self.event_type,
             self.metadata.as_deref(),
+            None,
+        )
+    }
+
+    /// Encodes the record sealed under the data key `key` of store `store_id`, as an encrypted
+    /// store writes it.
+    pub fn encode_sealed(&self, key: &[u8; 32], store_id: u128) -> Vec<u8> {
+        varvedb::fuzzing::encode_record(
+            self.seq,
+            self.version,
+            &self.event,
+            &self.event_type,
+            self.metadata.as_deref(),
+            Some((key, store_id)),
         )
     }
 }
@@ -416,7 +430,12 @@ pub fn layout(rec: &[u8]) -> Option<(usize, usize)> {
     let payload_len = u32::from_le_bytes(rec[80..84].try_into().ok()?) as usize;
     let metadata_len = u32::from_le_bytes(rec[84..88].try_into().ok()?) as usize;
     let ids = 16 * (usize::from(flags & 1) + usize::from((flags >> 1) & 1));
-    let payload_offset = align_up(HEADER_LEN + ids + type_len + metadata_len);
+    // An encrypted record (flag bit 3) has a 16-byte crypto block and no metadata in its header.
+    let payload_offset = if flags & 8 != 0 {
+        align_up(HEADER_LEN + ids + 16 + type_len)
+    } else {
+        align_up(HEADER_LEN + ids + type_len + metadata_len)
+    };
     if payload_offset > rec.len() || payload_offset + payload_len > rec.len() {
         return None;
     }
