@@ -728,7 +728,7 @@ const ROTATE_CHILD: &str = "VARVE_ROTATE_CHILD";
 const ROTATE_STREAMS: u64 = 20_000;
 
 /// Child: opens the store with the key in `VARVE_ROTATE_FROM`, prints READY, rotates to the key
-/// in `VARVE_ROTATE_TO`, prints DONE.
+/// in `VARVE_ROTATE_TO`, prints DONE, then waits to be killed.
 #[test]
 fn rotation_child() {
     let Some(dir) = std::env::var_os(ROTATE_CHILD) else {
@@ -770,10 +770,14 @@ fn a_rotation_killed_at_any_moment_leaves_the_store_under_exactly_one_key() {
             t.join().unwrap();
         }
     }
+    // Rounds of three kinds: killed once the child reports the rotation done (it must have
+    // committed), killed as soon as it starts (it cannot have), and killed at a random moment
+    // within twice the time a rotation took (either, and the store must open under one key).
     let mut current = 1u8;
     let (mut rolled_back, mut finished) = (0, 0);
+    let mut rotation_time = Duration::from_millis(50);
     let mut rng = 0x2545_F491_4F6C_DD1Du64;
-    for round in 0..8u8 {
+    for round in 0..9u8 {
         let next = 10 + round;
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
@@ -794,10 +798,23 @@ fn a_rotation_killed_at_any_moment_leaves_the_store_under_exactly_one_key() {
             lines.any(|l| l.unwrap().contains("READY")),
             "child never opened the store"
         );
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        std::thread::sleep(Duration::from_micros(rng % 150_000));
+        let ready = std::time::Instant::now();
+        let expect = match round % 3 {
+            0 => {
+                assert!(lines.any(|l| l.unwrap().contains("DONE")), "no DONE");
+                rotation_time = ready.elapsed();
+                Some(true)
+            }
+            1 => Some(false),
+            _ => {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let window = rotation_time.as_micros() as u64 * 2;
+                std::thread::sleep(Duration::from_micros(rng % window.max(1)));
+                None
+            }
+        };
         let _ = child.kill();
         child.wait().unwrap();
         let old = Storage::open(config(dir.path(), Some([current; 32])));
@@ -805,18 +822,21 @@ fn a_rotation_killed_at_any_moment_leaves_the_store_under_exactly_one_key() {
             Ok(_) => None,
             Err(_) => Some(Storage::open(config(dir.path(), Some([next; 32])))),
         };
-        let storage = match (old, new) {
+        let (storage, done) = match (old, new) {
             (Ok(s), None) => {
                 rolled_back += 1;
-                s
+                (s, false)
             }
             (Err(Error::WrongMasterKey { .. }), Some(Ok(s))) => {
                 finished += 1;
                 current = next;
-                s
+                (s, true)
             }
             (old, new) => panic!("round {round}: old key {old:?}, new key {new:?}"),
         };
+        if let Some(expected) = expect {
+            assert_eq!(done, expected, "round {round}");
+        }
         // Every stream key unwraps: every event reads.
         let txn = storage.env.read_txn().unwrap();
         let reader = Reader::<Secret>::new(storage.clone());
