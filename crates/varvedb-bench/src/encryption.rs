@@ -180,6 +180,19 @@ fn rows_for(settings: &Settings, size: usize, label: &str) -> Res<Vec<Row>> {
         encrypted: e,
         target: Some(0.7),
     }];
+    // The same without fsync: what encryption costs the CPU, without the disk's noise.
+    let nosync = Durability::Relaxed {
+        sync_interval: None,
+    };
+    let unsynced = [open(false, nosync)?, open(true, nosync)?];
+    let [p, e] = appends(&unsynced, events, size, batch, settings.reps.max(5))?;
+    rows.push(Row {
+        name: format!("the same, without fsync (Durability::Relaxed), {label}"),
+        plain: p,
+        encrypted: e,
+        target: None,
+    });
+    drop(unsynced);
     let [p, e] = scans(&stores, settings.reps)?;
     rows.push(Row {
         name: format!("full typed scan, {label}"),
