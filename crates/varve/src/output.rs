@@ -3,7 +3,9 @@
 use std::io::Write;
 
 use serde_json::{json, Value};
-use varvedb::admin::{Decoders, RawEvent};
+use varvedb::admin::{self, Decoders, RawEvent};
+use varvedb::error::Error;
+use varvedb::storage::Storage;
 use varvedb::Envelope;
 
 use crate::cli::PayloadMode;
@@ -145,18 +147,44 @@ pub fn event_text(event: &RawEvent<'_>, mode: PayloadMode, decoders: &Decoders) 
     s
 }
 
-/// Writes an event in the chosen form.
+/// Writes an event in the chosen form; an encrypted one decrypted (its payload shown as the
+/// mode asks, its metadata in the clear), or with a note saying why it cannot be.
 pub fn write_event(
     out: &mut dyn Write,
     json: bool,
+    storage: &Storage,
     event: &RawEvent<'_>,
     mode: PayloadMode,
     decoders: &Decoders,
 ) -> CliResult<()> {
+    let contents;
+    let mut shown = *event;
+    let mut note = None;
+    if event.is_encrypted() && mode != PayloadMode::None {
+        match admin::contents(storage, event) {
+            Ok(c) => {
+                contents = c;
+                shown.payload = Some(contents.payload());
+                shown.envelope.metadata = contents.metadata();
+            }
+            Err(Error::Shredded { .. }) => {
+                note = Some("the stream is shredded: its payload was destroyed".to_string())
+            }
+            Err(e) => note = Some(format!("cannot be decrypted: {e}")),
+        }
+    }
     if json {
-        json_line(out, &event_json(event, mode, decoders))
+        let mut doc = event_json(&shown, mode, decoders);
+        if let Some(note) = note {
+            doc["payload_note"] = Value::String(note);
+        }
+        json_line(out, &doc)
     } else {
-        writeln!(out, "{}", event_text(event, mode, decoders))?;
+        let mut text = event_text(&shown, mode, decoders);
+        if let Some(note) = note {
+            text.push_str(&format!("\n  note: {note}"));
+        }
+        writeln!(out, "{text}")?;
         Ok(())
     }
 }

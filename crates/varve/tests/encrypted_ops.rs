@@ -378,3 +378,33 @@ fn tampered_shredded_markers_and_bad_keys_are_refused_clearly() {
     assert!(stderr(&out).contains("64 hex"), "{}", stderr(&out));
     assert!(!dir.path().join("t3").exists());
 }
+
+#[test]
+fn read_and_tail_decrypt_with_the_key_and_name_shredded_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    {
+        let storage = encrypted(&path);
+        fill(&storage, 3, 2);
+        storage.shred_stream(2u64).unwrap();
+    }
+    // Stream 3's first event (sequence 3) has metadata `{"user":3}`.
+    let out = ok(keyed(&[
+        &"read",
+        &"--json",
+        &"--payload",
+        &"hex",
+        &path,
+        &"3",
+    ]));
+    let first: serde_json::Value =
+        serde_json::from_str(stdout(&out).lines().next().unwrap()).unwrap();
+    assert_eq!(first["encrypted"], true);
+    assert_eq!(first["metadata_hex"], hex(b"{\"user\":3}"));
+    assert!(first["payload_hex"].as_str().unwrap().len() > 0, "{first}");
+    assert!(first.get("payload_note").is_none(), "{first}");
+    let out = ok(keyed(&[&"tail", &"-n", &"6", &"--payload", &"hex", &path]));
+    let text = stdout(&out);
+    assert!(text.contains("the stream is shredded"), "{text}");
+    assert!(text.contains("metadata: \"{\\\"user\\\":3}\""), "{text}");
+}

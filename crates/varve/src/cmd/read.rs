@@ -43,7 +43,7 @@ pub fn run(args: &Args<'_>, json: bool, decoders: &Decoders, out: &mut dyn Write
         .take(limit)
     {
         let event = event.map_err(err)?;
-        write_event(out, json, &event, args.mode, decoders)?;
+        write_event(out, json, &storage, &event, args.mode, decoders)?;
     }
     Ok(0)
 }

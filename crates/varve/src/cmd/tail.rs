@@ -35,7 +35,7 @@ pub fn run(
             if event.envelope.seq > last {
                 break;
             }
-            write_event(out, json, &event, mode, decoders)?;
+            write_event(out, json, &storage, &event, mode, decoders)?;
         }
         last
     };
@@ -58,7 +58,7 @@ pub fn run(
             if event.envelope.seq > last {
                 break;
             }
-            write_event(out, json, &event, mode, decoders)?;
+            write_event(out, json, &storage, &event, mode, decoders)?;
             shown = event.envelope.seq;
         }
         drop(txn);
