@@ -401,7 +401,10 @@ fn read_and_tail_decrypt_with_the_key_and_name_shredded_events() {
         serde_json::from_str(stdout(&out).lines().next().unwrap()).unwrap();
     assert_eq!(first["encrypted"], true);
     assert_eq!(first["metadata_hex"], hex(b"{\"user\":3}"));
-    assert!(first["payload_hex"].as_str().unwrap().len() > 0, "{first}");
+    assert!(
+        !first["payload_hex"].as_str().unwrap().is_empty(),
+        "{first}"
+    );
     assert!(first.get("payload_note").is_none(), "{first}");
     let out = ok(keyed(&[&"tail", &"-n", &"6", &"--payload", &"hex", &path]));
     let text = stdout(&out);
