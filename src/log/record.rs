@@ -694,7 +694,7 @@ mod tests {
         sample_with(meta, corr, None)
     }
 
-    const STORE: u128 = 0x570_2E;
+    const STORE: u128 = 0x5702E;
 
     fn sealed(meta: Option<&[u8]>, corr: bool) -> (Vec<u8>, StreamKey) {
         let key = StreamKey::from_bytes(&[3; 32], 1);
