@@ -8,6 +8,9 @@
 //!   return the exact envelope when the flip is in the payload, its padding or its checksum.
 //! - A changed format version or rkyv layout in the `meta` database is refused at open.
 
+mod common;
+
+use common::crc32c;
 use std::collections::HashMap;
 use std::ops::{ControlFlow, Range};
 use std::path::Path;
@@ -50,23 +53,6 @@ impl Rng {
     fn uuid(&mut self) -> Uuid {
         Uuid::from_u128((u128::from(self.next()) << 64) | u128::from(self.next()))
     }
-}
-
-/// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), bit by bit: an implementation
-/// independent of the library's, to recognise intact copies of records in the raw file.
-fn crc32c(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0x82F6_3B78
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }
 
 /// An envelope, owned.

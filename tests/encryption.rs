@@ -12,6 +12,9 @@
 //! - A ciphertext changed or swapped with its checksum fixed fails authentication.
 //! - Rotation killed at a random moment leaves a store that opens with exactly one of the two keys.
 
+mod common;
+
+use common::crc32c;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -557,22 +560,6 @@ fn after_shred_and_rotation_the_files_and_the_new_key_reveal_nothing() {
         }
     }
     assert_eq!(readable, 3);
-}
-
-/// CRC-32C, bit by bit, independent of the library's.
-fn crc32c(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0x82F6_3B78
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }
 
 /// Where the copies of the record with `event_id` are in `file`: (start, payload_offset, len)
