@@ -38,6 +38,7 @@ pub mod engine;
 pub mod error;
 mod index;
 mod log;
+pub mod metrics;
 pub mod storage;
 pub mod subscribe;
 mod types;

@@ -17,6 +17,7 @@ use crate::engine::view::EventView;
 use crate::error::{Error, Result};
 use crate::index::{parse_stream_key, parse_stream_version_key, stream_version_key, Head};
 use crate::log::{record, Envelope};
+use crate::metrics::ReadKind;
 use crate::storage::{ReadTxn, Storage};
 use crate::types::{default_event_type, Direction, IntoStreamId, StreamId, StreamInfo};
 
@@ -86,6 +87,18 @@ pub struct Events<'t, E: Archive> {
     reader: Reader<E>,
     txn: &'t ReadTxn,
     source: Source<'t>,
+    /// Items yielded, added to the transaction's read counts when the iterator is dropped.
+    read: u64,
+}
+
+impl<E: Archive> Drop for Events<'_, E> {
+    fn drop(&mut self) {
+        let kind = match self.source {
+            Source::LogForward(_) | Source::LogBackward(_) => ReadKind::Log,
+            Source::StreamForward(..) | Source::StreamBackward(..) => ReadKind::Stream,
+        };
+        self.txn.count_reads(kind, self.read);
+    }
 }
 
 enum Source<'t> {
@@ -102,7 +115,24 @@ where
 {
     type Item = Result<EventView<'t, E>>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
+        let item = self.next_item()?;
+        self.read += 1;
+        if let Err(e) = &item {
+            self.reader.read_failed(e);
+        }
+        Some(item)
+    }
+}
+
+impl<'t, E> Events<'t, E>
+where
+    E: Archive + 'static,
+    E::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
+{
+    #[inline]
+    fn next_item(&mut self) -> Option<Result<EventView<'t, E>>> {
         let (stream, entry) = match &mut self.source {
             Source::LogForward(range) => {
                 return range.next().map(|entry| {
@@ -189,10 +219,14 @@ where
     /// holds another type, [`Error::InvalidPayload`] when the payload is not a valid archive of
     /// `E`, [`Error::Lmdb`].
     pub fn get<'t>(&self, txn: &'t ReadTxn, seq: u64) -> Result<Option<EventView<'t, E>>> {
-        match self.storage.shared.dbs.get_record(self.raw(txn)?, seq)? {
-            Some(bytes) => self.view(seq, bytes).map(Some),
-            None => Ok(None),
+        let raw = self.raw(txn)?;
+        txn.count_reads(ReadKind::Get, 1);
+        match self.storage.shared.dbs.get_record(raw, seq) {
+            Ok(Some(bytes)) => self.view(seq, bytes).map(Some),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
         }
+        .inspect_err(|e| self.read_failed(e))
     }
 
     /// The envelope of the event at `seq`, without reading its payload and whatever its type.
@@ -201,10 +235,14 @@ where
     ///
     /// [`Error::Corrupted`] when the record's header fails its checksum, [`Error::Lmdb`].
     pub fn envelope<'t>(&self, txn: &'t ReadTxn, seq: u64) -> Result<Option<Envelope<'t>>> {
-        match self.storage.shared.dbs.get_record(self.raw(txn)?, seq)? {
-            Some(bytes) => Ok(Some(record::decode(seq, bytes)?.envelope())),
-            None => Ok(None),
+        let raw = self.raw(txn)?;
+        txn.count_reads(ReadKind::Envelope, 1);
+        match self.storage.shared.dbs.get_record(raw, seq) {
+            Ok(Some(bytes)) => record::decode(seq, bytes).map(|r| Some(r.envelope())),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
         }
+        .inspect_err(|e| self.read_failed(e))
     }
 
     /// The current version of `stream`: the version of its last event, 0 when it has none.
@@ -232,14 +270,25 @@ where
         stream: impl IntoStreamId,
     ) -> Result<Option<EventView<'t, E>>> {
         let stream = stream.into_stream_id()?;
-        let Some(head) = self.storage.head_of(self.raw(txn)?, stream)? else {
+        let raw = self.raw(txn)?;
+        txn.count_reads(ReadKind::LastInStream, 1);
+        self.last_in_stream_uncounted(raw, stream)
+            .inspect_err(|e| self.read_failed(e))
+    }
+
+    fn last_in_stream_uncounted<'t>(
+        &self,
+        raw: &'t heed::RoTxn<'static>,
+        stream: StreamId,
+    ) -> Result<Option<EventView<'t, E>>> {
+        let Some(head) = self.storage.head_of(raw, stream)? else {
             return Ok(None);
         };
         let bytes = self
             .storage
             .shared
             .dbs
-            .get_record(self.raw(txn)?, head.last_seq)?
+            .get_record(raw, head.last_seq)?
             .ok_or_else(|| {
                 Error::corrupted(head.last_seq, "stream head points at a missing record")
             })?;
@@ -290,6 +339,7 @@ where
             reader: self.clone(),
             txn,
             source,
+            read: 0,
         })
     }
 
@@ -317,6 +367,7 @@ where
             reader: self.clone(),
             txn,
             source,
+            read: 0,
         })
     }
 
@@ -424,6 +475,13 @@ where
                 }
             }
         }
+    }
+
+    /// Counts a failed read in the store's metrics (damaged records, failed authentication).
+    #[cold]
+    #[inline(never)]
+    fn read_failed(&self, e: &Error) {
+        self.storage.env.metrics().read_failed(e);
     }
 
     /// The LMDB transaction of `txn`, refusing a transaction of another store.

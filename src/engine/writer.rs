@@ -1,6 +1,7 @@
 //! The typed writer.
 
 use std::marker::PhantomData;
+use std::time::Instant;
 
 use rkyv::api::high::HighSerializer;
 use rkyv::rancor;
@@ -137,7 +138,8 @@ where
     ///
     /// Nothing is written when an error is returned.
     pub fn append(&mut self, stream: impl IntoStreamId, version: u64, event: E) -> Result<u64> {
-        let (stream, expected) = single(stream, version)?;
+        let (stream, expected) = single(stream, version)
+            .inspect_err(|e| crate::metrics::append_failed(&self.storage, e))?;
         let appended = self.append_batch(stream, expected, [event])?;
         Ok(appended.first().seq)
     }
@@ -176,10 +178,17 @@ where
         I: IntoIterator<Item = T>,
         T: Into<NewEvent<E>>,
     {
-        let request = self.prepare(stream, expected, events)?;
-        let storage = self.storage.clone();
-        let done = storage.shared.committer.submit_sync(&storage, request);
-        self.reclaim(done)
+        let started = Instant::now();
+        let result = match self.prepare(stream, expected, events) {
+            Ok(request) => {
+                let storage = self.storage.clone();
+                let done = storage.shared.committer.submit_sync(&storage, request);
+                self.reclaim(done)
+            }
+            Err(e) => Err(e),
+        };
+        crate::metrics::append_done(&self.storage, started, &result);
+        result
     }
 
     /// Appends one event as version `version` of `stream` without blocking the async runtime:
@@ -197,7 +206,8 @@ where
         version: u64,
         event: E,
     ) -> Result<u64> {
-        let (stream, expected) = single(stream, version)?;
+        let (stream, expected) = single(stream, version)
+            .inspect_err(|e| crate::metrics::append_failed(&self.storage, e))?;
         let appended = self.append_batch_async(stream, expected, [event]).await?;
         Ok(appended.first().seq)
     }
@@ -219,15 +229,22 @@ where
         I: IntoIterator<Item = T>,
         T: Into<NewEvent<E>>,
     {
-        let request = self.prepare(stream, expected, events)?;
-        let storage = self.storage.clone();
-        let rx = storage.shared.committer.submit_async(&storage, request);
-        let done = rx.await.map_err(|_| {
-            Error::Io(std::io::Error::other(
-                "the store's commit thread stopped before committing this batch",
-            ))
-        })?;
-        self.reclaim(done)
+        let started = Instant::now();
+        let result = match self.prepare(stream, expected, events) {
+            Ok(request) => {
+                let storage = self.storage.clone();
+                let rx = storage.shared.committer.submit_async(&storage, request);
+                match rx.await {
+                    Ok(done) => self.reclaim(done),
+                    Err(_) => Err(Error::Io(std::io::Error::other(
+                        "the store's commit thread stopped before committing this batch",
+                    ))),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        crate::metrics::append_done(&self.storage, started, &result);
+        result
     }
 
     /// Serializes a batch into a request, taking the writer's reusable buffers.

@@ -2,7 +2,7 @@
 //! its indexes, all inside one LMDB write transaction.
 
 use std::sync::atomic::Ordering;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use heed::PutFlags;
 use uuid::Uuid;
@@ -37,6 +37,7 @@ pub(crate) struct Request {
 /// its own, in order, seeing the batches before it: a conflict fails only its own batch. Returns
 /// one result per request; every `Ok` is durable.
 pub(crate) fn commit_group(storage: &Storage, group: &mut [Request]) -> Vec<Result<Appended>> {
+    let started = Instant::now();
     let shared = &storage.shared;
     if shared.check_not_poisoned().is_err() {
         return group.iter().map(|_| Err(Error::Poisoned)).collect();
@@ -83,10 +84,10 @@ pub(crate) fn commit_group(storage: &Storage, group: &mut [Request]) -> Vec<Resu
     });
     match outcome {
         Ok(results) => {
-            if results
+            let stored_checkpoints = results
                 .iter()
-                .any(|r| matches!(r, Ok(a) if !a.deduplicated))
-            {
+                .any(|r| matches!(r, Ok(a) if !a.deduplicated));
+            if stored_checkpoints {
                 shared.committer.checkpoints_stored(&checkpoints);
             }
             let head = results
@@ -104,6 +105,10 @@ pub(crate) fn commit_group(storage: &Storage, group: &mut [Request]) -> Vec<Resu
                     .committed_batches
                     .fetch_add(written as u64, Ordering::Relaxed);
                 storage.publish(head);
+            }
+            crate::metrics::group_done(storage, group, &results, started);
+            if stored_checkpoints {
+                crate::metrics::checkpoints_committed(storage, &checkpoints);
             }
             results
         }
@@ -139,6 +144,7 @@ pub(crate) fn commit_checkpoints(storage: &Storage) -> Result<()> {
         Ok(Commit::Commit(()))
     })?;
     committer.checkpoints_stored(&checkpoints);
+    crate::metrics::checkpoints_committed(storage, &checkpoints);
     Ok(())
 }
 

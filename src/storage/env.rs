@@ -16,6 +16,7 @@ use heed::{EnvFlags, EnvOpenOptions, MdbError, RoTxn, WithoutTls};
 
 use super::{Durability, StorageConfig};
 use crate::error::{Error, Result};
+use crate::metrics::{ReadCounts, ReadKind, StoreMetrics};
 
 /// The store's LMDB environment. Open read transactions with [`Env::read_txn`].
 #[derive(Clone)]
@@ -46,6 +47,16 @@ pub struct ReadTxn {
     // Field order matters: the transaction ends before the gate guard is released.
     txn: RoTxn<'static, WithoutTls>,
     _guard: GateGuard,
+    /// Events read in this transaction, published as metrics when it ends.
+    reads: ReadCounts,
+}
+
+impl Drop for ReadTxn {
+    fn drop(&mut self) {
+        if self.reads.any() {
+            self._guard.0.metrics.reads(&self.reads);
+        }
+    }
 }
 
 impl ReadTxn {
@@ -61,6 +72,12 @@ impl ReadTxn {
 
     /// The transaction, after checking that it belongs to `env` (heed panics on a transaction
     /// of another environment; this turns that into an error).
+    /// Counts `n` events read in this transaction (published when it ends).
+    #[inline]
+    pub(crate) fn count_reads(&self, kind: ReadKind, n: u64) {
+        self.reads.add(kind, n);
+    }
+
     pub(crate) fn of(&self, env: &Env) -> Result<&RoTxn<'static>> {
         if Arc::ptr_eq(&self._guard.0, &env.gate) {
             Ok(&self.txn)
@@ -125,7 +142,10 @@ impl Env {
         let map_size = heed.info().map_size;
         Ok(Env {
             heed,
-            gate: Arc::new(Gate::default()),
+            gate: Arc::new(Gate {
+                metrics: StoreMetrics::new(dir),
+                ..Gate::default()
+            }),
             resize_timeout,
             resizes: Arc::new(AtomicU64::new(0)),
             map_size: Arc::new(AtomicUsize::new(map_size)),
@@ -150,7 +170,13 @@ impl Env {
         loop {
             let guard = self.gate.enter();
             match self.heed.clone().static_read_txn() {
-                Ok(txn) => return Ok(ReadTxn { txn, _guard: guard }),
+                Ok(txn) => {
+                    return Ok(ReadTxn {
+                        txn,
+                        _guard: guard,
+                        reads: ReadCounts::default(),
+                    })
+                }
                 Err(heed::Error::Mdb(MdbError::MapResized)) => {
                     drop(guard);
                     self.adopt_grown_map()?;
@@ -228,6 +254,7 @@ impl Env {
         })?;
         self.resizes.fetch_add(1, Ordering::Relaxed);
         self.map_size.store(new_size, Ordering::Relaxed);
+        self.gate.metrics.resized(new_size);
         tracing::info!(from = current, to = new_size, "grew the LMDB map");
         Ok(())
     }
@@ -284,6 +311,11 @@ impl Env {
                 ))
             })?
             .unwrap_commit())
+    }
+
+    /// The store's metric handles.
+    pub(crate) fn metrics(&self) -> &StoreMetrics {
+        &self.gate.metrics
     }
 
     /// How many times this process grew the map.
@@ -390,11 +422,13 @@ fn page_size() -> usize {
     64 * 1024
 }
 
-/// Counts active transactions so that the map is resized only when there are none.
+/// Counts active transactions so that the map is resized only when there are none. Also holds
+/// the store's metric handles, which every transaction reaches through its guard.
 #[derive(Default)]
 struct Gate {
     state: Mutex<GateState>,
     changed: Condvar,
+    metrics: StoreMetrics,
 }
 
 #[derive(Default)]

@@ -290,6 +290,14 @@ impl Storage {
         }
     }
 
+    /// Number of shredded streams (0 for a plain store or when the keystore cannot be read).
+    pub(crate) fn shredded_streams(&self) -> u64 {
+        self.shared
+            .crypto
+            .as_ref()
+            .map_or(0, |c| c.shredded_count().unwrap_or(0))
+    }
+
     /// Whether the store is encrypted.
     pub fn is_encrypted(&self) -> bool {
         self.shared.crypto.is_some()
@@ -488,6 +496,7 @@ fn open_new(mut config: StorageConfig, path: PathBuf) -> Result<Storage> {
     if let Some(interval) = sync_interval {
         spawn_syncer(Arc::downgrade(&shared), interval);
     }
+    crate::metrics::store_opened(&shared);
     drop(env);
     Ok(Storage::from_user(Arc::new(UserToken { shared })))
 }

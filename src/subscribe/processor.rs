@@ -338,6 +338,7 @@ where
     fn flush(&self, storage: &Storage, handled: u64, durable: u64) -> Result<()> {
         if durable < handled {
             checkpoint::advance(storage, &self.name, handled)?;
+            crate::metrics::checkpoint_committed(storage, &self.name, handled);
             storage
                 .shared
                 .committer
@@ -436,6 +437,7 @@ where
                             && committed_at.elapsed() >= self.checkpoint_interval);
                     if due {
                         checkpoint::advance(&storage, &self.name, handled)?;
+                        crate::metrics::checkpoint_committed(&storage, &self.name, handled);
                         durable = handled;
                         committed_at = Instant::now();
                     }
@@ -450,6 +452,7 @@ where
         let result = if stopping && durable < handled {
             match checkpoint::advance(&storage, &self.name, handled) {
                 Ok(()) => {
+                    crate::metrics::checkpoint_committed(&storage, &self.name, handled);
                     durable = handled;
                     result
                 }

@@ -153,6 +153,7 @@ pub struct Subscription<E: Archive> {
     batch: usize,
     buffer: VecDeque<Result<RecordedEvent<E>>>,
     caught_up_sent: bool,
+    _open: crate::metrics::OpenSubscription,
 }
 
 impl<E> Reader<E>
@@ -200,6 +201,7 @@ where
             batch: 256,
             buffer: VecDeque::new(),
             caught_up_sent: false,
+            _open: crate::metrics::OpenSubscription::new(&storage.env),
         }
     }
 }
