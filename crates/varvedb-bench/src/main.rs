@@ -5,6 +5,7 @@
 //! cargo run --release -p varvedb-bench -- --only concurrent [--concurrent-secs 3]
 //! cargo run --release -p varvedb-bench -- --only processor [--live-secs 10 --live-rate 1000]
 //! cargo run --release -p varvedb-bench -- --only encryption [--rotate-streams 1000000]
+//! cargo run --release -p varvedb-bench -- --only metrics [--metrics-events 100000]
 //! ```
 //!
 //! The table goes to stdout and to `target/bench-report.md`; progress goes to stderr. Numbers
@@ -82,6 +83,7 @@
 
 mod common;
 mod encryption;
+mod metrics_cost;
 mod processor;
 mod raw;
 mod report;
@@ -104,7 +106,8 @@ const USAGE: &str = "usage: varvedb-bench [--events N] [--small-batch-events N] 
                      [--singles N] [--streams N] [--gets N] [--reps N]
                      [--write-budget-secs N] [--concurrent-secs N] [--concurrent-reps N]
                      [--live-secs N] [--live-rate N] [--rotate-streams N]
-                     [--only concurrent|classic|processor|encryption] [--no-sqlite]";
+                     [--only concurrent|classic|processor|encryption|metrics]
+                     [--metrics-events N] [--no-sqlite]";
 
 /// Sizes of the workloads.
 #[derive(Clone, Debug)]
@@ -145,6 +148,10 @@ struct Config {
     encryption: bool,
     /// Streams of the master-key rotation row.
     rotate_streams: u64,
+    /// Run the metrics-on-versus-off rows.
+    metrics: bool,
+    /// Single appends per round of the metrics rows.
+    metrics_events: u64,
 }
 
 impl Default for Config {
@@ -168,6 +175,8 @@ impl Default for Config {
             live_rate: 1_000,
             encryption: true,
             rotate_streams: 1_000_000,
+            metrics: true,
+            metrics_events: 100_000,
         }
     }
 }
@@ -186,10 +195,10 @@ impl Config {
                 let only = only.as_deref();
                 if !matches!(
                     only,
-                    Some("concurrent" | "classic" | "processor" | "encryption")
+                    Some("concurrent" | "classic" | "processor" | "encryption" | "metrics")
                 ) {
                     return Err(format!(
-                        "--only needs concurrent, classic, processor or encryption\n{USAGE}"
+                        "--only needs concurrent, classic, processor, encryption or metrics\n{USAGE}"
                     )
                     .into());
                 }
@@ -197,6 +206,7 @@ impl Config {
                 cfg.concurrent = only == Some("concurrent");
                 cfg.processor = only == Some("processor");
                 cfg.encryption = only == Some("encryption");
+                cfg.metrics = only == Some("metrics");
                 continue;
             }
             if flag == "-h" || flag == "--help" {
@@ -222,6 +232,7 @@ impl Config {
                 "--concurrent-secs" => cfg.concurrent_time = Duration::from_secs(value_at_least_1),
                 "--concurrent-reps" => cfg.concurrent_reps = value_at_least_1 as usize,
                 "--live-secs" => cfg.live_time = Duration::from_secs(value_at_least_1),
+                "--metrics-events" => cfg.metrics_events = value.max(1_000),
                 "--live-rate" => cfg.live_rate = value.clamp(1, 1_000_000),
                 "--rotate-streams" => cfg.rotate_streams = value_at_least_1,
                 _ => return Err(format!("unknown flag {flag}\n{USAGE}").into()),
@@ -927,10 +938,20 @@ fn run() -> Res<()> {
     } else {
         String::new()
     };
+    let metrics_cost = if cfg.metrics {
+        metrics_cost::run(&metrics_cost::Settings {
+            events: cfg.metrics_events,
+            durable: cfg.singles,
+            reps: cfg.reps * 7,
+        })?
+    } else {
+        String::new()
+    };
     final_note(&mut report, started);
 
     let mut table = report.render();
     table.push_str(&encrypted);
+    table.push_str(&metrics_cost);
     println!("{table}");
     let path = report_path();
     std::fs::write(&path, &table)?;
