@@ -77,14 +77,40 @@ fn rate(f: impl FnOnce() -> Res<u64>) -> Res<f64> {
     Ok(n as f64 / t.elapsed().as_secs_f64())
 }
 
-/// Appends `events` events of `size` bytes in batches of `batch` to random streams (of 1,000),
-/// in `reps` chunks alternating between the stores; returns the median chunk rate of each.
+/// Where the batches of [`appends`] go.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Streams {
+    /// Random streams of 1 to 1,000, which [`precreate`] made: the steady state.
+    Existing,
+    /// A stream never written before per batch: an encrypted store creates its key first.
+    New,
+}
+
+/// One event in each of the streams 1 to 1,000, so that the steady-state rows do not pay for
+/// creating stream keys.
+fn precreate(stores: &[Store; 2]) -> Res<()> {
+    for store in stores {
+        let mut writer = Writer::<SizedEvent>::new(store.storage.clone());
+        for stream in 1..=1_000u64 {
+            let event = SizedEvent {
+                amount: 0,
+                blob: Vec::new(),
+            };
+            writer.append_batch(stream, ExpectedVersion::Any, [event])?;
+        }
+    }
+    Ok(())
+}
+
+/// Appends `events` events of `size` bytes in batches of `batch`, in `reps` chunks alternating
+/// between the stores; returns the median chunk rate of each.
 fn appends(
     stores: &[Store; 2],
     events: u64,
     size: usize,
     batch: u64,
     reps: usize,
+    streams: Streams,
 ) -> Res<[f64; 2]> {
     let mut rates = [Vec::new(), Vec::new()];
     let per_chunk = events / reps as u64;
@@ -97,7 +123,10 @@ fn appends(
             let r = rate(|| {
                 let mut n = 0;
                 while n < per_chunk {
-                    let stream = rng.below(1_000) + 1;
+                    let stream = match streams {
+                        Streams::Existing => rng.below(1_000) + 1,
+                        Streams::New => 1_000_000 * (chunk as u64 + 1) + n / batch,
+                    };
                     let events = (0..batch).map(|k| SizedEvent {
                         amount: (n + k) as i64,
                         blob: vec![(k % 251) as u8; size],
@@ -173,21 +202,51 @@ fn rows_for(settings: &Settings, size: usize, label: &str) -> Res<Vec<Row>> {
         open(false, Durability::Immediate)?,
         open(true, Durability::Immediate)?,
     ];
-    let [p, e] = appends(&stores, events, size, batch, settings.reps.max(5))?;
+    precreate(&stores)?;
+    let [p, e] = appends(
+        &stores,
+        events,
+        size,
+        batch,
+        settings.reps.max(5),
+        Streams::Existing,
+    )?;
     let mut rows = vec![Row {
-        name: format!("batched appends, {batch} per txn, {label}"),
+        name: format!("batched appends, {batch} per txn to existing streams, {label}"),
         plain: p,
         encrypted: e,
         target: Some(0.7),
     }];
+    let [p, e] = appends(
+        &stores,
+        events / 4,
+        size,
+        batch,
+        settings.reps.max(5),
+        Streams::New,
+    )?;
+    rows.push(Row {
+        name: format!("the same, each batch to a new stream (its key is created first), {label}"),
+        plain: p,
+        encrypted: e,
+        target: None,
+    });
     // The same without fsync: what encryption costs the CPU, without the disk's noise.
     let nosync = Durability::Relaxed {
         sync_interval: None,
     };
     let unsynced = [open(false, nosync)?, open(true, nosync)?];
-    let [p, e] = appends(&unsynced, events, size, batch, settings.reps.max(5))?;
+    precreate(&unsynced)?;
+    let [p, e] = appends(
+        &unsynced,
+        events,
+        size,
+        batch,
+        settings.reps.max(5),
+        Streams::Existing,
+    )?;
     rows.push(Row {
-        name: format!("the same, without fsync (Durability::Relaxed), {label}"),
+        name: format!("existing streams without fsync (Durability::Relaxed), {label}"),
         plain: p,
         encrypted: e,
         target: None,
