@@ -404,7 +404,7 @@ impl ReadCounts {
 
 /// Records one `append`/`append_batch` call: its latency when it succeeded, its error by kind
 /// when it failed.
-pub(crate) fn append_done(storage: &Storage, started: Instant, result: &Result<Appended>) {
+pub(crate) fn append_done<T>(storage: &Storage, started: Instant, result: &Result<T>) {
     match result {
         Ok(_) => storage.env.metrics().with(|h| {
             h.append_duration.record(started.elapsed().as_secs_f64());

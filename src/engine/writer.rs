@@ -8,6 +8,7 @@ use rkyv::rancor;
 use rkyv::ser::allocator::{Arena, ArenaHandle};
 use tokio::sync::watch;
 
+use crate::engine::transaction::Transaction;
 use crate::error::{Error, Result};
 use crate::log::append::{Request, Staged};
 use crate::log::group::Done;
@@ -191,6 +192,12 @@ where
         result
     }
 
+    /// Starts a transaction: batches for several streams, appended atomically by
+    /// [`Transaction::commit`]. See [`Transaction`].
+    pub fn transaction(&mut self) -> Transaction<'_, E> {
+        Transaction::new(self)
+    }
+
     /// Appends one event as version `version` of `stream` without blocking the async runtime:
     /// the future completes once the event is durable. See [`Writer::append`].
     ///
@@ -248,7 +255,7 @@ where
     }
 
     /// Serializes a batch into a request, taking the writer's reusable buffers.
-    fn prepare<I, T>(
+    pub(super) fn prepare<I, T>(
         &mut self,
         stream: impl IntoStreamId,
         expected: ExpectedVersion,

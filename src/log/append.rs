@@ -84,49 +84,118 @@ pub(crate) fn commit_group(storage: &Storage, group: &mut [Request]) -> Vec<Resu
     });
     match outcome {
         Ok(results) => {
-            let stored_checkpoints = results
-                .iter()
-                .any(|r| matches!(r, Ok(a) if !a.deduplicated));
-            if stored_checkpoints {
-                shared.committer.checkpoints_stored(&checkpoints);
-            }
-            let head = results
-                .iter()
-                .filter_map(|r| r.as_ref().ok().filter(|a| !a.deduplicated))
-                .map(|a| a.last().seq)
-                .max();
-            if let Some(head) = head {
-                let written = results
-                    .iter()
-                    .filter(|r| matches!(r, Ok(a) if !a.deduplicated))
-                    .count();
-                shared.commits.fetch_add(1, Ordering::Relaxed);
-                shared
-                    .committed_batches
-                    .fetch_add(written as u64, Ordering::Relaxed);
-                storage.publish(head);
-            }
-            crate::metrics::group_done(storage, group, &results, started);
-            if stored_checkpoints {
-                crate::metrics::checkpoints_committed(storage, &checkpoints);
-            }
+            committed(storage, group, &results, &checkpoints, started);
             results
         }
         Err(e) => {
-            if matches!(
-                e,
-                Error::Lmdb(heed::Error::Io(_) | heed::Error::Mdb(heed::MdbError::Panic))
-            ) {
-                // A failed commit or fsync leaves the page cache in an unknown state: refuse
-                // further writes until the store is reopened.
-                tracing::error!(path = %shared.path.display(), error = %e, "write failed at the I/O level; store poisoned until reopened");
-                shared.poisoned.store(true, Ordering::Release);
-            }
+            poison_on_io_error(storage, &e);
             let mut results: Vec<Result<Appended>> =
                 group.iter().skip(1).map(|_| Err(e.duplicate())).collect();
             results.insert(0, Err(e));
             results
         }
+    }
+}
+
+/// Appends the parts of one multi-stream transaction atomically, in one write transaction and
+/// one fsync: each part is checked as [`commit_group`] checks a batch, seeing the parts before it,
+/// but the first part that fails aborts the transaction and its error is the result. Parts that
+/// are exact retries of stored events write nothing and report their original positions.
+pub(crate) fn commit_atomic(storage: &Storage, parts: &mut [Request]) -> Result<Vec<Appended>> {
+    let started = Instant::now();
+    let shared = &storage.shared;
+    shared.check_not_poisoned()?;
+    let keys: Vec<Option<Arc<StreamKey>>> = match &shared.crypto {
+        None => parts.iter().map(|_| None).collect(),
+        Some(crypto) => {
+            let streams: Vec<StreamId> = parts.iter().map(|r| r.stream).collect();
+            crypto
+                .keys_for_append(&streams)?
+                .into_iter()
+                .map(|key| key.map(Some))
+                .collect::<Result<_>>()?
+        }
+    };
+    let checkpoints = shared.committer.pending_checkpoints();
+    let outcome = storage.env.write(|wtxn| {
+        let mut appended = Vec::with_capacity(parts.len());
+        let mut wrote = false;
+        for (req, key) in parts.iter_mut().zip(&keys) {
+            match write_batch(storage, wtxn, req, key.as_deref())? {
+                Ok(a) => {
+                    wrote |= !a.deduplicated;
+                    appended.push(a);
+                }
+                Err(e) => return Ok(Commit::Abort(Err(e))),
+            }
+        }
+        if !wrote {
+            return Ok(Commit::Abort(Ok(appended)));
+        }
+        for (name, seq) in &checkpoints {
+            checkpoint::advance_in(storage, wtxn, name, *seq)?;
+        }
+        Ok(Commit::Commit(Ok(appended)))
+    });
+    match outcome {
+        Ok(Ok(appended)) => {
+            let results: Vec<Result<Appended>> = appended.into_iter().map(Ok).collect();
+            committed(storage, parts, &results, &checkpoints, started);
+            Ok(results.into_iter().flatten().collect())
+        }
+        Ok(Err(e)) => Err(e),
+        Err(e) => {
+            poison_on_io_error(storage, &e);
+            Err(e)
+        }
+    }
+}
+
+/// The bookkeeping after a group or transaction committed (or aborted with nothing to write):
+/// stored checkpoints, counters, the published head, metrics.
+fn committed(
+    storage: &Storage,
+    group: &[Request],
+    results: &[Result<Appended>],
+    checkpoints: &[(String, u64)],
+    started: Instant,
+) {
+    let shared = &storage.shared;
+    let written = results
+        .iter()
+        .filter(|r| matches!(r, Ok(a) if !a.deduplicated))
+        .count();
+    if written > 0 {
+        shared.committer.checkpoints_stored(checkpoints);
+    }
+    let head = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok().filter(|a| !a.deduplicated))
+        .map(|a| a.last().seq)
+        .max();
+    if let Some(head) = head {
+        shared.commits.fetch_add(1, Ordering::Relaxed);
+        shared
+            .committed_batches
+            .fetch_add(written as u64, Ordering::Relaxed);
+        storage.publish(head);
+    }
+    crate::metrics::group_done(storage, group, results, started);
+    if written > 0 {
+        crate::metrics::checkpoints_committed(storage, checkpoints);
+    }
+}
+
+/// A failed commit or fsync leaves the page cache in an unknown state: refuse further writes
+/// until the store is reopened.
+fn poison_on_io_error(storage: &Storage, e: &Error) {
+    if matches!(
+        e,
+        Error::Lmdb(heed::Error::Io(_) | heed::Error::Mdb(heed::MdbError::Panic))
+    ) {
+        let shared = &storage.shared;
+        tracing::error!(path = %shared.path.display(), error = %e, "write failed at the I/O level; store poisoned until reopened");
+        shared.poisoned.store(true, Ordering::Release);
     }
 }
 

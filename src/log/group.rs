@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use crate::error::Error;
 use crate::error::Result;
-use crate::log::append::{commit_checkpoints, commit_group, Request};
+use crate::log::append::{commit_atomic, commit_checkpoints, commit_group, Request};
 use crate::storage::{Shared, Storage};
 use crate::types::Appended;
 
@@ -159,6 +160,50 @@ impl Committer {
                 .wait(done)
                 .unwrap_or_else(PoisonError::into_inner);
         }
+    }
+
+    /// Commits the parts of one multi-stream transaction atomically, blocking the thread until
+    /// they are durable (or failed). Runs between groups: it waits for a running group to end,
+    /// and groups queued meanwhile run after it.
+    pub(crate) fn commit_atomic(
+        &self,
+        storage: &Storage,
+        parts: &mut [Request],
+    ) -> Result<Vec<Appended>> {
+        let guard = lock(&self.commit_lock);
+        let result = commit_atomic(storage, parts);
+        drop(guard);
+        self.wake_if_queued();
+        result
+    }
+
+    /// [`Committer::commit_atomic`] off the async runtime's threads: on tokio's blocking pool
+    /// when called inside a runtime, else on a thread of its own. The transaction commits even if
+    /// the caller stops waiting.
+    pub(crate) async fn commit_atomic_async(
+        storage: Storage,
+        mut parts: Vec<Request>,
+    ) -> Result<Vec<Appended>> {
+        let (tx, rx) = oneshot::channel();
+        let work = move || {
+            let result = storage.shared.committer.commit_atomic(&storage, &mut parts);
+            drop(storage);
+            drop(tx.send(result));
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => drop(handle.spawn_blocking(work)),
+            Err(_) => {
+                std::thread::Builder::new()
+                    .name("varvedb-transaction".into())
+                    .spawn(work)
+                    .map_err(Error::Io)?;
+            }
+        }
+        rx.await.unwrap_or_else(|_| {
+            Err(Error::Io(std::io::Error::other(
+                "the thread committing this transaction stopped before it finished",
+            )))
+        })
     }
 
     /// Queues `request` for the background thread; the receiver yields once it is durable.

@@ -71,6 +71,15 @@ impl VarveStore {
         }
     }
 
+    /// An appender that commits each transaction of a plan as one multi-stream transaction,
+    /// whatever its streams.
+    pub fn transaction_appender(&self) -> TransactionAppender {
+        TransactionAppender {
+            writer: Writer::new(self.storage.clone()),
+            n: 0,
+        }
+    }
+
     /// An appender that calls `append(stream, current + 1, event)` once per event.
     pub fn single_appender(&self) -> SingleAppender {
         SingleAppender {
@@ -306,6 +315,25 @@ impl Appender for BatchAppender {
             .collect();
         self.writer
             .append_batch(stream, ExpectedVersion::Any, events)?;
+        Ok(())
+    }
+}
+
+/// Appends each transaction of a plan with one multi-stream [`Transaction`](varvedb::engine::Transaction):
+/// one part per event, `ExpectedVersion::Any`, committed atomically.
+pub struct TransactionAppender {
+    writer: Writer<BenchEvent>,
+    n: u64,
+}
+
+impl Appender for TransactionAppender {
+    fn append_txn(&mut self, streams: &[u64]) -> Res<()> {
+        let mut tx = self.writer.transaction();
+        for &stream in streams {
+            self.n += 1;
+            tx.append_batch(stream, ExpectedVersion::Any, [BenchEvent::new(self.n)])?;
+        }
+        tx.commit()?;
         Ok(())
     }
 }
