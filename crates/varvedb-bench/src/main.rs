@@ -1,7 +1,8 @@
 //! VarveDB against raw heed (LMDB) and SQLite, in one process, one table.
 //!
 //! ```text
-//! cargo run --release -p varvedb-bench [-- --events 500000 --reps 3 --no-sqlite]
+//! cargo run --release -p varvedb-bench [-- --events 500000 --reps 3 --no-sqlite]   # rows 1-8
+//! cargo run --release -p varvedb-bench -- --all   # also the encryption and metrics rows
 //! cargo run --release -p varvedb-bench -- --only concurrent [--concurrent-secs 3]
 //! cargo run --release -p varvedb-bench -- --only processor [--live-secs 10 --live-rate 1000]
 //! cargo run --release -p varvedb-bench -- --only encryption [--rotate-streams 1000000]
@@ -106,7 +107,7 @@ const USAGE: &str = "usage: varvedb-bench [--events N] [--small-batch-events N] 
                      [--singles N] [--streams N] [--gets N] [--reps N]
                      [--write-budget-secs N] [--concurrent-secs N] [--concurrent-reps N]
                      [--live-secs N] [--live-rate N] [--rotate-streams N]
-                     [--only concurrent|classic|processor|encryption|metrics]
+                     [--all | --only concurrent|classic|processor|encryption|metrics]
                      [--metrics-events N] [--no-sqlite]";
 
 /// Sizes of the workloads.
@@ -144,11 +145,11 @@ struct Config {
     live_time: Duration,
     /// Durable appends per second during the live-delivery runs.
     live_rate: u64,
-    /// Run the encrypted-versus-plain rows.
+    /// Run the encrypted-versus-plain rows (`--all` or `--only encryption`).
     encryption: bool,
     /// Streams of the master-key rotation row.
     rotate_streams: u64,
-    /// Run the metrics-on-versus-off rows.
+    /// Run the metrics-on-versus-off rows (`--all` or `--only metrics`).
     metrics: bool,
     /// Single appends per round of the metrics rows.
     metrics_events: u64,
@@ -165,7 +166,7 @@ impl Default for Config {
             gets: 1_000_000,
             reps: 3,
             sqlite: true,
-            write_budget: Duration::from_secs(25),
+            write_budget: Duration::from_secs(20),
             classic: true,
             concurrent: true,
             concurrent_time: Duration::from_secs(3),
@@ -173,9 +174,9 @@ impl Default for Config {
             processor: true,
             live_time: Duration::from_secs(10),
             live_rate: 1_000,
-            encryption: true,
+            encryption: false,
             rotate_streams: 1_000_000,
-            metrics: true,
+            metrics: false,
             metrics_events: 100_000,
         }
     }
@@ -188,6 +189,11 @@ impl Config {
         while let Some(flag) = args.next() {
             if flag == "--no-sqlite" {
                 cfg.sqlite = false;
+                continue;
+            }
+            if flag == "--all" {
+                cfg.encryption = true;
+                cfg.metrics = true;
                 continue;
             }
             if flag == "--only" {
