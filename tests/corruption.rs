@@ -594,23 +594,27 @@ fn a_changed_format_version_is_refused_at_open() {
     let original = tempfile::tempdir().unwrap();
     let written = write_store(original.path(), 12, &mut Rng(7));
 
-    // Every single-bit flip of the 4-byte version (none gives 1, the other version this build
-    // reads), and the next version, 3.
-    let mut values: Vec<u32> = (0..32).map(|bit| 2u32 ^ (1 << bit)).collect();
-    values.push(3);
+    // Every single-bit flip of the 4-byte version but those giving 1 and 2 (older versions this
+    // build opens and upgrades), and the next version, 4.
+    let mut values: Vec<u32> = (0..32)
+        .map(|bit| 3u32 ^ (1 << bit))
+        .filter(|v| *v > 3)
+        .collect();
+    values.push(0);
+    values.push(4);
     for found in values {
         let copy = copy_store(original.path());
         let changed = rewrite_meta(
             copy.path(),
             b"format_version",
-            &2u32.to_le_bytes(),
+            &3u32.to_le_bytes(),
             &found.to_le_bytes(),
         );
         assert!(changed >= 1, "format_version not found in data.mdb");
         match open(copy.path()) {
             Err(Error::FormatVersion {
                 found: f,
-                supported: 2,
+                supported: 3,
                 path,
             }) => {
                 assert_eq!(f, found);
@@ -626,15 +630,15 @@ fn a_changed_format_version_is_refused_at_open() {
     rewrite_meta(
         copy.path(),
         b"format_version",
-        &2u32.to_le_bytes(),
         &3u32.to_le_bytes(),
+        &4u32.to_le_bytes(),
     );
     assert!(open(copy.path()).is_err());
     rewrite_meta(
         copy.path(),
         b"format_version",
+        &4u32.to_le_bytes(),
         &3u32.to_le_bytes(),
-        &2u32.to_le_bytes(),
     );
     check_store(copy.path(), &written, None);
 }

@@ -10,7 +10,8 @@ use uuid::Uuid;
 
 use crate::crypto::StreamKey;
 use crate::error::{Error, Result};
-use crate::index::{stream_version_key, Head};
+use crate::index::Head;
+use crate::log::append::Pending;
 use crate::log::record::{self, Place, RecordParts, MAX_EVENT_TYPE_LEN};
 use crate::storage::{Commit, Storage};
 use crate::types::StreamId;
@@ -363,15 +364,15 @@ impl Importer {
         let batch = &self.batch;
         let keys = keys_for(storage, batch)??;
         let buf = &mut self.buf;
-        let outcome =
-            storage.env.write(
-                |wtxn| match write_batch(storage, wtxn, batch, &keys, buf)? {
-                    Ok(()) => Ok(Commit::Commit(Ok(()))),
-                    Err(e) => Ok(Commit::Abort(Err(e))),
-                },
-            );
+        let outcome = storage.env.write(|wtxn| {
+            let mut pending = Pending::start(storage, wtxn)?;
+            match write_batch(storage, wtxn, &mut pending, batch, &keys, buf)? {
+                Ok(()) => Ok(Commit::Commit(Ok(pending))),
+                Err(e) => Ok(Commit::Abort(Err(e))),
+            }
+        });
         match outcome {
-            Ok(Ok(())) => {}
+            Ok(Ok(pending)) => pending.committed(storage),
             Ok(Err(e)) => return Err(e),
             Err(e) => {
                 if matches!(
@@ -440,6 +441,7 @@ fn keys_for(
 fn write_batch(
     storage: &Storage,
     wtxn: &mut heed::RwTxn<'_>,
+    pending: &mut Pending,
     batch: &[ImportEvent],
     keys: &[Option<Arc<StreamKey>>],
     buf: &mut Vec<u8>,
@@ -460,7 +462,7 @@ fn write_batch(
                 format!("the store's next sequence is {next_seq}: another writer appended to it during the import"),
             )));
         }
-        let head = storage.head_of(wtxn, event.stream)?;
+        let head = pending.head(storage, wtxn, event.stream)?;
         let (version, last) = head.map_or((0, 0), |h| (h.version, h.last_seq));
         if event.version != version + 1 || event.prev_seq.unwrap_or(0) != last {
             return Ok(Err(invalid(
@@ -516,17 +518,18 @@ fn write_batch(
             key.as_deref().map(|k| (k, storage.shared.store_id)),
         )?;
         dbs.put_record(wtxn, seq, rec)?;
-        dbs.stream_index
-            .put(wtxn, &stream_version_key(event.stream, event.version), &seq)?;
         dbs.event_ids
             .put_with_flags(wtxn, PutFlags::NO_OVERWRITE, &id_key, &seq)?;
-        let new_head = Head {
-            version: event.version,
-            first_seq: head.map_or(seq, |h| h.first_seq),
-            last_seq: seq,
-        };
-        dbs.heads
-            .put(wtxn, &event.stream.to_key(), &new_head.encode(event.stream))?;
+        // The stream index and heads follow in the deferred flush, as for appends.
+        pending.appended(
+            seq,
+            event.stream,
+            Head {
+                version: event.version,
+                first_seq: head.map_or(seq, |h| h.first_seq),
+                last_seq: seq,
+            },
+        );
         next_seq += 1;
         last_ts = event.timestamp_ns;
     }

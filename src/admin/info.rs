@@ -77,7 +77,7 @@ pub fn info(storage: &Storage) -> Result<StoreInfo> {
         format_version: FORMAT_VERSION,
         encrypted: storage.config().encryption_enabled,
         events: dbs.log.len(raw)?,
-        streams: dbs.heads.len(raw)?,
+        streams: streams_in(storage, raw)?,
         head,
         file_size: std::fs::metadata(storage.path().join("data.mdb"))?.len(),
         map_size: env_info.map_size,
@@ -86,4 +86,16 @@ pub fn info(storage: &Storage) -> Result<StoreInfo> {
         processors,
     };
     Ok(info)
+}
+
+/// Streams with events: those with a head on disk, and those only in the unindexed tail.
+fn streams_in(storage: &Storage, raw: &heed::RoTxn<'_>) -> Result<u64> {
+    let dbs = &storage.shared.dbs;
+    let mut count = dbs.heads.len(raw)?;
+    for (stream, _, _) in crate::index::deferred::tail_heads(&storage.shared, raw)? {
+        if dbs.heads.get(raw, &stream.to_key())?.is_none() {
+            count += 1;
+        }
+    }
+    Ok(count)
 }

@@ -3,11 +3,11 @@
 use std::ops::Bound;
 
 use crate::error::{Error, Result};
-use crate::index::{parse_stream_key, parse_stream_version_key, stream_version_key, Head};
+use crate::index::{parse_stream_version_key, stream_version_key};
 use crate::log::record::{self, Opened};
 use crate::log::Envelope;
 use crate::storage::{ReadTxn, Storage};
-use crate::types::{Direction, IntoStreamId, StreamId, StreamInfo};
+use crate::types::{Direction, IntoStreamId, StreamInfo};
 
 /// A stored event read without knowing its type.
 #[derive(Clone, Copy)]
@@ -256,11 +256,9 @@ pub fn stream<'t>(
         ),
     };
     let bounds = (Bound::Included(&lo[..]), Bound::Included(&hi[..]));
+    let mut tail = crate::index::deferred::tail_entries(&storage.shared, raw, stream)?;
     let storage = storage.clone();
-    let resolve = move |entry: heed::Result<(&'t [u8], u64)>| -> Result<RawEvent<'t>> {
-        let (key, seq) = entry?;
-        let (_, version) = parse_stream_version_key(key)
-            .ok_or_else(|| Error::corrupted(seq, "malformed stream index key"))?;
+    let resolve = move |(version, seq): (u64, u64)| -> Result<RawEvent<'t>> {
         let bytes = storage
             .shared
             .dbs
@@ -279,9 +277,33 @@ pub fn stream<'t>(
         }
         Ok(event)
     };
+    let entry = |entry: heed::Result<(&'t [u8], u64)>| -> Result<(u64, u64)> {
+        let (key, seq) = entry?;
+        let (_, version) = parse_stream_version_key(key)
+            .ok_or_else(|| Error::corrupted(seq, "malformed stream index key"))?;
+        Ok((version, seq))
+    };
+    // The index on disk holds the events up to its watermark; the later ones are in the tail.
     let inner: Box<dyn Iterator<Item = Result<RawEvent<'t>>> + 't> = match direction {
-        Direction::Forward => Box::new(dbs.stream_index.range(raw, &bounds)?.map(resolve)),
-        Direction::Backward => Box::new(dbs.stream_index.rev_range(raw, &bounds)?.map(resolve)),
+        Direction::Forward => {
+            tail.retain(|e| e.version >= from);
+            let tail = tail.into_iter().map(|e| Ok((e.version, e.seq)));
+            Box::new(
+                dbs.stream_index
+                    .range(raw, &bounds)?
+                    .map(entry)
+                    .chain(tail)
+                    .map(move |e| e.and_then(&resolve)),
+            )
+        }
+        Direction::Backward => {
+            tail.retain(|e| e.version <= from);
+            let tail = tail.into_iter().rev().map(|e| Ok((e.version, e.seq)));
+            Box::new(
+                tail.chain(dbs.stream_index.rev_range(raw, &bounds)?.map(entry))
+                    .map(move |e| e.and_then(&resolve)),
+            )
+        }
     };
     Ok(RawEvents { inner })
 }
@@ -296,10 +318,5 @@ pub fn streams<'t>(
     storage: &Storage,
     txn: &'t ReadTxn,
 ) -> Result<impl Iterator<Item = Result<StreamInfo>> + 't> {
-    let iter = storage.shared.dbs.heads.iter(txn.of(&storage.env)?)?;
-    Ok(iter.map(|entry| {
-        let (key, value) = entry?;
-        let stream: StreamId = parse_stream_key(key)?;
-        Ok(Head::decode(stream, value)?.info(stream))
-    }))
+    crate::index::deferred::streams(&storage.shared, txn.of(&storage.env)?)
 }

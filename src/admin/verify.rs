@@ -106,10 +106,13 @@ pub struct VerifyProgress {
 pub struct VerifyReport {
     /// Records in the log.
     pub records: u64,
-    /// Stream heads.
+    /// Streams with events in the log.
     pub streams: u64,
-    /// Entries of the stream index.
+    /// Entries of the stream index (the events up to its watermark).
     pub index_entries: u64,
+    /// The index watermark: the stream index and heads hold the events up to this sequence, the
+    /// later ones are read back from the log when the store opens.
+    pub index_watermark: u64,
     /// Entries of the event id index.
     pub event_ids: u64,
     /// Processor checkpoints.
@@ -219,9 +222,20 @@ pub fn verify(storage: &Storage, progress: &mut dyn FnMut(VerifyProgress)) -> Re
         }
     };
 
+    // The stream index and heads hold the events up to the watermark (format version 3).
+    let watermark = match crate::index::deferred::watermark(dbs, txn) {
+        Ok(w) => w,
+        Err(e) => {
+            report.push(ProblemKind::StreamIndex, None, None, reason(&e));
+            u64::MAX
+        }
+    };
+
     // 1. The log.
     let total = dbs.log.len(txn)?;
     let mut streams: HashMap<StreamId, Seen> = HashMap::new();
+    // The streams as the log tells them up to the watermark: what the heads must say.
+    let mut indexed_streams: HashMap<StreamId, Seen> = HashMap::new();
     let mut damaged: HashSet<u64> = HashSet::new();
     let mut expected = 1u64;
     let mut last_ts = 0u64;
@@ -343,6 +357,11 @@ pub fn verify(storage: &Storage, progress: &mut dyn FnMut(VerifyProgress)) -> Re
                 seen.version = env.version;
             }
         }
+        if seq <= watermark {
+            if let Some(seen) = streams.get(&env.stream) {
+                indexed_streams.insert(env.stream, *seen);
+            }
+        }
         match dbs
             .event_ids
             .get(txn, &env.event_id.as_u128().to_be_bytes())?
@@ -382,14 +401,30 @@ pub fn verify(storage: &Storage, progress: &mut dyn FnMut(VerifyProgress)) -> Re
         }
     }
 
-    // 2. Stream heads against the log.
+    if watermark != u64::MAX && watermark > report.head {
+        report.push(
+            ProblemKind::StreamIndex,
+            Some(watermark),
+            None,
+            format!(
+                "the index watermark is at sequence {watermark}, past the end of the log ({})",
+                report.head
+            ),
+        );
+    }
+    report.index_watermark = watermark.min(report.head);
+    let all_streams = std::mem::replace(&mut streams, indexed_streams);
+    report.streams = all_streams.len() as u64;
+    let mut heads_seen = 0u64;
+
+    // 2. Stream heads against the log (up to the index watermark).
     let total = dbs.heads.len(txn)?;
     let mut heads: HashMap<StreamId, Head> = HashMap::new();
     tick("heads", 0, total, true);
     for entry in dbs.heads.iter(txn)? {
         let (key, value) = entry?;
-        report.streams += 1;
-        tick("heads", report.streams, total, false);
+        heads_seen += 1;
+        tick("heads", heads_seen, total, false);
         let stream = match parse_stream_key(key) {
             Ok(stream) => stream,
             Err(_) => {
@@ -522,6 +557,14 @@ pub fn verify(storage: &Storage, progress: &mut dyn FnMut(VerifyProgress)) -> Re
             report.push(ProblemKind::StreamIndex, Some(seq), Some(stream), what);
         }
         current = Some((stream, version));
+        if seq > watermark {
+            report.push(
+                ProblemKind::StreamIndex,
+                Some(seq),
+                Some(stream),
+                format!("the index holds sequence {seq}, past its watermark {watermark}"),
+            );
+        }
         if damaged.contains(&seq) {
             continue;
         }
@@ -647,7 +690,7 @@ pub fn verify(storage: &Storage, progress: &mut dyn FnMut(VerifyProgress)) -> Re
     // 6. The keystore (the records were decrypted in the log pass).
     keycheck.keystore(
         &mut report,
-        &|stream| streams.contains_key(&stream),
+        &|stream| all_streams.contains_key(&stream),
         &mut |done, total, force| tick("keystore", done, total, force),
     )?;
 

@@ -15,7 +15,9 @@ use rkyv::Archive;
 
 use crate::engine::view::EventView;
 use crate::error::{Error, Result};
-use crate::index::{parse_stream_key, parse_stream_version_key, stream_version_key, Head};
+use crate::index::deferred;
+use crate::index::tail::Entry;
+use crate::index::{parse_stream_version_key, stream_version_key};
 use crate::log::{record, Envelope};
 use crate::metrics::ReadKind;
 use crate::storage::{ReadTxn, Storage};
@@ -104,8 +106,18 @@ impl<E: Archive> Drop for Events<'_, E> {
 enum Source<'t> {
     LogForward(heed::RoRange<'t, U64<BigEndian>, Bytes>),
     LogBackward(heed::RoRevRange<'t, U64<BigEndian>, Bytes>),
-    StreamForward(StreamId, heed::RoRange<'t, Bytes, U64<BigEndian>>),
-    StreamBackward(StreamId, heed::RoRevRange<'t, Bytes, U64<BigEndian>>),
+    /// The index on disk, then the unindexed tail's entries.
+    StreamForward(
+        StreamId,
+        heed::RoRange<'t, Bytes, U64<BigEndian>>,
+        std::vec::IntoIter<Entry>,
+    ),
+    /// The unindexed tail's entries (newest first), then the index on disk.
+    StreamBackward(
+        StreamId,
+        std::vec::IntoIter<Entry>,
+        heed::RoRevRange<'t, Bytes, U64<BigEndian>>,
+    ),
 }
 
 impl<'t, E> Iterator for Events<'t, E>
@@ -148,12 +160,15 @@ where
                         .and_then(|(seq, value)| self.reader.view_value(self.txn.raw(), seq, value))
                 });
             }
-            Source::StreamForward(stream, range) => (*stream, range.next()?),
-            Source::StreamBackward(stream, range) => (*stream, range.next()?),
+            Source::StreamForward(stream, range, tail) => {
+                (*stream, index_or_tail(range.next(), || tail.next())?)
+            }
+            Source::StreamBackward(stream, tail, range) => match tail.next() {
+                Some(e) => (*stream, Ok((e.version, e.seq))),
+                None => (*stream, index_or_tail(range.next(), || None)?),
+            },
         };
-        Some(entry.map_err(Error::from).and_then(|(key, seq)| {
-            let (_, version) = parse_stream_version_key(key)
-                .ok_or_else(|| Error::corrupted(seq, "malformed stream index key"))?;
+        Some(entry.and_then(|(version, seq)| {
             let bytes = self
                 .reader
                 .storage
@@ -165,6 +180,24 @@ where
             check_place(&view, stream, version)?;
             Ok(view)
         }))
+    }
+}
+
+/// The next (version, seq) of a stream: from the index on disk while it has entries, then from
+/// the unindexed tail.
+#[inline]
+fn index_or_tail(
+    index: Option<heed::Result<(&[u8], u64)>>,
+    tail: impl FnOnce() -> Option<Entry>,
+) -> Option<Result<(u64, u64)>> {
+    match index {
+        Some(Ok((key, seq))) => Some(
+            parse_stream_version_key(key)
+                .map(|(_, version)| (version, seq))
+                .ok_or_else(|| Error::corrupted(seq, "malformed stream index key")),
+        ),
+        Some(Err(e)) => Some(Err(e.into())),
+        None => tail().map(|e| Ok((e.version, e.seq))),
     }
 }
 
@@ -327,12 +360,17 @@ where
             ),
         };
         let bounds = (Bound::Included(&lo[..]), Bound::Included(&hi[..]));
+        let raw = self.raw(txn)?;
+        let mut tail = deferred::tail_entries(&self.storage.shared, raw, stream)?;
         let source = match direction {
             Direction::Forward => {
-                Source::StreamForward(stream, index.range(self.raw(txn)?, &bounds)?)
+                tail.retain(|e| e.version >= from);
+                Source::StreamForward(stream, index.range(raw, &bounds)?, tail.into_iter())
             }
             Direction::Backward => {
-                Source::StreamBackward(stream, index.rev_range(self.raw(txn)?, &bounds)?)
+                tail.retain(|e| e.version <= from);
+                tail.reverse();
+                Source::StreamBackward(stream, tail.into_iter(), index.rev_range(raw, &bounds)?)
             }
         };
         Ok(Events {
@@ -381,12 +419,7 @@ where
         &self,
         txn: &'t ReadTxn,
     ) -> Result<impl Iterator<Item = Result<StreamInfo>> + 't> {
-        let iter = self.storage.shared.dbs.heads.iter(self.raw(txn)?)?;
-        Ok(iter.map(|entry| {
-            let (key, value) = entry?;
-            let stream = parse_stream_key(key)?;
-            Ok(Head::decode(stream, value)?.info(stream))
-        }))
+        deferred::streams(&self.storage.shared, self.raw(txn)?)
     }
 
     /// Calls `f` with each event of the log from `from` on, in `direction`, until the log ends or

@@ -1,9 +1,16 @@
 //! Secondary structures beside the log: stream heads, the (stream, version) index and the event-id
-//! index. Their key and value layouts are specified in `docs/format.md`.
+//! index. Their key and value layouts are specified in `docs/format.md`. The stream heads and the
+//! (stream, version) index are written behind the log, in deferred batches ([`deferred`]); the
+//! events after their watermark are found through the in-memory [`tail`].
 //!
 //! The log is the source of truth. Every lookup through these structures is checked against the
 //! record it leads to (stream, version, event id), so a damaged index entry gives
 //! [`Error::Corrupted`](crate::error::Error::Corrupted) rather than another event's data.
+
+pub(crate) mod deferred;
+pub(crate) mod tail;
+
+pub use deferred::DEFAULT_INDEX_INTERVAL;
 
 use crate::error::{Error, Result};
 use crate::types::{StreamId, StreamInfo};
@@ -79,6 +86,19 @@ impl Head {
             return Err(bad());
         }
         Ok(head)
+    }
+
+    /// The head of `stream` in the `heads` database as `txn` sees it (complete only up to the
+    /// index watermark).
+    pub(crate) fn read(
+        dbs: &crate::storage::Dbs,
+        txn: &heed::RoTxn<'_>,
+        stream: StreamId,
+    ) -> Result<Option<Head>> {
+        dbs.heads
+            .get(txn, &stream.to_key())?
+            .map(|bytes| Head::decode(stream, bytes))
+            .transpose()
     }
 
     pub(crate) fn info(&self, stream: StreamId) -> StreamInfo {

@@ -1,6 +1,7 @@
 //! The append transaction: version check, idempotency, sequencing, and the writes to the log and
 //! its indexes, all inside one LMDB write transaction.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -11,7 +12,9 @@ use std::sync::Arc;
 
 use crate::crypto::StreamKey;
 use crate::error::{Error, Result};
-use crate::index::{stream_version_key, Head};
+use crate::index::deferred;
+use crate::index::tail::merge_head;
+use crate::index::Head;
 use crate::log::record::{self, Place};
 use crate::storage::{Commit, Storage};
 use crate::subscribe::checkpoint;
@@ -58,6 +61,7 @@ pub(crate) fn commit_group(storage: &Storage, group: &mut [Request]) -> Vec<Resu
     };
     let checkpoints = shared.committer.pending_checkpoints();
     let outcome = storage.env.write(|wtxn| {
+        let mut pending = Pending::start(storage, wtxn)?;
         let mut results = Vec::with_capacity(group.len());
         let mut wrote = false;
         for (req, key) in group.iter_mut().zip(&keys) {
@@ -69,18 +73,22 @@ pub(crate) fn commit_group(storage: &Storage, group: &mut [Request]) -> Vec<Resu
                     continue;
                 }
             };
-            let result = write_batch(storage, wtxn, req, key)?;
+            let result = write_batch(storage, wtxn, &mut pending, req, key)?;
             wrote |= matches!(&result, Ok(a) if !a.deduplicated);
             results.push(result);
         }
         if !wrote {
-            return Ok(Commit::Abort(results));
+            return Ok(Commit::Abort((results, Pending::default())));
         }
         // Processors' checkpoints ride along: no fsync of their own.
         for (name, seq) in &checkpoints {
             checkpoint::advance_in(storage, wtxn, name, *seq)?;
         }
-        Ok(Commit::Commit(results))
+        Ok(Commit::Commit((results, pending)))
+    });
+    let outcome = outcome.map(|(results, pending)| {
+        pending.committed(storage);
+        results
     });
     match outcome {
         Ok(results) => {
@@ -118,10 +126,11 @@ pub(crate) fn commit_atomic(storage: &Storage, parts: &mut [Request]) -> Result<
     };
     let checkpoints = shared.committer.pending_checkpoints();
     let outcome = storage.env.write(|wtxn| {
+        let mut pending = Pending::start(storage, wtxn)?;
         let mut appended = Vec::with_capacity(parts.len());
         let mut wrote = false;
         for (req, key) in parts.iter_mut().zip(&keys) {
-            match write_batch(storage, wtxn, req, key.as_deref())? {
+            match write_batch(storage, wtxn, &mut pending, req, key.as_deref())? {
                 Ok(a) => {
                     wrote |= !a.deduplicated;
                     appended.push(a);
@@ -130,12 +139,18 @@ pub(crate) fn commit_atomic(storage: &Storage, parts: &mut [Request]) -> Result<
             }
         }
         if !wrote {
-            return Ok(Commit::Abort(Ok(appended)));
+            return Ok(Commit::Abort(Ok((appended, Pending::default()))));
         }
         for (name, seq) in &checkpoints {
             checkpoint::advance_in(storage, wtxn, name, *seq)?;
         }
-        Ok(Commit::Commit(Ok(appended)))
+        Ok(Commit::Commit(Ok((appended, pending))))
+    });
+    let outcome = outcome.map(|result| {
+        result.map(|(appended, pending)| {
+            pending.committed(storage);
+            appended
+        })
     });
     match outcome {
         Ok(Ok(appended)) => {
@@ -223,15 +238,85 @@ pub(crate) fn commit_checkpoints(storage: &Storage) -> Result<()> {
 fn write_batch(
     storage: &Storage,
     wtxn: &mut heed::RwTxn<'_>,
+    pending: &mut Pending,
     req: &mut Request,
     key: Option<&StreamKey>,
 ) -> Result<Result<Appended>> {
-    let plan = match plan(storage, wtxn, req, key) {
+    let plan = match plan(storage, wtxn, pending, req, key) {
         Ok(Plan::Retry(appended)) => return Ok(Ok(appended)),
         Ok(Plan::Write(plan)) => plan,
         Err(e) => return Ok(Err(e)),
     };
-    apply(storage, wtxn, req, plan, key).map(Ok)
+    apply(storage, wtxn, pending, req, plan, key).map(Ok)
+}
+
+/// What a write transaction appended so far, beside the log: stream heads for the version checks
+/// of later batches in the same transaction, and the events for the tail once it committed.
+#[derive(Default)]
+pub(crate) struct Pending {
+    /// The committed head of the log when the transaction began.
+    base: u64,
+    heads: HashMap<StreamId, Head>,
+    entries: Vec<(u64, StreamId, u64)>,
+}
+
+impl Pending {
+    /// Begins a write transaction: brings the tail up to the committed log (appends of other
+    /// processes) so that version checks see every event.
+    pub(crate) fn start(storage: &Storage, wtxn: &heed::RwTxn<'_>) -> Result<Pending> {
+        let shared = &storage.shared;
+        let base = deferred::last_seq(&shared.dbs, wtxn)?;
+        if deferred::read(&shared.tail).covered_to() < base {
+            let mark = deferred::watermark(&shared.dbs, wtxn)?;
+            deferred::write(&shared.tail).catch_up(&shared.dbs, wtxn, mark, base)?;
+        }
+        Ok(Pending {
+            base,
+            heads: HashMap::new(),
+            entries: Vec::new(),
+        })
+    }
+
+    /// Records an event written in this transaction at `seq`, `head` being its stream's new head.
+    pub(crate) fn appended(&mut self, seq: u64, stream: StreamId, head: Head) {
+        self.entries.push((seq, stream, head.version));
+        self.heads.insert(stream, head);
+    }
+
+    /// The head of `stream` in this transaction.
+    pub(crate) fn head(
+        &self,
+        storage: &Storage,
+        wtxn: &heed::RoTxn<'_>,
+        stream: StreamId,
+    ) -> Result<Option<Head>> {
+        if let Some(head) = self.heads.get(&stream) {
+            return Ok(Some(*head));
+        }
+        let shared = &storage.shared;
+        let disk = Head::read(&shared.dbs, wtxn, stream)?;
+        let tail = deferred::read(&shared.tail).bounds(stream, self.base);
+        Ok(merge_head(disk, tail))
+    }
+
+    /// After the commit: the transaction's events join the tail, and an index flush is asked
+    /// for when the tail has grown past the interval.
+    pub(crate) fn committed(self, storage: &Storage) {
+        if self.entries.is_empty() {
+            return;
+        }
+        let shared = &storage.shared;
+        let unflushed = {
+            let mut tail = deferred::write(&shared.tail);
+            for (seq, stream, version) in self.entries {
+                tail.push(seq, stream, version);
+            }
+            tail.unflushed()
+        };
+        if unflushed >= shared.config.index_interval {
+            shared.committer.request_flush(storage);
+        }
+    }
 }
 
 enum Plan {
@@ -251,12 +336,13 @@ struct Placement {
 fn plan(
     storage: &Storage,
     wtxn: &heed::RwTxn<'_>,
+    pending: &Pending,
     req: &Request,
     key: Option<&StreamKey>,
 ) -> Result<Plan> {
     let dbs = &storage.shared.dbs;
     let (stream, staged) = (req.stream, &req.staged);
-    let head = storage.head_of(wtxn, stream)?;
+    let head = pending.head(storage, wtxn, stream)?;
     let current = head.map_or(0, |h| h.version);
 
     // Idempotency: any id already stored makes this either an exact retry or an error.
@@ -322,6 +408,7 @@ fn plan(
 fn apply(
     storage: &Storage,
     wtxn: &mut heed::RwTxn<'_>,
+    pending: &mut Pending,
     req: &mut Request,
     at: Placement,
     key: Option<&StreamKey>,
@@ -344,8 +431,6 @@ fn apply(
         };
         record::set_position(rec, s.payload_offset, place, key.map(|k| (k, store_id)))?;
         dbs.put_record(wtxn, seq, rec)?;
-        dbs.stream_index
-            .put(wtxn, &stream_version_key(stream, version), &seq)?;
         dbs.event_ids.put_with_flags(
             wtxn,
             PutFlags::NO_OVERWRITE,
@@ -353,15 +438,17 @@ fn apply(
             &seq,
         )?;
         positions.push(Position { seq, version });
+        pending.entries.push((seq, stream, version));
         prev = seq;
     }
+    // The stream index and heads on disk are written later, in sorted batches
+    // (`index::deferred::flush`); the tail holds these events until then.
     let new_head = Head {
         version: current + req.staged.len() as u64,
         first_seq: at.head.map_or(at.next_seq, |h| h.first_seq),
         last_seq: prev,
     };
-    dbs.heads
-        .put(wtxn, &stream.to_key(), &new_head.encode(stream))?;
+    pending.heads.insert(stream, new_head);
     Ok(Appended {
         stream,
         positions,

@@ -11,6 +11,7 @@
 //! committed and synced.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -79,6 +80,8 @@ pub(crate) struct Committer {
     limits: GroupCommit,
     /// Processor checkpoints waiting to ride along with the next committed group.
     pending_checkpoints: Mutex<Vec<(String, u64)>>,
+    /// The tail has grown past the index interval: the background thread flushes it.
+    flush_requested: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -93,6 +96,21 @@ impl Committer {
             commit_lock: Mutex::new(()),
             limits,
             pending_checkpoints: Mutex::new(Vec::new()),
+            flush_requested: AtomicBool::new(false),
+        }
+    }
+
+    /// Writes the deferred index now, between commit groups.
+    pub(crate) fn flush_index(&self, storage: &Storage) -> Result<Option<u64>> {
+        let _guard = lock(&self.commit_lock);
+        crate::index::deferred::flush(&storage.shared)
+    }
+
+    /// Asks the background thread to write the deferred index (see `index::deferred::flush`).
+    pub(crate) fn request_flush(&self, storage: &Storage) {
+        if !self.flush_requested.swap(true, Ordering::AcqRel) {
+            Self::ensure_thread(&mut lock(&self.queue), storage);
+            self.work.notify_one();
         }
     }
 
@@ -309,6 +327,9 @@ fn background(weak: Weak<Shared>) {
                 if queue.closed {
                     return;
                 }
+                if committer.flush_requested.load(Ordering::Acquire) {
+                    break;
+                }
                 if lock(&committer.pending_checkpoints).is_empty() {
                     queue = committer
                         .work
@@ -331,6 +352,12 @@ fn background(weak: Weak<Shared>) {
             return;
         };
         let storage = Storage::from_shared(shared);
+        if committer.flush_requested.swap(false, Ordering::AcqRel) {
+            let _guard = lock(&committer.commit_lock);
+            if let Err(e) = crate::index::deferred::flush(&storage.shared) {
+                tracing::warn!(error = %e, "writing the deferred stream index failed; the next flush retries");
+            }
+        }
         if idle_checkpoints {
             let _guard = lock(&committer.commit_lock);
             if let Err(e) = commit_checkpoints(&storage) {

@@ -9,9 +9,10 @@ use heed::{CommitOrAbort, Database};
 use super::{Dbs, Env};
 use crate::error::{Error, Result};
 
-/// Version of the on-disk format this build writes (see `docs/format.md`). It also reads stores
-/// of version 1, which are plain stores with the same record layout.
-pub const FORMAT_VERSION: u32 = 2;
+/// Version of the on-disk format this build writes (see `docs/format.md`). It also opens stores
+/// of versions 1 and 2, and upgrades them to this version on open: version 3 writes the stream
+/// index and heads behind the log, up to a watermark, which older builds would not understand.
+pub const FORMAT_VERSION: u32 = 3;
 /// The oldest format version this build opens.
 const OLDEST_READABLE: u32 = 1;
 
@@ -19,6 +20,7 @@ const KEY_FORMAT: &str = "format_version";
 const KEY_LAYOUT: &str = "rkyv_layout";
 const KEY_STORE_ID: &str = "store_id";
 const KEY_ENCRYPTION: &str = "encryption";
+use crate::index::deferred::KEY_INDEXED_THROUGH;
 
 /// What the format checks found.
 pub(crate) struct Opened {
@@ -73,11 +75,12 @@ pub(crate) fn open_databases(env: &Env, path: &Path, encrypted: bool) -> Result<
             )))
         })?
         .unwrap_commit();
-    let (_meta, log, heads, stream_index, event_ids, checkpoints, log_large) = dbs;
+    let (meta, log, heads, stream_index, event_ids, checkpoints, log_large) = dbs;
     let page_size = env.heed.unnamed_database_stat().page_size as usize;
     let (store_id, encrypted, empty) = found;
     Ok(Opened {
         dbs: Dbs {
+            meta,
             log,
             heads,
             stream_index,
@@ -146,6 +149,18 @@ fn check_or_init(
                     store_encrypted: encrypted,
                 });
             }
+            if found < 3 {
+                // Versions 1 and 2 indexed every event in its own transaction: the index is
+                // complete up to the end of the log. From here on it may lag behind it, which
+                // older builds would not know: the version moves to 3 with the watermark.
+                let last = log.last(wtxn)?.map_or(0, |(seq, _)| seq);
+                meta.put(wtxn, KEY_INDEXED_THROUGH, &last.to_le_bytes())?;
+                if found == 1 {
+                    meta.put(wtxn, KEY_ENCRYPTION, &[0])?;
+                }
+                meta.put(wtxn, KEY_FORMAT, &FORMAT_VERSION.to_le_bytes())?;
+                tracing::info!(path = %path.display(), from = found, to = FORMAT_VERSION, "upgraded the store's format");
+            }
             Ok((u128::from_le_bytes(id), encrypted, empty))
         }
         None => {
@@ -162,6 +177,7 @@ fn check_or_init(
             meta.put(wtxn, KEY_LAYOUT, &layout)?;
             meta.put(wtxn, KEY_STORE_ID, &store_id.to_le_bytes())?;
             meta.put(wtxn, KEY_ENCRYPTION, &[u8::from(want_encrypted)])?;
+            meta.put(wtxn, KEY_INDEXED_THROUGH, &0u64.to_le_bytes())?;
             Ok((store_id, want_encrypted, true))
         }
     }

@@ -14,6 +14,7 @@ use heed::types::{Bytes, Str, U64};
 use heed::{Database, PutFlags};
 use tokio::sync::watch;
 
+pub use crate::index::DEFAULT_INDEX_INTERVAL;
 pub use config::{
     Durability, StorageConfig, DEFAULT_MAP_SIZE, DEFAULT_MAX_EVENT_SIZE, MAX_EVENT_SIZE_LIMIT,
 };
@@ -23,6 +24,8 @@ pub use meta::FORMAT_VERSION;
 
 use crate::crypto::Crypto;
 use crate::error::{Error, Result};
+use crate::index::deferred::Snapshot;
+use crate::index::tail::Tail;
 use crate::index::Head;
 use crate::log::group::Committer;
 use crate::log::record;
@@ -30,6 +33,7 @@ use crate::types::{IntoStreamId, StreamId};
 
 /// The LMDB databases of a store (see `docs/format.md`).
 pub(crate) struct Dbs {
+    pub meta: Database<'static, Str, Bytes>,
     pub log: Database<'static, U64<BigEndian>, Bytes>,
     pub heads: Database<'static, Bytes, Bytes>,
     pub stream_index: Database<'static, Bytes, U64<BigEndian>>,
@@ -89,7 +93,13 @@ impl Dbs {
 }
 
 /// State shared by every handle on one open store.
+///
+/// Fields drop in declaration order: the keystore (in `crypto`) closes before the data
+/// environment, because a reopen waits for the data environment's closing event and then opens
+/// both.
 pub(crate) struct Shared {
+    /// The keys of an encrypted store; `None` for a plain one.
+    pub crypto: Option<Crypto>,
     pub dbs: Dbs,
     pub env: Env,
     pub config: StorageConfig,
@@ -102,13 +112,20 @@ pub(crate) struct Shared {
     pub stale_readers_cleared: u64,
     pub poisoned: AtomicBool,
     pub committer: Arc<Committer>,
-    /// The keys of an encrypted store; `None` for a plain one.
-    pub crypto: Option<Crypto>,
+    /// The events after the index watermark (see [`crate::index::tail`]).
+    pub tail: std::sync::RwLock<Tail>,
 }
 
 impl Drop for Shared {
     fn drop(&mut self) {
         self.committer.close();
+        // Index what the tail holds, so that the next open has nothing to read back. Best
+        // effort: the next open recovers the tail from the log anyway.
+        if !self.poisoned.load(Ordering::Acquire) {
+            if let Err(e) = crate::index::deferred::flush(self) {
+                tracing::warn!(path = %self.path.display(), error = %e, "indexing the tail at close failed; the next open reads it back");
+            }
+        }
         if let Durability::Relaxed { .. } = self.config.durability {
             // Commits did not sync: flush them before LMDB closes the environment.
             if let Err(e) = self.env.force_sync() {
@@ -176,6 +193,9 @@ pub struct Stats {
     pub key_cache_hits: u64,
     /// Stream keys that had to be read from the keystore and unwrapped (encrypted stores).
     pub key_cache_misses: u64,
+    /// The sequence up to which the stream index and heads on disk are written, as far as this
+    /// process knows; later events are indexed in memory until the next index flush.
+    pub indexed_through: u64,
 }
 
 impl Storage {
@@ -266,6 +286,43 @@ impl Storage {
         Ok(self.head_of(txn.raw(), stream)?.map_or(0, |h| h.version))
     }
 
+    /// Writes the stream index and stream heads of every event appended since the last index
+    /// flush, now, in one durable transaction, and returns the sequence they now reach.
+    ///
+    /// Appends write only the log; the index follows every
+    /// [`StorageConfig::index_interval`] events, on the store's background thread, and when the
+    /// store is closed. Reads never need this: events after the index's watermark are found
+    /// through memory. Calling it bounds what a reopen after a crash reads back from the log.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Poisoned`], [`Error::MapFull`], [`Error::Lmdb`]; [`Error::Corrupted`] when an
+    /// unindexed record written by another process has a damaged header.
+    ///
+    /// ```
+    /// use varvedb::storage::{Storage, StorageConfig};
+    /// use varvedb::engine::Writer;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let storage = Storage::open(StorageConfig { path: dir.path().into(), ..Default::default() })?;
+    /// let mut writer = Writer::<u32>::new(storage.clone());
+    /// writer.append(1, 1, 10)?;
+    /// assert_eq!(storage.stats().indexed_through, 0);
+    /// assert_eq!(storage.flush_index()?, 1);
+    /// assert_eq!(storage.stats().indexed_through, 1);
+    /// # Ok::<(), varvedb::error::Error>(())
+    /// ```
+    pub fn flush_index(&self) -> Result<u64> {
+        self.shared.check_not_poisoned()?;
+        match self.shared.committer.flush_index(self)? {
+            Some(mark) => Ok(mark),
+            None => {
+                let txn = self.env.read_txn()?;
+                crate::index::deferred::watermark(&self.shared.dbs, txn.raw())
+            }
+        }
+    }
+
     /// Counters and sizes of the store.
     pub fn stats(&self) -> Stats {
         let (info, page_size) = self.env.info();
@@ -287,6 +344,7 @@ impl Storage {
             encrypted: self.shared.crypto.is_some(),
             key_cache_hits: keys.hits,
             key_cache_misses: keys.misses,
+            indexed_through: crate::index::deferred::read(&self.shared.tail).flushed_mark(),
         }
     }
 
@@ -417,13 +475,9 @@ impl Storage {
         self.env.force_sync()
     }
 
+    /// The head of `stream` as `txn` sees it: the index on disk merged with the unindexed tail.
     pub(crate) fn head_of(&self, txn: &heed::RoTxn<'_>, stream: StreamId) -> Result<Option<Head>> {
-        self.shared
-            .dbs
-            .heads
-            .get(txn, &stream.to_key())?
-            .map(|bytes| Head::decode(stream, bytes))
-            .transpose()
+        crate::index::deferred::head_in(&self.shared, txn, stream)
     }
 
     /// Publishes a new committed head to subscribers. Commits are serialised by LMDB, so a
@@ -468,9 +522,20 @@ fn open_new(mut config: StorageConfig, path: PathBuf) -> Result<Storage> {
         _ => None,
     };
     drop(master_key);
-    let head = {
+    // The events after the index watermark, read back from the log.
+    let (head, tail) = {
         let txn = env.read_txn()?;
-        dbs.log.last(txn.raw())?.map_or(0, |(seq, _)| seq)
+        let snap = Snapshot::of(&dbs, txn.raw())?;
+        let mut tail = Tail::new(snap.watermark);
+        tail.catch_up(&dbs, txn.raw(), snap.watermark, snap.head)
+            .map_err(|e| match e {
+                Error::Corrupted { seq, reason } => Error::Corrupted {
+                    seq,
+                    reason: format!("{reason} (in the unindexed tail, read back at open: the stream of this event cannot be known; restore the store from a backup or export it with `varve export`)"),
+                },
+                other => other,
+            })?;
+        (snap.head, tail)
     };
     let (head_tx, _) = watch::channel(head);
     let config_group = config.group_commit;
@@ -492,7 +557,13 @@ fn open_new(mut config: StorageConfig, path: PathBuf) -> Result<Storage> {
         poisoned: AtomicBool::new(false),
         committer: Arc::new(Committer::new(config_group)),
         crypto,
+        tail: std::sync::RwLock::new(tail),
     });
+    // A tail longer than the interval (a process killed before it flushed): index it now.
+    let unflushed = crate::index::deferred::read(&shared.tail).unflushed();
+    if unflushed >= shared.config.index_interval.max(1) {
+        crate::index::deferred::flush(&shared)?;
+    }
     if let Some(interval) = sync_interval {
         spawn_syncer(Arc::downgrade(&shared), interval);
     }
