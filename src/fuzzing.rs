@@ -49,7 +49,7 @@ pub fn encode_record<E>(
 where
     E: for<'a> rkyv::Serialize<crate::engine::EventSerializer<'a>>,
 {
-    use crate::log::record::{begin, finish, set_position, Place, RecordParts};
+    use crate::log::record::{begin, finish, set_position, Place, RecordParts, Sealer};
     let mut buf = Vec::new();
     let parts = RecordParts {
         stream: crate::StreamId(seq as u128 % 7),
@@ -69,6 +69,7 @@ where
             .expect("serializing a fuzz seed");
     let len = finish(&mut buf, start, payload_offset);
     let key = key.map(|(k, id)| (crate::crypto::StreamKey::from_bytes(k, 1), id));
+    let mut nonces = crate::crypto::aead::Nonces::new();
     set_position(
         &mut buf[start..start + len],
         payload_offset,
@@ -78,7 +79,11 @@ where
             prev_seq: 0,
             timestamp_ns: 1,
         },
-        key.as_ref().map(|(k, id)| (k, *id)),
+        key.as_ref().map(|(k, id)| Sealer {
+            key: k,
+            store_id: *id,
+            nonces: &mut nonces,
+        }),
     )
     .expect("sealing a fuzz seed");
     buf

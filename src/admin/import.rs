@@ -12,7 +12,7 @@ use crate::crypto::StreamKey;
 use crate::error::{Error, Result};
 use crate::index::Head;
 use crate::log::append::Pending;
-use crate::log::record::{self, Place, RecordParts, MAX_EVENT_TYPE_LEN};
+use crate::log::record::{self, Place, RecordParts, Sealer, MAX_EVENT_TYPE_LEN};
 use crate::storage::{Commit, Storage};
 use crate::types::StreamId;
 
@@ -515,7 +515,11 @@ fn write_batch(
                 prev_seq: last,
                 timestamp_ns: event.timestamp_ns,
             },
-            key.as_deref().map(|k| (k, storage.shared.store_id)),
+            key.as_deref().map(|k| Sealer {
+                key: k,
+                store_id: storage.shared.store_id,
+                nonces: &mut pending.nonces,
+            }),
         )?;
         dbs.put_record(wtxn, seq, rec)?;
         dbs.event_ids

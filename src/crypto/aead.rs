@@ -1,7 +1,8 @@
 //! The two uses of AES-256-GCM: sealing record payloads under a stream's data key, and wrapping
 //! data keys under the master key. Both take a fresh random 96-bit nonce from aws-lc's CSPRNG for
-//! every seal (`RandomizedNonceKey`), so no nonce depends on a position that a crash, an aborted
-//! transaction or a restored backup could reuse.
+//! every seal, so no nonce depends on a position that a crash, an aborted transaction or a
+//! restored backup could reuse. Records draw their nonces from [`Nonces`], which asks the CSPRNG
+//! once per block of nonces rather than once per record.
 //!
 //! Key material lives in aws-lc's AEAD contexts, which aws-lc wipes when they are freed
 //! (`EVP_AEAD_CTX_free` ends in `OPENSSL_free`, which cleanses the allocation); the raw bytes a
@@ -9,7 +10,7 @@
 
 use std::fmt;
 
-use aws_lc_rs::aead::{Aad, Nonce, RandomizedNonceKey, AES_256_GCM, NONCE_LEN};
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use zeroize::Zeroizing;
 
 /// Length of an AES-256 key.
@@ -26,6 +27,59 @@ pub(crate) fn random_key() -> Result<Zeroizing<[u8; KEY_LEN]>, Unavailable> {
     Ok(key)
 }
 
+/// Nonces asked from the CSPRNG at once by [`Nonces`].
+const NONCE_BLOCK: usize = 32;
+
+/// Random 96-bit nonces from aws-lc's CSPRNG, drawn [`NONCE_BLOCK`] at a time: the CSPRNG's
+/// per-call cost (about half of sealing a 100-byte record) is paid once per block.
+///
+/// Each nonce is handed out once: the pool only moves forward and is dropped with what it did
+/// not hand out. A pool belongs to one write transaction (or one import, one test) on one
+/// thread and is never kept past it, so a forked child cannot draw a copy of a parent's pending
+/// nonces (only the forking thread runs in the child, and it does not fork in the middle of a
+/// commit). The nonces are as random as `RAND_bytes` makes them, one by one.
+pub(crate) struct Nonces {
+    buf: [u8; NONCE_LEN * NONCE_BLOCK],
+    next: usize,
+}
+
+impl Nonces {
+    /// An empty pool; the first [`Nonces::next`] fills it.
+    pub(crate) fn new() -> Nonces {
+        Nonces {
+            buf: [0; NONCE_LEN * NONCE_BLOCK],
+            next: NONCE_BLOCK,
+        }
+    }
+
+    /// A nonce no seal has used.
+    pub(crate) fn next(&mut self) -> Result<[u8; NONCE_LEN], Unavailable> {
+        if self.next == NONCE_BLOCK {
+            aws_lc_rs::rand::fill(&mut self.buf).map_err(|_| Unavailable)?;
+            self.next = 0;
+        }
+        let at = self.next * NONCE_LEN;
+        self.next += 1;
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&self.buf[at..at + NONCE_LEN]);
+        Ok(nonce)
+    }
+}
+
+impl Default for Nonces {
+    fn default() -> Nonces {
+        Nonces::new()
+    }
+}
+
+impl fmt::Debug for Nonces {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Nonces")
+            .field("left", &(NONCE_BLOCK - self.next))
+            .finish()
+    }
+}
+
 /// The system's random source or the cipher failed: nothing was sealed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Unavailable;
@@ -34,9 +88,10 @@ pub(crate) struct Unavailable;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Unauthentic;
 
-/// An AES-256-GCM key with random nonces. Its `Debug` never shows key material.
+/// An AES-256-GCM key, sealing with the random nonces it is given. Its `Debug` never shows key
+/// material.
 pub(crate) struct SealingKey {
-    key: RandomizedNonceKey,
+    key: LessSafeKey,
 }
 
 impl fmt::Debug for SealingKey {
@@ -48,24 +103,28 @@ impl fmt::Debug for SealingKey {
 impl SealingKey {
     /// A key from raw bytes (which the caller wipes).
     pub(crate) fn new(bytes: &[u8; KEY_LEN]) -> Self {
-        let key = RandomizedNonceKey::new(&AES_256_GCM, bytes)
+        let key = UnboundKey::new(&AES_256_GCM, bytes)
             .expect("a 32-byte key is always a valid AES-256-GCM key");
-        SealingKey { key }
+        SealingKey {
+            key: LessSafeKey::new(key),
+        }
     }
 
-    /// Encrypts `in_out` in place; returns the random nonce and the tag.
+    /// Encrypts `in_out` in place under `nonce`, which must come from [`Nonces`] (used once,
+    /// random); returns the tag.
     pub(crate) fn seal(
         &self,
+        nonce: [u8; NONCE_LEN],
         aad: &[u8],
         in_out: &mut [u8],
-    ) -> Result<([u8; NONCE_LEN], [u8; TAG_LEN]), Unavailable> {
-        let (nonce, tag) = self
+    ) -> Result<[u8; TAG_LEN], Unavailable> {
+        let tag = self
             .key
-            .seal_in_place_separate_tag(Aad::from(aad), in_out)
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), in_out)
             .map_err(|_| Unavailable)?;
         let mut t = [0u8; TAG_LEN];
         t.copy_from_slice(tag.as_ref());
-        Ok((*nonce.as_ref(), t))
+        Ok(t)
     }
 
     /// Decrypts `in_out` (ciphertext followed by the tag) in place; returns the plaintext part.
@@ -87,7 +146,9 @@ impl SealingKey {
         key: &[u8; KEY_LEN],
     ) -> Result<[u8; WRAPPED_LEN], Unavailable> {
         let mut buf = Zeroizing::new(*key);
-        let (nonce, tag) = self.seal(aad, &mut buf[..])?;
+        let mut nonce = [0u8; NONCE_LEN];
+        aws_lc_rs::rand::fill(&mut nonce).map_err(|_| Unavailable)?;
+        let tag = self.seal(nonce, aad, &mut buf[..])?;
         let mut out = [0u8; WRAPPED_LEN];
         out[..NONCE_LEN].copy_from_slice(&nonce);
         out[NONCE_LEN..NONCE_LEN + KEY_LEN].copy_from_slice(&buf[..]);
@@ -141,8 +202,6 @@ pub(crate) fn check_aad(store_id: u128, master_version: u32) -> [u8; 40] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aws_lc_rs::aead::LessSafeKey;
-    use aws_lc_rs::aead::UnboundKey;
 
     fn hex(s: &str) -> Vec<u8> {
         (0..s.len())
@@ -188,8 +247,10 @@ mod tests {
         let aad = hex("1e0889016f67601c8ebea4943bc23ad6");
         let pt = hex("2d71bcfa914e4ac045b2aa60955fad24");
         let k = SealingKey::new(&key);
+        let mut nonces = Nonces::new();
         let mut buf = pt.clone();
-        let (nonce, tag) = k.seal(&aad, &mut buf).unwrap();
+        let nonce = nonces.next().unwrap();
+        let tag = k.seal(nonce, &aad, &mut buf).unwrap();
         let reference = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &key).unwrap());
         let mut in_out = [buf.clone(), tag.to_vec()].concat();
         let opened = reference
@@ -202,9 +263,31 @@ mod tests {
         assert_eq!(opened, &pt[..]);
         // Two seals of the same plaintext use different nonces.
         let mut again = pt.clone();
-        let (nonce2, _) = k.seal(&aad, &mut again).unwrap();
+        let nonce2 = nonces.next().unwrap();
+        k.seal(nonce2, &aad, &mut again).unwrap();
         assert_ne!(nonce, nonce2);
         assert_ne!(buf, again);
+        // The NIST vector's nonce gives its ciphertext and tag.
+        let nist: [u8; 12] = hex("ac93a1a6145299bde902f21a").try_into().unwrap();
+        let mut buf = pt.clone();
+        let tag = k.seal(nist, &aad, &mut buf).unwrap();
+        assert_eq!(buf, hex("8995ae2e6df3dbf96fac7b7137bae67f"));
+        assert_eq!(tag.to_vec(), hex("eca5aa77d51d4a0a14d9c51e1da474ab"));
+    }
+
+    /// A pool hands out every nonce once, across refills, and no two of many are equal.
+    #[test]
+    fn nonces_are_distinct_across_blocks() {
+        let mut nonces = Nonces::new();
+        let drawn: Vec<[u8; NONCE_LEN]> = (0..NONCE_BLOCK * 5 + 3)
+            .map(|_| nonces.next().unwrap())
+            .collect();
+        let distinct: std::collections::HashSet<_> = drawn.iter().collect();
+        assert_eq!(distinct.len(), drawn.len());
+        assert!(drawn.iter().all(|n| n != &[0u8; NONCE_LEN]));
+        // Another pool draws others.
+        let mut other = Nonces::new();
+        assert!(!drawn.contains(&other.next().unwrap()));
     }
 
     /// Test Case 14 of McGrew and Viega's GCM specification: 256-bit zero key, zero nonce, one

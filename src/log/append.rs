@@ -10,12 +10,13 @@ use uuid::Uuid;
 
 use std::sync::Arc;
 
+use crate::crypto::aead::Nonces;
 use crate::crypto::StreamKey;
 use crate::error::{Error, Result};
 use crate::index::deferred;
 use crate::index::tail::merge_head;
 use crate::index::Head;
-use crate::log::record::{self, Place};
+use crate::log::record::{self, Place, Sealer};
 use crate::storage::{Commit, Storage};
 use crate::subscribe::checkpoint;
 use crate::types::{Appended, ExpectedVersion, Position, StreamId};
@@ -258,6 +259,8 @@ pub(crate) struct Pending {
     base: u64,
     heads: HashMap<StreamId, Head>,
     entries: Vec<(u64, StreamId, u64)>,
+    /// Nonces for the records this transaction seals.
+    pub(crate) nonces: Nonces,
 }
 
 impl Pending {
@@ -274,6 +277,7 @@ impl Pending {
             base,
             heads: HashMap::new(),
             entries: Vec::new(),
+            nonces: Nonces::new(),
         })
     }
 
@@ -429,7 +433,12 @@ fn apply(
             prev_seq: prev,
             timestamp_ns: at.timestamp,
         };
-        record::set_position(rec, s.payload_offset, place, key.map(|k| (k, store_id)))?;
+        let sealer = key.map(|key| Sealer {
+            key,
+            store_id,
+            nonces: &mut pending.nonces,
+        });
+        record::set_position(rec, s.payload_offset, place, sealer)?;
         dbs.put_record(wtxn, seq, rec)?;
         dbs.event_ids.put_with_flags(
             wtxn,

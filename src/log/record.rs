@@ -34,7 +34,7 @@
 
 use uuid::Uuid;
 
-use crate::crypto::aead::TAG_LEN;
+use crate::crypto::aead::{Nonces, TAG_LEN};
 use crate::crypto::{PlainBuf, StreamKey};
 use crate::error::{Error, Result};
 use crate::log::{checksum, Envelope};
@@ -264,7 +264,12 @@ fn aad<'b>(rec: &[u8], store_id: u128, key_version: u32, out: &'b mut [u8; AAD_M
 /// Seals a staged encrypted record whose position fields are set: encrypts its metadata and
 /// payload under `key` with a fresh random nonce, stores nonce, key version and tag, and the
 /// payload checksum (of the ciphertext). The header checksum is left to [`set_position`].
-fn seal(rec: &mut [u8], payload_offset: usize, key: &StreamKey, store_id: u128) -> Result<()> {
+fn seal(rec: &mut [u8], payload_offset: usize, sealer: Sealer<'_>) -> Result<()> {
+    let Sealer {
+        key,
+        store_id,
+        nonces,
+    } = sealer;
     let sealed_len = u32_at(rec, 80) as usize;
     let ct_len = sealed_len - TAG_LEN;
     let block = crypto_offset(rec[9]);
@@ -272,9 +277,11 @@ fn seal(rec: &mut [u8], payload_offset: usize, key: &StreamKey, store_id: u128) 
     let mut aad_buf = [0u8; AAD_MAX];
     let aad = aad(rec, store_id, key.version, &mut aad_buf);
     let region = &mut rec[payload_offset..payload_offset + ct_len];
-    let (nonce, tag) = key.key.seal(aad, region).map_err(|_| Error::Crypto {
-        reason: "AES-GCM sealing failed",
-    })?;
+    let failed = |_| Error::Crypto {
+        reason: "the random number generator or AES-GCM failed",
+    };
+    let nonce = nonces.next().map_err(failed)?;
+    let tag = key.key.seal(nonce, aad, region).map_err(failed)?;
     rec[payload_offset + ct_len..payload_offset + sealed_len].copy_from_slice(&tag);
     rec[block..block + 12].copy_from_slice(&nonce);
     let payload_crc = checksum::crc32c(&rec[payload_offset..]);
@@ -291,23 +298,31 @@ pub(crate) struct Place {
     pub timestamp_ns: u64,
 }
 
+/// What sealing an encrypted record needs: the stream's data key, the store id (bound into the
+/// associated data) and the nonce pool of the write transaction.
+pub(crate) struct Sealer<'a> {
+    pub key: &'a StreamKey,
+    pub store_id: u128,
+    pub nonces: &'a mut Nonces,
+}
+
 /// Stores the position of a finished record, seals it when it is encrypted (`key` is then the
-/// stream's data key and the store id), and seals its header checksum.
+/// stream's [`Sealer`]), and seals its header checksum.
 pub(crate) fn set_position(
     rec: &mut [u8],
     payload_offset: usize,
     place: Place,
-    key: Option<(&StreamKey, u128)>,
+    key: Option<Sealer<'_>>,
 ) -> Result<()> {
     rec[OFF_SEQ..OFF_SEQ + 8].copy_from_slice(&place.seq.to_le_bytes());
     rec[OFF_VERSION..OFF_VERSION + 8].copy_from_slice(&place.version.to_le_bytes());
     rec[OFF_PREV..OFF_PREV + 8].copy_from_slice(&place.prev_seq.to_le_bytes());
     rec[OFF_TIMESTAMP..OFF_TIMESTAMP + 8].copy_from_slice(&place.timestamp_ns.to_le_bytes());
     if is_encrypted(rec) {
-        let (key, store_id) = key.ok_or(Error::Crypto {
+        let sealer = key.ok_or(Error::Crypto {
             reason: "an encrypted record reached the log without its stream key",
         })?;
-        seal(rec, payload_offset, key, store_id)?;
+        seal(rec, payload_offset, sealer)?;
     }
     let header_crc = checksum::crc32c(&rec[HEADER_CRC_START..payload_offset]);
     rec[0..4].copy_from_slice(&header_crc.to_le_bytes());
@@ -686,7 +701,13 @@ mod tests {
             prev_seq: 40,
             timestamp_ns: 1_000,
         };
-        set_position(&mut buf[start..start + len], payload_offset, place, key).unwrap();
+        let mut nonces = Nonces::new();
+        let sealer = key.map(|(key, store_id)| Sealer {
+            key,
+            store_id,
+            nonces: &mut nonces,
+        });
+        set_position(&mut buf[start..start + len], payload_offset, place, sealer).unwrap();
         (buf, payload_offset)
     }
 
