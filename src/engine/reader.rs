@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::index::deferred;
 use crate::index::tail::Entry;
 use crate::index::{parse_stream_version_key, stream_version_key};
-use crate::log::{record, Envelope};
+use crate::log::{prefetch, record, Envelope};
 use crate::metrics::ReadKind;
 use crate::storage::{ReadTxn, Storage};
 use crate::types::{default_event_type, Direction, IntoStreamId, StreamId, StreamInfo};
@@ -148,9 +148,10 @@ where
         let (stream, entry) = match &mut self.source {
             Source::LogForward(range) => {
                 return range.next().map(|entry| {
-                    entry
-                        .map_err(Error::from)
-                        .and_then(|(seq, value)| self.reader.view_value(self.txn.raw(), seq, value))
+                    entry.map_err(Error::from).and_then(|(seq, value)| {
+                        prefetch::after_in_log(value);
+                        self.reader.view_value(self.txn.raw(), seq, value)
+                    })
                 });
             }
             Source::LogBackward(range) => {

@@ -4,6 +4,7 @@ pub(crate) mod append;
 pub(crate) mod checksum;
 mod envelope;
 pub(crate) mod group;
+pub(crate) mod prefetch;
 pub(crate) mod record;
 
 pub use envelope::{Envelope, OwnedEnvelope};
