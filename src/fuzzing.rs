@@ -15,7 +15,7 @@ where
 {
     let rec = crate::log::record::decode(seq, bytes)?;
     let _ = rec.envelope();
-    let (view, _) = crate::engine::EventView::<E>::new(rec, None)?;
+    let (view, _) = crate::engine::EventView::<E>::new(rec, None, &mut Default::default())?;
     Ok(view.version())
 }
 

@@ -840,3 +840,41 @@ fn a_rotation_killed_at_any_moment_leaves_the_store_under_exactly_one_key() {
     }
     println!("rotation kill test: {rolled_back} rolled back, {finished} finished");
 }
+
+/// A scan reuses the key of the previous record of the same stream; a shred in the middle of the
+/// scan must still make the stream's remaining events `Shredded`, for that scan and a stream read
+/// alike, while the other stream's events still read.
+#[test]
+fn a_shred_during_a_scan_stops_the_scan_from_reading_that_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = open(dir.path(), Some(KEY_1));
+    let mut writer = Writer::<Secret>::new(storage.clone());
+    for stream in [1u64, 2] {
+        let events: Vec<Secret> = (1..=10).map(|n| secret(stream, n, 50)).collect();
+        writer
+            .append_batch(stream, ExpectedVersion::NoStream, events)
+            .unwrap();
+    }
+    let reader = Reader::<Secret>::new(storage.clone());
+    let txn = storage.env.read_txn().unwrap();
+    let mut log = reader.read_log(&txn, 1, Direction::Forward).unwrap();
+    let mut by_stream = reader.read_stream(&txn, 1, 1, Direction::Forward).unwrap();
+    for n in 1..=3 {
+        assert_eq!(log.next().unwrap().unwrap().n.to_native(), n);
+        assert_eq!(by_stream.next().unwrap().unwrap().n.to_native(), n);
+    }
+    assert!(storage.shred_stream(1u64).unwrap());
+    for _ in 4..=10 {
+        assert!(matches!(
+            log.next().unwrap(),
+            Err(Error::Shredded { stream, .. }) if stream == StreamId::from(1u64)
+        ));
+        assert!(matches!(
+            by_stream.next().unwrap(),
+            Err(Error::Shredded { .. })
+        ));
+    }
+    assert!(by_stream.next().is_none());
+    let rest: Vec<u64> = log.map(|v| v.unwrap().n.to_native()).collect();
+    assert_eq!(rest, (1..=10).collect::<Vec<_>>());
+}

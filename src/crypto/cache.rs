@@ -2,8 +2,11 @@
 //! append unwraps a key more than once while it stays cached. Evicted and replaced keys are
 //! dropped, which wipes them (see `aead`).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
+
+use foldhash::HashMap;
+use foldhash::HashMapExt;
 
 use super::StreamKey;
 use crate::types::StreamId;
@@ -15,7 +18,8 @@ pub(crate) enum Slot {
     Shredded,
 }
 
-/// A map with first-in, first-out eviction once `capacity` streams are held. The generation
+/// A map with first-in, first-out eviction once `capacity` streams are held. Hashed with
+/// foldhash (seeded per process): SipHash was 8% of an encrypted scan, one lookup per record. The generation
 /// changes with every shred, so that a lookup that started before a shred cannot put the
 /// destroyed key back (see [`Cache::insert_if`]).
 pub(crate) struct Cache {

@@ -81,7 +81,16 @@ pub(crate) struct Crypto {
     cache: Mutex<Cache>,
     hits: AtomicU64,
     misses: AtomicU64,
+    /// Bumped by every shred, after the cache forgot the key: a [`KeyMemo`] taken before it is
+    /// stale.
+    shreds: AtomicU64,
 }
+
+/// The key of the last record an iterator opened, so that a scan through one stream's events
+/// looks its key up once, not per record. Valid while no stream was shredded since it was taken
+/// (any shred makes every memo stale; the next lookup goes through the cache, which knows).
+#[derive(Debug, Default)]
+pub(crate) struct KeyMemo(Option<(StreamId, u32, u64, Arc<StreamKey>)>);
 
 impl std::fmt::Debug for Crypto {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -175,6 +184,7 @@ impl Crypto {
             cache: Mutex::new(Cache::new(cache_capacity)),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            shreds: AtomicU64::new(0),
         })
     }
 
@@ -261,6 +271,31 @@ impl Crypto {
     ///
     /// [`Error::Shredded`] for a shredded stream, [`Error::Keystore`] when the key is missing or
     /// damaged, [`Error::Lmdb`].
+    /// [`Crypto::key_for_read`] through `memo`: the memo's key when it is `stream`'s at
+    /// `key_version` and no shred happened since it was taken.
+    pub(crate) fn key_for_read_memo<'m>(
+        &self,
+        memo: &'m mut KeyMemo,
+        stream: StreamId,
+        key_version: u32,
+        seq: u64,
+    ) -> Result<&'m StreamKey> {
+        let shreds = self.shreds.load(Ordering::SeqCst);
+        let entry = match memo.0.take() {
+            Some(m) if m.0 == stream && m.1 == key_version && m.2 == shreds => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                m
+            }
+            _ => (
+                stream,
+                key_version,
+                shreds,
+                self.key_for_read(stream, key_version, seq)?,
+            ),
+        };
+        Ok(&memo.0.insert(entry).3)
+    }
+
     pub(crate) fn key_for_read(
         &self,
         stream: StreamId,
@@ -411,7 +446,11 @@ impl Crypto {
             .shred_in(&mut wtxn, stream, key_version, now_ns())?;
         wtxn.commit()?;
         drop(master);
-        self.cache().shred(stream);
+        {
+            let mut cache = self.cache();
+            cache.shred(stream);
+            self.shreds.fetch_add(1, Ordering::SeqCst);
+        }
         tracing::info!(%stream, "stream shredded: its data key was destroyed");
         Ok(true)
     }

@@ -13,6 +13,7 @@ use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
 use rkyv::Archive;
 
+use crate::crypto::KeyMemo;
 use crate::engine::view::EventView;
 use crate::error::{Error, Result};
 use crate::index::deferred;
@@ -89,6 +90,8 @@ pub struct Events<'t, E: Archive> {
     reader: Reader<E>,
     txn: &'t ReadTxn,
     source: Source<'t>,
+    /// The stream key of the last encrypted record, for the next one.
+    memo: KeyMemo,
     /// Items yielded, added to the transaction's read counts when the iterator is dropped.
     read: u64,
 }
@@ -150,15 +153,17 @@ where
                 return range.next().map(|entry| {
                     entry.map_err(Error::from).and_then(|(seq, value)| {
                         prefetch::after_in_log(value);
-                        self.reader.view_value(self.txn.raw(), seq, value)
+                        self.reader
+                            .view_value(self.txn.raw(), seq, value, &mut self.memo)
                     })
                 });
             }
             Source::LogBackward(range) => {
                 return range.next().map(|entry| {
-                    entry
-                        .map_err(Error::from)
-                        .and_then(|(seq, value)| self.reader.view_value(self.txn.raw(), seq, value))
+                    entry.map_err(Error::from).and_then(|(seq, value)| {
+                        self.reader
+                            .view_value(self.txn.raw(), seq, value, &mut self.memo)
+                    })
                 });
             }
             Source::StreamForward(stream, range, tail) => {
@@ -177,7 +182,7 @@ where
                 .dbs
                 .get_record(self.txn.raw(), seq)?
                 .ok_or_else(|| Error::corrupted(seq, "stream index points at a missing record"))?;
-            let view = self.reader.view(seq, bytes)?;
+            let view = self.reader.view_with(seq, bytes, &mut self.memo)?;
             check_place(&view, stream, version)?;
             Ok(view)
         }))
@@ -378,6 +383,7 @@ where
             reader: self.clone(),
             txn,
             source,
+            memo: KeyMemo::default(),
             read: 0,
         })
     }
@@ -406,6 +412,7 @@ where
             reader: self.clone(),
             txn,
             source,
+            memo: KeyMemo::default(),
             read: 0,
         })
     }
@@ -530,19 +537,31 @@ where
         txn: &'t heed::RoTxn<'_>,
         seq: u64,
         value: &'t [u8],
+        memo: &mut KeyMemo,
     ) -> Result<EventView<'t, E>> {
-        self.view(seq, self.storage.shared.dbs.record(txn, seq, value)?)
+        self.view_with(seq, self.storage.shared.dbs.record(txn, seq, value)?, memo)
     }
 
     /// Verifies a record and makes a typed view of it.
     #[inline]
     pub(crate) fn view<'t>(&self, seq: u64, bytes: &'t [u8]) -> Result<EventView<'t, E>> {
+        self.view_with(seq, bytes, &mut KeyMemo::default())
+    }
+
+    /// [`Reader::view`], reusing the stream key in `memo` when the record has the same one.
+    #[inline]
+    pub(crate) fn view_with<'t>(
+        &self,
+        seq: u64,
+        bytes: &'t [u8],
+        memo: &mut KeyMemo,
+    ) -> Result<EventView<'t, E>> {
         let rec = record::decode_event(seq, bytes)?;
         let found = rec.event_type_bytes();
         if !self.accepted.iter().any(|a| bytes_eq(a.as_bytes(), found)) {
             return Err(wrong_type(seq, &self.accepted, found));
         }
-        let (view, copied) = EventView::new(rec, self.storage.shared.crypto.as_ref())?;
+        let (view, copied) = EventView::new(rec, self.storage.shared.crypto.as_ref(), memo)?;
         if copied {
             self.storage
                 .shared

@@ -10,7 +10,7 @@ use rkyv::rancor;
 use rkyv::util::AlignedVec;
 use rkyv::Archive;
 
-use crate::crypto::Crypto;
+use crate::crypto::{Crypto, KeyMemo};
 use crate::error::{Error, Result};
 use crate::log::record::{DecodedRecord, Opened};
 use crate::log::Envelope;
@@ -50,13 +50,21 @@ where
     /// Returns the view and whether a copy was made. `crypto` is the store's keys (`None` for a
     /// plain store); a record whose encryption does not match the store's is corrupt (a plaintext
     /// record in an encrypted store would be a downgrade).
-    pub(crate) fn new(record: DecodedRecord<'t>, crypto: Option<&Crypto>) -> Result<(Self, bool)> {
+    pub(crate) fn new(
+        record: DecodedRecord<'t>,
+        crypto: Option<&Crypto>,
+        memo: &mut KeyMemo,
+    ) -> Result<(Self, bool)> {
         match (record.is_encrypted(), crypto) {
             (false, None) => Self::plain(record),
             (true, Some(crypto)) => {
-                let key =
-                    crypto.key_for_read(record.stream(), record.key_version(), record.seq())?;
-                let opened = record.open(&key, crypto.store_id())?;
+                let key = crypto.key_for_read_memo(
+                    memo,
+                    record.stream(),
+                    record.key_version(),
+                    record.seq(),
+                )?;
+                let opened = record.open(key, crypto.store_id())?;
                 Ok((Self::from_opened(record, opened)?, false))
             }
             (false, Some(_)) => Err(Error::corrupted(

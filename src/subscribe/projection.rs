@@ -179,8 +179,9 @@ where
         let Some(&(last, _, _)) = spans.last() else {
             return Ok(Commit::Abort(()));
         };
+        let mut memo = crate::crypto::KeyMemo::default();
         for &(seq, start, len) in &spans {
-            let view = match reader.view(seq, &records[start..start + len]) {
+            let view = match reader.view_with(seq, &records[start..start + len], &mut memo) {
                 Ok(view) => view,
                 Err(Error::WrongEventType { .. } | Error::Shredded { .. }) => continue,
                 Err(e) => return Err(e),
