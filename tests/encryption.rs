@@ -878,3 +878,60 @@ fn a_shred_during_a_scan_stops_the_scan_from_reading_that_stream() {
     let rest: Vec<u64> = log.map(|v| v.unwrap().n.to_native()).collect();
     assert_eq!(rest, (1..=10).collect::<Vec<_>>());
 }
+
+/// A commit group that fills the map is run again after the map grew. Encrypted records must be
+/// sealed afresh from their plaintext then, not sealed a second time over their first
+/// ciphertext: every event reads back as written, through single appends, batches and
+/// multi-stream transactions, and retries of the batches are recognised as duplicates.
+#[test]
+fn encrypted_appends_survive_map_growth() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(StorageConfig {
+        map_size: 64 << 10,
+        ..config(dir.path(), Some(KEY_1))
+    })
+    .unwrap();
+    let mut writer = Writer::<Secret>::new(storage.clone());
+    let mut written = Vec::new();
+    for n in 1..=40u64 {
+        let batch: Vec<NewEvent<Secret>> = (0..4)
+            .map(|i| {
+                NewEvent::new(secret(n, i, 3000))
+                    .with_id(Uuid::from_u128((u128::from(n) << 8) | u128::from(i)))
+            })
+            .collect();
+        let retry = batch.clone();
+        let appended = writer
+            .append_batch(n, ExpectedVersion::NoStream, batch)
+            .unwrap();
+        let again = writer
+            .append_batch(n, ExpectedVersion::NoStream, retry)
+            .unwrap();
+        assert!(again.deduplicated, "stream {n}: a retry must be recognised");
+        written.extend((0..4).map(|i| (appended.first().seq + i, n, i)));
+        writer
+            .append(1000 + n, 1, secret(1000 + n, 0, 5000))
+            .unwrap();
+        written.push((storage.head(), 1000 + n, 0));
+        let mut txn = writer.transaction();
+        for s in [2000 + n, 3000 + n] {
+            txn.append_batch(s, ExpectedVersion::NoStream, [secret(s, 0, 2000)])
+                .unwrap();
+        }
+        txn.commit().unwrap();
+        written.push((storage.head() - 1, 2000 + n, 0));
+        written.push((storage.head(), 3000 + n, 0));
+    }
+    assert!(
+        storage.stats().map_resizes >= 1,
+        "the map must have grown: {:?}",
+        storage.stats().map_resizes
+    );
+    let reader = Reader::<Secret>::new(storage.clone());
+    let txn = storage.env.read_txn().unwrap();
+    for &(seq, stream, n) in &written {
+        let view = reader.get(&txn, seq).unwrap().unwrap();
+        assert_eq!(view.text.as_str(), marker(stream, n), "seq {seq}");
+        assert_eq!(view.n.to_native(), n, "seq {seq}");
+    }
+}

@@ -143,8 +143,8 @@ fn invalid(seq: u64, reason: impl Into<String>) -> ImportError {
 /// store itself, that every event takes the next sequence of the log and the next version of
 /// its stream, names the stream's previous sequence and a timestamp not before the log's last,
 /// and carries an id not stored yet; it writes the records (padded so that payloads are 16-byte
-/// aligned in the map, large ones in `log_large`), the stream index, the event ids and the
-/// stream heads together, or nothing. An import that fails part way leaves the batches before
+/// aligned in the map, large ones in `log_large`) and the event ids together, or nothing. The
+/// stream index and heads follow in the store's deferred index flushes, as for appends. An import that fails part way leaves the batches before
 /// the failure committed.
 ///
 /// Into an encrypted store, every record is sealed under its stream's key, created (and made

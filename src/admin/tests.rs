@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::engine::Writer;
+use crate::error::Error;
 use crate::index::{stream_version_key, Head};
 use crate::storage::{Commit, Storage, StorageConfig};
 use crate::types::StreamId;
@@ -165,4 +166,54 @@ fn import_keeps_positions_and_refuses_what_does_not_follow() {
     ));
     assert_eq!(importer.finish().unwrap(), 0);
     assert_eq!(fresh.head(), 0);
+}
+
+/// Damage the engine itself must notice, not only `verify`: an event missing from the log after
+/// the index watermark, and a watermark past the end of the log. Each is refused at open with
+/// `Corrupted` naming the missing sequence, instead of hiding events from reads by stream.
+#[test]
+fn a_log_gap_or_a_watermark_past_the_log_is_refused_at_open() {
+    // The store of `store` (sequences 1..=9, flushed at close) after `damage`, reopened.
+    let reopen_after = |watermark: u64, delete: Option<u64>| {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = store(dir.path());
+        let dbs = &storage.shared.dbs;
+        storage
+            .env
+            .write(|wtxn| {
+                crate::index::deferred::set_watermark(dbs, wtxn, watermark)?;
+                if let Some(seq) = delete {
+                    dbs.log.delete(wtxn, &seq)?;
+                }
+                Ok(Commit::Commit(()))
+            })
+            .unwrap();
+        // Closing must not flush the in-memory tail over the damage.
+        storage
+            .shared
+            .poisoned
+            .store(true, std::sync::atomic::Ordering::Release);
+        drop(storage);
+        Storage::open(StorageConfig {
+            path: dir.path().to_owned(),
+            map_size: 1 << 20,
+            ..Default::default()
+        })
+    };
+    // A gap: sequence 5 deleted while the index reaches only 3.
+    match reopen_after(3, Some(5)) {
+        Err(Error::Corrupted { seq: 5, reason }) => assert!(reason.contains("missing"), "{reason}"),
+        other => panic!("a gap in the tail: {other:?}"),
+    }
+    // A watermark past the log's last sequence (9).
+    match reopen_after(50, None) {
+        Err(Error::Corrupted { seq: 10, reason }) => {
+            assert!(reason.contains("past the end"), "{reason}")
+        }
+        other => panic!("a watermark past the log: {other:?}"),
+    }
+    // Without damage (nothing indexed: the whole log is the tail) the same store opens.
+    let storage = reopen_after(0, None).unwrap();
+    assert_eq!(storage.head(), 9);
+    assert_eq!(storage.stream_version(2u64).unwrap(), 3);
 }

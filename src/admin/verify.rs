@@ -186,9 +186,10 @@ struct Seen {
 ///   `1..=head` without a gap; commit timestamps that never go back;
 /// - every stream as the log tells it: versions 1, 2, 3, ... in log order, each `prev_seq`
 ///   naming the stream's previous record;
-/// - `heads` against the log (version, first and last sequence of every stream);
-/// - `stream_index`: versions `1..=head` of every stream, each naming a record of that stream and
-///   version;
+/// - `heads` against the log up to the index watermark (version, first and last sequence of
+///   every stream);
+/// - `stream_index`: the versions of every stream up to the watermark, each naming a record of
+///   that stream and version, and no entry past it;
 /// - `event_ids`: every record's id present and naming it, no entry naming another record;
 /// - checkpoints: intact and not past the log's end;
 /// - every record's encryption flag against the store's: in an encrypted store every record is

@@ -92,6 +92,12 @@ pub(crate) fn with_tail<R>(
     }
     let mut own = Tail::new(snap.watermark);
     own.catch_up(&shared.dbs, txn, snap.watermark, snap.head)?;
+    if !covers(&own) {
+        return Err(Error::corrupted(
+            snap.head,
+            "the index watermark is past the end of the log",
+        ));
+    }
     Ok(f(&own))
 }
 
@@ -202,6 +208,12 @@ pub(crate) fn flush(shared: &Shared) -> Result<Option<u64>> {
                 return Err(Error::corrupted(
                     mark + 1,
                     "the index watermark went back: the store was replaced while open",
+                ));
+            }
+            if tail.covered_to() < last {
+                return Err(Error::corrupted(
+                    tail.covered_to() + 1,
+                    "the tail does not reach the end of the log: nothing was flushed",
                 ));
             }
             tail.unindexed(mark, last)

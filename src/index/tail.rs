@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::index::Head;
 use crate::log::record;
 use crate::storage::Dbs;
@@ -56,7 +56,7 @@ impl Tail {
         }
     }
 
-    /// The first sequence not covered.
+    /// The last sequence covered: every committed event up to it is in the tail (or indexed).
     pub(crate) fn covered_to(&self) -> u64 {
         self.to
     }
@@ -95,12 +95,15 @@ impl Tail {
     /// Reads the log from the end of the covered range up to `head` (inclusive) in `txn`, a
     /// snapshot or write transaction holding at least that much, and adds every event. When the
     /// store's index watermark `watermark` in that transaction is past the covered range (another
-    /// process flushed events this one never saw), the tail restarts at the watermark.
+    /// process flushed events this one never saw), the tail restarts at the watermark; when it is
+    /// past this tail's last flush, the entries the flush before it indexed are let go, as after
+    /// a flush of this process (so that a process that only reads does not keep every event).
     ///
     /// # Errors
     ///
     /// [`Error::Corrupted`](crate::error::Error::Corrupted) for a record whose header is damaged
-    /// (its stream cannot be known); the tail then covers the events before it.
+    /// (its stream cannot be known) or a sequence missing from the log; the tail then covers
+    /// the events before it.
     pub(crate) fn catch_up(
         &mut self,
         dbs: &Dbs,
@@ -108,18 +111,39 @@ impl Tail {
         watermark: u64,
         head: u64,
     ) -> Result<()> {
-        if watermark > self.to {
-            *self = Tail::new(watermark);
-        }
+        self.saw_watermark(watermark);
         if head <= self.to {
             return Ok(());
         }
         for entry in dbs.log.range(txn, &(self.to + 1..=head))? {
             let (seq, value) = entry?;
+            if seq != self.to + 1 {
+                return Err(Error::corrupted(
+                    self.to + 1,
+                    "the log has a gap after the index watermark: this event is missing",
+                ));
+            }
             let rec = record::decode(seq, dbs.record(txn, seq, value)?)?;
             self.push(seq, rec.stream(), rec.version());
         }
+        if self.to < head {
+            return Err(Error::corrupted(
+                self.to + 1,
+                "the log ends before its last sequence: this event is missing",
+            ));
+        }
         Ok(())
+    }
+
+    /// Takes note of the index watermark found in a transaction: past the covered range, the
+    /// tail restarts there; past this tail's last flush (another process flushed), the entries
+    /// before the previous flush are let go, as after a flush of this process.
+    fn saw_watermark(&mut self, watermark: u64) {
+        if watermark > self.to {
+            *self = Tail::new(watermark);
+        } else if watermark > self.flushed {
+            self.flushed_to(watermark);
+        }
     }
 
     /// The first and the last entry of `stream` with `seq <= upto`, if it has any.
@@ -301,6 +325,39 @@ mod tests {
                 first_seq: 12,
                 last_seq: 20
             })
+        );
+    }
+
+    /// A process that only reads sees other processes' flushes as watermarks: its tail lets go
+    /// of what two flushes indexed, instead of growing for as long as it stays open.
+    #[test]
+    fn foreign_flushes_trim_the_tail() {
+        let entries: Vec<(u64, u128, u64)> = (1..=30).map(|s| (s, (s % 3) as u128, s)).collect();
+        let mut t = tail_with(&entries);
+        assert_eq!(
+            (t.covered_from(), t.covered_to(), t.unflushed()),
+            (0, 30, 30)
+        );
+        t.saw_watermark(10);
+        // The interval before the first flush is kept for older snapshots.
+        assert_eq!(
+            (t.covered_from(), t.flushed_mark(), t.unflushed()),
+            (0, 10, 20)
+        );
+        t.saw_watermark(20);
+        assert_eq!(
+            (t.covered_from(), t.flushed_mark(), t.unflushed()),
+            (10, 20, 10)
+        );
+        let kept: usize = (0..3).map(|s| t.entries(StreamId(s), 0, 30).len()).sum();
+        assert_eq!(kept, 20);
+        // An older watermark changes nothing; one past the tail restarts it.
+        t.saw_watermark(15);
+        assert_eq!((t.covered_from(), t.flushed_mark()), (10, 20));
+        t.saw_watermark(40);
+        assert_eq!(
+            (t.covered_from(), t.covered_to(), t.unflushed()),
+            (40, 40, 0)
         );
     }
 }

@@ -261,6 +261,8 @@ pub(crate) struct Pending {
     entries: Vec<(u64, StreamId, u64)>,
     /// Nonces for the records this transaction seals.
     pub(crate) nonces: Nonces,
+    /// Where an encrypted record is sealed (its staged plaintext stays as it was).
+    sealed: Vec<u8>,
 }
 
 impl Pending {
@@ -278,6 +280,7 @@ impl Pending {
             heads: HashMap::new(),
             entries: Vec::new(),
             nonces: Nonces::new(),
+            sealed: Vec::new(),
         })
     }
 
@@ -426,7 +429,17 @@ fn apply(
     for (i, s) in req.staged.iter().enumerate() {
         let seq = at.next_seq + i as u64;
         let version = current + 1 + i as u64;
-        let rec = &mut req.buf[s.start..s.start + s.len];
+        // An encrypted record is sealed in a copy: the staged plaintext must survive this
+        // attempt, since a group that hits a full map is run again after the map grew (and
+        // idempotency checks compare staged records).
+        let staged = &mut req.buf[s.start..s.start + s.len];
+        let rec: &mut [u8] = if key.is_some() {
+            pending.sealed.clear();
+            pending.sealed.extend_from_slice(staged);
+            &mut pending.sealed
+        } else {
+            staged
+        };
         let place = Place {
             seq,
             version,

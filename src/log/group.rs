@@ -352,7 +352,10 @@ fn background(weak: Weak<Shared>) {
             return;
         };
         let storage = Storage::from_shared(shared);
-        if committer.flush_requested.swap(false, Ordering::AcqRel) {
+        // A poisoned store (an I/O failure in a commit) writes nothing more until reopened.
+        if committer.flush_requested.swap(false, Ordering::AcqRel)
+            && !storage.shared.poisoned.load(Ordering::Acquire)
+        {
             let _guard = lock(&committer.commit_lock);
             if let Err(e) = crate::index::deferred::flush(&storage.shared) {
                 tracing::warn!(error = %e, "writing the deferred stream index failed; the next flush retries");

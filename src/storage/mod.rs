@@ -526,12 +526,21 @@ fn open_new(mut config: StorageConfig, path: PathBuf) -> Result<Storage> {
     let (head, tail) = {
         let txn = env.read_txn()?;
         let snap = Snapshot::of(&dbs, txn.raw())?;
+        if snap.watermark > snap.head {
+            return Err(Error::Corrupted {
+                seq: snap.head + 1,
+                reason: format!(
+                    "the index watermark ({}) is past the end of the log ({}): events are missing",
+                    snap.watermark, snap.head
+                ),
+            });
+        }
         let mut tail = Tail::new(snap.watermark);
         tail.catch_up(&dbs, txn.raw(), snap.watermark, snap.head)
             .map_err(|e| match e {
                 Error::Corrupted { seq, reason } => Error::Corrupted {
                     seq,
-                    reason: format!("{reason} (in the unindexed tail, read back at open: the stream of this event cannot be known; restore the store from a backup or export it with `varve export`)"),
+                    reason: format!("{reason} (in the unindexed tail, read back at open: without it the stream index cannot be completed; restore the store from a backup)"),
                 },
                 other => other,
             })?;
@@ -562,7 +571,11 @@ fn open_new(mut config: StorageConfig, path: PathBuf) -> Result<Storage> {
     // A tail longer than the interval (a process killed before it flushed): index it now.
     let unflushed = crate::index::deferred::read(&shared.tail).unflushed();
     if unflushed >= shared.config.index_interval.max(1) {
-        crate::index::deferred::flush(&shared)?;
+        // The tail is complete in memory, so a failed flush (a full disk, say) must not keep
+        // the store from opening: the next flush tries again.
+        if let Err(e) = crate::index::deferred::flush(&shared) {
+            tracing::warn!(error = %e, unflushed, "index flush at open failed; the store stays usable");
+        }
     }
     if let Some(interval) = sync_interval {
         spawn_syncer(Arc::downgrade(&shared), interval);
