@@ -3,7 +3,7 @@
 use std::ops::Bound;
 
 use crate::error::{Error, Result};
-use crate::index::{parse_stream_version_key, stream_version_key};
+use crate::index::{parse_stream_version_key, stream_read_keys};
 use crate::log::record::{self, Opened};
 use crate::log::Envelope;
 use crate::storage::{ReadTxn, Storage};
@@ -245,18 +245,9 @@ pub fn stream<'t>(
     let stream = stream.into_stream_id()?;
     let raw = txn.of(&storage.env)?;
     let dbs = &storage.shared.dbs;
-    let (lo, hi) = match direction {
-        Direction::Forward => (
-            stream_version_key(stream, from),
-            stream_version_key(stream, u64::MAX),
-        ),
-        Direction::Backward => (
-            stream_version_key(stream, 0),
-            stream_version_key(stream, from),
-        ),
-    };
+    let (lo, hi) = stream_read_keys(stream, from, direction);
     let bounds = (Bound::Included(&lo[..]), Bound::Included(&hi[..]));
-    let mut tail = crate::index::deferred::tail_entries(&storage.shared, raw, stream)?;
+    let tail = crate::index::deferred::tail_entries(&storage.shared, raw, stream, from, direction)?;
     let storage = storage.clone();
     let resolve = move |(version, seq): (u64, u64)| -> Result<RawEvent<'t>> {
         let bytes = storage
@@ -286,7 +277,6 @@ pub fn stream<'t>(
     // The index on disk holds the events up to its watermark; the later ones are in the tail.
     let inner: Box<dyn Iterator<Item = Result<RawEvent<'t>>> + 't> = match direction {
         Direction::Forward => {
-            tail.retain(|e| e.version >= from);
             let tail = tail.into_iter().map(|e| Ok((e.version, e.seq)));
             Box::new(
                 dbs.stream_index
@@ -297,8 +287,7 @@ pub fn stream<'t>(
             )
         }
         Direction::Backward => {
-            tail.retain(|e| e.version <= from);
-            let tail = tail.into_iter().rev().map(|e| Ok((e.version, e.seq)));
+            let tail = tail.into_iter().map(|e| Ok((e.version, e.seq)));
             Box::new(
                 tail.chain(dbs.stream_index.rev_range(raw, &bounds)?.map(entry))
                     .map(move |e| e.and_then(&resolve)),

@@ -181,7 +181,7 @@ fn a_log_gap_or_a_watermark_past_the_log_is_refused_at_open() {
         storage
             .env
             .write(|wtxn| {
-                crate::index::deferred::set_watermark(dbs, wtxn, watermark)?;
+                crate::index::deferred::set_watermark(dbs.meta, wtxn, watermark)?;
                 if let Some(seq) = delete {
                     dbs.log.delete(wtxn, &seq)?;
                 }

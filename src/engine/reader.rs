@@ -18,7 +18,7 @@ use crate::engine::view::EventView;
 use crate::error::{Error, Result};
 use crate::index::deferred;
 use crate::index::tail::Entry;
-use crate::index::{parse_stream_version_key, stream_version_key};
+use crate::index::{parse_stream_version_key, stream_read_keys};
 use crate::log::{prefetch, record, Envelope};
 use crate::metrics::ReadKind;
 use crate::storage::{ReadTxn, Storage};
@@ -355,27 +355,15 @@ where
     ) -> Result<Events<'t, E>> {
         let stream = stream.into_stream_id()?;
         let index = self.storage.shared.dbs.stream_index;
-        let (lo, hi) = match direction {
-            Direction::Forward => (
-                stream_version_key(stream, from),
-                stream_version_key(stream, u64::MAX),
-            ),
-            Direction::Backward => (
-                stream_version_key(stream, 0),
-                stream_version_key(stream, from),
-            ),
-        };
+        let (lo, hi) = stream_read_keys(stream, from, direction);
         let bounds = (Bound::Included(&lo[..]), Bound::Included(&hi[..]));
         let raw = self.raw(txn)?;
-        let mut tail = deferred::tail_entries(&self.storage.shared, raw, stream)?;
+        let tail = deferred::tail_entries(&self.storage.shared, raw, stream, from, direction)?;
         let source = match direction {
             Direction::Forward => {
-                tail.retain(|e| e.version >= from);
                 Source::StreamForward(stream, index.range(raw, &bounds)?, tail.into_iter())
             }
             Direction::Backward => {
-                tail.retain(|e| e.version <= from);
-                tail.reverse();
                 Source::StreamBackward(stream, tail.into_iter(), index.rev_range(raw, &bounds)?)
             }
         };

@@ -8,11 +8,11 @@ use crate::error::{Error, Result};
 use crate::index::tail::{merge_head, Entry, Tail};
 use crate::index::{parse_stream_key, stream_version_key, Head};
 use crate::storage::{Commit, Dbs, Shared};
-use crate::types::{StreamId, StreamInfo};
+use crate::types::{Direction, StreamId, StreamInfo};
 
 /// The `meta` key of the index watermark: the (stream, version) index and the stream heads hold
 /// every event up to this sequence and none after it (u64, little-endian).
-pub(crate) const KEY_INDEXED_THROUGH: &str = "indexed_through";
+const KEY_INDEXED_THROUGH: &str = "indexed_through";
 
 /// Default number of appended events between two index flushes.
 pub const DEFAULT_INDEX_INTERVAL: u64 = 100_000;
@@ -38,9 +38,13 @@ pub(crate) fn watermark(dbs: &Dbs, txn: &heed::RoTxn<'_>) -> Result<u64> {
     }
 }
 
-pub(crate) fn set_watermark(dbs: &Dbs, wtxn: &mut heed::RwTxn<'_>, seq: u64) -> Result<()> {
-    dbs.meta
-        .put(wtxn, KEY_INDEXED_THROUGH, &seq.to_le_bytes())?;
+/// Stores the index watermark in `meta` (also at open, where only `meta` is open yet).
+pub(crate) fn set_watermark(
+    meta: heed::Database<heed::types::Str, heed::types::Bytes>,
+    wtxn: &mut heed::RwTxn<'_>,
+    seq: u64,
+) -> Result<()> {
+    meta.put(wtxn, KEY_INDEXED_THROUGH, &seq.to_le_bytes())?;
     Ok(())
 }
 
@@ -113,16 +117,28 @@ pub(crate) fn head_in(
     Ok(merge_head(disk, tail))
 }
 
-/// The events of `stream` after the snapshot's watermark, up to its head.
+/// The events of `stream` after the snapshot's watermark, up to its head, that a read from
+/// version `from` in `direction` yields after the index's entries (forward) or before them
+/// (backward), in that order.
 pub(crate) fn tail_entries(
     shared: &Shared,
     txn: &heed::RoTxn<'_>,
     stream: StreamId,
+    from: u64,
+    direction: Direction,
 ) -> Result<Vec<Entry>> {
     let snap = Snapshot::of(&shared.dbs, txn)?;
-    with_tail(shared, txn, snap, |t| {
+    let mut tail = with_tail(shared, txn, snap, |t| {
         t.entries(stream, snap.watermark, snap.head)
-    })
+    })?;
+    match direction {
+        Direction::Forward => tail.retain(|e| e.version >= from),
+        Direction::Backward => {
+            tail.retain(|e| e.version <= from);
+            tail.reverse();
+        }
+    }
+    Ok(tail)
 }
 
 /// The heads of the streams with events after the snapshot's watermark, sorted by stream.
@@ -232,7 +248,7 @@ pub(crate) fn flush(shared: &Shared) -> Result<Option<u64>> {
             dbs.heads
                 .put(wtxn, &stream.to_key(), &head.encode(*stream))?;
         }
-        set_watermark(dbs, wtxn, last)?;
+        set_watermark(dbs.meta, wtxn, last)?;
         Ok(Commit::Commit(Some(last)))
     })?;
     if let Some(mark) = done {

@@ -13,7 +13,7 @@ pub(crate) mod tail;
 pub use deferred::DEFAULT_INDEX_INTERVAL;
 
 use crate::error::{Error, Result};
-use crate::types::{StreamId, StreamInfo};
+use crate::types::{Direction, StreamId, StreamInfo};
 
 /// Key of the stream index: stream id (big-endian u128) then version (big-endian u64), so that a
 /// stream's entries are adjacent and ordered by version.
@@ -108,6 +108,25 @@ impl Head {
             first_seq: self.first_seq,
             last_seq: self.last_seq,
         }
+    }
+}
+
+/// The first and the last index key of `stream` that a read from version `from` in `direction`
+/// covers (inclusive).
+pub(crate) fn stream_read_keys(
+    stream: StreamId,
+    from: u64,
+    direction: Direction,
+) -> ([u8; 24], [u8; 24]) {
+    match direction {
+        Direction::Forward => (
+            stream_version_key(stream, from),
+            stream_version_key(stream, u64::MAX),
+        ),
+        Direction::Backward => (
+            stream_version_key(stream, 0),
+            stream_version_key(stream, from),
+        ),
     }
 }
 

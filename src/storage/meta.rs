@@ -8,6 +8,7 @@ use heed::{CommitOrAbort, Database};
 
 use super::{Dbs, Env};
 use crate::error::{Error, Result};
+use crate::index::deferred::set_watermark;
 
 /// Version of the on-disk format this build writes (see `docs/format.md`). It also opens stores
 /// of versions 1 and 2, and upgrades them to this version on open: version 3 writes the stream
@@ -20,7 +21,6 @@ const KEY_FORMAT: &str = "format_version";
 const KEY_LAYOUT: &str = "rkyv_layout";
 const KEY_STORE_ID: &str = "store_id";
 const KEY_ENCRYPTION: &str = "encryption";
-use crate::index::deferred::KEY_INDEXED_THROUGH;
 
 /// What the format checks found.
 pub(crate) struct Opened {
@@ -154,7 +154,7 @@ fn check_or_init(
                 // complete up to the end of the log. From here on it may lag behind it, which
                 // older builds would not know: the version moves to 3 with the watermark.
                 let last = log.last(wtxn)?.map_or(0, |(seq, _)| seq);
-                meta.put(wtxn, KEY_INDEXED_THROUGH, &last.to_le_bytes())?;
+                set_watermark(meta, wtxn, last)?;
                 if found == 1 {
                     meta.put(wtxn, KEY_ENCRYPTION, &[0])?;
                 }
@@ -177,7 +177,7 @@ fn check_or_init(
             meta.put(wtxn, KEY_LAYOUT, &layout)?;
             meta.put(wtxn, KEY_STORE_ID, &store_id.to_le_bytes())?;
             meta.put(wtxn, KEY_ENCRYPTION, &[u8::from(want_encrypted)])?;
-            meta.put(wtxn, KEY_INDEXED_THROUGH, &0u64.to_le_bytes())?;
+            set_watermark(meta, wtxn, 0)?;
             Ok((store_id, want_encrypted, true))
         }
     }
