@@ -47,6 +47,7 @@ pub(crate) struct Dbs {
 impl Dbs {
     /// The record a `log` value stands for: the value itself, or the large record its stub
     /// points at.
+    #[inline]
     pub(crate) fn record<'t>(
         &self,
         txn: &'t heed::RoTxn<'_>,
