@@ -5,7 +5,6 @@ use std::fmt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use heed::PutFlags;
 use uuid::Uuid;
 
 use crate::crypto::StreamKey;
@@ -521,8 +520,7 @@ fn write_batch(
             }),
         )?;
         dbs.put_record(wtxn, seq, rec)?;
-        dbs.event_ids
-            .put_with_flags(wtxn, PutFlags::NO_OVERWRITE, &id_key, &seq)?;
+        dbs.put_event_id(wtxn, event.event_id.as_u128(), seq)?;
         // The stream index and heads follow in the deferred flush, as for appends.
         pending.appended(seq, event.stream, event.version);
         next_seq += 1;

@@ -4,7 +4,6 @@
 use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use heed::PutFlags;
 use uuid::Uuid;
 
 use std::sync::Arc;
@@ -502,12 +501,7 @@ fn apply(
         });
         record::set_position(rec, s.payload_offset, place, sealer)?;
         dbs.put_record(wtxn, seq, rec)?;
-        dbs.event_ids.put_with_flags(
-            wtxn,
-            PutFlags::NO_OVERWRITE,
-            &s.id.as_u128().to_be_bytes(),
-            &seq,
-        )?;
+        dbs.put_event_id(wtxn, s.id.as_u128(), seq)?;
         positions.push(Position { seq, version });
         pending.entries.push((seq, stream, version));
         prev = seq;
