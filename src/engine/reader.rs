@@ -549,6 +549,14 @@ where
         if !self.accepted.iter().any(|a| bytes_eq(a.as_bytes(), found)) {
             return Err(wrong_type(seq, &self.accepted, found));
         }
+        if self.storage.shared.crypto.is_none() {
+            if let Some(view) = rec
+                .verified_plain_payload()
+                .and_then(|payload| EventView::borrowed(rec, payload))
+            {
+                return Ok(view);
+            }
+        }
         let (view, copied) = EventView::new(rec, self.storage.shared.crypto.as_ref(), memo)?;
         if copied {
             self.storage

@@ -578,6 +578,19 @@ impl<'a> DecodedRecord<'a> {
         Ok(&region[..u32_at(self.bytes, 80) as usize])
     }
 
+    /// The payload bytes of a plain record whose payload checksum [`decode_event`] verified,
+    /// `None` otherwise (an encrypted record, or one decoded by [`decode`]): the fast path of a
+    /// typed read, with no `Result` to unpack.
+    #[inline]
+    pub fn verified_plain_payload(&self) -> Option<&'a [u8]> {
+        if self.payload & PAYLOAD_CHECKED == 0 || self.is_encrypted() {
+            return None;
+        }
+        let start = self.payload_offset();
+        self.bytes
+            .get(start..start + u32_at(self.bytes, 80) as usize)
+    }
+
     /// The payload bytes of a plain record, after verifying the payload checksum.
     ///
     /// # Errors
