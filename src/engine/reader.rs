@@ -132,12 +132,14 @@ where
 
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        let item = self.next_item()?;
-        self.read += 1;
-        if let Err(e) = &item {
-            self.reader.read_failed(e);
+        let item = self.next_item();
+        if let Some(result) = &item {
+            self.read += 1;
+            if let Err(e) = result {
+                self.reader.read_failed(e);
+            }
         }
-        Some(item)
+        item
     }
 }
 
