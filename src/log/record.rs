@@ -61,8 +61,10 @@ const FLAG_ENCRYPTED: u8 = 8;
 const KNOWN_FLAGS: u8 = FLAG_CORRELATION | FLAG_CAUSATION | FLAG_METADATA | FLAG_ENCRYPTED;
 /// Length of the crypto block of an encrypted record: nonce and key version.
 const CRYPTO_BLOCK_LEN: usize = 16;
-/// Longest associated data of a sealed record.
-const AAD_MAX: usize = AAD_PREFIX.len() + 16 + 4 + (HEADER_LEN - 8) + 32 + MAX_EVENT_TYPE_LEN;
+/// Room on the stack for the associated data of a sealed record: enough for event type names up
+/// to about 100 bytes, longer ones build it on the heap. (A buffer for the longest name, 1 KiB
+/// zeroed for every record, was 3% of an encrypted scan's profile.)
+const AAD_INLINE: usize = 256;
 const AAD_PREFIX: &[u8; 14] = b"varvedb/record";
 
 const OFF_PAYLOAD_CRC: usize = 4;
@@ -252,7 +254,7 @@ fn crypto_offset(flags: u8) -> usize {
 /// type length, sequence, stream, version, previous sequence, timestamp, event id, lengths, ids,
 /// event type). A ciphertext moved to another record, store or key, or a changed header field,
 /// fails authentication.
-fn aad<'b>(rec: &[u8], store_id: u128, key_version: u32, out: &'b mut [u8; AAD_MAX]) -> &'b [u8] {
+fn aad(rec: &[u8], store_id: u128, key_version: u32) -> Aad {
     let flags = rec[9];
     let ids_end = crypto_offset(flags);
     let type_start = ids_end + CRYPTO_BLOCK_LEN;
@@ -264,12 +266,34 @@ fn aad<'b>(rec: &[u8], store_id: u128, key_version: u32, out: &'b mut [u8; AAD_M
         &rec[HEADER_CRC_START..ids_end],
         &rec[type_start..type_start + type_len],
     ];
+    let len = parts.iter().map(|p| p.len()).sum::<usize>();
+    if len > AAD_INLINE {
+        return Aad::Heap(parts.concat());
+    }
+    let mut buf = [0u8; AAD_INLINE];
     let mut n = 0;
     for p in parts {
-        out[n..n + p.len()].copy_from_slice(p);
+        buf[n..n + p.len()].copy_from_slice(p);
         n += p.len();
     }
-    &out[..n]
+    Aad::Inline(buf, n)
+}
+
+/// The associated data built by [`aad`]. It lives on the stack for one seal or open, which is
+/// the point of the large inline variant.
+#[allow(clippy::large_enum_variant)]
+enum Aad {
+    Inline([u8; AAD_INLINE], usize),
+    Heap(Vec<u8>),
+}
+
+impl Aad {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Aad::Inline(buf, len) => &buf[..*len],
+            Aad::Heap(v) => v,
+        }
+    }
 }
 
 /// Seals a staged encrypted record whose position fields are set: encrypts its metadata and
@@ -285,14 +309,16 @@ fn seal(rec: &mut [u8], payload_offset: usize, sealer: Sealer<'_>) -> Result<()>
     let ct_len = sealed_len - TAG_LEN;
     let block = crypto_offset(rec[9]);
     rec[block + 12..block + 16].copy_from_slice(&key.version.to_le_bytes());
-    let mut aad_buf = [0u8; AAD_MAX];
-    let aad = aad(rec, store_id, key.version, &mut aad_buf);
+    let aad = aad(rec, store_id, key.version);
     let region = &mut rec[payload_offset..payload_offset + ct_len];
     let failed = |_| Error::Crypto {
         reason: "the random number generator or AES-GCM failed",
     };
     let nonce = nonces.next().map_err(failed)?;
-    let tag = key.key.seal(nonce, aad, region).map_err(failed)?;
+    let tag = key
+        .key
+        .seal(nonce, aad.as_slice(), region)
+        .map_err(failed)?;
     rec[payload_offset + ct_len..payload_offset + sealed_len].copy_from_slice(&tag);
     rec[block..block + 12].copy_from_slice(&nonce);
     let payload_crc = checksum::crc32c(&rec[payload_offset..]);
@@ -541,9 +567,12 @@ impl<'a> DecodedRecord<'a> {
         let block = crypto_offset(self.bytes[9]);
         let mut nonce = [0u8; 12];
         nonce.copy_from_slice(&self.bytes[block..block + 12]);
-        let mut aad_buf = [0u8; AAD_MAX];
-        let aad = aad(self.bytes, store_id, self.key_version(), &mut aad_buf);
-        if key.key.open(nonce, aad, buf.as_mut_slice()).is_err() {
+        let aad = aad(self.bytes, store_id, self.key_version());
+        if key
+            .key
+            .open(nonce, aad.as_slice(), buf.as_mut_slice())
+            .is_err()
+        {
             return Err(Error::Decryption {
                 seq: self.seq,
                 stream: self.stream(),
@@ -725,13 +754,22 @@ mod tests {
         corr: bool,
         key: Option<(&StreamKey, u128)>,
     ) -> (Vec<u8>, usize) {
+        sample_typed("Thing", meta, corr, key)
+    }
+
+    fn sample_typed(
+        event_type: &str,
+        meta: Option<&[u8]>,
+        corr: bool,
+        key: Option<(&StreamKey, u128)>,
+    ) -> (Vec<u8>, usize) {
         let mut buf = Vec::new();
         let parts = RecordParts {
             stream: StreamId(9),
             event_id: Uuid::from_u128(77),
             correlation_id: corr.then(|| Uuid::from_u128(5)),
             causation_id: None,
-            event_type: "Thing",
+            event_type,
             schema_version: 3,
             metadata: meta,
             encrypted: key.is_some(),
@@ -768,6 +806,34 @@ mod tests {
         let key = StreamKey::from_bytes(&[3; 32], 1);
         let (buf, _) = sample_with(meta, corr, Some((&key, STORE)));
         (buf, key)
+    }
+
+    #[test]
+    fn sealed_records_with_long_type_names_round_trip_and_authenticate_the_name() {
+        // Names up to about 100 bytes build the associated data on the stack, longer ones on
+        // the heap: both paths seal and open, and both cover the name.
+        let key = StreamKey::from_bytes(&[3; 32], 1);
+        for len in [1, 100, 150, 200, MAX_EVENT_TYPE_LEN] {
+            let name = "n".repeat(len);
+            let (mut buf, payload_offset) =
+                sample_typed(&name, Some(b"meta"), true, Some((&key, STORE)));
+            let rec = decode(42, &buf).unwrap();
+            assert_eq!(rec.envelope().event_type, name);
+            let opened = rec.open(&key, STORE).unwrap();
+            assert_eq!(opened.payload(), b"payload bytes!!", "name of {len} bytes");
+            // Another name of the same length, with the header checksum made to match: only
+            // the authentication tag can tell.
+            let at = crypto_offset(buf[9]) + CRYPTO_BLOCK_LEN + len / 2;
+            assert_eq!(buf[at], b'n');
+            buf[at] = b'm';
+            let crc = checksum::crc32c(&buf[HEADER_CRC_START..payload_offset]);
+            buf[..4].copy_from_slice(&crc.to_le_bytes());
+            let rec = decode(42, &buf).unwrap();
+            assert!(
+                matches!(rec.open(&key, STORE), Err(Error::Decryption { .. })),
+                "a changed name of {len} bytes must fail authentication"
+            );
+        }
     }
 
     #[test]
