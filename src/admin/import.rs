@@ -5,12 +5,10 @@ use std::fmt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use heed::PutFlags;
 use uuid::Uuid;
 
 use crate::crypto::StreamKey;
 use crate::error::{Error, Result};
-use crate::index::Head;
 use crate::log::append::Pending;
 use crate::log::record::{self, Place, RecordParts, Sealer, MAX_EVENT_TYPE_LEN};
 use crate::storage::{Commit, Storage};
@@ -462,8 +460,8 @@ fn write_batch(
                 format!("the store's next sequence is {next_seq}: another writer appended to it during the import"),
             )));
         }
-        let head = pending.head(storage, wtxn, event.stream)?;
-        let (version, last) = head.map_or((0, 0), |h| (h.version, h.last_seq));
+        let tip = pending.tip(storage, wtxn, event.stream)?;
+        let (version, last) = tip.map_or((0, 0), |t| (t.version, t.last_seq));
         if event.version != version + 1 || event.prev_seq.unwrap_or(0) != last {
             return Ok(Err(invalid(
                 seq,
@@ -522,18 +520,9 @@ fn write_batch(
             }),
         )?;
         dbs.put_record(wtxn, seq, rec)?;
-        dbs.event_ids
-            .put_with_flags(wtxn, PutFlags::NO_OVERWRITE, &id_key, &seq)?;
+        dbs.put_event_id(wtxn, event.event_id.as_u128(), seq)?;
         // The stream index and heads follow in the deferred flush, as for appends.
-        pending.appended(
-            seq,
-            event.stream,
-            Head {
-                version: event.version,
-                first_seq: head.map_or(seq, |h| h.first_seq),
-                last_seq: seq,
-            },
-        );
+        pending.appended(seq, event.stream, event.version);
         next_seq += 1;
         last_ts = event.timestamp_ns;
     }

@@ -132,12 +132,14 @@ where
 
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        let item = self.next_item()?;
-        self.read += 1;
-        if let Err(e) = &item {
-            self.reader.read_failed(e);
+        let item = self.next_item();
+        if let Some(result) = &item {
+            self.read += 1;
+            if let Err(e) = result {
+                self.reader.read_failed(e);
+            }
         }
-        Some(item)
+        item
     }
 }
 
@@ -548,6 +550,14 @@ where
         let found = rec.event_type_bytes();
         if !self.accepted.iter().any(|a| bytes_eq(a.as_bytes(), found)) {
             return Err(wrong_type(seq, &self.accepted, found));
+        }
+        if self.storage.shared.crypto.is_none() {
+            if let Some(view) = rec
+                .verified_plain_payload()
+                .and_then(|payload| EventView::borrowed(rec, payload))
+            {
+                return Ok(view);
+            }
         }
         let (view, copied) = EventView::new(rec, self.storage.shared.crypto.as_ref(), memo)?;
         if copied {

@@ -1,6 +1,5 @@
 //! Multi-stream transactions: several streams' batches appended atomically.
 
-use std::collections::HashSet;
 use std::time::Instant;
 
 use crate::engine::writer::{EventSerializer, Writer};
@@ -51,7 +50,7 @@ use crate::types::{Appended, ExpectedVersion, IntoStreamId, NewEvent};
 pub struct Transaction<'w, E> {
     writer: &'w mut Writer<E>,
     parts: Vec<Request>,
-    ids: HashSet<u128>,
+    ids: foldhash::HashSet<u128>,
     events: usize,
 }
 
@@ -72,7 +71,7 @@ where
         Transaction {
             writer,
             parts: Vec::new(),
-            ids: HashSet::new(),
+            ids: foldhash::HashSet::default(),
             events: 0,
         }
     }
@@ -98,16 +97,14 @@ where
         T: Into<NewEvent<E>>,
     {
         let part = self.writer.prepare(stream, expected, events)?;
-        let mut added = Vec::with_capacity(part.staged.len());
-        for s in &part.staged {
-            let id = s.id.as_u128();
-            if !self.ids.insert(id) {
-                for id in added {
-                    self.ids.remove(&id);
+        for (i, s) in part.staged.iter().enumerate() {
+            if !self.ids.insert(s.id.as_u128()) {
+                // The ids this part inserted are those before this one (each was new).
+                for earlier in &part.staged[..i] {
+                    self.ids.remove(&earlier.id.as_u128());
                 }
                 return Err(Error::DuplicateEventIdInBatch { event_id: s.id });
             }
-            added.push(id);
         }
         self.events += part.staged.len();
         self.parts.push(part);

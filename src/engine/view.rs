@@ -78,6 +78,23 @@ where
         }
     }
 
+    /// The view of a plain record whose payload [`DecodedRecord::verified_plain_payload`]
+    /// returned, when it is aligned in the map and valid as an archived `E`: the common case of
+    /// a typed read, built without the `Result` layers of [`EventView::new`] (moving those
+    /// through memory was a measured share of a scan). `None` sends the caller to `new`, which
+    /// copies a misaligned payload or reports the invalid one.
+    #[inline]
+    pub(crate) fn borrowed(record: DecodedRecord<'t>, payload: &'t [u8]) -> Option<Self> {
+        if !(payload.as_ptr() as usize).is_multiple_of(PAYLOAD_ALIGN) {
+            return None;
+        }
+        let archived = rkyv::access::<E::Archived, rancor::Error>(payload).ok()?;
+        Some(EventView {
+            record,
+            payload: Payload::Borrowed(archived),
+        })
+    }
+
     /// Validates a decrypted payload as an archived `E`.
     pub(crate) fn from_opened(record: DecodedRecord<'t>, opened: Opened) -> Result<Self> {
         rkyv::access::<E::Archived, rancor::Error>(opened.payload()).map_err(|e| {

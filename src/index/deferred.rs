@@ -237,8 +237,7 @@ pub(crate) fn flush(shared: &Shared) -> Result<Option<u64>> {
         // Sorted keys: each index and heads page is dirtied once per flush.
         for (stream, entries) in &unindexed {
             for e in entries {
-                dbs.stream_index
-                    .put(wtxn, &stream_version_key(*stream, e.version), &e.seq)?;
+                dbs.put_index_entry(wtxn, &stream_version_key(*stream, e.version), e.seq)?;
             }
         }
         for (stream, entries) in &unindexed {

@@ -1,11 +1,9 @@
 //! The append transaction: version check, idempotency, sequencing, and the writes to the log and
 //! its indexes, all inside one LMDB write transaction.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use heed::PutFlags;
 use uuid::Uuid;
 
 use std::sync::Arc;
@@ -14,7 +12,6 @@ use crate::crypto::aead::Nonces;
 use crate::crypto::StreamKey;
 use crate::error::{Error, Result};
 use crate::index::deferred;
-use crate::index::tail::merge_head;
 use crate::index::Head;
 use crate::log::record::{self, Place, Sealer};
 use crate::storage::{Commit, Storage};
@@ -251,13 +248,25 @@ fn write_batch(
     apply(storage, wtxn, pending, req, plan, key).map(Ok)
 }
 
-/// What a write transaction appended so far, beside the log: stream heads for the version checks
+/// Where a stream stands for the write path: its version, checked against the expected one, and
+/// the sequence of its last event, the back-pointer of the next record. (The first sequence a
+/// [`Head`] also holds is the deferred flush's business.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Tip {
+    pub version: u64,
+    pub last_seq: u64,
+}
+
+/// What a write transaction appended so far, beside the log: stream tips for the version checks
 /// of later batches in the same transaction, and the events for the tail once it committed.
 #[derive(Default)]
 pub(crate) struct Pending {
     /// The committed head of the log when the transaction began.
     base: u64,
-    heads: HashMap<StreamId, Head>,
+    tips: foldhash::HashMap<StreamId, Tip>,
+    /// The next sequence and the newest commit timestamp in the log, once a batch of this
+    /// transaction has been written (before that, read from the log's last record).
+    next: Option<(u64, u64)>,
     entries: Vec<(u64, StreamId, u64)>,
     /// Nonces for the records this transaction seals.
     pub(crate) nonces: Nonces,
@@ -277,33 +286,53 @@ impl Pending {
         }
         Ok(Pending {
             base,
-            heads: HashMap::new(),
+            tips: foldhash::HashMap::default(),
+            next: None,
             entries: Vec::new(),
             nonces: Nonces::new(),
             sealed: Vec::new(),
         })
     }
 
-    /// Records an event written in this transaction at `seq`, `head` being its stream's new head.
-    pub(crate) fn appended(&mut self, seq: u64, stream: StreamId, head: Head) {
-        self.entries.push((seq, stream, head.version));
-        self.heads.insert(stream, head);
+    /// Records an event written in this transaction at `seq`, `version` in `stream`.
+    pub(crate) fn appended(&mut self, seq: u64, stream: StreamId, version: u64) {
+        self.entries.push((seq, stream, version));
+        self.tips.insert(
+            stream,
+            Tip {
+                version,
+                last_seq: seq,
+            },
+        );
     }
 
-    /// The head of `stream` in this transaction.
-    pub(crate) fn head(
+    /// Where `stream` stands in this transaction, `None` for a stream without events.
+    ///
+    /// The tail holds every committed event after the sequence it starts at (`start` brought it
+    /// up to `base`), and the heads on disk only events indexed before the watermark, which is
+    /// not before that start. So a stream with an entry in the tail has its newest event there,
+    /// and only a stream without one needs the head on disk: one B-tree lookup saved per batch
+    /// to a recently written stream.
+    pub(crate) fn tip(
         &self,
         storage: &Storage,
         wtxn: &heed::RoTxn<'_>,
         stream: StreamId,
-    ) -> Result<Option<Head>> {
-        if let Some(head) = self.heads.get(&stream) {
-            return Ok(Some(*head));
+    ) -> Result<Option<Tip>> {
+        if let Some(tip) = self.tips.get(&stream) {
+            return Ok(Some(*tip));
         }
         let shared = &storage.shared;
-        let disk = Head::read(&shared.dbs, wtxn, stream)?;
-        let tail = deferred::read(&shared.tail).bounds(stream, self.base);
-        Ok(merge_head(disk, tail))
+        if let Some(last) = deferred::read(&shared.tail).last(stream, self.base) {
+            return Ok(Some(Tip {
+                version: last.version,
+                last_seq: last.seq,
+            }));
+        }
+        Ok(Head::read(&shared.dbs, wtxn, stream)?.map(|h| Tip {
+            version: h.version,
+            last_seq: h.last_seq,
+        }))
     }
 
     /// After the commit: the transaction's events join the tail, and an index flush is asked
@@ -334,7 +363,7 @@ enum Plan {
 
 /// Where a batch goes.
 struct Placement {
-    head: Option<Head>,
+    tip: Option<Tip>,
     next_seq: u64,
     timestamp: u64,
 }
@@ -349,17 +378,34 @@ fn plan(
 ) -> Result<Plan> {
     let dbs = &storage.shared.dbs;
     let (stream, staged) = (req.stream, &req.staged);
-    let head = pending.head(storage, wtxn, stream)?;
-    let current = head.map_or(0, |h| h.version);
+    let tip = pending.tip(storage, wtxn, stream)?;
+    let current = tip.map_or(0, |t| t.version);
 
-    // Idempotency: any id already stored makes this either an exact retry or an error.
-    let mut found = Vec::with_capacity(staged.len());
-    for s in staged {
-        found.push(dbs.event_ids.get(wtxn, &s.id.as_u128().to_be_bytes())?);
+    // Idempotency: any id already stored makes this either an exact retry or an error. The
+    // common case (no id stored) allocates nothing; the stored sequences are collected only
+    // when every id was found.
+    let mut first_found = None;
+    let mut all_found = true;
+    for (i, s) in staged.iter().enumerate() {
+        match dbs.event_ids.get(wtxn, &s.id.as_u128().to_be_bytes())? {
+            Some(seq) => {
+                first_found.get_or_insert((i, seq));
+            }
+            None => all_found = false,
+        }
     }
-    if let Some(i) = found.iter().position(Option::is_some) {
-        if found.iter().all(Option::is_some) {
-            let existing: Vec<u64> = found.into_iter().flatten().collect();
+    if let Some((i, seq)) = first_found {
+        if all_found {
+            let existing = staged
+                .iter()
+                .map(|s| {
+                    dbs.event_ids
+                        .get(wtxn, &s.id.as_u128().to_be_bytes())?
+                        .ok_or_else(|| {
+                            Error::corrupted(seq, "an event id vanished in the write transaction")
+                        })
+                })
+                .collect::<Result<Vec<u64>>>()?;
             return retry_of(
                 storage,
                 wtxn,
@@ -374,7 +420,6 @@ fn plan(
             )
             .map(Plan::Retry);
         }
-        let seq = found[i].expect("position found a stored id");
         let (existing_stream, existing_version) = stored_position(storage, wtxn, seq)?;
         return Err(Error::EventIdConflict {
             event_id: staged[i].id,
@@ -394,18 +439,21 @@ fn plan(
         });
     }
 
-    let (next_seq, last_ts) = match dbs.log.last(wtxn)? {
-        Some((seq, value)) => (
-            seq + 1,
-            record::raw_timestamp(dbs.record(wtxn, seq, value)?),
-        ),
-        None => (1, 0),
+    let (next_seq, last_ts) = match pending.next {
+        Some(next) => next,
+        None => match dbs.log.last(wtxn)? {
+            Some((seq, value)) => (
+                seq + 1,
+                record::raw_timestamp(dbs.record(wtxn, seq, value)?),
+            ),
+            None => (1, 0),
+        },
     };
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
     Ok(Plan::Write(Placement {
-        head,
+        tip,
         next_seq,
         timestamp: now.max(last_ts),
     }))
@@ -423,9 +471,9 @@ fn apply(
     let store_id = storage.shared.store_id;
     let dbs = &storage.shared.dbs;
     let stream = req.stream;
-    let current = at.head.map_or(0, |h| h.version);
+    let current = at.tip.map_or(0, |t| t.version);
     let mut positions = Vec::with_capacity(req.staged.len());
-    let mut prev = at.head.map_or(0, |h| h.last_seq);
+    let mut prev = at.tip.map_or(0, |t| t.last_seq);
     for (i, s) in req.staged.iter().enumerate() {
         let seq = at.next_seq + i as u64;
         let version = current + 1 + i as u64;
@@ -453,24 +501,21 @@ fn apply(
         });
         record::set_position(rec, s.payload_offset, place, sealer)?;
         dbs.put_record(wtxn, seq, rec)?;
-        dbs.event_ids.put_with_flags(
-            wtxn,
-            PutFlags::NO_OVERWRITE,
-            &s.id.as_u128().to_be_bytes(),
-            &seq,
-        )?;
+        dbs.put_event_id(wtxn, s.id.as_u128(), seq)?;
         positions.push(Position { seq, version });
         pending.entries.push((seq, stream, version));
         prev = seq;
     }
     // The stream index and heads on disk are written later, in sorted batches
     // (`index::deferred::flush`); the tail holds these events until then.
-    let new_head = Head {
-        version: current + req.staged.len() as u64,
-        first_seq: at.head.map_or(at.next_seq, |h| h.first_seq),
-        last_seq: prev,
-    };
-    pending.heads.insert(stream, new_head);
+    pending.tips.insert(
+        stream,
+        Tip {
+            version: current + req.staged.len() as u64,
+            last_seq: prev,
+        },
+    );
+    pending.next = Some((prev + 1, at.timestamp));
     Ok(Appended {
         stream,
         positions,

@@ -31,6 +31,11 @@
 //! of `metadata ‖ zero padding to 16 ‖ payload`, followed by the 16-byte tag; `payload_len` is
 //! the length of that sealed region. The associated data is everything in the header but the
 //! checksums and the crypto block, with the store id and key version (see [`seal`]).
+//!
+//! The functions a read calls are `#[inline]`: readers are generic over the event type, so a
+//! scan's loop is compiled in the application's crate, which cannot inline a plain function of
+//! this one without the attribute (callgrind of a typed scan: 1,075 → 930 instructions per
+//! event with the attributes and the packed [`DecodedRecord`] flag).
 
 use uuid::Uuid;
 
@@ -56,8 +61,10 @@ const FLAG_ENCRYPTED: u8 = 8;
 const KNOWN_FLAGS: u8 = FLAG_CORRELATION | FLAG_CAUSATION | FLAG_METADATA | FLAG_ENCRYPTED;
 /// Length of the crypto block of an encrypted record: nonce and key version.
 const CRYPTO_BLOCK_LEN: usize = 16;
-/// Longest associated data of a sealed record.
-const AAD_MAX: usize = AAD_PREFIX.len() + 16 + 4 + (HEADER_LEN - 8) + 32 + MAX_EVENT_TYPE_LEN;
+/// Room on the stack for the associated data of a sealed record: enough for event type names up
+/// to about 100 bytes, longer ones build it on the heap. (A buffer for the longest name, 1 KiB
+/// zeroed for every record, was 3% of an encrypted scan's profile.)
+const AAD_INLINE: usize = 256;
 const AAD_PREFIX: &[u8; 14] = b"varvedb/record";
 
 const OFF_PAYLOAD_CRC: usize = 4;
@@ -89,13 +96,17 @@ pub(crate) fn stub(seq: u64) -> [u8; STUB_LEN] {
 
 /// Whether a `log` value is a stub, checking it when it has a stub's length. Records are never
 /// 16 bytes long (their header alone is 88).
+#[inline]
 pub(crate) fn is_stub(seq: u64, value: &[u8]) -> Result<bool> {
-    let Some(s) = value
-        .first_chunk::<STUB_LEN>()
-        .filter(|_| value.len() == STUB_LEN)
-    else {
-        return Ok(false);
-    };
+    match value.first_chunk::<STUB_LEN>() {
+        Some(s) if value.len() == STUB_LEN => check_stub(seq, s),
+        _ => Ok(false),
+    }
+}
+
+/// Checks a 16-byte `log` value as a stub (out of line: scans see it once per large record).
+#[inline(never)]
+fn check_stub(seq: u64, s: &[u8; STUB_LEN]) -> Result<bool> {
     let valid = u32_at(s, 0) == checksum::crc32c(&s[4..])
         && s[4] == RECORD_VERSION
         && s[5] == FLAG_STUB
@@ -118,6 +129,7 @@ pub(crate) fn inline_limit(page_size: usize) -> usize {
     (node_max - 16) & !(ALIGN - 1)
 }
 
+#[inline]
 pub(crate) const fn align_up(n: usize) -> usize {
     (n + ALIGN - 1) & !(ALIGN - 1)
 }
@@ -231,6 +243,7 @@ pub(crate) fn is_encrypted(rec: &[u8]) -> bool {
 }
 
 /// Offset of the crypto block of an encrypted record, after the optional ids.
+#[inline]
 fn crypto_offset(flags: u8) -> usize {
     HEADER_LEN
         + 16 * ((flags & FLAG_CORRELATION != 0) as usize + (flags & FLAG_CAUSATION != 0) as usize)
@@ -241,7 +254,7 @@ fn crypto_offset(flags: u8) -> usize {
 /// type length, sequence, stream, version, previous sequence, timestamp, event id, lengths, ids,
 /// event type). A ciphertext moved to another record, store or key, or a changed header field,
 /// fails authentication.
-fn aad<'b>(rec: &[u8], store_id: u128, key_version: u32, out: &'b mut [u8; AAD_MAX]) -> &'b [u8] {
+fn aad(rec: &[u8], store_id: u128, key_version: u32) -> Aad {
     let flags = rec[9];
     let ids_end = crypto_offset(flags);
     let type_start = ids_end + CRYPTO_BLOCK_LEN;
@@ -253,12 +266,34 @@ fn aad<'b>(rec: &[u8], store_id: u128, key_version: u32, out: &'b mut [u8; AAD_M
         &rec[HEADER_CRC_START..ids_end],
         &rec[type_start..type_start + type_len],
     ];
+    let len = parts.iter().map(|p| p.len()).sum::<usize>();
+    if len > AAD_INLINE {
+        return Aad::Heap(parts.concat());
+    }
+    let mut buf = [0u8; AAD_INLINE];
     let mut n = 0;
     for p in parts {
-        out[n..n + p.len()].copy_from_slice(p);
+        buf[n..n + p.len()].copy_from_slice(p);
         n += p.len();
     }
-    &out[..n]
+    Aad::Inline(buf, n)
+}
+
+/// The associated data built by [`aad`]. It lives on the stack for one seal or open, which is
+/// the point of the large inline variant.
+#[allow(clippy::large_enum_variant)]
+enum Aad {
+    Inline([u8; AAD_INLINE], usize),
+    Heap(Vec<u8>),
+}
+
+impl Aad {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Aad::Inline(buf, len) => &buf[..*len],
+            Aad::Heap(v) => v,
+        }
+    }
 }
 
 /// Seals a staged encrypted record whose position fields are set: encrypts its metadata and
@@ -274,14 +309,16 @@ fn seal(rec: &mut [u8], payload_offset: usize, sealer: Sealer<'_>) -> Result<()>
     let ct_len = sealed_len - TAG_LEN;
     let block = crypto_offset(rec[9]);
     rec[block + 12..block + 16].copy_from_slice(&key.version.to_le_bytes());
-    let mut aad_buf = [0u8; AAD_MAX];
-    let aad = aad(rec, store_id, key.version, &mut aad_buf);
+    let aad = aad(rec, store_id, key.version);
     let region = &mut rec[payload_offset..payload_offset + ct_len];
     let failed = |_| Error::Crypto {
         reason: "the random number generator or AES-GCM failed",
     };
     let nonce = nonces.next().map_err(failed)?;
-    let tag = key.key.seal(nonce, aad, region).map_err(failed)?;
+    let tag = key
+        .key
+        .seal(nonce, aad.as_slice(), region)
+        .map_err(failed)?;
     rec[payload_offset + ct_len..payload_offset + sealed_len].copy_from_slice(&tag);
     rec[block..block + 12].copy_from_slice(&nonce);
     let payload_crc = checksum::crc32c(&rec[payload_offset..]);
@@ -415,28 +452,40 @@ pub(crate) struct DecodedRecord<'a> {
     seq: u64,
     /// Offset of the event type name; the optional ids precede it.
     type_offset: u32,
-    payload_offset: u32,
-    /// Whether the payload checksum was verified along with the header's.
-    payload_checked: bool,
+    /// Offset of the payload region in the low 31 bits, and in the top bit ([`PAYLOAD_CHECKED`])
+    /// whether the payload checksum was verified along with the header's. Not a `bool` field:
+    /// moving the struct then copies the `bool` and its padding as one 8-byte word just after a
+    /// 1-byte store, which the CPU cannot forward from its store buffer, and scans paid that
+    /// stall on every record (perf annotate of a typed scan).
+    payload: u32,
 }
+
+/// The flag bit of [`DecodedRecord::payload`]. Payload offsets are below it: `decode_with`
+/// refuses any larger one (the header, type name and metadata of a record are at most about
+/// 1 GiB, the metadata limit).
+const PAYLOAD_CHECKED: u32 = 1 << 31;
 
 impl<'a> DecodedRecord<'a> {
     /// Global sequence of the record.
+    #[inline]
     pub fn seq(&self) -> u64 {
         self.seq
     }
 
     /// Version of the record in its stream.
+    #[inline]
     pub fn version(&self) -> u64 {
         u64_at(self.bytes, OFF_VERSION)
     }
 
     /// The stream of the record.
+    #[inline]
     pub fn stream(&self) -> StreamId {
         StreamId(u128_at(self.bytes, 24))
     }
 
     /// The event type name's bytes (UTF-8 when decoded by [`decode`], or when equal to a name).
+    #[inline]
     pub fn event_type_bytes(&self) -> &'a [u8] {
         let start = self.type_offset as usize;
         &self.bytes[start..start + u16_at(self.bytes, 12) as usize]
@@ -483,6 +532,7 @@ impl<'a> DecodedRecord<'a> {
     }
 
     /// Whether the record is sealed.
+    #[inline]
     pub fn is_encrypted(&self) -> bool {
         self.bytes[9] & FLAG_ENCRYPTED != 0
     }
@@ -517,9 +567,12 @@ impl<'a> DecodedRecord<'a> {
         let block = crypto_offset(self.bytes[9]);
         let mut nonce = [0u8; 12];
         nonce.copy_from_slice(&self.bytes[block..block + 12]);
-        let mut aad_buf = [0u8; AAD_MAX];
-        let aad = aad(self.bytes, store_id, self.key_version(), &mut aad_buf);
-        if key.key.open(nonce, aad, buf.as_mut_slice()).is_err() {
+        let aad = aad(self.bytes, store_id, self.key_version());
+        if key
+            .key
+            .open(nonce, aad.as_slice(), buf.as_mut_slice())
+            .is_err()
+        {
             return Err(Error::Decryption {
                 seq: self.seq,
                 stream: self.stream(),
@@ -535,15 +588,36 @@ impl<'a> DecodedRecord<'a> {
         })
     }
 
+    /// Offset of the payload region in the record.
+    #[inline]
+    fn payload_offset(&self) -> usize {
+        (self.payload & !PAYLOAD_CHECKED) as usize
+    }
+
     /// The payload bytes of a plain record (the sealed region of an encrypted one), after
     /// verifying the payload checksum (unless [`decode_event`] already did).
+    #[inline]
     pub fn payload_region(&self) -> Result<&'a [u8]> {
-        let region = &self.bytes[self.payload_offset as usize..];
-        if !self.payload_checked && checksum::crc32c(region) != u32_at(self.bytes, OFF_PAYLOAD_CRC)
+        let region = &self.bytes[self.payload_offset()..];
+        if self.payload & PAYLOAD_CHECKED == 0
+            && checksum::crc32c(region) != u32_at(self.bytes, OFF_PAYLOAD_CRC)
         {
             return Err(bad(self.seq, "payload checksum mismatch"));
         }
         Ok(&region[..u32_at(self.bytes, 80) as usize])
+    }
+
+    /// The payload bytes of a plain record whose payload checksum [`decode_event`] verified,
+    /// `None` otherwise (an encrypted record, or one decoded by [`decode`]): the fast path of a
+    /// typed read, with no `Result` to unpack.
+    #[inline]
+    pub fn verified_plain_payload(&self) -> Option<&'a [u8]> {
+        if self.payload & PAYLOAD_CHECKED == 0 || self.is_encrypted() {
+            return None;
+        }
+        let start = self.payload_offset();
+        self.bytes
+            .get(start..start + u32_at(self.bytes, 80) as usize)
     }
 
     /// The payload bytes of a plain record, after verifying the payload checksum.
@@ -552,6 +626,7 @@ impl<'a> DecodedRecord<'a> {
     ///
     /// [`Error::Corrupted`] on a checksum mismatch, or for an encrypted record (whose payload
     /// must be opened with [`DecodedRecord::open`]).
+    #[inline]
     pub fn payload(&self) -> Result<&'a [u8]> {
         if self.is_encrypted() {
             return Err(bad(self.seq, "encrypted record read as plaintext"));
@@ -613,10 +688,12 @@ pub(crate) fn decode(seq: u64, bytes: &[u8]) -> Result<DecodedRecord<'_>> {
 /// Decodes a record for a full read: verifies both checksums in one pass, but not that the event
 /// type name is UTF-8. For callers that compare the name with a known (UTF-8) one before they use
 /// it: equality proves it is UTF-8.
+#[inline]
 pub(crate) fn decode_event(seq: u64, bytes: &[u8]) -> Result<DecodedRecord<'_>> {
     decode_with(seq, bytes, true)
 }
 
+#[inline]
 fn decode_with(seq: u64, bytes: &[u8], with_payload: bool) -> Result<DecodedRecord<'_>> {
     // One bounds check for the fixed header; its fields are then read without any.
     let Some(h) = bytes.first_chunk::<HEADER_LEN>() else {
@@ -633,7 +710,7 @@ fn decode_with(seq: u64, bytes: &[u8], with_payload: bool) -> Result<DecodedReco
     let type_offset = crypto_offset(flags) + if encrypted { CRYPTO_BLOCK_LEN } else { 0 };
     let payload_offset =
         align_up(type_offset + type_len + if encrypted { 0 } else { metadata_len });
-    if payload_offset > bytes.len() {
+    if payload_offset > bytes.len() || payload_offset >= PAYLOAD_CHECKED as usize {
         return Err(bad(seq, "header lengths exceed the record"));
     }
     let (front, payload) = bytes.split_at(payload_offset);
@@ -664,8 +741,7 @@ fn decode_with(seq: u64, bytes: &[u8], with_payload: bool) -> Result<DecodedReco
         bytes,
         seq,
         type_offset: type_offset as u32,
-        payload_offset: payload_offset as u32,
-        payload_checked: with_payload,
+        payload: payload_offset as u32 | if with_payload { PAYLOAD_CHECKED } else { 0 },
     })
 }
 
@@ -678,13 +754,22 @@ mod tests {
         corr: bool,
         key: Option<(&StreamKey, u128)>,
     ) -> (Vec<u8>, usize) {
+        sample_typed("Thing", meta, corr, key)
+    }
+
+    fn sample_typed(
+        event_type: &str,
+        meta: Option<&[u8]>,
+        corr: bool,
+        key: Option<(&StreamKey, u128)>,
+    ) -> (Vec<u8>, usize) {
         let mut buf = Vec::new();
         let parts = RecordParts {
             stream: StreamId(9),
             event_id: Uuid::from_u128(77),
             correlation_id: corr.then(|| Uuid::from_u128(5)),
             causation_id: None,
-            event_type: "Thing",
+            event_type,
             schema_version: 3,
             metadata: meta,
             encrypted: key.is_some(),
@@ -721,6 +806,34 @@ mod tests {
         let key = StreamKey::from_bytes(&[3; 32], 1);
         let (buf, _) = sample_with(meta, corr, Some((&key, STORE)));
         (buf, key)
+    }
+
+    #[test]
+    fn sealed_records_with_long_type_names_round_trip_and_authenticate_the_name() {
+        // Names up to about 100 bytes build the associated data on the stack, longer ones on
+        // the heap: both paths seal and open, and both cover the name.
+        let key = StreamKey::from_bytes(&[3; 32], 1);
+        for len in [1, 100, 150, 200, MAX_EVENT_TYPE_LEN] {
+            let name = "n".repeat(len);
+            let (mut buf, payload_offset) =
+                sample_typed(&name, Some(b"meta"), true, Some((&key, STORE)));
+            let rec = decode(42, &buf).unwrap();
+            assert_eq!(rec.envelope().event_type, name);
+            let opened = rec.open(&key, STORE).unwrap();
+            assert_eq!(opened.payload(), b"payload bytes!!", "name of {len} bytes");
+            // Another name of the same length, with the header checksum made to match: only
+            // the authentication tag can tell.
+            let at = crypto_offset(buf[9]) + CRYPTO_BLOCK_LEN + len / 2;
+            assert_eq!(buf[at], b'n');
+            buf[at] = b'm';
+            let crc = checksum::crc32c(&buf[HEADER_CRC_START..payload_offset]);
+            buf[..4].copy_from_slice(&crc.to_le_bytes());
+            let rec = decode(42, &buf).unwrap();
+            assert!(
+                matches!(rec.open(&key, STORE), Err(Error::Decryption { .. })),
+                "a changed name of {len} bytes must fail authentication"
+            );
+        }
     }
 
     #[test]
@@ -770,7 +883,7 @@ mod tests {
         for field in [OFF_SEQ, 24, OFF_VERSION, OFF_TIMESTAMP, 64, 10] {
             let mut bad = buf.clone();
             bad[field] ^= 1;
-            let po = decode_with(42, &buf, false).unwrap().payload_offset as usize;
+            let po = decode_with(42, &buf, false).unwrap().payload_offset();
             let crc = checksum::crc32c(&bad[HEADER_CRC_START..po]);
             bad[0..4].copy_from_slice(&crc.to_le_bytes());
             let seq = u64_at(&bad, OFF_SEQ);
@@ -781,7 +894,7 @@ mod tests {
             );
         }
         // Every flipped ciphertext bit, checksum fixed: authentication fails.
-        let po = decode_with(42, &buf, false).unwrap().payload_offset as usize;
+        let po = decode_with(42, &buf, false).unwrap().payload_offset();
         for byte in po..buf.len() - 16 {
             let mut bad = buf.clone();
             bad[byte] ^= 0x10;
