@@ -142,8 +142,8 @@ fn invalid(seq: u64, reason: impl Into<String>) -> ImportError {
 /// its stream, names the stream's previous sequence and a timestamp not before the log's last,
 /// and carries an id not stored yet; it writes the records (padded so that payloads are 16-byte
 /// aligned in the map, large ones in `log_large`) and the event ids together, or nothing. The
-/// stream index and heads follow in the store's deferred index flushes, as for appends. An import that fails part way leaves the batches before
-/// the failure committed.
+/// stream index and heads follow in the store's deferred index flushes, as for appends. An
+/// import that fails part way leaves the batches before the failure committed.
 ///
 /// Into an encrypted store, every record is sealed under its stream's key, created (and made
 /// durable in the keystore) before the transaction that first writes the stream commits, as

@@ -265,14 +265,12 @@ impl Crypto {
         Ok(Arc::new(StreamKey::from_bytes(&raw, e.key_version)))
     }
 
-    /// The key that opens an event of `stream` sealed under `key_version`.
+    /// [`Crypto::key_for_read`] through `memo`: the memo's key when it is `stream`'s at
+    /// `key_version` and no shred happened since it was taken.
     ///
     /// # Errors
     ///
-    /// [`Error::Shredded`] for a shredded stream, [`Error::Keystore`] when the key is missing or
-    /// damaged, [`Error::Lmdb`].
-    /// [`Crypto::key_for_read`] through `memo`: the memo's key when it is `stream`'s at
-    /// `key_version` and no shred happened since it was taken.
+    /// Those of [`Crypto::key_for_read`].
     pub(crate) fn key_for_read_memo<'m>(
         &self,
         memo: &'m mut KeyMemo,
@@ -296,6 +294,12 @@ impl Crypto {
         Ok(&memo.0.insert(entry).3)
     }
 
+    /// The key that opens an event of `stream` sealed under `key_version`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Shredded`] for a shredded stream, [`Error::Keystore`] when the key is missing or
+    /// damaged, [`Error::Lmdb`].
     pub(crate) fn key_for_read(
         &self,
         stream: StreamId,

@@ -287,12 +287,10 @@ where
         for event in events {
             self.stage(stream, event.into())?;
         }
-        if !self.staged.is_empty() {
-            self.event_len = (self.buf.len() / self.staged.len()).min(EVENT_LEN_HINT_MAX);
-        }
         if self.staged.is_empty() {
             return Err(Error::EmptyBatch { stream });
         }
+        self.event_len = (self.buf.len() / self.staged.len()).min(EVENT_LEN_HINT_MAX);
         if self.ids.len() > 1 {
             self.ids.sort_unstable();
             if let Some(w) = self.ids.windows(2).find(|w| w[0] == w[1]) {

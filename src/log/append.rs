@@ -382,30 +382,17 @@ fn plan(
     let current = tip.map_or(0, |t| t.version);
 
     // Idempotency: any id already stored makes this either an exact retry or an error. The
-    // common case (no id stored) allocates nothing; the stored sequences are collected only
-    // when every id was found.
+    // common case (no id stored) allocates nothing: `existing` grows only with stored ids.
+    let mut existing = Vec::new();
     let mut first_found = None;
-    let mut all_found = true;
     for (i, s) in staged.iter().enumerate() {
-        match dbs.event_ids.get(wtxn, &s.id.as_u128().to_be_bytes())? {
-            Some(seq) => {
-                first_found.get_or_insert((i, seq));
-            }
-            None => all_found = false,
+        if let Some(seq) = dbs.event_ids.get(wtxn, &s.id.as_u128().to_be_bytes())? {
+            first_found.get_or_insert((i, seq));
+            existing.push(seq);
         }
     }
     if let Some((i, seq)) = first_found {
-        if all_found {
-            let existing = staged
-                .iter()
-                .map(|s| {
-                    dbs.event_ids
-                        .get(wtxn, &s.id.as_u128().to_be_bytes())?
-                        .ok_or_else(|| {
-                            Error::corrupted(seq, "an event id vanished in the write transaction")
-                        })
-                })
-                .collect::<Result<Vec<u64>>>()?;
+        if existing.len() == staged.len() {
             return retry_of(
                 storage,
                 wtxn,
