@@ -16,11 +16,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use varvedb::engine::{EventHandler, Processor, Reader, Writer};
 use varvedb::error::Error;
-use varvedb::storage::{Storage, StorageConfig};
-use varvedb::subscribe::{Filter, StartFrom, Subscription};
 use varvedb::{Direction, ExpectedVersion, NewEvent};
+use varvedb::{EventHandler, Processor, Reader, Writer};
+use varvedb::{Filter, StartFrom, Subscription};
+use varvedb::{Storage, StorageConfig};
 
 /// The example's event.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]

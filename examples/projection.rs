@@ -9,11 +9,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use varvedb::engine::{Reader, Writer};
 use varvedb::heed::{self, types::Bytes};
-use varvedb::storage::{Storage, StorageConfig};
-use varvedb::subscribe::{Projection, Projector};
 use varvedb::{Direction, Envelope, ExpectedVersion};
+use varvedb::{Projection, Projector};
+use varvedb::{Reader, Writer};
+use varvedb::{Storage, StorageConfig};
 
 /// Money moved into (or out of) an account; the stream is the account.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]

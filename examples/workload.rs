@@ -17,9 +17,9 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use varvedb::engine::{Reader, Writer};
-use varvedb::storage::{Storage, StorageConfig};
 use varvedb::{Direction, ExpectedVersion};
+use varvedb::{Reader, Writer};
+use varvedb::{Storage, StorageConfig};
 
 /// An account event of about 100 serialized bytes.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone)]

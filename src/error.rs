@@ -12,6 +12,43 @@ use crate::types::{ExpectedVersion, StreamId};
 /// The result type of every fallible VarveDB call.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The error of an application's own code called by VarveDB (an event handler, a projection):
+/// any error type, boxed. [`Error::Handler`] carries it as its source.
+pub type HandlerError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A stored entry beside the log, named in [`Error::Damaged`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DamagedEntry {
+    /// The head of this stream (the `heads` database).
+    StreamHead {
+        /// The stream.
+        stream: StreamId,
+    },
+    /// A key of the `heads` database that is not a stream id.
+    StreamHeadKey,
+    /// The index watermark in `meta`.
+    IndexWatermark,
+    /// The checkpoint of this processor (the `checkpoints` database).
+    Checkpoint {
+        /// The processor's name.
+        processor: String,
+    },
+}
+
+impl std::fmt::Display for DamagedEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DamagedEntry::StreamHead { stream } => write!(f, "the head of stream {stream}"),
+            DamagedEntry::StreamHeadKey => f.write_str("a key of the stream heads"),
+            DamagedEntry::IndexWatermark => f.write_str("the index watermark"),
+            DamagedEntry::Checkpoint { processor } => {
+                write!(f, "the checkpoint of processor {processor:?}")
+            }
+        }
+    }
+}
+
 /// Everything that can go wrong in VarveDB.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -29,7 +66,7 @@ pub enum Error {
     },
 
     /// An event id of the batch is already stored, but not as an exact retry of this batch (see
-    /// the idempotency rules in [`Writer::append_batch`](crate::engine::Writer::append_batch)).
+    /// the idempotency rules in [`Writer::append_batch`](crate::Writer::append_batch)).
     /// Nothing was written.
     #[error("event id {event_id} is already stored at sequence {existing_seq} (stream {existing_stream}, version {existing_version}): {reason}")]
     EventIdConflict {
@@ -68,7 +105,7 @@ pub enum Error {
         stream: StreamId,
     },
 
-    /// A serialized event is larger than [`StorageConfig::max_event_size`](crate::storage::StorageConfig::max_event_size).
+    /// A serialized event is larger than [`StorageConfig::max_event_size`](crate::StorageConfig::max_event_size).
     /// Nothing was written.
     #[error(
         "event of {size} bytes exceeds the limit of {max} bytes (StorageConfig::max_event_size)"
@@ -96,7 +133,7 @@ pub enum Error {
         value: i128,
     },
 
-    /// The configuration passed to [`Storage::open`](crate::storage::Storage::open) is invalid.
+    /// The configuration passed to [`Storage::open`](crate::Storage::open) is invalid.
     #[error("invalid configuration: {reason}")]
     InvalidConfig {
         /// What is wrong and how to fix it.
@@ -149,6 +186,18 @@ pub enum Error {
         reason: String,
     },
 
+    /// An entry stored beside the log (a stream head, the index watermark, a processor
+    /// checkpoint) failed its integrity check. It is never used. Stream heads and the watermark
+    /// are rebuilt from the log by exporting and importing the store; a checkpoint is set again
+    /// with [`Storage::reset_processor`](crate::Storage::reset_processor).
+    #[error("{entry} is damaged: {reason}")]
+    Damaged {
+        /// Which entry.
+        entry: DamagedEntry,
+        /// What check failed.
+        reason: String,
+    },
+
     /// An event was read as a Rust type different from the one it was written as.
     #[error("event at sequence {seq} has type {found:?}, but the reader expects {expected:?}")]
     WrongEventType {
@@ -177,7 +226,7 @@ pub enum Error {
     },
 
     /// The memory map is full and could not be grown, because read transactions stayed open for
-    /// longer than [`StorageConfig::resize_timeout`](crate::storage::StorageConfig::resize_timeout)
+    /// longer than [`StorageConfig::resize_timeout`](crate::StorageConfig::resize_timeout)
     /// or the operating system refused a larger map. Nothing was written.
     #[error("map full at {map_size} bytes and it could not be grown: {reason}")]
     MapFull {
@@ -198,15 +247,17 @@ pub enum Error {
     )]
     ForeignTransaction,
 
-    /// An event handler of a processor failed (after its retries, when its policy retries).
-    #[error("processor {processor:?}: handler failed at sequence {seq}: {reason}")]
+    /// The event handler of a processor, or the projection of a projector, failed (after its
+    /// retries, when its policy retries) or panicked.
+    #[error("processor {processor:?}: handler failed at sequence {seq}: {source}")]
     Handler {
-        /// The processor's name.
+        /// The processor's (or projector's) name.
         processor: String,
         /// Global sequence of the event the handler failed on; the checkpoint stays before it.
         seq: u64,
-        /// The handler's error, or its panic message.
-        reason: String,
+        /// The handler's own error, or its panic message.
+        #[source]
+        source: HandlerError,
     },
 
     /// A processor name is empty or longer than 255 bytes.
@@ -217,7 +268,7 @@ pub enum Error {
     },
 
     /// The event belongs to a shredded stream: its data key was destroyed
-    /// ([`Storage::shred_stream`](crate::storage::Storage::shred_stream)), so its payload can never
+    /// ([`Storage::shred_stream`](crate::Storage::shred_stream)), so its payload can never
     /// be read again. Iterations and processors go on past it.
     #[error("event {seq} of stream {stream} is shredded: its stream's key was destroyed")]
     Shredded {
@@ -246,7 +297,7 @@ pub enum Error {
         stream: StreamId,
     },
 
-    /// The master key given in [`StorageConfig::master_key`](crate::storage::StorageConfig::master_key)
+    /// The master key given in [`StorageConfig::master_key`](crate::StorageConfig::master_key)
     /// does not open this store's keystore.
     #[error("wrong master key for {path}: it does not open the keystore (master key version {master_version}); give the key the store was created or last rotated with")]
     WrongMasterKey {
@@ -326,6 +377,10 @@ impl Error {
                 reason: reason.clone(),
             },
             Error::Crypto { reason } => Error::Crypto { reason },
+            Error::Damaged { entry, reason } => Error::Damaged {
+                entry: entry.clone(),
+                reason: reason.clone(),
+            },
             other => Error::Io(std::io::Error::other(other.to_string())),
         }
     }
@@ -341,6 +396,39 @@ impl Error {
             | Error::Handler { seq, .. } => Some(*seq),
             _ => None,
         }
+    }
+
+    /// Whether this is an optimistic concurrency conflict ([`Error::ConcurrencyConflict`]): the
+    /// stream moved on; read it again, decide again, and retry.
+    ///
+    /// ```
+    /// use varvedb::{Error, ExpectedVersion, StreamId};
+    /// let e = Error::ConcurrencyConflict {
+    ///     stream: StreamId(1),
+    ///     expected: ExpectedVersion::Exact(2),
+    ///     actual: 3,
+    /// };
+    /// assert!(e.is_conflict());
+    /// assert!(!Error::Poisoned.is_conflict());
+    /// ```
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::ConcurrencyConflict { .. })
+    }
+
+    /// Whether the event or stream is crypto-shredded ([`Error::Shredded`] on a read,
+    /// [`Error::StreamShredded`] on an append): its contents are gone for good.
+    pub fn is_shredded(&self) -> bool {
+        matches!(self, Error::Shredded { .. } | Error::StreamShredded { .. })
+    }
+
+    /// Whether stored bytes failed an integrity check: a damaged record
+    /// ([`Error::Corrupted`]), a damaged entry beside the log ([`Error::Damaged`]), or a record
+    /// that failed authentication ([`Error::Decryption`]). Restore from a backup.
+    pub fn is_corruption(&self) -> bool {
+        matches!(
+            self,
+            Error::Corrupted { .. } | Error::Damaged { .. } | Error::Decryption { .. }
+        )
     }
 
     /// Whether this error is LMDB's "map full", which the write path handles by growing the map.

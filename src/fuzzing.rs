@@ -13,9 +13,9 @@ where
     E: rkyv::Archive,
     E::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
 {
-    let rec = crate::log::record::decode(seq, bytes)?;
+    let rec = crate::format::record::decode(seq, bytes)?;
     let _ = rec.envelope();
-    let (view, _) = crate::engine::EventView::<E>::new(rec, None, &mut Default::default())?;
+    let (view, _) = crate::read::EventView::<E>::new(rec, None, &mut Default::default())?;
     Ok(view.version())
 }
 
@@ -27,11 +27,11 @@ where
     E: rkyv::Archive,
     E::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
 {
-    let rec = crate::log::record::decode(seq, bytes)?;
+    let rec = crate::format::record::decode(seq, bytes)?;
     let _ = rec.envelope();
-    let key = crate::crypto::StreamKey::from_bytes(key, 1);
+    let key = crate::cipher::StreamKey::from_bytes(key, 1);
     let opened = rec.open(&key, store_id)?;
-    let view = crate::engine::EventView::<E>::from_opened(rec, opened)?;
+    let view = crate::read::EventView::<E>::from_opened(rec, opened)?;
     let _ = view.envelope();
     Ok(view.version())
 }
@@ -47,9 +47,9 @@ pub fn encode_record<E>(
     key: Option<(&[u8; 32], u128)>,
 ) -> Vec<u8>
 where
-    E: for<'a> rkyv::Serialize<crate::engine::EventSerializer<'a>>,
+    E: for<'a> rkyv::Serialize<crate::append::EventSerializer<'a>>,
 {
-    use crate::log::record::{begin, finish, set_position, Place, RecordParts, Sealer};
+    use crate::format::record::{begin, finish, set_position, Place, RecordParts, Sealer};
     let mut buf = Vec::new();
     let parts = RecordParts {
         stream: crate::StreamId(seq as u128 % 7),
@@ -68,8 +68,8 @@ where
         rkyv::api::high::to_bytes_in_with_alloc::<_, _, rancor::Error>(event, buf, arena.acquire())
             .expect("serializing a fuzz seed");
     let len = finish(&mut buf, start, payload_offset);
-    let key = key.map(|(k, id)| (crate::crypto::StreamKey::from_bytes(k, 1), id));
-    let mut nonces = crate::crypto::aead::Nonces::new();
+    let key = key.map(|(k, id)| (crate::cipher::StreamKey::from_bytes(k, 1), id));
+    let mut nonces = crate::cipher::aead::Nonces::new();
     set_position(
         &mut buf[start..start + len],
         payload_offset,

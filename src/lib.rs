@@ -1,15 +1,15 @@
 //! VarveDB: an embedded, append-only event store on LMDB, with zero-copy reads of
 //! [rkyv](https://docs.rs/rkyv) archives.
 //!
-//! - [`storage::Storage`] opens a store (one directory, one LMDB environment).
-//! - [`engine::Writer`] appends typed events with optimistic concurrency, atomic batches and
+//! - [`Storage`] opens a store (one directory, one LMDB environment).
+//! - [`Writer`] appends typed events with optimistic concurrency, atomic batches and
 //!   idempotent retries; every append is durable when it returns.
-//! - [`engine::Reader`] reads them back as [`engine::EventView`]s that deref to the archived
-//!   type, validated and borrowed straight from the memory map.
+//! - [`Reader`] reads them back as [`EventView`]s that deref to the archived type, validated
+//!   and borrowed straight from the memory map.
+//! - [`Processor`], [`Projector`] and [`Subscription`] react to the log as it grows.
 //!
 //! ```
-//! use varvedb::storage::{Storage, StorageConfig};
-//! use varvedb::engine::{Writer, Reader};
+//! use varvedb::{Reader, Storage, StorageConfig, Writer};
 //!
 //! #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
 //! #[rkyv(derive(Debug))]
@@ -20,7 +20,7 @@
 //! let mut writer = Writer::<MyEvent>::new(storage.clone());
 //! let reader = Reader::<MyEvent>::new(storage.clone());
 //! writer.append(1, 1, MyEvent { id: 1, data: "Hello".into() })?; // stream 1 gets version 1
-//! let txn = storage.env.read_txn()?;
+//! let txn = storage.read_txn()?;
 //! if let Some(event) = reader.get(&txn, 1)? {   // global sequence 1
 //!     println!("{:?}", event);                    // derefs to &ArchivedMyEvent
 //!     assert_eq!(event.data, "Hello");
@@ -28,40 +28,83 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! The on-disk format is specified in `docs/format.md`.
+//! Every public item is at the crate root. The modules `storage`, `engine` and `error` also name
+//! the items of the original design (`varvedb::Storage`, `varvedb::Writer`,
+//! `varvedb::error::Result`, ...) so that code written against it keeps working; `admin` holds
+//! the type-independent tools API and `metrics` the metric names and exporters.
+//!
+//! The on-disk format is specified in `docs/format.md`, and the layers of the code in
+//! `docs/design.md`.
 #![deny(missing_docs)]
-#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
+// The layers, from the bottom up; each depends only on those above it in this list.
 pub mod admin;
+mod append;
+mod cipher;
 mod crypto;
-pub mod engine;
+mod env;
 pub mod error;
+mod format;
 mod index;
 mod log;
 pub mod metrics;
-pub mod storage;
-pub mod subscribe;
+mod read;
+mod store;
+mod subscribe;
 mod types;
+mod write;
+
+pub use append::{EventSerializer, Transaction, Writer};
+pub use env::{Env, ReadTxn, FORMAT_VERSION};
+pub use error::{DamagedEntry, Error, HandlerError, Result};
+pub use format::{Envelope, OwnedEnvelope, MAX_EVENT_TYPE_LEN};
+pub use index::DEFAULT_INDEX_INTERVAL;
+pub use read::{EventView, Events, Reader, DEFAULT_MAX_TXN_AGE};
+pub use store::{
+    Durability, Stats, Storage, StorageConfig, DEFAULT_MAP_SIZE, DEFAULT_MAX_EVENT_SIZE,
+    MAX_EVENT_SIZE_LIMIT,
+};
+pub use subscribe::{
+    ErrorPolicy, EventHandler, Filter, Processor, Projection, Projector, RecordedEvent, StartFrom,
+    StopHandle, Subscription, SubscriptionItem, MAX_PROCESSOR_NAME_LEN,
+};
+pub use types::{
+    default_event_type, Appended, Direction, ExpectedVersion, IntoStreamId, NewEvent, Position,
+    StreamId, StreamInfo,
+};
+pub use write::GroupCommit;
+
+/// The `heed` crate, whose transaction and database types [`Projection::apply`] and
+/// [`Storage::projection_database`] use: re-exported so that a projection names the same `heed`
+/// version as the store, without a dependency of its own.
+pub use heed;
+/// Re-exported so that users name the same `uuid` version VarveDB uses.
+pub use uuid::Uuid;
+
+/// The original design's path to the store: `varvedb::{Storage, StorageConfig}`.
+pub mod storage {
+    pub use crate::{Storage, StorageConfig};
+}
+
+/// The original design's path to typed access:
+/// `varvedb::{Writer, Reader, Processor, EventHandler}`.
+pub mod engine {
+    pub use crate::{EventHandler, Processor, Reader, Writer};
+}
 
 /// The README's examples, compiled and run as doc tests so that it stays true.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
-/// The `heed` crate, whose transaction and database types [`subscribe::Projection::apply`] and
-/// [`storage::Storage::projection_database`] use: re-exported so that a projection names the
-/// same `heed` version as the store, without a dependency of its own.
-pub use heed;
-pub use log::{Envelope, GroupCommit, OwnedEnvelope, MAX_EVENT_TYPE_LEN};
-pub use types::{
-    default_event_type, Appended, Direction, ExpectedVersion, IntoStreamId, NewEvent, Position,
-    StreamId, StreamInfo,
-};
-/// Re-exported so that users name the same `uuid` version VarveDB uses.
-pub use uuid::Uuid;
-
 /// Entry points for the fuzz targets in `fuzz/`; not part of the public API.
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+
+/// Failure injection for VarveDB's own tests; not part of the public API.
+#[cfg(feature = "failpoints")]
+#[doc(hidden)]
+pub mod failpoints;

@@ -147,7 +147,7 @@ pub struct Position {
     pub version: u64,
 }
 
-/// The outcome of [`Writer::append_batch`](crate::engine::Writer::append_batch).
+/// The outcome of [`Writer::append_batch`](crate::Writer::append_batch).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Appended {
     /// The stream appended to.
@@ -180,7 +180,7 @@ pub enum Direction {
     Backward,
 }
 
-/// Summary of one stream, as listed by [`Reader::streams`](crate::engine::Reader::streams).
+/// Summary of one stream, as listed by [`Reader::streams`](crate::Reader::streams).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StreamInfo {
     /// The stream.

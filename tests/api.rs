@@ -5,10 +5,10 @@ use std::ops::ControlFlow;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use varvedb::engine::{Reader, Writer};
 use varvedb::error::Error;
-use varvedb::storage::{Storage, StorageConfig};
 use varvedb::{Direction, ExpectedVersion, NewEvent, Position, StreamId, Uuid};
+use varvedb::{Reader, Writer};
+use varvedb::{Storage, StorageConfig};
 
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
 #[rkyv(derive(Debug))]
@@ -340,7 +340,7 @@ fn every_kind_of_read() {
         writer.append(stream, version, ev(i)).unwrap();
     }
     let txn = storage.env.read_txn().unwrap();
-    let ids = |it: varvedb::engine::Events<'_, MyEvent>| -> Vec<u32> {
+    let ids = |it: varvedb::Events<'_, MyEvent>| -> Vec<u32> {
         it.map(|e| e.unwrap().id.to_native()).collect()
     };
     // Stream 1 holds ids 1, 4, 7, ..., 28 at versions 1..=10.
@@ -445,7 +445,7 @@ fn scans_renew_their_transaction_and_see_new_commits() {
 }
 
 #[test]
-fn reading_as_the_wrong_type_is_an_error() {
+fn each_reader_sees_its_type_and_reads_by_position_name_the_others() {
     let (_dir, storage, mut writer, _reader) = setup();
     writer.append(1, 1, ev(1)).unwrap();
     let mut other = Writer::<Other>::new(storage.clone());
@@ -483,14 +483,50 @@ fn reading_as_the_wrong_type_is_an_error() {
         "got {:?}",
         res.map(|o| o.map(|v| v.values.len()))
     );
-    // The log iterator reports the foreign event instead of skipping it.
+    // Scans pass over events of other types, without reading their payloads: each reader sees
+    // the events of its own type, whatever else the log holds.
     let mine = Reader::<MyEvent>::new(storage.clone());
-    let results: Vec<bool> = mine
-        .read_log(&txn, 1, Direction::Forward)
+    let seqs = |r: &Reader<MyEvent>| -> Vec<u64> {
+        r.read_log(&txn, 1, Direction::Forward)
+            .unwrap()
+            .map(|e| e.unwrap().seq())
+            .collect()
+    };
+    assert_eq!(seqs(&mine), [1]);
+    let theirs: Vec<u64> = wrong
+        .read_log(&txn, u64::MAX, Direction::Backward)
         .unwrap()
-        .map(|r| r.is_ok())
+        .map(|e| e.unwrap().seq())
         .collect();
-    assert_eq!(results, [true, false]);
+    assert_eq!(theirs, [2]);
+    // A stream that holds both types reads the same way.
+    let mut other_in_1 = Writer::<Other>::new(storage.clone());
+    other_in_1.append(1, 2, Other { values: vec![9] }).unwrap();
+    writer.append(1, 3, ev(3)).unwrap();
+    drop(txn);
+    let txn = storage.env.read_txn().unwrap();
+    let versions: Vec<u64> = mine
+        .read_stream(&txn, 1, 1, Direction::Forward)
+        .unwrap()
+        .map(|e| e.unwrap().version())
+        .collect();
+    assert_eq!(versions, [1, 3]);
+    let mut visited = Vec::new();
+    mine.for_each_in_log(1, Direction::Forward, |e| {
+        visited.push(e.seq());
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!(visited, [1, 4]);
+    // Reading the other type's event by position says what it is.
+    assert!(matches!(
+        mine.get(&txn, 2),
+        Err(Error::WrongEventType { seq: 2, .. })
+    ));
+    assert!(matches!(
+        mine.last_in_stream(&txn, 2),
+        Err(Error::WrongEventType { seq: 2, .. })
+    ));
 }
 
 #[test]
@@ -708,7 +744,7 @@ fn handles_are_send_and_sync_where_they_should_be() {
     send::<Reader<MyEvent>>();
     sync::<Reader<MyEvent>>();
     send::<Writer<MyEvent>>();
-    send::<varvedb::storage::ReadTxn>();
+    send::<varvedb::ReadTxn>();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

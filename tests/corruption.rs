@@ -15,10 +15,10 @@ use std::collections::HashMap;
 use std::ops::{ControlFlow, Range};
 use std::path::Path;
 
-use varvedb::engine::{EventView, Reader, Writer};
 use varvedb::error::Error;
-use varvedb::storage::{Storage, StorageConfig};
 use varvedb::{Direction, Envelope, ExpectedVersion, NewEvent, StreamId, Uuid};
+use varvedb::{EventView, Reader, Writer};
+use varvedb::{Storage, StorageConfig};
 
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
 pub struct Recorded {

@@ -19,10 +19,10 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use varvedb::engine::{Reader, Writer};
 use varvedb::error::Error;
-use varvedb::storage::{Storage, StorageConfig};
 use varvedb::{Direction, ExpectedVersion, NewEvent, Position, StreamId, StreamInfo, Uuid};
+use varvedb::{Reader, Writer};
+use varvedb::{Storage, StorageConfig};
 
 const ENV_DIR: &str = "VARVE_CRASH_DIR";
 const ENV_ITER: &str = "VARVE_CRASH_ITER";

@@ -5,10 +5,10 @@
 use std::path::Path;
 use std::process::Command;
 
-use varvedb::engine::{Reader, Writer};
 use varvedb::error::Error;
-use varvedb::storage::{Storage, StorageConfig};
 use varvedb::{Direction, ExpectedVersion};
+use varvedb::{Reader, Writer};
+use varvedb::{Storage, StorageConfig};
 
 fn config(path: &Path, index_interval: u64) -> StorageConfig {
     StorageConfig {
@@ -19,7 +19,7 @@ fn config(path: &Path, index_interval: u64) -> StorageConfig {
 }
 
 /// Stream `stream`'s events as `txn` sees them, forward and backward, checked against each other.
-fn stream_of(reader: &Reader<u64>, txn: &varvedb::storage::ReadTxn, stream: u64) -> Vec<u64> {
+fn stream_of(reader: &Reader<u64>, txn: &varvedb::ReadTxn, stream: u64) -> Vec<u64> {
     let forward: Vec<u64> = reader
         .read_stream(txn, stream, 1, Direction::Forward)
         .unwrap()
@@ -36,7 +36,7 @@ fn stream_of(reader: &Reader<u64>, txn: &varvedb::storage::ReadTxn, stream: u64)
 }
 
 /// Every stream `txn` lists, as (stream, version).
-fn listed(reader: &Reader<u64>, txn: &varvedb::storage::ReadTxn) -> Vec<(u128, u64)> {
+fn listed(reader: &Reader<u64>, txn: &varvedb::ReadTxn) -> Vec<(u128, u64)> {
     reader
         .streams(txn)
         .unwrap()

@@ -21,11 +21,11 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
-use varvedb::engine::{EventHandler, Processor, Reader, Writer};
 use varvedb::error::Error;
-use varvedb::storage::{Storage, StorageConfig};
-use varvedb::subscribe::{Filter, StartFrom, SubscriptionItem};
 use varvedb::{Direction, ExpectedVersion, NewEvent, StreamId, Uuid};
+use varvedb::{EventHandler, Processor, Reader, Writer};
+use varvedb::{Filter, StartFrom, SubscriptionItem};
+use varvedb::{Storage, StorageConfig};
 
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
 pub struct Secret {
@@ -740,7 +740,7 @@ fn a_rotation_killed_at_any_moment_leaves_the_store_under_exactly_one_key() {
     {
         // Many streams, created concurrently so that their keys share keystore transactions.
         let storage = Storage::open(StorageConfig {
-            durability: varvedb::storage::Durability::Relaxed {
+            durability: varvedb::Durability::Relaxed {
                 sync_interval: None,
             },
             ..config(dir.path(), Some([1; 32]))

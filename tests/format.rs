@@ -7,10 +7,10 @@
 
 use std::path::Path;
 
-use varvedb::engine::{Reader, Writer};
 use varvedb::error::Error;
-use varvedb::storage::{Storage, StorageConfig, FORMAT_VERSION};
 use varvedb::{Direction, Uuid};
+use varvedb::{Reader, Writer};
+use varvedb::{Storage, StorageConfig, FORMAT_VERSION};
 
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, PartialEq)]
 pub struct FixtureEvent {

@@ -13,12 +13,12 @@ use proptest::sample::Index;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, TestRunner};
 
-use varvedb::engine::{EventView, Reader, Writer};
 use varvedb::error::Error;
-use varvedb::storage::{ReadTxn, Storage, StorageConfig};
 use varvedb::{
     Appended, Direction, ExpectedVersion, NewEvent, Position, StreamId, StreamInfo, Uuid,
 };
+use varvedb::{EventView, Reader, Writer};
+use varvedb::{ReadTxn, Storage, StorageConfig};
 
 /// The event type of the test.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]

@@ -4,10 +4,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use varvedb::engine::{ErrorPolicy, EventHandler, Processor, Reader, Writer};
 use varvedb::error::{Error, Result};
-use varvedb::storage::{Storage, StorageConfig};
 use varvedb::Envelope;
+use varvedb::{ErrorPolicy, EventHandler, Processor, Reader, Writer};
+use varvedb::{Storage, StorageConfig};
 
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone)]
 #[rkyv(derive(Debug))]

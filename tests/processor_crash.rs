@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use varvedb::engine::{EventHandler, Processor, Reader, Writer};
 use varvedb::error::Result;
-use varvedb::storage::{Storage, StorageConfig};
 use varvedb::{Envelope, ExpectedVersion};
+use varvedb::{EventHandler, Processor, Reader, Writer};
+use varvedb::{Storage, StorageConfig};
 
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
 pub struct Job {

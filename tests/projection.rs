@@ -7,11 +7,11 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use heed::types::Bytes;
-use varvedb::engine::{Reader, Writer};
 use varvedb::error::{Error, Result};
-use varvedb::storage::{Storage, StorageConfig};
-use varvedb::subscribe::{Projection, Projector};
 use varvedb::{Direction, Envelope, ExpectedVersion};
+use varvedb::{Projection, Projector};
+use varvedb::{Reader, Writer};
+use varvedb::{Storage, StorageConfig};
 
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone)]
 pub struct Deposit {

@@ -1,5 +1,5 @@
-use varvedb::engine::{Reader, Writer};
-use varvedb::storage::{Storage, StorageConfig};
+use varvedb::{Reader, Writer};
+use varvedb::{Storage, StorageConfig};
 
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
 #[rkyv(derive(Debug))]

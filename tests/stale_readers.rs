@@ -6,8 +6,8 @@
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
-use varvedb::engine::Writer;
-use varvedb::storage::{Storage, StorageConfig};
+use varvedb::Writer;
+use varvedb::{Storage, StorageConfig};
 
 const CHILD_DIR: &str = "VARVE_STALE_READER_DIR";
 

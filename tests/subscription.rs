@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use varvedb::engine::{Reader, Writer};
-use varvedb::storage::{Storage, StorageConfig};
-use varvedb::subscribe::{Filter, StartFrom, Subscription, SubscriptionItem};
 use varvedb::{ExpectedVersion, NewEvent};
+use varvedb::{Filter, StartFrom, Subscription, SubscriptionItem};
+use varvedb::{Reader, Writer};
+use varvedb::{Storage, StorageConfig};
 
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone)]
 #[rkyv(derive(Debug))]

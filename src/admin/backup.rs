@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use heed::CompactionOption;
 
 use crate::error::{Error, Result};
-use crate::storage::{Storage, StorageConfig};
+use crate::store::{Storage, StorageConfig};
 
 /// What [`backup`] wrote.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,7 +65,7 @@ const PARTIAL: &str = "data.mdb.partial";
 /// - [`Error::Lmdb`] when a copy fails (the partial files are removed).
 /// - Any error of [`Storage::open`] on the copy.
 pub fn backup(storage: &Storage, dest: &Path, master_key: Option<&[u8; 32]>) -> Result<BackupInfo> {
-    let crypto = storage.shared.crypto.as_ref();
+    let crypto = storage.log().crypto.as_ref();
     if let Some(crypto) = crypto {
         let Some(key) = master_key else {
             return Err(Error::InvalidConfig {
@@ -132,9 +132,9 @@ pub fn backup(storage: &Storage, dest: &Path, master_key: Option<&[u8; 32]>) -> 
     })?;
     let txn = copy.env.read_txn()?;
     let raw = txn.raw();
-    let head = copy.shared.dbs.log.last(raw)?.map_or(0, |(seq, _)| seq);
-    let events = copy.shared.dbs.log.len(raw)?;
-    let (keys, shredded) = match &copy.shared.crypto {
+    let head = copy.log().dbs.log.last(raw)?.map_or(0, |(seq, _)| seq);
+    let events = copy.log().dbs.log.len(raw)?;
+    let (keys, shredded) = match &copy.log().crypto {
         Some(c) => {
             let ks = c.keystore();
             let ktxn = ks.env.read_txn()?;

@@ -10,7 +10,7 @@ use rkyv::rancor;
 use rkyv::util::AlignedVec;
 use rkyv::Archive;
 
-use crate::log::Envelope;
+use crate::format::Envelope;
 
 /// The error a decoder returns: anything that can be shown.
 pub type DecodeError = Box<dyn std::error::Error + Send + Sync>;

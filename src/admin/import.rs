@@ -2,17 +2,18 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::atomic::Ordering;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use uuid::Uuid;
 
-use crate::crypto::StreamKey;
+use crate::cipher::StreamKey;
+use crate::env::{Commit, WriteKind};
 use crate::error::{Error, Result};
-use crate::log::append::Pending;
-use crate::log::record::{self, Place, RecordParts, Sealer, MAX_EVENT_TYPE_LEN};
-use crate::storage::{Commit, Storage};
+use crate::format::record::{self, Place, RecordParts, MAX_EVENT_TYPE_LEN};
+use crate::store::Storage;
 use crate::types::StreamId;
+use crate::write::LogTxn;
 
 /// Most events in one import transaction.
 const BATCH_EVENTS: usize = 4096;
@@ -83,6 +84,13 @@ impl ImportEvent {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ImportError {
+    /// The target store already holds events: an import goes into a new, empty store.
+    NotEmpty {
+        /// The target store's directory.
+        path: PathBuf,
+        /// Events it holds.
+        events: u64,
+    },
     /// An event does not fit where it must go; nothing of its batch was written.
     Invalid {
         /// The sequence the event names.
@@ -97,6 +105,11 @@ pub enum ImportError {
 impl fmt::Display for ImportError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            ImportError::NotEmpty { path, events } => write!(
+                f,
+                "the target store at {} is not empty ({events} events); import into a new, empty store",
+                path.display()
+            ),
             ImportError::Invalid { seq, reason } => {
                 write!(f, "event at sequence {seq} cannot be imported: {reason}")
             }
@@ -109,7 +122,7 @@ impl std::error::Error for ImportError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             ImportError::Store(e) => Some(e),
-            ImportError::Invalid { .. } => None,
+            ImportError::Invalid { .. } | ImportError::NotEmpty { .. } => None,
         }
     }
 }
@@ -152,7 +165,7 @@ fn invalid(seq: u64, reason: impl Into<String>) -> ImportError {
 ///
 /// ```
 /// use varvedb::admin::{ImportEvent, Importer};
-/// use varvedb::storage::{Storage, StorageConfig};
+/// use varvedb::{Storage, StorageConfig};
 /// use varvedb::StreamId;
 ///
 /// # let dir = tempfile::tempdir()?;
@@ -194,21 +207,17 @@ impl Importer {
     ///
     /// # Errors
     ///
-    /// [`ImportError::Invalid`] (with sequence 0) when the store is not empty;
-    /// [`ImportError::Store`].
+    /// [`ImportError::NotEmpty`] when the store holds events; [`ImportError::Store`].
     pub fn new(storage: &Storage) -> Result<Importer, ImportError> {
-        let dbs = &storage.shared.dbs;
+        let dbs = &storage.log().dbs;
         let txn = storage.env.read_txn()?;
         let raw = txn.raw();
         let events = dbs.log.len(raw)?;
         if events > 0 || dbs.heads.len(raw)? > 0 || dbs.event_ids.len(raw)? > 0 {
-            return Err(invalid(
-                0,
-                format!(
-                    "the target store at {} is not empty ({events} events); import into a new, empty store",
-                    storage.path().display()
-                ),
-            ));
+            return Err(ImportError::NotEmpty {
+                path: storage.path().to_owned(),
+                events,
+            });
         }
         Ok(Importer {
             storage: storage.clone(),
@@ -300,7 +309,7 @@ impl Importer {
                 ),
             ));
         }
-        let encrypted = self.storage.shared.crypto.is_some();
+        let encrypted = self.storage.log().crypto.is_some();
         match (event.shredded, encrypted) {
             (true, false) => {
                 return Err(invalid(
@@ -352,42 +361,25 @@ impl Importer {
 
     /// Writes the queue in one transaction.
     fn flush(&mut self) -> Result<(), ImportError> {
-        let Some(first) = self.batch.first() else {
+        if self.batch.is_empty() {
             return Ok(());
-        };
-        let first_seq = first.seq;
-        let shared = &self.storage.shared;
-        shared.check_not_poisoned()?;
+        }
         let storage = &self.storage;
         let batch = &self.batch;
         let keys = keys_for(storage, batch)??;
         let buf = &mut self.buf;
-        let outcome = storage.env.write(|wtxn| {
-            let mut pending = Pending::start(storage, wtxn)?;
-            match write_batch(storage, wtxn, &mut pending, batch, &keys, buf)? {
-                Ok(()) => Ok(Commit::Commit(Ok(pending))),
-                Err(e) => Ok(Commit::Abort(Err(e))),
-            }
-        });
-        match outcome {
-            Ok(Ok(pending)) => pending.committed(storage),
-            Ok(Err(e)) => return Err(e),
-            Err(e) => {
-                if matches!(
-                    e,
-                    Error::Lmdb(heed::Error::Io(_) | heed::Error::Mdb(heed::MdbError::Panic))
-                ) {
-                    tracing::error!(path = %shared.path.display(), error = %e, "import failed at the I/O level; store poisoned until reopened");
-                    shared.poisoned.store(true, Ordering::Release);
-                }
-                return Err(ImportError::Store(e));
-            }
-        }
-        let last = first_seq + self.batch.len() as u64 - 1;
+        storage
+            .store
+            .writes
+            .run_exclusive(WriteKind::Import, |txn| {
+                Ok(match write_batch(txn, batch, &keys, buf)? {
+                    Ok(()) => Commit::Commit(Ok(())),
+                    Err(e) => Commit::Abort(Err(e)),
+                })
+            })??;
         self.imported += self.batch.len() as u64;
         self.batch.clear();
         self.batch_bytes = 0;
-        self.storage.publish(last);
         Ok(())
     }
 }
@@ -401,7 +393,7 @@ fn keys_for(
     storage: &Storage,
     batch: &[ImportEvent],
 ) -> Result<Result<Vec<Option<Arc<StreamKey>>>, ImportError>> {
-    let Some(crypto) = storage.shared.crypto.as_ref() else {
+    let Some(crypto) = storage.log().crypto.as_ref() else {
         return Ok(Ok(vec![None; batch.len()]));
     };
     let mut streams: Vec<StreamId> = Vec::new();
@@ -433,34 +425,25 @@ fn keys_for(
     Ok(Ok(keys))
 }
 
-/// Writes a batch inside a write transaction, sealing each event under its key in `keys` (an
+/// Writes a batch in a log transaction, sealing each event under its key in `keys` (an
 /// encrypted store). The outer error fails the transaction; the inner one means the store does
 /// not take the batch (another writer got there first).
 fn write_batch(
-    storage: &Storage,
-    wtxn: &mut heed::RwTxn<'_>,
-    pending: &mut Pending,
+    txn: &mut LogTxn<'_, '_>,
     batch: &[ImportEvent],
     keys: &[Option<Arc<StreamKey>>],
     buf: &mut Vec<u8>,
 ) -> Result<Result<(), ImportError>> {
-    let dbs = &storage.shared.dbs;
-    let (mut next_seq, mut last_ts) = match dbs.log.last(wtxn)? {
-        Some((seq, value)) => (
-            seq + 1,
-            record::raw_timestamp(dbs.record(wtxn, seq, value)?),
-        ),
-        None => (1, 0),
-    };
     for (event, key) in batch.iter().zip(keys) {
         let seq = event.seq;
+        let (next_seq, last_ts) = txn.next_position()?;
         if seq != next_seq {
             return Ok(Err(invalid(
                 seq,
                 format!("the store's next sequence is {next_seq}: another writer appended to it during the import"),
             )));
         }
-        let tip = pending.tip(storage, wtxn, event.stream)?;
+        let tip = txn.tip(event.stream)?;
         let (version, last) = tip.map_or((0, 0), |t| (t.version, t.last_seq));
         if event.version != version + 1 || event.prev_seq.unwrap_or(0) != last {
             return Ok(Err(invalid(
@@ -477,8 +460,7 @@ fn write_batch(
                 "timestamp is earlier than the store's last event",
             )));
         }
-        let id_key = event.event_id.as_u128().to_be_bytes();
-        if let Some(existing) = dbs.event_ids.get(wtxn, &id_key)? {
+        if let Some(existing) = txn.event_id_seq(event.event_id)? {
             return Ok(Err(invalid(
                 seq,
                 format!(
@@ -503,28 +485,19 @@ fn write_batch(
         );
         buf.extend_from_slice(&event.payload);
         let len = record::finish(buf, begun.start, begun.payload_offset);
-        let rec = &mut buf[begun.start..begun.start + len];
-        record::set_position(
-            rec,
+        txn.put_event(
+            &mut buf[begun.start..begun.start + len],
             begun.payload_offset,
+            event.stream,
+            event.event_id,
             Place {
                 seq,
                 version: event.version,
                 prev_seq: last,
                 timestamp_ns: event.timestamp_ns,
             },
-            key.as_deref().map(|k| Sealer {
-                key: k,
-                store_id: storage.shared.store_id,
-                nonces: &mut pending.nonces,
-            }),
+            key.as_deref(),
         )?;
-        dbs.put_record(wtxn, seq, rec)?;
-        dbs.put_event_id(wtxn, event.event_id.as_u128(), seq)?;
-        // The stream index and heads follow in the deferred flush, as for appends.
-        pending.appended(seq, event.stream, event.version);
-        next_seq += 1;
-        last_ts = event.timestamp_ns;
     }
     Ok(Ok(()))
 }

@@ -2,8 +2,9 @@
 
 use std::path::PathBuf;
 
+use crate::env::FORMAT_VERSION;
 use crate::error::Result;
-use crate::storage::{Storage, FORMAT_VERSION};
+use crate::store::Storage;
 use crate::subscribe::checkpoint;
 
 /// What [`info`] reports about a store.
@@ -56,7 +57,7 @@ pub struct ProcessorInfo {
 /// [`Error::Io`](crate::error::Error::Io) when `data.mdb` cannot be examined,
 /// [`Error::Lmdb`](crate::error::Error::Lmdb).
 pub fn info(storage: &Storage) -> Result<StoreInfo> {
-    let dbs = &storage.shared.dbs;
+    let dbs = &storage.log().dbs;
     let (env_info, page_size) = storage.env.info();
     let txn = storage.env.read_txn()?;
     let raw = txn.raw();
@@ -64,7 +65,7 @@ pub fn info(storage: &Storage) -> Result<StoreInfo> {
     let mut processors = Vec::new();
     for entry in dbs.checkpoints.iter(raw)? {
         let (name, _) = entry?;
-        let seq = checkpoint::load_in(storage, raw, name)?;
+        let seq = checkpoint::load_in(&storage.log().dbs, raw, name)?;
         processors.push(ProcessorInfo {
             name: name.to_string(),
             checkpoint: seq,
@@ -90,9 +91,9 @@ pub fn info(storage: &Storage) -> Result<StoreInfo> {
 
 /// Streams with events: those with a head on disk, and those only in the unindexed tail.
 fn streams_in(storage: &Storage, raw: &heed::RoTxn<'_>) -> Result<u64> {
-    let dbs = &storage.shared.dbs;
+    let dbs = &storage.log().dbs;
     let mut count = dbs.heads.len(raw)?;
-    for (stream, _, _) in crate::index::deferred::tail_heads(&storage.shared, raw)? {
+    for stream in storage.store.index.tail_streams(dbs, raw)? {
         if dbs.heads.get(raw, &stream.to_key())?.is_none() {
             count += 1;
         }

@@ -5,10 +5,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::verify::{reason, ProblemKind, VerifyReport};
+use crate::cipher::StreamKey;
 use crate::crypto::keystore::{Entry, WrappedEntry, ENTRY_LEN};
-use crate::crypto::{Crypto, StreamKey};
+use crate::crypto::Crypto;
 use crate::error::{Error, Result};
-use crate::log::record::DecodedRecord;
+use crate::format::record::DecodedRecord;
 use crate::types::StreamId;
 
 /// Unwrapped keys kept at most during a check; the cache is emptied when it is full.

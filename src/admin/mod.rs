@@ -8,8 +8,8 @@
 //!
 //! ```
 //! use varvedb::admin;
-//! use varvedb::storage::{Storage, StorageConfig};
-//! use varvedb::engine::Writer;
+//! use varvedb::{Storage, StorageConfig};
+//! use varvedb::Writer;
 //! use varvedb::Direction;
 //!
 //! # let dir = tempfile::tempdir()?;

@@ -2,11 +2,12 @@
 
 use std::ops::Bound;
 
+use crate::env::ReadTxn;
 use crate::error::{Error, Result};
-use crate::index::{parse_stream_version_key, stream_read_keys};
-use crate::log::record::{self, Opened};
-use crate::log::Envelope;
-use crate::storage::{ReadTxn, Storage};
+use crate::format::index::{parse_stream_version_key, stream_read_keys};
+use crate::format::record::{self, Opened};
+use crate::format::Envelope;
+use crate::store::Storage;
 use crate::types::{Direction, IntoStreamId, StreamInfo};
 
 /// A stored event read without knowing its type.
@@ -107,7 +108,7 @@ impl std::fmt::Debug for Contents<'_> {
 pub fn contents<'t>(storage: &Storage, event: &RawEvent<'t>) -> Result<Contents<'t>> {
     let seq = event.envelope.seq;
     let rec = record::decode(seq, event.record)?;
-    let inner = match (rec.is_encrypted(), storage.shared.crypto.as_ref()) {
+    let inner = match (rec.is_encrypted(), storage.log().crypto.as_ref()) {
         (false, None) => ContentsInner::Plain {
             payload: rec.payload()?,
             metadata: event.envelope.metadata,
@@ -176,7 +177,7 @@ pub(crate) fn raw_event(seq: u64, bytes: &[u8]) -> Result<RawEvent<'_>> {
 /// transaction of another store, [`Error::Lmdb`].
 pub fn event<'t>(storage: &Storage, txn: &'t ReadTxn, seq: u64) -> Result<Option<RawEvent<'t>>> {
     let txn = txn.of(&storage.env)?;
-    match storage.shared.dbs.get_record(txn, seq)? {
+    match storage.log().dbs.get_record(txn, seq)? {
         Some(bytes) => raw_event(seq, bytes).map(Some),
         None => Ok(None),
     }
@@ -190,7 +191,7 @@ pub fn event<'t>(storage: &Storage, txn: &'t ReadTxn, seq: u64) -> Result<Option
 /// [`Error::ForeignTransaction`], [`Error::Lmdb`].
 pub fn last_seq(storage: &Storage, txn: &ReadTxn) -> Result<u64> {
     let txn = txn.of(&storage.env)?;
-    Ok(storage.shared.dbs.log.last(txn)?.map_or(0, |(seq, _)| seq))
+    Ok(storage.log().dbs.log.last(txn)?.map_or(0, |(seq, _)| seq))
 }
 
 /// The events of the log from sequence `from` on (inclusive), in `direction`. Use `u64::MAX`
@@ -207,7 +208,7 @@ pub fn log<'t>(
     direction: Direction,
 ) -> Result<RawEvents<'t>> {
     let raw = txn.of(&storage.env)?;
-    let dbs = &storage.shared.dbs;
+    let dbs = &storage.log().dbs;
     let large = dbs.log_large;
     let resolve = move |entry: heed::Result<(u64, &'t [u8])>| -> Result<RawEvent<'t>> {
         let (seq, value) = entry?;
@@ -244,14 +245,17 @@ pub fn stream<'t>(
 ) -> Result<RawEvents<'t>> {
     let stream = stream.into_stream_id()?;
     let raw = txn.of(&storage.env)?;
-    let dbs = &storage.shared.dbs;
+    let dbs = &storage.log().dbs;
     let (lo, hi) = stream_read_keys(stream, from, direction);
     let bounds = (Bound::Included(&lo[..]), Bound::Included(&hi[..]));
-    let tail = crate::index::deferred::tail_entries(&storage.shared, raw, stream, from, direction)?;
+    let tail = storage
+        .store
+        .index
+        .tail_entries(dbs, raw, stream, from, direction)?;
     let storage = storage.clone();
     let resolve = move |(version, seq): (u64, u64)| -> Result<RawEvent<'t>> {
         let bytes = storage
-            .shared
+            .log()
             .dbs
             .get_record(raw, seq)?
             .ok_or_else(|| Error::corrupted(seq, "stream index points at a missing record"))?;
@@ -307,5 +311,6 @@ pub fn streams<'t>(
     storage: &Storage,
     txn: &'t ReadTxn,
 ) -> Result<impl Iterator<Item = Result<StreamInfo>> + 't> {
-    crate::index::deferred::streams(&storage.shared, txn.of(&storage.env)?)
+    let store = &storage.store;
+    store.index.streams(&store.log.dbs, txn.of(&storage.env)?)
 }

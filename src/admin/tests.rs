@@ -1,11 +1,12 @@
 //! Damage to the indexes, made through the store's own databases, found by `verify`.
 
 use super::*;
-use crate::engine::Writer;
+use crate::env::{Commit, WriteKind};
 use crate::error::Error;
-use crate::index::{stream_version_key, Head};
-use crate::storage::{Commit, Storage, StorageConfig};
+use crate::format::index::{stream_version_key, Head};
+use crate::store::{Storage, StorageConfig};
 use crate::types::StreamId;
+use crate::Writer;
 
 fn store(dir: &std::path::Path) -> Storage {
     let storage = Storage::open(StorageConfig {
@@ -36,17 +37,14 @@ fn verify_finds_index_entries_that_disagree_with_the_log() {
     let report = verify(&storage, &mut |_| {}).unwrap();
     assert!(report.is_ok());
     assert_eq!((report.index_entries, report.index_watermark), (0, 0));
-    assert_eq!(
-        crate::index::deferred::flush(&storage.shared).unwrap(),
-        Some(9)
-    );
+    assert_eq!(storage.store.writes.flush_index().unwrap(), Some(9));
     let report = verify(&storage, &mut |_| {}).unwrap();
     assert!(report.is_ok());
     assert_eq!((report.index_entries, report.index_watermark), (9, 9));
-    let dbs = &storage.shared.dbs;
+    let dbs = &storage.log().dbs;
     storage
         .env
-        .write(|wtxn| {
+        .write(WriteKind::Append, |wtxn| {
             // Stream 2 loses version 2 (sequence 5) from its index.
             dbs.stream_index
                 .delete(wtxn, &stream_version_key(StreamId(2), 2))?;
@@ -140,7 +138,7 @@ fn import_keeps_positions_and_refuses_what_does_not_follow() {
     // Not empty any more.
     assert!(matches!(
         Importer::new(&target),
-        Err(ImportError::Invalid { seq: 0, .. })
+        Err(ImportError::NotEmpty { events: 9, .. })
     ));
     // Out of order, a wrong version, a wrong prev_seq.
     let fresh = Storage::open(StorageConfig {
@@ -177,11 +175,11 @@ fn a_log_gap_or_a_watermark_past_the_log_is_refused_at_open() {
     let reopen_after = |watermark: u64, delete: Option<u64>| {
         let dir = tempfile::tempdir().unwrap();
         let storage = store(dir.path());
-        let dbs = &storage.shared.dbs;
+        let dbs = &storage.log().dbs;
         storage
             .env
-            .write(|wtxn| {
-                crate::index::deferred::set_watermark(dbs.meta, wtxn, watermark)?;
+            .write(WriteKind::Append, |wtxn| {
+                dbs.set_watermark(wtxn, watermark)?;
                 if let Some(seq) = delete {
                     dbs.log.delete(wtxn, &seq)?;
                 }
@@ -189,10 +187,11 @@ fn a_log_gap_or_a_watermark_past_the_log_is_refused_at_open() {
             })
             .unwrap();
         // Closing must not flush the in-memory tail over the damage.
-        storage
-            .shared
-            .poisoned
-            .store(true, std::sync::atomic::Ordering::Release);
+        storage.env.guard().poison.set(
+            dir.path(),
+            "a test",
+            &crate::Error::Io(std::io::Error::other("test")),
+        );
         drop(storage);
         Storage::open(StorageConfig {
             path: dir.path().to_owned(),

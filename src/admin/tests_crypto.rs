@@ -4,9 +4,10 @@
 use super::*;
 use crate::crypto::keystore::WrappedEntry;
 use crate::engine::{Reader, Writer};
+use crate::env::{Commit, WriteKind};
 use crate::error::Error;
-use crate::log::{checksum, record};
-use crate::storage::{Commit, Storage, StorageConfig};
+use crate::format::{checksum, record};
+use crate::store::{Storage, StorageConfig};
 use crate::types::StreamId;
 
 const KEY: [u8; 32] = [0x5A; 32];
@@ -52,7 +53,7 @@ fn verify_decrypts_every_record_and_counts_shredded_events() {
     assert_eq!((report.decrypted, report.keys), (12, 4));
     storage.shred_stream(2u64).unwrap();
     // A key for a stream without events: harmless, counted.
-    let crypto = storage.shared.crypto.as_ref().unwrap();
+    let crypto = storage.log().crypto.as_ref().unwrap();
     crypto.keys_for_append(&[StreamId(99)]).unwrap();
     let report = verify(&storage, &mut |_| {}).unwrap();
     assert!(report.is_ok(), "{:?}", report.problems);
@@ -67,8 +68,8 @@ fn verify_decrypts_every_record_and_counts_shredded_events() {
 fn verify_reports_tampered_records_and_keystore_damage() {
     let dir = tempfile::tempdir().unwrap();
     let storage = filled(dir.path());
-    let dbs = &storage.shared.dbs;
-    let ks = storage.shared.crypto.as_ref().unwrap().keystore();
+    let dbs = &storage.log().dbs;
+    let ks = storage.log().crypto.as_ref().unwrap().keystore();
     // Sequence 5 (stream 1): one ciphertext bit flipped, the payload checksum fixed.
     let mut tampered = {
         let txn = storage.env.read_txn().unwrap();
@@ -118,7 +119,7 @@ fn verify_reports_tampered_records_and_keystore_damage() {
     };
     storage
         .env
-        .write(|wtxn| {
+        .write(WriteKind::Append, |wtxn| {
             dbs.log.put(wtxn, &5, &tampered)?;
             dbs.log.put(wtxn, &7, &plain)?;
             Ok(Commit::Commit(()))

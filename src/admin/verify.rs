@@ -5,9 +5,9 @@ use std::fmt;
 
 use super::keycheck::KeyCheck;
 use crate::error::{Error, Result};
-use crate::index::{parse_stream_key, parse_stream_version_key, Head};
-use crate::log::record;
-use crate::storage::Storage;
+use crate::format::index::{parse_stream_key, parse_stream_version_key, Head};
+use crate::format::record;
+use crate::store::Storage;
 use crate::subscribe::checkpoint;
 use crate::types::StreamId;
 
@@ -209,14 +209,14 @@ struct Seen {
 /// Only when the store cannot be read at all ([`Error::Lmdb`]); everything wrong with the data
 /// is a [`Problem`] in the report.
 pub fn verify(storage: &Storage, progress: &mut dyn FnMut(VerifyProgress)) -> Result<VerifyReport> {
-    let dbs = &storage.shared.dbs;
+    let dbs = &storage.log().dbs;
     let txn = storage.env.read_txn()?;
     let txn = txn.raw();
     let mut report = VerifyReport {
-        encrypted: storage.shared.crypto.is_some(),
+        encrypted: storage.log().crypto.is_some(),
         ..VerifyReport::default()
     };
-    let mut keycheck = KeyCheck::new(storage.shared.crypto.as_ref())?;
+    let mut keycheck = KeyCheck::new(storage.log().crypto.as_ref())?;
     let mut tick = |phase: &'static str, done: u64, total: u64, force: bool| {
         if force || done.is_multiple_of(PROGRESS_EVERY) {
             progress(VerifyProgress { phase, done, total });
@@ -224,7 +224,7 @@ pub fn verify(storage: &Storage, progress: &mut dyn FnMut(VerifyProgress)) -> Re
     };
 
     // The stream index and heads hold the events up to the watermark (format version 3).
-    let watermark = match crate::index::deferred::watermark(dbs, txn) {
+    let watermark = match dbs.watermark(txn) {
         Ok(w) => w,
         Err(e) => {
             report.push(ProblemKind::StreamIndex, None, None, reason(&e));
@@ -667,7 +667,7 @@ pub fn verify(storage: &Storage, progress: &mut dyn FnMut(VerifyProgress)) -> Re
     for entry in dbs.checkpoints.iter(txn)? {
         let (name, _) = entry?;
         report.checkpoints += 1;
-        match checkpoint::load_in(storage, txn, name) {
+        match checkpoint::load_in(&storage.log().dbs, txn, name) {
             Ok(seq) if seq > report.head => report.push(
                 ProblemKind::Checkpoint,
                 Some(seq),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use foldhash::HashMap;
 use foldhash::HashMapExt;
 
-use super::StreamKey;
+use crate::cipher::StreamKey;
 use crate::types::StreamId;
 
 /// What the cache knows about a stream.

@@ -8,9 +8,10 @@
 use std::path::{Path, PathBuf};
 
 use heed::types::{Bytes, Str};
-use heed::{CommitOrAbort, Database, WithoutTls};
+use heed::{CommitOrAbort, Database, EnvOpenOptions, WithoutTls};
 
-use super::aead::WRAPPED_LEN;
+use crate::cipher::aead::WRAPPED_LEN;
+use crate::env::{page_size, truncation, Attempt, Commit, WriteGuard, WriteKind};
 use crate::error::{Error, Result};
 use crate::types::StreamId;
 
@@ -65,6 +66,8 @@ pub(crate) enum Entry {
 /// The open keystore environment and its databases.
 pub(crate) struct Keystore {
     pub env: heed::Env<WithoutTls>,
+    /// Shared with the store's data environment: a failed keystore write poisons the store.
+    guard: WriteGuard,
     pub meta: Database<'static, Str, Bytes>,
     pub keys: Database<'static, Bytes, Bytes>,
     pub shredded: Database<'static, Bytes, Bytes>,
@@ -73,7 +76,12 @@ pub(crate) struct Keystore {
 
 impl Keystore {
     /// Opens `dir`, creating it (mode 0700) only when `create` is set.
-    pub(crate) fn open(dir: &Path, create: bool, max_readers: u32) -> Result<Keystore> {
+    pub(crate) fn open(
+        dir: &Path,
+        create: bool,
+        max_readers: u32,
+        guard: WriteGuard,
+    ) -> Result<Keystore> {
         if !dir.join("data.mdb").exists() {
             if !create {
                 return Err(Error::Keystore {
@@ -87,7 +95,7 @@ impl Keystore {
                 .mode(0o700)
                 .create(dir)?;
         }
-        if let Some(reason) = crate::storage::truncation(dir)? {
+        if let Some(reason) = truncation(dir)? {
             return Err(Error::Keystore {
                 path: dir.to_owned(),
                 reason,
@@ -97,12 +105,10 @@ impl Keystore {
             path: dir.to_owned(),
             reason: format!("cannot be opened ({e}); it is damaged or truncated"),
         };
-        let env = crate::storage::open_keystore_env(dir, KEYSTORE_MAP_SIZE, max_readers).map_err(
-            |e| match e {
-                Error::Lmdb(e) => damaged(e),
-                other => other,
-            },
-        )?;
+        let env = open_env(dir, KEYSTORE_MAP_SIZE, max_readers).map_err(|e| match e {
+            Error::Lmdb(e) => damaged(e),
+            other => other,
+        })?;
         let wtxn = env.write_txn().map_err(damaged)?;
         let (meta, keys, shredded) = env
             .create_databases_and_commit(wtxn, |opener, wtxn| {
@@ -115,11 +121,31 @@ impl Keystore {
             .unwrap_commit();
         Ok(Keystore {
             env,
+            guard,
             meta,
             keys,
             shredded,
             path: dir.to_owned(),
         })
+    }
+
+    /// Runs `f` in a write transaction of the keystore: refused on a poisoned store, and
+    /// poisoning it when the write fails at the I/O level, as every write of the store. The
+    /// keystore's map is never grown: a full one is an error.
+    pub(crate) fn write<T>(
+        &self,
+        kind: WriteKind,
+        mut f: impl FnMut(&mut heed::RwTxn<'_>) -> Result<Commit<T>>,
+    ) -> Result<T> {
+        self.guard.poison.check()?;
+        let wtxn = self
+            .env
+            .write_txn()
+            .map_err(|e| self.guard.poison.failed(&self.path, kind, e.into(), false))?;
+        match self.guard.attempt(&self.path, kind, wtxn, &mut f) {
+            Attempt::Done(value) => Ok(value),
+            Attempt::MapFull(e) | Attempt::Failed(e) => Err(e),
+        }
     }
 
     /// A keystore error naming this keystore.
@@ -170,4 +196,25 @@ impl Keystore {
             None => Ok(None),
         }
     }
+}
+
+/// Opens (creating if needed) the keystore's environment in `dir`, which must exist: a small
+/// environment of its own, so that erasing a key never shares pages with the log (see
+/// `crate::crypto`). Its map is fixed (`map_size`, sparse on disk) and never resized, so it needs
+/// no gate.
+#[allow(unsafe_code)]
+fn open_env(dir: &Path, map_size: usize, max_readers: u32) -> Result<heed::Env<WithoutTls>> {
+    let mut options = EnvOpenOptions::new().read_txn_without_tls();
+    options
+        .map_size(map_size.div_ceil(page_size()) * page_size())
+        .max_dbs(8)
+        .max_readers(max_readers);
+    // SAFETY: as for the store's own environment (`crate::env::Env::open`): LMDB keeps its lock file, no
+    // WRITE_MAP, no flag that weakens syncing, and the keystore directory is opened at most once
+    // per process, because it is opened only while the store's registry lock is held for the
+    // store that owns it, and heed refuses a second open of the same path. The map is never
+    // resized, so no transaction can see it move. The caller checked the file with
+    // `truncation` first.
+    let env = unsafe { options.open(dir) }?;
+    Ok(env)
 }

@@ -10,8 +10,6 @@
 //! key re-wraps every live key, after which the old wrapped keys left in LMDB's freed pages are
 //! useless to whoever holds the files and the new master key.
 
-pub(crate) mod aead;
-mod buffer;
 mod cache;
 pub(crate) mod keystore;
 
@@ -22,13 +20,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use zeroize::Zeroizing;
 
-pub(crate) use buffer::PlainBuf;
-
 use cache::{Cache, Slot};
 use keystore::{Entry, Keystore, WrappedEntry, KEYSTORE_FORMAT, META_FORMAT, META_MASTER_CHECK};
 use keystore::{META_MASTER_VERSION, META_STORE_ID};
 
-use crate::crypto::aead::{check_aad, random_key, wrap_aad, SealingKey, KEY_LEN, WRAPPED_LEN};
+use crate::cipher::aead::{check_aad, random_key, wrap_aad, SealingKey, KEY_LEN, WRAPPED_LEN};
+use crate::cipher::{aead, StreamKey};
+use crate::env::{Commit, WriteGuard, WriteKind};
 use crate::error::{Error, Result};
 use crate::types::StreamId;
 
@@ -39,23 +37,6 @@ pub(crate) const KEYSTORE_DIR: &str = "keys";
 const FIRST_KEY_VERSION: u32 = 1;
 /// Entries re-wrapped per read pass during a rotation (all in one write transaction).
 const ROTATE_CHUNK: usize = 16_384;
-
-/// A stream's unwrapped data key. Its `Debug` shows no key material.
-#[derive(Debug)]
-pub(crate) struct StreamKey {
-    pub key: SealingKey,
-    pub version: u32,
-}
-
-impl StreamKey {
-    /// A data key from raw bytes, for tests and fuzzing.
-    pub(crate) fn from_bytes(bytes: &[u8; KEY_LEN], version: u32) -> StreamKey {
-        StreamKey {
-            key: SealingKey::new(bytes),
-            version,
-        }
-    }
-}
 
 /// The master key in force and its version (1, then one more per rotation).
 struct Master {
@@ -113,67 +94,65 @@ fn rng_failed(_: aead::Unavailable) -> Error {
 }
 
 impl Crypto {
-    /// Opens the keystore in `dir` and checks the master key against it. A missing keystore is
-    /// created only when `create` is set (the store has no events yet).
+    /// Opens the keystore of the store in `store_dir` (in its [`KEYSTORE_DIR`]) and checks the
+    /// master key against it. A missing keystore is created only when `create` is set (the store
+    /// has no events yet).
     pub(crate) fn open(
         store_dir: &Path,
-        dir: &Path,
         store_id: u128,
         master_key: &[u8; KEY_LEN],
         create: bool,
         max_readers: u32,
         cache_capacity: usize,
+        guard: WriteGuard,
     ) -> Result<Crypto> {
-        let keystore = Keystore::open(dir, create, max_readers)?;
+        let keystore = Keystore::open(&store_dir.join(KEYSTORE_DIR), create, max_readers, guard)?;
         let master = SealingKey::new(master_key);
-        let mut wtxn = keystore.env.write_txn()?;
-        let version = match keystore.meta_u32(&wtxn, META_FORMAT)? {
-            None if create && keystore.keys.is_empty(&wtxn)? => {
-                let check = master
-                    .wrap(&check_aad(store_id, 1), &[0u8; KEY_LEN])
-                    .map_err(rng_failed)?;
-                let meta = keystore.meta;
-                meta.put(&mut wtxn, META_FORMAT, &KEYSTORE_FORMAT.to_le_bytes())?;
-                meta.put(&mut wtxn, META_STORE_ID, &store_id.to_le_bytes())?;
-                meta.put(&mut wtxn, META_MASTER_VERSION, &1u32.to_le_bytes())?;
-                meta.put(&mut wtxn, META_MASTER_CHECK, &check)?;
-                wtxn.commit()?;
-                1
-            }
-            None => return Err(keystore.damaged("it has no format marker")),
-            Some(KEYSTORE_FORMAT) => {
-                let id = keystore.meta.get(&wtxn, META_STORE_ID)?;
-                if id != Some(&store_id.to_le_bytes()[..]) {
-                    return Err(keystore.damaged(
-                        "it belongs to another store (its store id differs from the log's)",
-                    ));
+        let version = keystore.write(WriteKind::KeyCreation, |wtxn| {
+            match keystore.meta_u32(wtxn, META_FORMAT)? {
+                None if create && keystore.keys.is_empty(wtxn)? => {
+                    let check = master
+                        .wrap(&check_aad(store_id, 1), &[0u8; KEY_LEN])
+                        .map_err(rng_failed)?;
+                    let meta = keystore.meta;
+                    meta.put(wtxn, META_FORMAT, &KEYSTORE_FORMAT.to_le_bytes())?;
+                    meta.put(wtxn, META_STORE_ID, &store_id.to_le_bytes())?;
+                    meta.put(wtxn, META_MASTER_VERSION, &1u32.to_le_bytes())?;
+                    meta.put(wtxn, META_MASTER_CHECK, &check)?;
+                    Ok(Commit::Commit(1))
                 }
-                let version = keystore
-                    .meta_u32(&wtxn, META_MASTER_VERSION)?
-                    .ok_or_else(|| keystore.damaged("it has no master key version"))?;
-                let check: [u8; WRAPPED_LEN] = keystore
-                    .meta
-                    .get(&wtxn, META_MASTER_CHECK)?
-                    .and_then(|b| b.try_into().ok())
-                    .ok_or_else(|| keystore.damaged("its master key check value is missing"))?;
-                if master
-                    .unwrap(&check_aad(store_id, version), &check)
-                    .is_err()
-                {
-                    return Err(Error::WrongMasterKey {
-                        path: store_dir.to_owned(),
-                        master_version: version,
-                    });
+                None => Err(keystore.damaged("it has no format marker")),
+                Some(KEYSTORE_FORMAT) => {
+                    let id = keystore.meta.get(wtxn, META_STORE_ID)?;
+                    if id != Some(&store_id.to_le_bytes()[..]) {
+                        return Err(keystore.damaged(
+                            "it belongs to another store (its store id differs from the log's)",
+                        ));
+                    }
+                    let version = keystore
+                        .meta_u32(wtxn, META_MASTER_VERSION)?
+                        .ok_or_else(|| keystore.damaged("it has no master key version"))?;
+                    let check: [u8; WRAPPED_LEN] = keystore
+                        .meta
+                        .get(wtxn, META_MASTER_CHECK)?
+                        .and_then(|b| b.try_into().ok())
+                        .ok_or_else(|| keystore.damaged("its master key check value is missing"))?;
+                    if master
+                        .unwrap(&check_aad(store_id, version), &check)
+                        .is_err()
+                    {
+                        return Err(Error::WrongMasterKey {
+                            path: store_dir.to_owned(),
+                            master_version: version,
+                        });
+                    }
+                    Ok(Commit::Abort(version))
                 }
-                wtxn.abort();
-                version
-            }
-            Some(other) => {
-                return Err(keystore.damaged(format!(
+                Some(other) => Err(keystore.damaged(format!(
                     "keystore format version {other}; this build reads {KEYSTORE_FORMAT}"
-                )))
+                ))),
             }
-        };
+        })?;
         Ok(Crypto {
             store_id,
             keystore,
@@ -353,73 +332,81 @@ impl Crypto {
         &self,
         streams: &[StreamId],
     ) -> Result<Vec<Result<Arc<StreamKey>>>> {
-        let mut out: Vec<Option<Result<Arc<StreamKey>>>> = Vec::with_capacity(streams.len());
-        let generation = {
+        let (cached, generation) = {
             let mut cache = self.cache();
-            for &stream in streams {
-                out.push(match cache.get(stream) {
-                    Some(Slot::Key(k)) => Some(Ok(k)),
-                    Some(Slot::Shredded) => Some(Err(Error::StreamShredded { stream })),
-                    None => None,
-                });
-            }
-            cache.generation()
+            let cached: Vec<Option<Slot>> = streams.iter().map(|s| cache.get(*s)).collect();
+            (cached, cache.generation())
         };
-        if out.iter().all(Option::is_some) {
+        let from_cache = |stream: StreamId, slot: &Option<Slot>| match slot {
+            Some(Slot::Key(k)) => Some(Ok(Arc::clone(k))),
+            Some(Slot::Shredded) => Some(Err(Error::StreamShredded { stream })),
+            None => None,
+        };
+        if cached.iter().all(Option::is_some) {
             self.hits.fetch_add(streams.len() as u64, Ordering::Relaxed);
-            return Ok(out.into_iter().flatten().collect());
+            return Ok(streams
+                .iter()
+                .zip(&cached)
+                .filter_map(|(s, slot)| from_cache(*s, slot))
+                .collect());
         }
         // Look up, and create what is missing, under the master lock: a shred or a rotation
         // cannot interleave.
         let master = self.master();
-        let mut wtxn = self.keystore.env.write_txn()?;
-        let mut created = 0usize;
-        for (i, &stream) in streams.iter().enumerate() {
-            if out[i].is_some() {
-                continue;
-            }
-            if let Some(j) = streams[..i].iter().position(|s| *s == stream) {
-                out[i] = Some(match &out[j] {
-                    Some(Ok(k)) => Ok(Arc::clone(k)),
-                    _ => Err(Error::StreamShredded { stream }),
-                });
-                continue;
-            }
-            self.misses.fetch_add(1, Ordering::Relaxed);
-            out[i] = Some(match self.keystore.entry(&wtxn, stream)? {
-                Entry::Shredded => Err(Error::StreamShredded { stream }),
-                Entry::Key(e) => self.unwrap_with(&master, stream, &e),
-                Entry::Missing => {
-                    let raw = random_key().map_err(rng_failed)?;
-                    let entry = WrappedEntry {
-                        key_version: FIRST_KEY_VERSION,
-                        master_version: master.version,
-                        wrapped: master
-                            .key
-                            .wrap(
-                                &wrap_aad(
-                                    self.store_id,
-                                    stream.0,
-                                    master.version,
-                                    FIRST_KEY_VERSION,
-                                ),
-                                &raw,
-                            )
-                            .map_err(rng_failed)?,
-                    };
-                    self.keystore
-                        .keys
-                        .put(&mut wtxn, &stream.to_key(), &entry.encode())?;
-                    created += 1;
-                    Ok(Arc::new(StreamKey::from_bytes(&raw, FIRST_KEY_VERSION)))
+        let out = self.keystore.write(WriteKind::KeyCreation, |wtxn| {
+            let mut out: Vec<Option<Result<Arc<StreamKey>>>> = streams
+                .iter()
+                .zip(&cached)
+                .map(|(s, slot)| from_cache(*s, slot))
+                .collect();
+            let mut created = 0usize;
+            for (i, &stream) in streams.iter().enumerate() {
+                if out[i].is_some() {
+                    continue;
                 }
-            });
-        }
-        if created > 0 {
-            wtxn.commit()?;
-        } else {
-            wtxn.abort();
-        }
+                if let Some(j) = streams[..i].iter().position(|s| *s == stream) {
+                    out[i] = Some(match &out[j] {
+                        Some(Ok(k)) => Ok(Arc::clone(k)),
+                        _ => Err(Error::StreamShredded { stream }),
+                    });
+                    continue;
+                }
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                out[i] = Some(match self.keystore.entry(wtxn, stream)? {
+                    Entry::Shredded => Err(Error::StreamShredded { stream }),
+                    Entry::Key(e) => self.unwrap_with(&master, stream, &e),
+                    Entry::Missing => {
+                        let raw = random_key().map_err(rng_failed)?;
+                        let entry = WrappedEntry {
+                            key_version: FIRST_KEY_VERSION,
+                            master_version: master.version,
+                            wrapped: master
+                                .key
+                                .wrap(
+                                    &wrap_aad(
+                                        self.store_id,
+                                        stream.0,
+                                        master.version,
+                                        FIRST_KEY_VERSION,
+                                    ),
+                                    &raw,
+                                )
+                                .map_err(rng_failed)?,
+                        };
+                        self.keystore
+                            .keys
+                            .put(wtxn, &stream.to_key(), &entry.encode())?;
+                        created += 1;
+                        Ok(Arc::new(StreamKey::from_bytes(&raw, FIRST_KEY_VERSION)))
+                    }
+                });
+            }
+            Ok(if created > 0 {
+                Commit::Commit(out)
+            } else {
+                Commit::Abort(out)
+            })
+        })?;
         drop(master);
         let mut cache = self.cache();
         let out: Vec<Result<Arc<StreamKey>>> = out.into_iter().flatten().collect();
@@ -440,15 +427,19 @@ impl Crypto {
     /// burned all the same.
     pub(crate) fn shred(&self, stream: StreamId) -> Result<bool> {
         let master = self.master();
-        let mut wtxn = self.keystore.env.write_txn()?;
-        let key_version = match self.keystore.entry(&wtxn, stream)? {
-            Entry::Shredded => return Ok(false),
-            Entry::Key(e) => e.key_version,
-            Entry::Missing => 0,
-        };
-        self.keystore
-            .shred_in(&mut wtxn, stream, key_version, now_ns())?;
-        wtxn.commit()?;
+        let shredded = self.keystore.write(WriteKind::Shred, |wtxn| {
+            let key_version = match self.keystore.entry(wtxn, stream)? {
+                Entry::Shredded => return Ok(Commit::Abort(false)),
+                Entry::Key(e) => e.key_version,
+                Entry::Missing => 0,
+            };
+            self.keystore
+                .shred_in(wtxn, stream, key_version, now_ns())?;
+            Ok(Commit::Commit(true))
+        })?;
+        if !shredded {
+            return Ok(false);
+        }
         drop(master);
         {
             let mut cache = self.cache();
@@ -470,7 +461,7 @@ impl Crypto {
             self.keystore
                 .damaged("the master key version cannot grow past u32::MAX")
         })?;
-        let mut wtxn = self.keystore.env.write_txn()?;
+        let rewrapped = self.keystore.write(WriteKind::KeyRotation, |wtxn| {
         let mut rewrapped = 0u64;
         let mut after: Option<[u8; 16]> = None;
         let mut chunk: Vec<([u8; 16], [u8; keystore::ENTRY_LEN])> =
@@ -480,13 +471,13 @@ impl Crypto {
             {
                 let range = match &after {
                     Some(k) => self.keystore.keys.range(
-                        &wtxn,
+                        &*wtxn,
                         &(
                             std::ops::Bound::Excluded(&k[..]),
                             std::ops::Bound::Unbounded,
                         ),
                     )?,
-                    None => self.keystore.keys.range(&wtxn, &(..))?,
+                    None => self.keystore.keys.range(&*wtxn, &(..))?,
                 };
                 for item in range.take(ROTATE_CHUNK) {
                     let (k, v) = item?;
@@ -525,7 +516,7 @@ impl Crypto {
                 break;
             }
             for (k, v) in &chunk {
-                self.keystore.keys.put(&mut wtxn, &k[..], &v[..])?;
+                self.keystore.keys.put(wtxn, &k[..], &v[..])?;
             }
             rewrapped += chunk.len() as u64;
             after = chunk.last().map(|(k, _)| *k);
@@ -534,9 +525,10 @@ impl Crypto {
             .wrap(&check_aad(self.store_id, new_version), &[0u8; KEY_LEN])
             .map_err(rng_failed)?;
         let meta = self.keystore.meta;
-        meta.put(&mut wtxn, META_MASTER_VERSION, &new_version.to_le_bytes())?;
-        meta.put(&mut wtxn, META_MASTER_CHECK, &check)?;
-        wtxn.commit()?;
+        meta.put(wtxn, META_MASTER_VERSION, &new_version.to_le_bytes())?;
+        meta.put(wtxn, META_MASTER_CHECK, &check)?;
+        Ok(Commit::Commit(rewrapped))
+        })?;
         *master = Master {
             key: new,
             version: new_version,

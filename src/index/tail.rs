@@ -1,7 +1,7 @@
 //! The unindexed tail: where the events appended since the last index flush are, in memory.
 //!
 //! Appends write only the log and the event-id index; the (stream, version) index and the stream
-//! heads on disk are brought up to date in larger deferred batches ([`super::flush`]), up to a
+//! heads on disk are brought up to date in larger deferred batches (`StreamIndex::flush`), up to a
 //! watermark `W` stored in `meta` with them. The tail maps each stream to the (version, seq) of
 //! its events after the last flush this process saw, so that version checks stay exact and reads
 //! by stream see every committed event at once.
@@ -15,10 +15,10 @@
 
 use foldhash::HashMap;
 
+use crate::env::Dbs;
 use crate::error::{Error, Result};
-use crate::index::Head;
-use crate::log::record;
-use crate::storage::Dbs;
+use crate::format::index::Head;
+use crate::format::record;
 use crate::types::StreamId;
 
 /// One event of the tail: its stream version and global sequence.

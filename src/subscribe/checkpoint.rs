@@ -1,127 +1,179 @@
-//! Processor checkpoints: the last handled global sequence of each named processor, stored in
-//! the store's `checkpoints` database (see `docs/format.md`).
+//! Processor checkpoints: the last handled global sequence of each named processor, in the
+//! store's `checkpoints` database (layout in `crate::format::checkpoint`), and the board of
+//! checkpoints waiting to ride along with the next commit of the log.
 
-use crate::error::{Error, Result};
-use crate::log::checksum::{crc32c, crc32c_append};
-use crate::storage::{Commit, Storage};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::{Duration, Instant};
 
-/// Longest processor name, in bytes.
-pub const MAX_PROCESSOR_NAME_LEN: usize = 255;
+use crate::env::{Commit, Dbs, WriteKind};
+use crate::error::Result;
+use crate::format::checkpoint::{decode, encode};
+use crate::log::Log;
+use crate::write::{Receipt, Rider, WritePath};
 
-pub(crate) fn check_name(name: &str) -> Result<()> {
-    if name.is_empty() || name.len() > MAX_PROCESSOR_NAME_LEN {
-        return Err(Error::InvalidProcessorName {
-            name: name.to_string(),
-        });
-    }
-    Ok(())
-}
+pub(crate) use crate::format::checkpoint::check_name;
 
-/// `seq` (u64 LE) then the CRC-32C of the name and those 8 bytes.
-fn encode(name: &str, seq: u64) -> [u8; 12] {
-    let mut v = [0u8; 12];
-    v[..8].copy_from_slice(&seq.to_le_bytes());
-    let crc = crc32c_append(crc32c(name.as_bytes()), &v[..8]);
-    v[8..].copy_from_slice(&crc.to_le_bytes());
-    v
-}
+/// How long a posted checkpoint waits for an append to carry it before the write path commits
+/// it by itself.
+pub(crate) const IDLE_CHECKPOINT_AFTER: Duration = Duration::from_millis(50);
 
-fn decode(name: &str, bytes: &[u8]) -> Result<u64> {
-    let bad = || Error::corrupted(0, format!("checkpoint of processor {name:?} is damaged"));
-    let bytes: &[u8; 12] = bytes.try_into().map_err(|_| bad())?;
-    let seq = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
-    let crc = u32::from_le_bytes(bytes[8..].try_into().expect("4 bytes"));
-    if crc32c_append(crc32c(name.as_bytes()), &bytes[..8]) != crc {
-        return Err(bad());
-    }
-    Ok(seq)
-}
-
-/// The checkpoint of `name`: the last global sequence it handled, 0 when it never ran.
-pub(crate) fn load(storage: &Storage, name: &str) -> Result<u64> {
-    let txn = storage.env.read_txn()?;
-    load_in(storage, txn.raw(), name)
-}
-
-/// [`load`] inside a given transaction.
-pub(crate) fn load_in(storage: &Storage, txn: &heed::RoTxn<'_>, name: &str) -> Result<u64> {
-    match storage.shared.dbs.checkpoints.get(txn, name)? {
+/// The checkpoint of `name` in `txn`: the last global sequence it handled, 0 when it never ran.
+pub(crate) fn load_in(dbs: &Dbs, txn: &heed::RoTxn<'_>, name: &str) -> Result<u64> {
+    match dbs.checkpoints.get(txn, name)? {
         Some(bytes) => decode(name, bytes),
         None => Ok(0),
     }
 }
 
-/// Writes the checkpoint of `name` inside a given write transaction.
-pub(crate) fn put_in(
-    storage: &Storage,
-    wtxn: &mut heed::RwTxn<'_>,
-    name: &str,
-    seq: u64,
-) -> Result<()> {
-    Ok(storage
-        .shared
-        .dbs
-        .checkpoints
-        .put(wtxn, name, &encode(name, seq))?)
+/// The checkpoint of `name`, in a fresh read transaction.
+pub(crate) fn load(log: &Log, name: &str) -> Result<u64> {
+    let txn = log.env.read_txn()?;
+    load_in(&log.dbs, txn.raw(), name)
 }
 
-/// Writes checkpoint `seq` of `name` in a given write transaction unless the stored one is
-/// already at or past it, so that a late write never moves a checkpoint back.
+/// Writes the checkpoint of `name` inside a write transaction.
+pub(crate) fn put_in(dbs: &Dbs, wtxn: &mut heed::RwTxn<'_>, name: &str, seq: u64) -> Result<()> {
+    Ok(dbs.checkpoints.put(wtxn, name, &encode(name, seq))?)
+}
+
+/// Writes checkpoint `seq` of `name` in a write transaction unless the stored one is already at
+/// or past it, so that a late write never moves a checkpoint back. Returns whether it wrote.
 pub(crate) fn advance_in(
-    storage: &Storage,
+    dbs: &Dbs,
     wtxn: &mut heed::RwTxn<'_>,
     name: &str,
     seq: u64,
-) -> Result<()> {
-    if load_in(storage, wtxn, name)? < seq {
-        put_in(storage, wtxn, name, seq)?;
+) -> Result<bool> {
+    if load_in(dbs, wtxn, name)? < seq {
+        put_in(dbs, wtxn, name, seq)?;
+        return Ok(true);
     }
-    Ok(())
+    Ok(false)
 }
 
 /// Durably advances the checkpoint of `name` to `seq` (never back); no commit when it is
 /// already there.
-pub(crate) fn advance(storage: &Storage, name: &str, seq: u64) -> Result<()> {
-    storage.env.write(|wtxn| {
-        if load_in(storage, wtxn, name)? >= seq {
-            return Ok(Commit::Abort(()));
-        }
-        put_in(storage, wtxn, name, seq)?;
-        Ok(Commit::Commit(()))
+pub(crate) fn advance(log: &Log, name: &str, seq: u64) -> Result<()> {
+    log.env.write(WriteKind::Checkpoint, |wtxn| {
+        Ok(if advance_in(&log.dbs, wtxn, name, seq)? {
+            Commit::Commit(())
+        } else {
+            Commit::Abort(())
+        })
     })
 }
 
-/// Stores the checkpoint of `name` durably.
-pub(crate) fn store(storage: &Storage, name: &str, seq: u64) -> Result<()> {
-    storage.env.write(|wtxn| {
-        put_in(storage, wtxn, name, seq)?;
+/// Stores the checkpoint of `name` durably, forward or back.
+pub(crate) fn store(log: &Log, name: &str, seq: u64) -> Result<()> {
+    log.env.write(WriteKind::Checkpoint, |wtxn| {
+        put_in(&log.dbs, wtxn, name, seq)?;
         Ok(Commit::Commit(()))
     })
 }
 
 /// Every processor with its checkpoint, ordered by name.
-pub(crate) fn list(storage: &Storage) -> Result<Vec<(String, u64)>> {
-    let txn = storage.env.read_txn()?;
+pub(crate) fn list(log: &Log) -> Result<Vec<(String, u64)>> {
+    let txn = log.env.read_txn()?;
     let mut out = Vec::new();
-    for entry in storage.shared.dbs.checkpoints.iter(txn.raw())? {
+    for entry in log.dbs.checkpoints.iter(txn.raw())? {
         let (name, bytes) = entry?;
         out.push((name.to_string(), decode(name, bytes)?));
     }
     Ok(out)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Checkpoints posted by caught-up processors, waiting to ride along with the next commit of
+/// the log (no fsync of their own, nothing on the delivery path), or to be committed by
+/// themselves [`IDLE_CHECKPOINT_AFTER`] after they were posted.
+pub(crate) struct CheckpointBoard {
+    log: Arc<Log>,
+    writes: Weak<WritePath>,
+    pending: Mutex<Pending>,
+}
 
-    #[test]
-    fn checkpoints_are_bound_to_their_name() {
-        let v = encode("billing", 42);
-        assert_eq!(decode("billing", &v).unwrap(), 42);
-        assert!(decode("shipping", &v).is_err());
-        let mut bad = v;
-        bad[3] ^= 1;
-        assert!(decode("billing", &bad).is_err());
-        assert!(decode("billing", &v[..8]).is_err());
+#[derive(Default)]
+struct Pending {
+    checkpoints: Vec<(String, u64)>,
+    /// When the oldest pending checkpoint was posted.
+    since: Option<Instant>,
+}
+
+impl CheckpointBoard {
+    /// The board of a store's write path.
+    pub(crate) fn new(writes: &Arc<WritePath>) -> Arc<CheckpointBoard> {
+        Arc::new(CheckpointBoard {
+            log: Arc::clone(&writes.log),
+            writes: Arc::downgrade(writes),
+            pending: Mutex::default(),
+        })
+    }
+
+    fn pending(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Posts checkpoint `seq` of processor `name`. A later post for the same name replaces an
+    /// earlier one (never moving it back).
+    pub(crate) fn post(&self, name: &str, seq: u64) {
+        {
+            let mut pending = self.pending();
+            match pending.checkpoints.iter_mut().find(|(n, _)| n == name) {
+                Some(entry) => entry.1 = entry.1.max(seq),
+                None => pending.checkpoints.push((name.to_string(), seq)),
+            }
+            pending.since.get_or_insert_with(Instant::now);
+        }
+        if let Some(writes) = self.writes.upgrade() {
+            writes.riders_changed();
+        }
+    }
+
+    /// Drops the pending checkpoint of `name` (before a reset moves it back).
+    pub(crate) fn forget(&self, name: &str) {
+        let mut pending = self.pending();
+        pending.checkpoints.retain(|(n, _)| n != name);
+        if pending.checkpoints.is_empty() {
+            pending.since = None;
+        }
+    }
+
+    /// Drops pending checkpoints that `stored` covers: they are committed.
+    pub(crate) fn stored(&self, stored: &[(String, u64)]) {
+        let mut pending = self.pending();
+        pending
+            .checkpoints
+            .retain(|(n, seq)| !stored.iter().any(|(m, s)| m == n && s >= seq));
+        if pending.checkpoints.is_empty() {
+            pending.since = None;
+        }
+    }
+}
+
+impl Rider for CheckpointBoard {
+    fn kind(&self) -> WriteKind {
+        WriteKind::Checkpoint
+    }
+
+    fn write(&self, wtxn: &mut heed::RwTxn<'_>) -> Result<Option<Receipt>> {
+        let checkpoints = self.pending().checkpoints.clone();
+        if checkpoints.is_empty() {
+            return Ok(None);
+        }
+        for (name, seq) in &checkpoints {
+            advance_in(&self.log.dbs, wtxn, name, *seq)?;
+        }
+        Ok(Some(Box::new(checkpoints)))
+    }
+
+    fn committed(&self, receipt: Receipt) {
+        if let Ok(checkpoints) = receipt.downcast::<Vec<(String, u64)>>() {
+            self.stored(&checkpoints);
+            let head = self.writes.upgrade().map_or(0, |w| w.head());
+            crate::metrics::checkpoints_committed(self.log.env.metrics(), head, &checkpoints);
+        }
+    }
+
+    fn due(&self) -> Option<Instant> {
+        self.pending().since.map(|t| t + IDLE_CHECKPOINT_AFTER)
     }
 }

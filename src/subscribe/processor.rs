@@ -1,8 +1,7 @@
 //! Processors (consumer groups): named, checkpointed, at-least-once handlers of the log.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::marker::PhantomData;
+use std::time::Duration;
 
 use rkyv::api::high::HighValidator;
 use rkyv::bytecheck::CheckBytes;
@@ -10,131 +9,13 @@ use rkyv::rancor;
 use rkyv::Archive;
 use tokio::sync::watch;
 
-use crate::engine::Reader;
-use crate::error::{Error, Result};
-use crate::log::Envelope;
-use crate::storage::Storage;
-use crate::subscribe::checkpoint;
-use crate::types::Direction;
-
-/// Handles the events a [`Processor`] delivers.
-///
-/// Implement [`handle`](EventHandler::handle) for the event alone, or
-/// [`handle_envelope`](EventHandler::handle_envelope) to see its sequence, stream, version,
-/// type, timestamp and ids as well. Handlers run on tokio's blocking pool, so a handler that
-/// blocks does not block the runtime.
-///
-/// # What survives a restart
-///
-/// The processor's checkpoint is durable, in the store; the handler's own fields are not. After
-/// a restart the processor resumes after its checkpoint, so a handler that keeps state in
-/// memory (a counter, a map) starts empty and sees only the events after the checkpoint. Keep
-/// state that must outlive the process in the store with a
-/// [`Projector`](crate::subscribe::Projector), whose writes commit together with its
-/// checkpoint (exactly once), or in a system of your own whose writes tolerate a repeat
-/// (delivery is at least once). To rebuild in-memory state from the start at every launch,
-/// call [`Storage::reset_processor`] with sequence 0 before running, or use a name of its own
-/// per run.
-pub trait EventHandler<E: Archive> {
-    /// Handles one event.
-    ///
-    /// # Errors
-    ///
-    /// Any error; the processor's [`ErrorPolicy`] decides what happens next.
-    fn handle(&mut self, event: &E::Archived) -> Result<()>;
-
-    /// Handles one event with its envelope. The default calls [`handle`](EventHandler::handle).
-    ///
-    /// # Errors
-    ///
-    /// As [`handle`](EventHandler::handle).
-    fn handle_envelope(&mut self, envelope: &Envelope<'_>, event: &E::Archived) -> Result<()> {
-        let _ = envelope;
-        self.handle(event)
-    }
-}
-
-/// What a processor does when its handler fails, or an event cannot be read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum ErrorPolicy {
-    /// Stop: `run` commits the checkpoint of everything handled before the failing event and
-    /// returns the error. The next run starts at the failing event.
-    #[default]
-    Stop,
-    /// Retry the event up to `attempts` more times, waiting `backoff` before the first retry and
-    /// doubling it each time; then stop as [`ErrorPolicy::Stop`] does.
-    Retry {
-        /// Retries after the first failure.
-        attempts: u32,
-        /// Wait before the first retry.
-        backoff: Duration,
-    },
-    /// Skip the event, record it in [`Processor::skipped`] and the log (`tracing::warn`), and go
-    /// on.
-    Skip,
-}
-
-/// Stops a running [`Processor`] or [`Projector`](crate::subscribe::Projector) from another
-/// task or thread.
-#[derive(Clone, Debug)]
-pub struct StopHandle {
-    wake: watch::Sender<bool>,
-    flag: Arc<AtomicBool>,
-}
-
-/// What wakes a processor: a new committed head, or a stop request.
-pub(crate) struct Wake {
-    head: watch::Receiver<u64>,
-    stop_tx: watch::Sender<bool>,
-    stop_rx: watch::Receiver<bool>,
-    /// The same stop request, cheap to check per event.
-    stop_flag: Arc<AtomicBool>,
-}
-
-impl Wake {
-    pub(crate) fn new(head: watch::Receiver<u64>) -> Self {
-        let (stop_tx, stop_rx) = watch::channel(false);
-        Wake {
-            head,
-            stop_tx,
-            stop_rx,
-            stop_flag: Arc::new(AtomicBool::new(false)),
-        }
-    }
-
-    pub(crate) fn stop_handle(&self) -> StopHandle {
-        StopHandle {
-            wake: self.stop_tx.clone(),
-            flag: Arc::clone(&self.stop_flag),
-        }
-    }
-
-    pub(crate) fn stopped(&self) -> bool {
-        self.stop_flag.load(Ordering::Acquire)
-    }
-
-    /// The committed head, marking the bus as seen.
-    pub(crate) fn head(&mut self, storage: &Storage) -> u64 {
-        (*self.head.borrow_and_update()).max(storage.head())
-    }
-}
-
-/// Waits for a new head or a stop request. `false` when the store's writer side is gone.
-pub(crate) async fn wait_for_work(wake: &mut Wake) -> bool {
-    tokio::select! {
-        changed = wake.head.changed() => changed.is_ok(),
-        _ = wake.stop_rx.changed() => true,
-    }
-}
-
-impl StopHandle {
-    /// Asks the processor to stop: `run` returns after the event in hand and after committing
-    /// the checkpoint of everything handled.
-    pub fn stop(&self) {
-        self.flag.store(true, Ordering::Release);
-        self.wake.send_replace(true);
-    }
-}
+use super::batch::Batch;
+use super::checkpoint;
+use super::handler::{ErrorPolicy, EventHandler};
+use super::wake::{wait_for_work, StopHandle, Wake};
+use crate::error::{Error, HandlerError, Result};
+use crate::read::Reader;
+use crate::store::Storage;
 
 /// A named consumer of the log: it delivers every event after its checkpoint to its handler, in
 /// order, and stores its checkpoint in the same store.
@@ -153,8 +34,8 @@ impl StopHandle {
 /// follow the [`ErrorPolicy`] like handler errors; none is skipped silently.
 ///
 /// ```
-/// use varvedb::engine::{EventHandler, Processor, Reader, Writer};
-/// use varvedb::storage::{Storage, StorageConfig};
+/// use varvedb::{EventHandler, Processor, Reader, Writer};
+/// use varvedb::{Storage, StorageConfig};
 ///
 /// #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
 /// #[rkyv(derive(Debug))]
@@ -187,7 +68,7 @@ impl StopHandle {
 /// task.await??;
 /// # Ok(()) }
 /// ```
-pub struct Processor<E, H> {
+pub struct Processor<E, H, X = Error> {
     reader: Reader<E>,
     handler: Option<H>,
     name: String,
@@ -196,16 +77,18 @@ pub struct Processor<E, H> {
     checkpoint_every: u64,
     checkpoint_interval: Duration,
     skipped: Vec<(u64, String)>,
+    _error: PhantomData<fn() -> X>,
 }
 
-impl<E, H> Processor<E, H>
+impl<E, H, X> Processor<E, H, X>
 where
     E: Archive + 'static,
     E::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
-    H: EventHandler<E> + Send + 'static,
+    H: EventHandler<E, X> + Send + 'static,
+    X: Into<HandlerError> + 'static,
 {
     /// A processor named `name` that feeds `handler` from `reader`'s store, woken by `head`
-    /// (from [`Writer::subscribe`](crate::engine::Writer::subscribe) or
+    /// (from [`Writer::subscribe`](crate::Writer::subscribe) or
     /// [`Storage::subscribe`]).
     pub fn new(
         reader: Reader<E>,
@@ -222,6 +105,7 @@ where
             checkpoint_every: 10_000,
             checkpoint_interval: Duration::from_secs(1),
             skipped: Vec::new(),
+            _error: PhantomData,
         }
     }
 
@@ -282,7 +166,7 @@ where
     /// [`Error::Lmdb`].
     pub fn checkpoint(&self) -> Result<u64> {
         checkpoint::check_name(&self.name)?;
-        checkpoint::load(self.reader.storage(), &self.name)
+        checkpoint::load(self.reader.log(), &self.name)
     }
 
     /// Delivers events until stopped. Returns `Ok(())` after [`StopHandle::stop`] or when the
@@ -297,7 +181,7 @@ where
         checkpoint::check_name(&self.name)?;
         let storage = self.reader.storage().clone();
         // `handled`: where delivery goes on from; `durable`: the committed checkpoint.
-        let mut handled = checkpoint::load(&storage, &self.name)?;
+        let mut handled = checkpoint::load(self.reader.log(), &self.name)?;
         let mut durable = handled;
         loop {
             if self.wake.stopped() {
@@ -328,8 +212,8 @@ where
     /// As [`run`](Processor::run).
     ///
     /// ```
-    /// use varvedb::engine::{EventHandler, Processor, Reader, Writer};
-    /// use varvedb::storage::{Storage, StorageConfig};
+    /// use varvedb::{EventHandler, Processor, Reader, Writer};
+    /// use varvedb::{Storage, StorageConfig};
     ///
     /// #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
     /// pub struct Deposited { pub cents: u64 }
@@ -360,7 +244,7 @@ where
         checkpoint::check_name(&self.name)?;
         let storage = self.reader.storage().clone();
         let target = committed_head(&storage)?;
-        let mut handled = checkpoint::load(&storage, &self.name)?;
+        let mut handled = checkpoint::load(self.reader.log(), &self.name)?;
         let mut durable = handled;
         while handled < target && !self.wake.stopped() {
             (handled, durable) = self.deliver_available(handled, durable).await?;
@@ -382,7 +266,7 @@ where
             policy: self.policy,
             checkpoint_every: self.checkpoint_every,
             checkpoint_interval: self.checkpoint_interval,
-            stop: Arc::clone(&self.wake.stop_flag),
+            stop: self.wake.stop_flag(),
         };
         let task = tokio::task::spawn_blocking(move || job.run(handler, handled, durable));
         let outcome = match task.await {
@@ -393,7 +277,7 @@ where
                 return Err(Error::Handler {
                     processor: self.name.clone(),
                     seq: durable + 1,
-                    reason: format!("handler panicked: {e}"),
+                    source: Box::new(Panicked(e.to_string())),
                 });
             }
         };
@@ -406,12 +290,7 @@ where
     /// Commits the checkpoint of everything handled, if it is not committed yet.
     fn flush(&self, storage: &Storage, handled: u64, durable: u64) -> Result<()> {
         if durable < handled {
-            checkpoint::advance(storage, &self.name, handled)?;
-            crate::metrics::checkpoint_committed(storage, &self.name, handled);
-            storage
-                .shared
-                .committer
-                .checkpoints_stored(&[(self.name.clone(), handled)]);
+            commit_checkpoint(storage, &self.name, handled)?;
         }
         Ok(())
     }
@@ -420,171 +299,30 @@ where
 /// The last committed global sequence of the log, other processes' appends included.
 pub(crate) fn committed_head(storage: &Storage) -> Result<u64> {
     let txn = storage.env.read_txn()?;
-    crate::index::deferred::last_seq(&storage.shared.dbs, txn.raw())
+    storage.store.log.dbs.last_seq(txn.raw())
 }
 
-/// One run of the handler over the events available, on the blocking pool.
-struct Batch<E> {
-    reader: Reader<E>,
-    name: String,
-    policy: ErrorPolicy,
-    checkpoint_every: u64,
-    checkpoint_interval: Duration,
-    stop: Arc<AtomicBool>,
+/// Durably commits checkpoint `seq` of processor `name` (never moving it back), and drops what
+/// the board held for it up to there.
+pub(crate) fn commit_checkpoint(storage: &Storage, name: &str, seq: u64) -> Result<()> {
+    let store = &storage.store;
+    checkpoint::advance(&store.log, name, seq)?;
+    store.checkpoints.stored(&[(name.to_string(), seq)]);
+    crate::metrics::checkpoint_committed(store.log.env.metrics(), storage.head(), name, seq);
+    Ok(())
 }
 
-struct Outcome<H> {
-    handler: H,
-    /// The last event handled (or passed over).
-    handled: u64,
-    /// The committed checkpoint.
-    durable: u64,
-    skipped: Vec<(u64, String)>,
-    result: Result<()>,
-}
+/// A handler's panic, as the source of [`Error::Handler`].
+#[derive(Debug)]
+pub(crate) struct Panicked(pub(crate) String);
 
-/// Longest a batch keeps one read transaction.
-const MAX_TXN_AGE: Duration = Duration::from_millis(100);
-
-impl<E> Batch<E>
-where
-    E: Archive + 'static,
-    E::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
-{
-    /// Handles events after `handled` until the log ends, the processor is stopped, or an error
-    /// stops it. Commits the checkpoint every `checkpoint_every` events or `checkpoint_interval`,
-    /// and on stop or error; at the end of the log it leaves the checkpoint to the next append
-    /// group.
-    fn run<H: EventHandler<E>>(
-        self,
-        mut handler: H,
-        mut handled: u64,
-        mut durable: u64,
-    ) -> Outcome<H> {
-        let storage = self.reader.storage().clone();
-        let mut skipped = Vec::new();
-        let mut committed_at = Instant::now();
-        let result = (|| -> Result<()> {
-            loop {
-                let txn = storage.env.read_txn()?;
-                let opened = Instant::now();
-                let mut seen = 0u64;
-                let mut events = self
-                    .reader
-                    .read_log(&txn, handled + 1, Direction::Forward)?;
-                loop {
-                    let Some(item) = events.next() else {
-                        if durable < handled {
-                            storage
-                                .shared
-                                .committer
-                                .post_checkpoint(&storage, &self.name, handled);
-                        }
-                        return Ok(());
-                    };
-                    seen += 1;
-                    handled = match item {
-                        Ok(view) => {
-                            let envelope = view.envelope();
-                            self.deliver(&mut handler, &mut skipped, view.seq(), |h| {
-                                h.handle_envelope(&envelope, &view)
-                            })?;
-                            view.seq()
-                        }
-                        // Events of other types are not this processor's, and shredded
-                        // events can never be read: both are passed over.
-                        Err(Error::WrongEventType { seq, .. } | Error::Shredded { seq, .. }) => seq,
-                        // An unreadable record is skipped only when the policy says so.
-                        Err(e) => match (e.seq(), self.policy) {
-                            (Some(seq), ErrorPolicy::Skip) => {
-                                tracing::warn!(processor = %self.name, seq, error = %e, "skipping unreadable event");
-                                skipped.push((seq, e.to_string()));
-                                seq
-                            }
-                            _ => return Err(e),
-                        },
-                    };
-                    if self.stop.load(Ordering::Acquire) {
-                        return Ok(());
-                    }
-                    let due = handled - durable >= self.checkpoint_every
-                        || (seen.is_multiple_of(64)
-                            && committed_at.elapsed() >= self.checkpoint_interval);
-                    if due {
-                        checkpoint::advance(&storage, &self.name, handled)?;
-                        crate::metrics::checkpoint_committed(&storage, &self.name, handled);
-                        durable = handled;
-                        committed_at = Instant::now();
-                    }
-                    if seen.is_multiple_of(64) && opened.elapsed() > MAX_TXN_AGE {
-                        break;
-                    }
-                }
-            }
-        })();
-        // On stop or error, keep what was handled.
-        let stopping = result.is_err() || self.stop.load(Ordering::Acquire);
-        let result = if stopping && durable < handled {
-            match checkpoint::advance(&storage, &self.name, handled) {
-                Ok(()) => {
-                    crate::metrics::checkpoint_committed(&storage, &self.name, handled);
-                    durable = handled;
-                    result
-                }
-                Err(e) => result.and(Err(e)),
-            }
-        } else {
-            result
-        };
-        Outcome {
-            handler,
-            handled,
-            durable,
-            skipped,
-            result,
-        }
-    }
-
-    /// Calls `f` on the handler under the error policy. `Err` means: stop here.
-    fn deliver<H>(
-        &self,
-        handler: &mut H,
-        skipped: &mut Vec<(u64, String)>,
-        seq: u64,
-        mut f: impl FnMut(&mut H) -> Result<()>,
-    ) -> Result<()> {
-        let mut retries_left = match self.policy {
-            ErrorPolicy::Retry { attempts, .. } => attempts,
-            _ => 0,
-        };
-        let mut backoff = match self.policy {
-            ErrorPolicy::Retry { backoff, .. } => backoff,
-            _ => Duration::ZERO,
-        };
-        loop {
-            let err = match f(handler) {
-                Ok(()) => return Ok(()),
-                Err(e) => e,
-            };
-            if retries_left > 0 && !self.stop.load(Ordering::Acquire) {
-                retries_left -= 1;
-                std::thread::sleep(backoff);
-                backoff = backoff.saturating_mul(2);
-                continue;
-            }
-            if self.policy == ErrorPolicy::Skip {
-                tracing::warn!(processor = %self.name, seq, error = %err, "skipping event");
-                skipped.push((seq, err.to_string()));
-                return Ok(());
-            }
-            return Err(Error::Handler {
-                processor: self.name.clone(),
-                seq,
-                reason: err.to_string(),
-            });
-        }
+impl std::fmt::Display for Panicked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "panicked: {}", self.0)
     }
 }
+
+impl std::error::Error for Panicked {}
 
 impl Storage {
     /// Every processor that ever committed a checkpoint, with its checkpoint, ordered by name.
@@ -593,7 +331,7 @@ impl Storage {
     ///
     /// [`Error::Corrupted`] for a damaged checkpoint, [`Error::Lmdb`].
     pub fn processors(&self) -> Result<Vec<(String, u64)>> {
-        checkpoint::list(self)
+        checkpoint::list(&self.store.log)
     }
 
     /// Sets the checkpoint of processor `name` to `seq` (0: the start), so that its next run
@@ -605,7 +343,7 @@ impl Storage {
     /// [`Error::InvalidProcessorName`], [`Error::Lmdb`].
     pub fn reset_processor(&self, name: &str, seq: u64) -> Result<()> {
         checkpoint::check_name(name)?;
-        self.shared.committer.forget_checkpoint(name);
-        checkpoint::store(self, name, seq)
+        self.store.checkpoints.forget(name);
+        checkpoint::store(&self.store.log, name, seq)
     }
 }

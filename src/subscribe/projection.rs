@@ -1,6 +1,8 @@
 //! Exactly-once projections: a read model kept in the store's own LMDB environment, written in
 //! the same transaction as the projector's checkpoint.
 
+use std::marker::PhantomData;
+
 use rkyv::api::high::HighValidator;
 use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
@@ -8,37 +10,44 @@ use rkyv::util::AlignedVec;
 use rkyv::Archive;
 use tokio::sync::watch;
 
-use crate::engine::view::PAYLOAD_ALIGN;
-use crate::engine::Reader;
-use crate::error::{Error, Result};
-use crate::log::Envelope;
-use crate::storage::{Commit, Storage};
-use crate::subscribe::checkpoint;
-use crate::subscribe::processor::{committed_head, wait_for_work, StopHandle, Wake};
+use super::checkpoint;
+use super::processor::{committed_head, Panicked};
+use super::wake::{wait_for_work, StopHandle, Wake};
+use crate::env::{Commit, WriteKind};
+use crate::error::{Error, HandlerError, Result};
+use crate::format::Envelope;
+use crate::log::Scan;
+use crate::read::view::PAYLOAD_ALIGN;
+use crate::read::Reader;
+use crate::store::Storage;
+use crate::types::Direction;
 
 /// A projection applied in the store's write transaction: everything it writes through `txn`
 /// commits together with the projector's checkpoint, or not at all.
 ///
 /// `apply` may run again for the same events when a transaction is retried (after the map grew,
 /// or after a crash): only what it writes through `txn` may carry state, never its own fields.
-pub trait Projection<E: Archive> {
+///
+/// A projection fails with an error type of its choosing, `X` (VarveDB's [`Error`] by default,
+/// so that `?` works on `heed` calls; see [`EventHandler`](crate::EventHandler)).
+pub trait Projection<E: Archive, X: Into<HandlerError> = Error> {
     /// Applies one event.
     ///
     /// # Errors
     ///
     /// Any error aborts the whole batch: neither its writes nor the checkpoint move, and
-    /// [`Projector::run`] returns the error.
+    /// [`Projector::run`] returns it as [`Error::Handler`].
     fn apply(
         &mut self,
         txn: &mut heed::RwTxn<'_>,
         envelope: &Envelope<'_>,
         event: &E::Archived,
-    ) -> Result<()>;
+    ) -> std::result::Result<(), X>;
 }
 
 impl Storage {
     /// A database of your own in this store's LMDB environment (created when missing), for the
-    /// read model of a [`Projection`]. Read it with [`ReadTxn::heed`](crate::storage::ReadTxn::heed).
+    /// read model of a [`Projection`]. Read it with [`ReadTxn::heed`](crate::ReadTxn::heed).
     ///
     /// # Errors
     ///
@@ -59,19 +68,21 @@ impl Storage {
 /// reads the events, applies them, and moves the checkpoint: a crash at any moment leaves the
 /// read model and the checkpoint consistent, so no event is applied twice or lost. The write
 /// lock is held while a batch is applied, so appends wait for it: keep batches short.
-pub struct Projector<E, P> {
+pub struct Projector<E, P, X = Error> {
     reader: Reader<E>,
     projection: Option<P>,
     name: String,
     wake: Wake,
     batch: usize,
+    _error: PhantomData<fn() -> X>,
 }
 
-impl<E, P> Projector<E, P>
+impl<E, P, X> Projector<E, P, X>
 where
     E: Archive + 'static,
     E::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
-    P: Projection<E> + Send + 'static,
+    P: Projection<E, X> + Send + 'static,
+    X: Into<HandlerError> + 'static,
 {
     /// A projector named `name` (its checkpoint's name) feeding `projection` from `reader`'s
     /// store, woken by `head`.
@@ -87,6 +98,7 @@ where
             name: name.into(),
             wake: Wake::new(head),
             batch: 1_000,
+            _error: PhantomData,
         }
     }
 
@@ -127,7 +139,7 @@ where
                 return Ok(());
             }
             let head = self.wake.head(&storage);
-            let position = checkpoint::load(&storage, &self.name)?;
+            let position = checkpoint::load(self.reader.log(), &self.name)?;
             if position < head {
                 self.apply_next_batch(position).await?;
                 continue;
@@ -151,7 +163,7 @@ where
         let storage = self.reader.storage().clone();
         let target = committed_head(&storage)?;
         loop {
-            let position = checkpoint::load(&storage, &self.name)?;
+            let position = checkpoint::load(self.reader.log(), &self.name)?;
             if position >= target || self.wake.stopped() {
                 return Ok(position);
             }
@@ -172,44 +184,63 @@ where
         let (projection, result) = task.await.map_err(|e| Error::Handler {
             processor: self.name.clone(),
             seq: position + 1,
-            reason: format!("projection panicked: {e}"),
+            source: Box::new(Panicked(e.to_string())),
         })?;
         self.projection = Some(projection);
         result
     }
 }
 
-/// Applies up to `batch` events after the checkpoint in one write transaction.
-fn apply_batch<E, P>(reader: &Reader<E>, projection: &mut P, name: &str, batch: usize) -> Result<()>
+/// Applies the events after the checkpoint in one write transaction, up to `batch` records of
+/// the log (events of other types, and shredded ones, are passed over but count), and moves the
+/// checkpoint past the last record visited.
+fn apply_batch<E, P, X>(
+    reader: &Reader<E>,
+    projection: &mut P,
+    name: &str,
+    batch: usize,
+) -> Result<()>
 where
     E: Archive + 'static,
     E::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
-    P: Projection<E>,
+    P: Projection<E, X>,
+    X: Into<HandlerError>,
 {
-    let storage = reader.storage();
+    let log = reader.log();
+    let select = reader.select();
     // Records are copied out of the map so the transaction can be written while they are read;
     // record lengths are multiples of 16, so payloads stay 16-byte aligned in the copy.
     let mut records = AlignedVec::<PAYLOAD_ALIGN>::new();
     let mut spans: Vec<(u64, usize, usize)> = Vec::with_capacity(batch);
-    storage.env.write(|wtxn| {
+    log.env.write(WriteKind::Projection, |wtxn| {
         records.clear();
         spans.clear();
-        let position = checkpoint::load_in(storage, wtxn, name)?;
-        let dbs = &storage.shared.dbs;
-        for entry in dbs.log.range(wtxn, &(position + 1..))?.take(batch) {
-            let (seq, value) = entry?;
-            let bytes = dbs.record(wtxn, seq, value)?;
-            spans.push((seq, records.len(), bytes.len()));
-            records.extend_from_slice(bytes);
-        }
-        let Some(&(last, _, _)) = spans.last() else {
+        let position = checkpoint::load_in(&log.dbs, wtxn, name)?;
+        let last = {
+            let mut scan = Scan::new(
+                &log.dbs,
+                wtxn,
+                position + 1,
+                Direction::Forward,
+                select.clone(),
+            )?
+            .with_budget(batch as u64);
+            for item in scan.by_ref() {
+                let rec = item?;
+                spans.push((rec.seq(), records.len(), rec.raw().len()));
+                records.extend_from_slice(rec.raw());
+            }
+            scan.last_visited()
+        };
+        let Some(last) = last else {
             return Ok(Commit::Abort(()));
         };
         let mut memo = crate::crypto::KeyMemo::default();
         for &(seq, start, len) in &spans {
-            let view = match reader.view_with(seq, &records[start..start + len], &mut memo) {
+            let rec = crate::format::record::decode_event(seq, &records[start..start + len])?;
+            let view = match reader.view_of(rec, &mut memo) {
                 Ok(view) => view,
-                Err(Error::WrongEventType { .. } | Error::Shredded { .. }) => continue,
+                Err(Error::Shredded { .. }) => continue,
                 Err(e) => return Err(e),
             };
             projection
@@ -217,10 +248,10 @@ where
                 .map_err(|e| Error::Handler {
                     processor: name.to_string(),
                     seq,
-                    reason: e.to_string(),
+                    source: e.into(),
                 })?;
         }
-        checkpoint::put_in(storage, wtxn, name, last)?;
+        checkpoint::put_in(&log.dbs, wtxn, name, last)?;
         Ok(Commit::Commit(()))
     })
 }

@@ -4,7 +4,8 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::marker::PhantomData;
-use std::ops::Deref;
+use std::ops::{ControlFlow, Deref};
+use std::sync::Arc;
 
 use rkyv::api::high::HighValidator;
 use rkyv::bytecheck::CheckBytes;
@@ -13,10 +14,12 @@ use rkyv::util::AlignedVec;
 use rkyv::Archive;
 use tokio::sync::watch;
 
-use crate::engine::view::PAYLOAD_ALIGN;
-use crate::engine::{EventView, Reader};
+use crate::crypto::KeyMemo;
 use crate::error::{Error, Result};
-use crate::log::{Envelope, OwnedEnvelope};
+use crate::format::OwnedEnvelope;
+use crate::log::{LogCursor, Select, Step};
+use crate::read::view::PAYLOAD_ALIGN;
+use crate::read::{EventView, Reader};
 use crate::types::{Direction, IntoStreamId, StreamId};
 
 /// Where a subscription starts.
@@ -37,7 +40,7 @@ pub enum StartFrom {
 /// integer) is reported by [`Reader::subscribe`] as [`Error::InvalidStreamId`].
 ///
 /// ```
-/// use varvedb::subscribe::Filter;
+/// use varvedb::Filter;
 /// let filter = Filter::default().stream(3).stream(4u64).event_type("Deposited");
 /// assert_eq!(filter.streams().len(), 2);
 /// ```
@@ -81,17 +84,25 @@ impl Filter {
         &self.event_types
     }
 
-    /// The filter, or the error of an id given to it that is not a stream id.
-    fn checked(self) -> Result<Filter> {
-        match self.invalid {
-            Some(value) => Err(Error::InvalidStreamId { value }),
-            None => Ok(self),
+    /// What a scan of `accepted` types selects with this filter: its streams, and the accepted
+    /// types it names. Or the error of an id given to it that is not a stream id.
+    fn select(self, accepted: &Arc<[String]>) -> Result<Select> {
+        if let Some(value) = self.invalid {
+            return Err(Error::InvalidStreamId { value });
         }
-    }
-
-    fn matches(&self, envelope: &Envelope<'_>) -> bool {
-        (self.streams.is_empty() || self.streams.contains(&envelope.stream))
-            && (self.event_types.is_empty() || self.event_types.contains(envelope.event_type))
+        let types = if self.event_types.is_empty() {
+            Arc::clone(accepted)
+        } else {
+            accepted
+                .iter()
+                .filter(|t| self.event_types.contains(*t))
+                .cloned()
+                .collect()
+        };
+        Ok(Select {
+            streams: (!self.streams.is_empty()).then(|| Arc::new(self.streams)),
+            types: Some(types),
+        })
     }
 }
 
@@ -180,13 +191,16 @@ where
 /// It reads history in read transactions of at most `batch` events, then waits on the store's
 /// head (a `tokio::sync::watch` that moves only after a commit) and reads what was committed.
 /// It never holds more than one batch in memory however far it lags, and it never slows
-/// writers: it only reads. Events of types the reader does not accept are passed over; an
-/// unreadable record is an error item (the subscription then goes on after it).
+/// writers: it only reads. The filter is applied to each record's header before its payload is
+/// read: events of other streams and of types the reader does not accept (or the filter does not
+/// name) are passed over without being checksummed or decrypted. An unreadable record it wants,
+/// or a shredded one, is an error item (the subscription then goes on after it).
 pub struct Subscription<E: Archive> {
     reader: Reader<E>,
     head: watch::Receiver<u64>,
-    next: u64,
-    filter: Filter,
+    cursor: LogCursor,
+    select: Select,
+    memo: KeyMemo,
     batch: usize,
     buffer: VecDeque<Result<RecordedEvent<E>>>,
     caught_up_sent: bool,
@@ -201,9 +215,9 @@ where
     /// A catch-up subscription from `start`, delivering the events that pass `filter`.
     ///
     /// ```
-    /// use varvedb::engine::{Reader, Writer};
-    /// use varvedb::subscribe::{Filter, StartFrom, SubscriptionItem};
-    /// use varvedb::storage::{Storage, StorageConfig};
+    /// use varvedb::{Reader, Writer};
+    /// use varvedb::{Filter, StartFrom, SubscriptionItem};
+    /// use varvedb::{Storage, StorageConfig};
     ///
     /// #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
     /// pub struct Ping { pub n: u32 }
@@ -227,7 +241,7 @@ where
     ///
     /// [`Error::InvalidStreamId`] when the filter was given an id that is not a stream id.
     pub fn subscribe(&self, start: StartFrom, filter: Filter) -> Result<Subscription<E>> {
-        let filter = filter.checked()?;
+        let select = filter.select(self.accepted())?;
         let storage = self.storage();
         let head = storage.subscribe();
         let next = match start {
@@ -238,8 +252,9 @@ where
         Ok(Subscription {
             reader: self.clone(),
             head,
-            next,
-            filter,
+            cursor: LogCursor::new(next, Direction::Forward, self.max_txn_age()),
+            select,
+            memo: KeyMemo::default(),
             batch: 256,
             buffer: VecDeque::new(),
             caught_up_sent: false,
@@ -266,9 +281,9 @@ where
     ///
     /// ```
     /// use futures_util::StreamExt;
-    /// # use varvedb::engine::{Reader, Writer};
-    /// # use varvedb::subscribe::{Filter, StartFrom, SubscriptionItem};
-    /// # use varvedb::storage::{Storage, StorageConfig};
+    /// # use varvedb::{Reader, Writer};
+    /// # use varvedb::{Filter, StartFrom, SubscriptionItem};
+    /// # use varvedb::{Storage, StorageConfig};
     /// # #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
     /// # pub struct Ping { pub n: u32 }
     /// # #[tokio::main(flavor = "current_thread")]
@@ -298,7 +313,7 @@ where
 
     /// The global sequence the subscription reads next.
     pub fn position(&self) -> u64 {
-        self.next
+        self.cursor.position()
     }
 
     /// The next item: an event, the one-time [`SubscriptionItem::CaughtUp`] marker, or an error
@@ -311,7 +326,7 @@ where
                 return Some(item.map(SubscriptionItem::Event));
             }
             let head = (*self.head.borrow_and_update()).max(self.reader.storage().head());
-            if self.next <= head {
+            if self.cursor.position() <= head {
                 if let Err(e) = self.fill(head) {
                     return Some(Err(e));
                 }
@@ -327,35 +342,33 @@ where
         }
     }
 
-    /// Reads up to one batch of events in `[next, head]` into the buffer.
+    /// Reads up to one batch of the events from the subscription's position on into the
+    /// buffer, in one read transaction. Everything it finds is committed, so it may read past
+    /// `head`, the head its watch announced.
     fn fill(&mut self, head: u64) -> Result<()> {
-        let txn = self.reader.storage().env.read_txn()?;
-        let mut events = self.reader.read_log(&txn, self.next, Direction::Forward)?;
-        let mut read = 0;
-        while read < self.batch && self.next <= head {
-            let Some(item) = events.next() else {
-                // Nothing more is stored up to `head`: never spin on an empty range.
-                self.next = head + 1;
-                break;
-            };
-            read += 1;
-            match item {
-                Ok(view) => {
-                    self.next = view.seq() + 1;
-                    if self.filter.matches(&view.envelope()) {
-                        self.buffer.push_back(Ok(RecordedEvent::from_view(&view)));
-                    }
-                }
-                Err(Error::WrongEventType { seq, .. }) => self.next = seq + 1,
-                Err(e) => {
-                    // Deliver the error in order, then go on after the record.
-                    match e.seq() {
-                        Some(seq) => self.next = seq + 1,
-                        None => return Err(e),
-                    }
-                    self.buffer.push_back(Err(e));
-                }
+        let Subscription {
+            reader,
+            cursor,
+            select,
+            memo,
+            batch,
+            buffer,
+            ..
+        } = self;
+        let step = cursor.step(reader.log(), select, |_txn, item| {
+            buffer.push_back(
+                item.and_then(|rec| reader.view_of(rec, memo))
+                    .map(|view| RecordedEvent::from_view(&view)),
+            );
+            if buffer.len() >= *batch {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
             }
+        })?;
+        if step == Step::End && cursor.position() <= head {
+            // Nothing more is stored up to `head`: never spin on an empty range.
+            cursor.seek(head + 1);
         }
         Ok(())
     }

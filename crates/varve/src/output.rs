@@ -5,8 +5,8 @@ use std::io::Write;
 use serde_json::{json, Value};
 use varvedb::admin::{self, Decoders, RawEvent};
 use varvedb::error::Error;
-use varvedb::storage::Storage;
 use varvedb::Envelope;
+use varvedb::Storage;
 
 use crate::cli::PayloadMode;
 use crate::error::CliResult;

@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
-use varvedb::storage::{Storage, StorageConfig};
 use varvedb::StreamId;
+use varvedb::{Storage, StorageConfig};
 
 use crate::error::{CliError, CliResult};
 

@@ -8,9 +8,9 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use common::*;
-use varvedb::engine::{Reader, Writer};
 use varvedb::error::Error;
-use varvedb::storage::{Storage, StorageConfig};
+use varvedb::{Reader, Writer};
+use varvedb::{Storage, StorageConfig};
 
 const KEY: [u8; 32] = [0x3C; 32];
 

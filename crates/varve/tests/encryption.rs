@@ -5,9 +5,9 @@ mod common;
 use std::process::Command;
 
 use common::*;
-use varvedb::engine::{Reader, Writer};
 use varvedb::error::Error;
-use varvedb::storage::{Storage, StorageConfig};
+use varvedb::{Reader, Writer};
+use varvedb::{Storage, StorageConfig};
 
 fn encrypted(path: &std::path::Path, key: [u8; 32]) -> varvedb::error::Result<Storage> {
     Storage::open(StorageConfig {

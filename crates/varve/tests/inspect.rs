@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::*;
-use varvedb::engine::Writer;
+use varvedb::Writer;
 
 #[test]
 fn info_streams_read_and_tail_report_the_store() {
@@ -23,7 +23,7 @@ fn info_streams_read_and_tail_report_the_store() {
     assert_eq!(info["events"], 12);
     assert_eq!(info["streams"], 3);
     assert_eq!(info["head"], 12);
-    assert_eq!(info["format_version"], varvedb::storage::FORMAT_VERSION);
+    assert_eq!(info["format_version"], varvedb::FORMAT_VERSION);
     assert!(info["file_size"].as_u64().unwrap() > 0);
     assert!(info["map_size"].as_u64().unwrap() >= 4 << 20);
     let procs = info["processors"].as_array().unwrap();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use common::*;
 use varvedb::admin;
-use varvedb::engine::Writer;
+use varvedb::Writer;
 use varvedb::{Direction, NewEvent, OwnedEnvelope, Uuid};
 
 /// Every event of a store: its envelope and payload.
@@ -202,8 +202,7 @@ fn export_then_import_round_trips_every_field() {
     assert_eq!(stdout(&again), exported);
     // And the typed API reads it.
     let storage = open(&target);
-    let reader =
-        varvedb::engine::Reader::<Noted>::new(storage.clone()).accept_event_types(["Noted.v2"]);
+    let reader = varvedb::Reader::<Noted>::new(storage.clone()).accept_event_types(["Noted.v2"]);
     let txn = storage.env.read_txn().unwrap();
     assert_eq!(reader.get(&txn, 7).unwrap().unwrap().n, 7);
     drop(txn);

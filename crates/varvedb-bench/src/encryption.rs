@@ -9,9 +9,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
-use varvedb::engine::{Reader, Writer};
-use varvedb::storage::{Durability, Storage, StorageConfig};
 use varvedb::{Direction, ExpectedVersion};
+use varvedb::{Durability, Storage, StorageConfig};
+use varvedb::{Reader, Writer};
 
 use crate::common::{median, random_seqs, Res, Rng};
 

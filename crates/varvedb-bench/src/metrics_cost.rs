@@ -22,9 +22,9 @@ use std::time::Instant;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 use tempfile::TempDir;
-use varvedb::engine::{Reader, Writer};
-use varvedb::storage::{Durability, Storage, StorageConfig};
 use varvedb::{Direction, ExpectedVersion};
+use varvedb::{Durability, Storage, StorageConfig};
+use varvedb::{Reader, Writer};
 
 use crate::common::{median, BenchEvent, Res, Rng};
 

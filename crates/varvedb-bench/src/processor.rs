@@ -10,9 +10,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
-use varvedb::engine::{EventHandler, Processor, Writer};
-use varvedb::subscribe::{Filter, StartFrom, StopHandle, SubscriptionItem};
 use varvedb::Envelope;
+use varvedb::{EventHandler, Processor, Writer};
+use varvedb::{Filter, StartFrom, StopHandle, SubscriptionItem};
 
 use crate::common::{
     append_interleaved, interleaved, percentiles, timed, ArchivedBenchEvent, BenchEvent, Plan,

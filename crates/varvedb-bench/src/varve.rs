@@ -6,10 +6,10 @@ use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
-use varvedb::engine::{Reader, Writer};
 use varvedb::error::Error;
-use varvedb::storage::{Storage, StorageConfig};
 use varvedb::{Direction, ExpectedVersion};
+use varvedb::{Reader, Writer};
+use varvedb::{Storage, StorageConfig};
 
 use crate::common::{
     run_threads, timed, Appender, BenchEvent, Burst, Contention, Rate, Res, Tally, RENEW_EVERY,
@@ -319,7 +319,7 @@ impl Appender for BatchAppender {
     }
 }
 
-/// Appends each transaction of a plan with one multi-stream [`Transaction`](varvedb::engine::Transaction):
+/// Appends each transaction of a plan with one multi-stream [`Transaction`](varvedb::Transaction):
 /// one part per event, `ExpectedVersion::Any`, committed atomically.
 pub struct TransactionAppender {
     writer: Writer<BenchEvent>,

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use varvedb::admin::{self, RawEvent};
 use varvedb::error::Error;
-use varvedb::storage::Storage;
 use varvedb::Direction;
+use varvedb::Storage;
 
 use crate::error::{CliError, CliResult};
 use crate::output::json_line;

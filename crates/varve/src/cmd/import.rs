@@ -8,7 +8,7 @@ use std::path::Path;
 use base64::Engine;
 use serde_json::json;
 use varvedb::admin::{ImportError, ImportEvent, Importer};
-use varvedb::storage::MAX_EVENT_SIZE_LIMIT;
+use varvedb::MAX_EVENT_SIZE_LIMIT;
 use varvedb::{StreamId, Uuid};
 
 use super::export::Line;

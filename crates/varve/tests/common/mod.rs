@@ -4,9 +4,9 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use varvedb::engine::Writer;
-use varvedb::storage::{Storage, StorageConfig};
+use varvedb::Writer;
 use varvedb::{ExpectedVersion, NewEvent, Uuid};
+use varvedb::{Storage, StorageConfig};
 
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
 pub struct Noted {

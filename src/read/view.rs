@@ -12,8 +12,8 @@ use rkyv::Archive;
 
 use crate::crypto::{Crypto, KeyMemo};
 use crate::error::{Error, Result};
-use crate::log::record::{DecodedRecord, Opened};
-use crate::log::Envelope;
+use crate::format::record::{DecodedRecord, Opened};
+use crate::format::Envelope;
 use crate::types::StreamId;
 
 /// Alignment VarveDB guarantees to payloads: rkyv archives need at most 16.
@@ -24,7 +24,7 @@ pub(crate) const PAYLOAD_ALIGN: usize = 16;
 /// Derefs to `E::Archived` (for `#[derive(rkyv::Archive)] struct MyEvent`, `ArchivedMyEvent`).
 /// When the payload is 16-byte aligned in the memory map, which the record layout arranges, the
 /// view points straight into the map: no allocation, no copy. Otherwise the payload is copied
-/// once into an aligned buffer, and [`Stats::unaligned_copies`](crate::storage::Stats) counts it.
+/// once into an aligned buffer, and [`Stats::unaligned_copies`](crate::Stats) counts it.
 ///
 /// In an encrypted store the payload is decrypted once, when the view is made, into an aligned
 /// buffer taken from a small per-thread pool (and returned to it when the view is dropped).

@@ -36,7 +36,7 @@ pub(super) fn open(
     open.retain(|_, weak| weak.strong_count() > 0);
     if let Some(token) = open.get(&path).and_then(Weak::upgrade) {
         let storage = Storage::from_user(token);
-        let current = &storage.shared.config;
+        let current = &storage.store.config;
         let same = current.encryption_enabled == config.encryption_enabled
             && storage.accepts_master_key(config.master_key.as_ref())
             && current.durability == config.durability;

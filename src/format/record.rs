@@ -41,10 +41,10 @@ use std::borrow::Cow;
 
 use uuid::Uuid;
 
-use crate::crypto::aead::{Nonces, TAG_LEN};
-use crate::crypto::{PlainBuf, StreamKey};
+use crate::cipher::aead::{Nonces, TAG_LEN};
+use crate::cipher::{PlainBuf, StreamKey};
 use crate::error::{Error, Result};
-use crate::log::{checksum, Envelope};
+use crate::format::{checksum, Envelope};
 use crate::types::StreamId;
 
 /// Version of the record layout, stored in every record.
@@ -478,6 +478,15 @@ impl<'a> DecodedRecord<'a> {
         &self.bytes[start..start + u16_at(self.bytes, 12) as usize]
     }
 
+    /// Checks that the event type name is UTF-8 (what [`decode`] checks, for a record decoded
+    /// otherwise).
+    pub fn check_type_name(&self) -> Result<()> {
+        match std::str::from_utf8(self.event_type_bytes()) {
+            Ok(_) => Ok(()),
+            Err(_) => Err(bad(self.seq, "event type is not UTF-8")),
+        }
+    }
+
     /// Decodes the envelope.
     pub fn envelope(&self) -> Envelope<'a> {
         let b = self.bytes;
@@ -663,10 +672,17 @@ fn malformed(
 /// panic.
 pub(crate) fn decode(seq: u64, bytes: &[u8]) -> Result<DecodedRecord<'_>> {
     let rec = decode_with(seq, bytes, false)?;
-    if std::str::from_utf8(rec.event_type_bytes()).is_err() {
-        return Err(Error::corrupted(seq, "event type is not UTF-8"));
-    }
+    rec.check_type_name()?;
     Ok(rec)
+}
+
+/// Decodes and verifies the header of a record, but neither its payload checksum (checked when
+/// the payload is read) nor that the event type name is UTF-8: for scans that decide on the
+/// header whether they want a record at all, and then compare the name with known (UTF-8) ones
+/// or check it with [`DecodedRecord::check_type_name`].
+#[inline]
+pub(crate) fn decode_header(seq: u64, bytes: &[u8]) -> Result<DecodedRecord<'_>> {
+    decode_with(seq, bytes, false)
 }
 
 /// Decodes a record for a full read: verifies both checksums in one pass, but not that the event

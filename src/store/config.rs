@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::log::GroupCommit;
+use crate::write::GroupCommit;
 
 /// Default initial map size: 1 GiB. The map is a reservation of address space, not of disk: the
 /// file grows only with the data, and the map doubles by itself when it is full.
@@ -18,9 +18,9 @@ pub const MAX_EVENT_SIZE_LIMIT: usize = 1 << 30;
 /// How a store is opened. All fields are public, and `Default` fills in the rest:
 ///
 /// ```
-/// use varvedb::storage::StorageConfig;
+/// use varvedb::StorageConfig;
 /// let config = StorageConfig { path: "/tmp/my-store".into(), ..Default::default() };
-/// assert_eq!(config.map_size, varvedb::storage::DEFAULT_MAP_SIZE);
+/// assert_eq!(config.map_size, varvedb::DEFAULT_MAP_SIZE);
 /// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct StorageConfig {
@@ -37,7 +37,7 @@ pub struct StorageConfig {
     /// it otherwise gives [`Error::EncryptionMismatch`]. Default: `false`.
     pub encryption_enabled: bool,
     /// The 32-byte master key that wraps the stream keys. Never written to disk, never printed by
-    /// `Debug`; once the store is open, [`Storage::config`](crate::storage::Storage::config)
+    /// `Debug`; once the store is open, [`Storage::config`](crate::Storage::config)
     /// shows `None` here, and the only copy is inside the store's cipher context.
     pub master_key: Option<[u8; 32]>,
     /// How many unwrapped stream keys an encrypted store keeps in memory (first in, first out).
@@ -58,7 +58,7 @@ pub struct StorageConfig {
     /// run behind the log in one sorted batch (see `docs/write-path.md`). Larger intervals make
     /// appends to many streams cheaper and cost memory (about 40 bytes per event) and time at
     /// open after a crash (reading those events back). Default:
-    /// [`DEFAULT_INDEX_INTERVAL`](crate::storage::DEFAULT_INDEX_INTERVAL), 100,000.
+    /// [`DEFAULT_INDEX_INTERVAL`](crate::DEFAULT_INDEX_INTERVAL), 100,000.
     pub index_interval: u64,
 }
 
@@ -71,7 +71,7 @@ pub enum Durability {
     #[default]
     Immediate,
     /// Commits are not synced; the store syncs every `sync_interval` (when `Some`), on
-    /// [`Storage::sync`](crate::storage::Storage::sync), and when it is closed.
+    /// [`Storage::sync`](crate::Storage::sync), and when it is closed.
     ///
     /// - A killed or crashed **process** loses nothing that returned `Ok`: the data is in the
     ///   operating system's page cache.

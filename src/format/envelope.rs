@@ -36,8 +36,8 @@ pub struct Envelope<'a> {
     pub schema_version: u16,
     /// Opaque user metadata, when the writer gave some. In an encrypted store metadata is sealed
     /// with the payload, so it is present only in envelopes of decrypted events
-    /// ([`EventView::envelope`](crate::engine::EventView::envelope), processors, subscriptions),
-    /// and `None` in envelopes read without the payload ([`Reader::envelope`](crate::engine::Reader::envelope)).
+    /// ([`EventView::envelope`](crate::EventView::envelope), processors, subscriptions),
+    /// and `None` in envelopes read without the payload ([`Reader::envelope`](crate::Reader::envelope)).
     pub metadata: Option<&'a [u8]>,
     /// Length of the serialized (plaintext) payload in bytes.
     pub payload_len: u32,

@@ -25,8 +25,8 @@
 //! later, or a thread's local one): installing the recorder after opening stores is fine.
 //!
 //! ```
-//! use varvedb::storage::{Storage, StorageConfig};
-//! use varvedb::engine::Writer;
+//! use varvedb::{Storage, StorageConfig};
+//! use varvedb::Writer;
 //!
 //! #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 //! pub struct Ping { pub n: u32 }
@@ -49,10 +49,11 @@ use metrics::{
     Gauge, Histogram, Unit,
 };
 
+use crate::env::Env;
 use crate::error::{Error, Result};
-use crate::log::append::Request;
-use crate::storage::{Env, Shared, Storage};
+use crate::store::{Storage, Store};
 use crate::types::Appended;
+use crate::write::Request;
 
 /// Counter: events appended (written, not deduplicated retries).
 pub const APPENDED_EVENTS: &str = "varvedb_appended_events_total";
@@ -426,7 +427,8 @@ pub(crate) fn append_failed(storage: &Storage, e: &Error) {
 /// Records a commit group once its transaction ended: what it wrote, how long it took, how many
 /// batches it carried.
 pub(crate) fn group_done(
-    storage: &Storage,
+    metrics: &StoreMetrics,
+    head: u64,
     group: &[Request],
     results: &[Result<Appended>],
     started: Instant,
@@ -446,7 +448,7 @@ pub(crate) fn group_done(
     if batches == 0 && deduplicated == 0 {
         return;
     }
-    storage.env.metrics().with(|h| {
+    metrics.with(|h| {
         if deduplicated > 0 {
             h.deduplicated_batches.increment(deduplicated);
         }
@@ -457,26 +459,30 @@ pub(crate) fn group_done(
             h.commits.increment(1);
             h.commit_duration.record(started.elapsed().as_secs_f64());
             h.group_batches.record(batches as f64);
-            h.head.set(storage.head() as f64);
+            h.head.set(head as f64);
         }
     });
 }
 
 /// Records committed checkpoints of processors (and their lag behind the head).
-pub(crate) fn checkpoints_committed(storage: &Storage, checkpoints: &[(String, u64)]) {
+pub(crate) fn checkpoints_committed(
+    metrics: &StoreMetrics,
+    head: u64,
+    checkpoints: &[(String, u64)],
+) {
     for (name, seq) in checkpoints {
-        checkpoint_committed(storage, name, *seq);
+        checkpoint_committed(metrics, head, name, *seq);
     }
 }
 
-/// Records the committed checkpoint `seq` of processor `name` (and its lag behind the head).
-pub(crate) fn checkpoint_committed(storage: &Storage, name: &str, seq: u64) {
+/// Records the committed checkpoint `seq` of processor `name` (and its lag behind `head`).
+pub(crate) fn checkpoint_committed(metrics: &StoreMetrics, head: u64, name: &str, seq: u64) {
     let labels = [
-        ("path", storage.env.metrics().path.clone()),
+        ("path", metrics.path.clone()),
         ("processor", name.to_string()),
     ];
     gauge!(PROCESSOR_CHECKPOINT, &labels).set(seq as f64);
-    gauge!(PROCESSOR_LAG, &labels).set(storage.head().saturating_sub(seq) as f64);
+    gauge!(PROCESSOR_LAG, &labels).set(head.saturating_sub(seq) as f64);
 }
 
 /// Counts an open subscription in [`SUBSCRIPTIONS`] for as long as it lives.
@@ -511,6 +517,7 @@ fn error_kind(e: &Error) -> &'static str {
         Error::Poisoned => "poisoned",
         Error::StreamShredded { .. } => "stream_shredded",
         Error::Corrupted { .. } => "corrupted",
+        Error::Damaged { .. } => "damaged",
         Error::Crypto { .. } => "crypto",
         Error::Keystore { .. } => "keystore",
         Error::Lmdb(_) => "lmdb",
@@ -520,12 +527,12 @@ fn error_kind(e: &Error) -> &'static str {
 }
 
 /// Stores whose values [`refresh`] publishes.
-static STORES: Mutex<Vec<Weak<Shared>>> = Mutex::new(Vec::new());
+static STORES: Mutex<Vec<Weak<Store>>> = Mutex::new(Vec::new());
 
 /// Makes an opened store known to [`refresh`] and publishes its values once.
-pub(crate) fn store_opened(shared: &Arc<Shared>) {
-    lock(&STORES).push(Arc::downgrade(shared));
-    publish(&Storage::from_shared(Arc::clone(shared)));
+pub(crate) fn store_opened(store: &Arc<Store>) {
+    lock(&STORES).push(Arc::downgrade(store));
+    publish(&Storage::from_store(Arc::clone(store)));
 }
 
 /// Publishes the values that every open store of this process keeps in counters of its own:
@@ -534,13 +541,13 @@ pub(crate) fn store_opened(shared: &Arc<Shared>) {
 /// `serve_prometheus` (feature `prometheus`) calls it every second; with a recorder of your own, call it before each
 /// scrape or on a timer. It opens one short read transaction per store.
 pub fn refresh() {
-    let stores: Vec<Arc<Shared>> = {
+    let stores: Vec<Arc<Store>> = {
         let mut stores = lock(&STORES);
         stores.retain(|w| w.strong_count() > 0);
         stores.iter().filter_map(Weak::upgrade).collect()
     };
-    for shared in stores {
-        publish(&Storage::from_shared(shared));
+    for store in stores {
+        publish(&Storage::from_store(store));
     }
 }
 
@@ -558,7 +565,7 @@ fn publish(storage: &Storage) {
         h.shredded_streams.set(shredded as f64);
     });
     match storage.processors() {
-        Ok(processors) => checkpoints_committed(storage, &processors),
+        Ok(processors) => checkpoints_committed(storage.env.metrics(), storage.head(), &processors),
         Err(e) => {
             tracing::warn!(path = %storage.path().display(), error = %e, "metrics: reading the processors' checkpoints failed");
         }

@@ -6,22 +6,22 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use heed::byteorder::BigEndian;
-use heed::types::{Bytes, U64};
 use rkyv::api::high::HighValidator;
 use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
 use rkyv::Archive;
 
+use super::events::{check_place, Events, Source};
+use super::view::EventView;
 use crate::crypto::KeyMemo;
-use crate::engine::view::EventView;
+use crate::env::ReadTxn;
 use crate::error::{Error, Result};
-use crate::index::deferred;
-use crate::index::tail::Entry;
-use crate::index::{parse_stream_version_key, stream_read_keys};
-use crate::log::{prefetch, record, Envelope};
+use crate::format::index::stream_read_keys;
+use crate::format::record::{self, DecodedRecord};
+use crate::format::Envelope;
+use crate::log::{bytes_eq, Log, LogCursor, Scan, Select, Step};
 use crate::metrics::ReadKind;
-use crate::storage::{ReadTxn, Storage};
+use crate::store::Storage;
 use crate::types::{default_event_type, Direction, IntoStreamId, StreamId, StreamInfo};
 
 /// Default longest time a `for_each_*` scan keeps one read transaction open.
@@ -32,11 +32,11 @@ pub const DEFAULT_MAX_TXN_AGE: Duration = Duration::from_millis(100);
 /// Reads return [`EventView`]s that deref to `E::Archived`, validated with bytecheck and borrowed
 /// from the read transaction without copying. Records whose event type is not one this reader
 /// accepts give [`Error::WrongEventType`] (by default a reader accepts the type name its
-/// [`Writer`](crate::engine::Writer) stores, [`default_event_type::<E>()`](crate::default_event_type)).
+/// [`Writer`](crate::Writer) stores, [`default_event_type::<E>()`](crate::default_event_type)).
 ///
 /// ```
-/// use varvedb::storage::{Storage, StorageConfig};
-/// use varvedb::engine::{Reader, Writer};
+/// use varvedb::{Storage, StorageConfig};
+/// use varvedb::{Reader, Writer};
 /// use varvedb::Direction;
 ///
 /// #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
@@ -85,132 +85,6 @@ impl<E> std::fmt::Debug for Reader<E> {
     }
 }
 
-/// An iterator over events, borrowing the caller's read transaction.
-pub struct Events<'t, E: Archive> {
-    reader: Reader<E>,
-    txn: &'t ReadTxn,
-    source: Source<'t>,
-    /// The stream key of the last encrypted record, for the next one.
-    memo: KeyMemo,
-    /// Items yielded, added to the transaction's read counts when the iterator is dropped.
-    read: u64,
-}
-
-impl<E: Archive> Drop for Events<'_, E> {
-    fn drop(&mut self) {
-        let kind = match self.source {
-            Source::LogForward(_) | Source::LogBackward(_) => ReadKind::Log,
-            Source::StreamForward(..) | Source::StreamBackward(..) => ReadKind::Stream,
-        };
-        self.txn.count_reads(kind, self.read);
-    }
-}
-
-enum Source<'t> {
-    LogForward(heed::RoRange<'t, U64<BigEndian>, Bytes>),
-    LogBackward(heed::RoRevRange<'t, U64<BigEndian>, Bytes>),
-    /// The index on disk, then the unindexed tail's entries.
-    StreamForward(
-        StreamId,
-        heed::RoRange<'t, Bytes, U64<BigEndian>>,
-        std::vec::IntoIter<Entry>,
-    ),
-    /// The unindexed tail's entries (newest first), then the index on disk.
-    StreamBackward(
-        StreamId,
-        std::vec::IntoIter<Entry>,
-        heed::RoRevRange<'t, Bytes, U64<BigEndian>>,
-    ),
-}
-
-impl<'t, E> Iterator for Events<'t, E>
-where
-    E: Archive + 'static,
-    E::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
-{
-    type Item = Result<EventView<'t, E>>;
-
-    #[inline]
-    fn next(&mut self) -> Option<Self::Item> {
-        let item = self.next_item();
-        if let Some(result) = &item {
-            self.read += 1;
-            if let Err(e) = result {
-                self.reader.read_failed(e);
-            }
-        }
-        item
-    }
-}
-
-impl<'t, E> Events<'t, E>
-where
-    E: Archive + 'static,
-    E::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
-{
-    #[inline]
-    fn next_item(&mut self) -> Option<Result<EventView<'t, E>>> {
-        let (stream, entry) = match &mut self.source {
-            Source::LogForward(range) => {
-                return range.next().map(|entry| {
-                    entry.map_err(Error::from).and_then(|(seq, value)| {
-                        prefetch::after_in_log(value);
-                        self.reader
-                            .view_value(self.txn.raw(), seq, value, &mut self.memo)
-                    })
-                });
-            }
-            Source::LogBackward(range) => {
-                return range.next().map(|entry| {
-                    entry.map_err(Error::from).and_then(|(seq, value)| {
-                        self.reader
-                            .view_value(self.txn.raw(), seq, value, &mut self.memo)
-                    })
-                });
-            }
-            Source::StreamForward(stream, range, tail) => {
-                (*stream, index_or_tail(range.next(), || tail.next())?)
-            }
-            Source::StreamBackward(stream, tail, range) => match tail.next() {
-                Some(e) => (*stream, Ok((e.version, e.seq))),
-                None => (*stream, index_or_tail(range.next(), || None)?),
-            },
-        };
-        Some(entry.and_then(|(version, seq)| {
-            let bytes = self
-                .reader
-                .storage
-                .shared
-                .dbs
-                .get_record(self.txn.raw(), seq)?
-                .ok_or_else(|| Error::corrupted(seq, "stream index points at a missing record"))?;
-            let view = self.reader.view_with(seq, bytes, &mut self.memo)?;
-            check_place(&view, stream, version)?;
-            Ok(view)
-        }))
-    }
-}
-
-/// The next (version, seq) of a stream: from the index on disk while it has entries, then from
-/// the unindexed tail.
-#[inline]
-fn index_or_tail(
-    index: Option<heed::Result<(&[u8], u64)>>,
-    tail: impl FnOnce() -> Option<Entry>,
-) -> Option<Result<(u64, u64)>> {
-    match index {
-        Some(Ok((key, seq))) => Some(
-            parse_stream_version_key(key)
-                .map(|(_, version)| (version, seq))
-                .ok_or_else(|| Error::corrupted(seq, "malformed stream index key")),
-        ),
-        Some(Err(e)) => Some(Err(e.into())),
-        None => tail().map(|e| Ok((e.version, e.seq))),
-    }
-}
-
-type Opener<'a, E> = dyn for<'t> Fn(&'t ReadTxn, u64) -> Result<Events<'t, E>> + 'a;
-
 impl<E> Reader<E>
 where
     E: Archive + 'static,
@@ -227,7 +101,7 @@ where
     }
 
     /// Also accepts records stored under these event type names (written with
-    /// [`Writer::with_event_type`](crate::engine::Writer::with_event_type) or
+    /// [`Writer::with_event_type`](crate::Writer::with_event_type) or
     /// [`NewEvent::with_event_type`](crate::NewEvent::with_event_type)) as archives of `E`.
     pub fn accept_event_types<I, S>(mut self, names: I) -> Self
     where
@@ -262,8 +136,8 @@ where
     pub fn get<'t>(&self, txn: &'t ReadTxn, seq: u64) -> Result<Option<EventView<'t, E>>> {
         let raw = self.raw(txn)?;
         txn.count_reads(ReadKind::Get, 1);
-        match self.storage.shared.dbs.get_record(raw, seq) {
-            Ok(Some(bytes)) => self.view(seq, bytes).map(Some),
+        match self.log().dbs.get_record(raw, seq) {
+            Ok(Some(bytes)) => self.view_at(seq, bytes).map(Some),
             Ok(None) => Ok(None),
             Err(e) => Err(e),
         }
@@ -278,7 +152,7 @@ where
     pub fn envelope<'t>(&self, txn: &'t ReadTxn, seq: u64) -> Result<Option<Envelope<'t>>> {
         let raw = self.raw(txn)?;
         txn.count_reads(ReadKind::Envelope, 1);
-        match self.storage.shared.dbs.get_record(raw, seq) {
+        match self.log().dbs.get_record(raw, seq) {
             Ok(Some(bytes)) => record::decode(seq, bytes).map(|r| Some(r.envelope())),
             Ok(None) => Ok(None),
             Err(e) => Err(e),
@@ -326,15 +200,20 @@ where
             return Ok(None);
         };
         let bytes = self
-            .storage
-            .shared
+            .log()
             .dbs
             .get_record(raw, head.last_seq)?
             .ok_or_else(|| {
                 Error::corrupted(head.last_seq, "stream head points at a missing record")
             })?;
-        let view = self.view(head.last_seq, bytes)?;
-        check_place(&view, stream, head.version)?;
+        let view = self.view_at(head.last_seq, bytes)?;
+        check_place(
+            view.seq(),
+            view.stream(),
+            view.version(),
+            stream,
+            head.version,
+        )?;
         Ok(Some(view))
     }
 
@@ -356,11 +235,14 @@ where
         direction: Direction,
     ) -> Result<Events<'t, E>> {
         let stream = stream.into_stream_id()?;
-        let index = self.storage.shared.dbs.stream_index;
+        let store = &self.storage.store;
+        let index = store.log.dbs.stream_index;
         let (lo, hi) = stream_read_keys(stream, from, direction);
         let bounds = (Bound::Included(&lo[..]), Bound::Included(&hi[..]));
         let raw = self.raw(txn)?;
-        let tail = deferred::tail_entries(&self.storage.shared, raw, stream, from, direction)?;
+        let tail = store
+            .index
+            .tail_entries(&store.log.dbs, raw, stream, from, direction)?;
         let source = match direction {
             Direction::Forward => {
                 Source::StreamForward(stream, index.range(raw, &bounds)?, tail.into_iter())
@@ -393,11 +275,14 @@ where
         from: u64,
         direction: Direction,
     ) -> Result<Events<'t, E>> {
-        let log = self.storage.shared.dbs.log;
-        let source = match direction {
-            Direction::Forward => Source::LogForward(log.range(self.raw(txn)?, &(from..))?),
-            Direction::Backward => Source::LogBackward(log.rev_range(self.raw(txn)?, &(..=from))?),
-        };
+        let scan = Scan::new(
+            &self.log().dbs,
+            self.raw(txn)?,
+            from,
+            direction,
+            self.select(),
+        )?;
+        let source = Source::Log(scan);
         Ok(Events {
             reader: self.clone(),
             txn,
@@ -417,7 +302,8 @@ where
         &self,
         txn: &'t ReadTxn,
     ) -> Result<impl Iterator<Item = Result<StreamInfo>> + 't> {
-        deferred::streams(&self.storage.shared, self.raw(txn)?)
+        let store = &self.storage.store;
+        store.index.streams(&store.log.dbs, self.raw(txn)?)
     }
 
     /// Calls `f` with each event of the log from `from` on, in `direction`, until the log ends or
@@ -435,15 +321,33 @@ where
         &self,
         from: u64,
         direction: Direction,
-        f: impl FnMut(EventView<'_, E>) -> ControlFlow<()>,
+        mut f: impl FnMut(EventView<'_, E>) -> ControlFlow<()>,
     ) -> Result<u64> {
-        self.renewing(
-            from,
-            direction,
-            &|txn, next| self.read_log(txn, next, direction),
-            |v| v.seq(),
-            f,
-        )
+        let mut cursor = LogCursor::new(from, direction, self.max_txn_age);
+        let select = self.select();
+        let mut visited = 0u64;
+        let mut failed = None;
+        let mut memo = KeyMemo::default();
+        loop {
+            let step = cursor.step(self.log(), &select, |_txn, item| {
+                let view = match item.and_then(|rec| self.view_of(rec, &mut memo)) {
+                    Ok(view) => view,
+                    Err(e) => {
+                        self.read_failed(&e);
+                        failed = Some(e);
+                        return ControlFlow::Break(());
+                    }
+                };
+                visited += 1;
+                f(view)
+            })?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            if step != Step::Renew {
+                return Ok(visited);
+            }
+        }
     }
 
     /// Calls `f` with each event of `stream` from version `from` on, in `direction`, renewing the
@@ -457,40 +361,21 @@ where
         stream: impl IntoStreamId,
         from: u64,
         direction: Direction,
-        f: impl FnMut(EventView<'_, E>) -> ControlFlow<()>,
-    ) -> Result<u64> {
-        let stream = stream.into_stream_id()?;
-        self.renewing(
-            from,
-            direction,
-            &|txn, next| self.read_stream(txn, stream, next, direction),
-            |v| v.version(),
-            f,
-        )
-    }
-
-    /// Drives a scan in read transactions of bounded age. `open` starts the range at a position,
-    /// `position` tells where a view is, so the next transaction resumes right after it.
-    fn renewing(
-        &self,
-        from: u64,
-        direction: Direction,
-        open: &Opener<'_, E>,
-        position: fn(&EventView<'_, E>) -> u64,
         mut f: impl FnMut(EventView<'_, E>) -> ControlFlow<()>,
     ) -> Result<u64> {
+        let stream = stream.into_stream_id()?;
         let mut next = from;
         let mut visited = 0u64;
         loop {
             let txn = self.storage.env.read_txn()?;
             let opened = Instant::now();
-            let mut events = open(&txn, next)?;
+            let mut events = self.read_stream(&txn, stream, next, direction)?;
             let mut in_txn = 0u32;
             loop {
                 let Some(view) = events.next().transpose()? else {
                     return Ok(visited);
                 };
-                let pos = position(&view);
+                let pos = view.version();
                 visited += 1;
                 if f(view).is_break() {
                     return Ok(visited);
@@ -511,7 +396,7 @@ where
     /// Counts a failed read in the store's metrics (damaged records, failed authentication).
     #[cold]
     #[inline(never)]
-    fn read_failed(&self, e: &Error) {
+    pub(crate) fn read_failed(&self, e: &Error) {
         self.storage.env.metrics().read_failed(e);
     }
 
@@ -520,38 +405,59 @@ where
         txn.of(&self.storage.env)
     }
 
-    /// [`Reader::view`] of a `log` value, which may be the stub of a large record.
-    #[inline]
-    fn view_value<'t>(
-        &self,
-        txn: &'t heed::RoTxn<'_>,
-        seq: u64,
-        value: &'t [u8],
-        memo: &mut KeyMemo,
-    ) -> Result<EventView<'t, E>> {
-        self.view_with(seq, self.storage.shared.dbs.record(txn, seq, value)?, memo)
+    /// How long one read transaction of a long read stays open at most.
+    pub(crate) fn max_txn_age(&self) -> Duration {
+        self.max_txn_age
     }
 
-    /// Verifies a record and makes a typed view of it.
+    /// The store's log.
     #[inline]
-    pub(crate) fn view<'t>(&self, seq: u64, bytes: &'t [u8]) -> Result<EventView<'t, E>> {
-        self.view_with(seq, bytes, &mut KeyMemo::default())
+    pub(crate) fn log(&self) -> &Log {
+        &self.storage.store.log
     }
 
-    /// [`Reader::view`], reusing the stream key in `memo` when the record has the same one.
-    #[inline]
-    pub(crate) fn view_with<'t>(
-        &self,
-        seq: u64,
-        bytes: &'t [u8],
-        memo: &mut KeyMemo,
-    ) -> Result<EventView<'t, E>> {
-        let rec = record::decode_event(seq, bytes)?;
-        let found = rec.event_type_bytes();
-        if !self.accepted.iter().any(|a| bytes_eq(a.as_bytes(), found)) {
-            return Err(wrong_type(seq, &self.accepted, found));
+    /// What this reader's scans select: the events of the types it accepts.
+    pub(crate) fn select(&self) -> Select {
+        Select {
+            streams: None,
+            types: Some(Arc::clone(&self.accepted)),
         }
-        if self.storage.shared.crypto.is_none() {
+    }
+
+    /// The type names this reader accepts.
+    pub(crate) fn accepted(&self) -> &Arc<[String]> {
+        &self.accepted
+    }
+
+    /// Whether `rec` holds an event of a type this reader accepts.
+    #[inline]
+    pub(crate) fn accepts(&self, rec: &DecodedRecord<'_>) -> bool {
+        let found = rec.event_type_bytes();
+        self.accepted.iter().any(|a| bytes_eq(a.as_bytes(), found))
+    }
+
+    /// Verifies a record read by position and makes a typed view of it:
+    /// [`Error::WrongEventType`] when it holds another type.
+    #[inline]
+    pub(crate) fn view_at<'t>(&self, seq: u64, bytes: &'t [u8]) -> Result<EventView<'t, E>> {
+        let rec = record::decode_event(seq, bytes)?;
+        if !self.accepts(&rec) {
+            return Err(wrong_type(seq, &self.accepted, rec.event_type_bytes()));
+        }
+        self.view_of(rec, &mut KeyMemo::default())
+    }
+
+    /// The typed view of a record of an accepted type whose header is verified: its payload
+    /// checksummed (unless done already), decrypted in an encrypted store (reusing the stream
+    /// key in `memo` when the record has the same one), and validated as an archived `E`.
+    #[inline]
+    pub(crate) fn view_of<'t>(
+        &self,
+        rec: DecodedRecord<'t>,
+        memo: &mut KeyMemo,
+    ) -> Result<EventView<'t, E>> {
+        let log = self.log();
+        if log.crypto.is_none() {
             if let Some(view) = rec
                 .verified_plain_payload()
                 .and_then(|payload| EventView::borrowed(rec, payload))
@@ -559,10 +465,10 @@ where
                 return Ok(view);
             }
         }
-        let (view, copied) = EventView::new(rec, self.storage.shared.crypto.as_ref(), memo)?;
+        let (view, copied) = EventView::new(rec, log.crypto.as_ref(), memo)?;
         if copied {
             self.storage
-                .shared
+                .store
                 .unaligned_copies
                 .fetch_add(1, Ordering::Relaxed);
         }
@@ -578,38 +484,4 @@ fn wrong_type(seq: u64, accepted: &[String], found: &[u8]) -> Error {
         expected: accepted.join(" | "),
         found: String::from_utf8_lossy(found).into_owned(),
     }
-}
-
-/// Checks that a record reached through an index is the one the index names.
-fn check_place<E: Archive>(view: &EventView<'_, E>, stream: StreamId, version: u64) -> Result<()> {
-    if view.stream() != stream || view.version() != version {
-        return Err(Error::corrupted(
-            view.seq(),
-            format!(
-                "index says stream {stream} version {version}, record says stream {} version {}",
-                view.stream(),
-                view.version()
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// Byte equality for short strings such as event type names, without a call into libc's
-/// `memcmp` (which dominated typed scans in profiles).
-#[inline]
-fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let mut i = 0;
-    while i + 8 <= a.len() {
-        let x = u64::from_ne_bytes(a[i..i + 8].try_into().expect("8 bytes"));
-        let y = u64::from_ne_bytes(b[i..i + 8].try_into().expect("8 bytes"));
-        if x != y {
-            return false;
-        }
-        i += 8;
-    }
-    a[i..].iter().zip(&b[i..]).all(|(x, y)| x == y)
 }

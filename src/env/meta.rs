@@ -6,9 +6,9 @@ use heed::byteorder::BigEndian;
 use heed::types::{Bytes, Str, U64};
 use heed::{CommitOrAbort, Database};
 
+use super::dbs::set_watermark;
 use super::{Dbs, Env};
 use crate::error::{Error, Result};
-use crate::index::deferred::set_watermark;
 
 /// Version of the on-disk format this build writes (see `docs/format.md`). It also opens stores
 /// of versions 1 and 2, and upgrades them to this version on open: version 3 writes the stream
@@ -87,7 +87,7 @@ pub(crate) fn open_databases(env: &Env, path: &Path, encrypted: bool) -> Result<
             event_ids,
             checkpoints,
             log_large,
-            inline_limit: crate::log::record::inline_limit(page_size),
+            inline_limit: crate::format::record::inline_limit(page_size),
         },
         store_id,
         encrypted,

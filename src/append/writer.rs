@@ -8,15 +8,14 @@ use rkyv::rancor;
 use rkyv::ser::allocator::{Arena, ArenaHandle};
 use tokio::sync::watch;
 
-use crate::engine::transaction::Transaction;
+use super::transaction::Transaction;
 use crate::error::{Error, Result};
-use crate::log::append::{Request, Staged};
-use crate::log::group::Done;
-use crate::log::record::{self, RecordParts, MAX_EVENT_TYPE_LEN};
-use crate::storage::Storage;
+use crate::format::record::{self, RecordParts, MAX_EVENT_TYPE_LEN};
+use crate::store::Storage;
 use crate::types::{
     default_event_type, Appended, ExpectedVersion, IntoStreamId, NewEvent, StreamId,
 };
+use crate::write::{Done, Request, Staged};
 
 /// The rkyv serializer the writer uses; an event type `E` must implement
 /// `for<'a> rkyv::Serialize<EventSerializer<'a>>`, which `#[derive(rkyv::Serialize)]` provides.
@@ -33,8 +32,8 @@ const EVENT_LEN_HINT_MAX: usize = 16 << 10;
 /// commit runs are grouped into the next transaction and share its fsync (group commit).
 ///
 /// ```
-/// use varvedb::storage::{Storage, StorageConfig};
-/// use varvedb::engine::Writer;
+/// use varvedb::{Storage, StorageConfig};
+/// use varvedb::Writer;
 /// use varvedb::ExpectedVersion;
 ///
 /// #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
@@ -115,8 +114,8 @@ where
         }
     }
 
-    /// Stores events under another event type name (a [`Reader`](crate::engine::Reader) then
-    /// needs [`accept_event_types`](crate::engine::Reader::accept_event_types) with it).
+    /// Stores events under another event type name (a [`Reader`](crate::Reader) then
+    /// needs [`accept_event_types`](crate::Reader::accept_event_types) with it).
     pub fn with_event_type(mut self, name: impl Into<String>) -> Self {
         self.event_type = name.into();
         self
@@ -193,8 +192,7 @@ where
         let started = Instant::now();
         let result = match self.prepare(stream, expected, events) {
             Ok(request) => {
-                let storage = self.storage.clone();
-                let done = storage.shared.committer.submit_sync(&storage, request);
+                let done = self.storage.store.writes.submit_sync(request);
                 self.reclaim(done)
             }
             Err(e) => Err(e),
@@ -250,8 +248,7 @@ where
         let started = Instant::now();
         let result = match self.prepare(stream, expected, events) {
             Ok(request) => {
-                let storage = self.storage.clone();
-                let rx = storage.shared.committer.submit_async(&storage, request);
+                let rx = self.storage.store.writes.submit_async(request);
                 match rx.await {
                     Ok(done) => self.reclaim(done),
                     Err(_) => Err(Error::Io(std::io::Error::other(
@@ -337,7 +334,7 @@ where
             event_type,
             schema_version: self.schema_version,
             metadata: event.metadata.as_deref(),
-            encrypted: self.storage.shared.crypto.is_some(),
+            encrypted: self.storage.store.log.crypto.is_some(),
         };
         let begun = record::begin(&mut self.buf, &parts);
         let (start, payload_offset) = (begun.start, begun.payload_offset);

@@ -2,11 +2,12 @@
 
 use std::time::Instant;
 
-use crate::engine::writer::{EventSerializer, Writer};
+use std::sync::Arc;
+
+use super::writer::{EventSerializer, Writer};
 use crate::error::{Error, Result};
-use crate::log::append::Request;
-use crate::log::group::Committer;
 use crate::types::{Appended, ExpectedVersion, IntoStreamId, NewEvent};
+use crate::write::Request;
 
 /// Batches for several streams, appended atomically by [`commit`](Transaction::commit): all of
 /// them are written, in the order they were added, in one LMDB transaction and one fsync, or
@@ -18,8 +19,8 @@ use crate::types::{Appended, ExpectedVersion, IntoStreamId, NewEvent};
 /// so two parts may name the same stream.
 ///
 /// ```
-/// use varvedb::storage::{Storage, StorageConfig};
-/// use varvedb::engine::Writer;
+/// use varvedb::{Storage, StorageConfig};
+/// use varvedb::Writer;
 /// use varvedb::error::Error;
 /// use varvedb::ExpectedVersion;
 ///
@@ -165,10 +166,7 @@ where
         }
         let started = Instant::now();
         let storage = self.writer.storage().clone();
-        let result = storage
-            .shared
-            .committer
-            .commit_atomic(&storage, &mut self.parts);
+        let result = storage.store.writes.commit_atomic(&mut self.parts);
         crate::metrics::append_done(&storage, started, &result);
         result
     }
@@ -186,7 +184,9 @@ where
         }
         let started = Instant::now();
         let storage = self.writer.storage().clone();
-        let result = Committer::commit_atomic_async(storage.clone(), self.parts).await;
+        let result = Arc::clone(&storage.store.writes)
+            .commit_atomic_async(self.parts)
+            .await;
         crate::metrics::append_done(&storage, started, &result);
         result
     }

@@ -1,0 +1,27 @@
+//! The cipher: AES-256-GCM sealing of records and wrapping of stream keys (`aead`), the data key
+//! of one stream ([`StreamKey`]), and the aligned buffers decrypted events live in. Functions on
+//! bytes and keys only; which key belongs to which stream is `crate::crypto`'s business.
+
+pub(crate) mod aead;
+mod buffer;
+
+pub(crate) use buffer::PlainBuf;
+
+use aead::{SealingKey, KEY_LEN};
+
+/// A stream's unwrapped data key. Its `Debug` shows no key material.
+#[derive(Debug)]
+pub(crate) struct StreamKey {
+    pub key: SealingKey,
+    pub version: u32,
+}
+
+impl StreamKey {
+    /// A data key from raw bytes.
+    pub(crate) fn from_bytes(bytes: &[u8; KEY_LEN], version: u32) -> StreamKey {
+        StreamKey {
+            key: SealingKey::new(bytes),
+            version,
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! The iterator of a typed read in the caller's transaction.
+
+use heed::byteorder::BigEndian;
+use heed::types::{Bytes, U64};
+use rkyv::api::high::HighValidator;
+use rkyv::bytecheck::CheckBytes;
+use rkyv::rancor;
+use rkyv::Archive;
+
+use super::reader::Reader;
+use super::view::EventView;
+use crate::crypto::KeyMemo;
+use crate::env::ReadTxn;
+use crate::error::{Error, Result};
+use crate::format::index::parse_stream_version_key;
+use crate::format::record;
+use crate::index::tail::Entry;
+use crate::log::Scan;
+use crate::metrics::ReadKind;
+use crate::types::StreamId;
+
+/// An iterator over events, borrowing the caller's read transaction. Made by
+/// [`Reader::read_log`] and [`Reader::read_stream`].
+pub struct Events<'t, E: Archive> {
+    pub(super) reader: Reader<E>,
+    pub(super) txn: &'t ReadTxn,
+    pub(super) source: Source<'t>,
+    /// The stream key of the last encrypted record, for the next one.
+    pub(super) memo: KeyMemo,
+    /// Items yielded, added to the transaction's read counts when the iterator is dropped.
+    pub(super) read: u64,
+}
+
+impl<E: Archive> Drop for Events<'_, E> {
+    fn drop(&mut self) {
+        let kind = match self.source {
+            Source::Log(_) => ReadKind::Log,
+            Source::StreamForward(..) | Source::StreamBackward(..) => ReadKind::Stream,
+        };
+        self.txn.count_reads(kind, self.read);
+    }
+}
+
+pub(super) enum Source<'t> {
+    Log(Scan<'t>),
+    /// The index on disk, then the unindexed tail's entries.
+    StreamForward(
+        StreamId,
+        heed::RoRange<'t, Bytes, U64<BigEndian>>,
+        std::vec::IntoIter<Entry>,
+    ),
+    /// The unindexed tail's entries (newest first), then the index on disk.
+    StreamBackward(
+        StreamId,
+        std::vec::IntoIter<Entry>,
+        heed::RoRevRange<'t, Bytes, U64<BigEndian>>,
+    ),
+}
+
+impl<'t, E> Iterator for Events<'t, E>
+where
+    E: Archive + 'static,
+    E::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
+{
+    type Item = Result<EventView<'t, E>>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        let item = self.next_item();
+        if let Some(result) = &item {
+            self.read += 1;
+            if let Err(e) = result {
+                self.reader.read_failed(e);
+            }
+        }
+        item
+    }
+}
+
+impl<'t, E> Events<'t, E>
+where
+    E: Archive + 'static,
+    E::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
+{
+    #[inline]
+    fn next_item(&mut self) -> Option<Result<EventView<'t, E>>> {
+        loop {
+            let (stream, entry) = match &mut self.source {
+                Source::Log(scan) => {
+                    return scan
+                        .next()
+                        .map(|item| item.and_then(|rec| self.reader.view_of(rec, &mut self.memo)));
+                }
+                Source::StreamForward(stream, range, tail) => {
+                    (*stream, index_or_tail(range.next(), || tail.next())?)
+                }
+                Source::StreamBackward(stream, tail, range) => match tail.next() {
+                    Some(e) => (*stream, Ok((e.version, e.seq))),
+                    None => (*stream, index_or_tail(range.next(), || None)?),
+                },
+            };
+            match entry.and_then(|(version, seq)| self.stream_event(stream, version, seq)) {
+                Ok(Some(view)) => return Some(Ok(view)),
+                // Another type: passed over.
+                Ok(None) => continue,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+
+    /// The event an index entry leads to, checked against the entry; `None` for an event of a
+    /// type the reader does not accept.
+    #[inline]
+    fn stream_event(
+        &mut self,
+        stream: StreamId,
+        version: u64,
+        seq: u64,
+    ) -> Result<Option<EventView<'t, E>>> {
+        let bytes = self
+            .reader
+            .log()
+            .dbs
+            .get_record(self.txn.raw(), seq)?
+            .ok_or_else(|| Error::corrupted(seq, "stream index points at a missing record"))?;
+        let rec = record::decode_event(seq, bytes)?;
+        check_place(rec.seq(), rec.stream(), rec.version(), stream, version)?;
+        if !self.reader.accepts(&rec) {
+            return Ok(None);
+        }
+        self.reader.view_of(rec, &mut self.memo).map(Some)
+    }
+}
+
+/// The next (version, seq) of a stream: from the index on disk while it has entries, then from
+/// the unindexed tail.
+#[inline]
+fn index_or_tail(
+    index: Option<heed::Result<(&[u8], u64)>>,
+    tail: impl FnOnce() -> Option<Entry>,
+) -> Option<Result<(u64, u64)>> {
+    match index {
+        Some(Ok((key, seq))) => Some(
+            parse_stream_version_key(key)
+                .map(|(_, version)| (version, seq))
+                .ok_or_else(|| Error::corrupted(seq, "malformed stream index key")),
+        ),
+        Some(Err(e)) => Some(Err(e.into())),
+        None => tail().map(|e| Ok((e.version, e.seq))),
+    }
+}
+
+/// Checks that a record reached through an index is the one the index names.
+pub(super) fn check_place(
+    seq: u64,
+    found_stream: StreamId,
+    found_version: u64,
+    stream: StreamId,
+    version: u64,
+) -> Result<()> {
+    if found_stream != stream || found_version != version {
+        return Err(Error::corrupted(
+            seq,
+            format!(
+                "index says stream {stream} version {version}, record says stream {found_stream} version {found_version}"
+            ),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,31 @@
+//! Typed reads: [`Reader`] reads events of one type, as [`EventView`]s that deref to the
+//! archived type, validated and borrowed straight from the memory map.
+//!
+//! # Which events a reader sees
+//!
+//! A `Reader<E>` reads the events of `E`: those stored under a type name it accepts
+//! ([`default_event_type::<E>()`](crate::default_event_type) and those added with
+//! [`Reader::accept_event_types`]). One rule holds for every reader of the log:
+//!
+//! - **Scans pass over events of other types**, without touching their payloads: `read_log`,
+//!   `read_stream`, the `for_each_*` walks, subscriptions, processors and projectors. A store
+//!   holds many types; a reader of orders reads orders.
+//! - **A read of one event by position** (`get`, `last_in_stream`) that finds another type
+//!   returns [`Error::WrongEventType`](crate::Error::WrongEventType): the caller asked for that
+//!   event.
+//! - **A shredded event** (its stream's key destroyed) is an
+//!   [`Error::Shredded`](crate::Error::Shredded) item wherever events are yielded (point reads,
+//!   scans, subscriptions), and scans go on after it. Processors and projectors, which have
+//!   nothing to hand a handler, pass over it.
+//! - **A damaged record** is an error item, never skipped by a scan: a damaged payload is
+//!   reported to the readers that want the record, a damaged header to every scan that reaches
+//!   it (its type and stream cannot be known).
+
+mod events;
+#[allow(clippy::module_inception)]
+mod reader;
+pub(crate) mod view;
+
+pub use events::Events;
+pub use reader::{Reader, DEFAULT_MAX_TXN_AGE};
+pub use view::EventView;

@@ -1,0 +1,399 @@
+//! The store: [`Storage`], the handle every part of the API starts from, and what one open
+//! store is made of ([`Store`]): its log, stream index and write path, the processors'
+//! checkpoints, and its configuration.
+
+mod config;
+mod open;
+mod registry;
+mod stats;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+pub use config::{
+    Durability, StorageConfig, DEFAULT_MAP_SIZE, DEFAULT_MAX_EVENT_SIZE, MAX_EVENT_SIZE_LIMIT,
+};
+pub use stats::Stats;
+
+use crate::crypto::Crypto;
+use crate::env::{Env, ReadTxn};
+use crate::error::{Error, Result};
+use crate::format::index::Head;
+use crate::index::StreamIndex;
+use crate::log::Log;
+use crate::subscribe::CheckpointBoard;
+use crate::types::{IntoStreamId, StreamId};
+use crate::write::WritePath;
+
+/// One open store, shared by every handle on it.
+pub(crate) struct Store {
+    /// The write path, which owns the commit thread; closed first when the store drops.
+    pub(crate) writes: Arc<WritePath>,
+    pub(crate) log: Arc<Log>,
+    pub(crate) index: Arc<StreamIndex>,
+    /// Processors' checkpoints waiting to ride along with a commit.
+    pub(crate) checkpoints: Arc<CheckpointBoard>,
+    pub(crate) config: StorageConfig,
+    pub(crate) path: PathBuf,
+    pub(crate) stale_readers_cleared: u64,
+    /// Payloads copied because they were misaligned in the map.
+    pub(crate) unaligned_copies: AtomicU64,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.writes.close();
+        if let Durability::Relaxed { .. } = self.config.durability {
+            // Commits did not sync: flush them before LMDB closes the environment.
+            if let Err(e) = self.log.env.force_sync() {
+                tracing::error!(path = %self.path.display(), error = %e, "final sync failed");
+            }
+        }
+    }
+}
+
+/// An open store. Cheap to clone; every clone is the same store.
+///
+/// Opening a path that is already open in this process returns the same store (see
+/// [`Storage::open`]).
+#[derive(Clone)]
+pub struct Storage {
+    /// The LMDB environment, for read transactions: `storage.env.read_txn()` (or
+    /// [`Storage::read_txn`]).
+    pub env: Env,
+    pub(crate) store: Arc<Store>,
+    /// Held by every handle a user has (not by the store's own threads), so that the registry
+    /// knows when the user let go of the store even while a background thread still finishes
+    /// with it.
+    user: Option<Arc<UserToken>>,
+}
+
+/// See [`Storage::user`](Storage): one per open store, shared by the user's handles.
+pub(crate) struct UserToken {
+    store: Arc<Store>,
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage")
+            .field("path", &self.store.path)
+            .field("head", &self.head())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Storage {
+    /// A handle for the store's own work (metrics): it does not keep the store open for the
+    /// registry.
+    pub(crate) fn from_store(store: Arc<Store>) -> Storage {
+        Storage {
+            env: store.log.env.clone(),
+            store,
+            user: None,
+        }
+    }
+
+    /// A user's handle on an open store.
+    pub(crate) fn from_user(token: Arc<UserToken>) -> Storage {
+        Storage {
+            env: token.store.log.env.clone(),
+            store: Arc::clone(&token.store),
+            user: Some(token),
+        }
+    }
+
+    /// The token that the registry tracks for this store.
+    pub(crate) fn user_token(&self) -> Option<&Arc<UserToken>> {
+        self.user.as_ref()
+    }
+
+    /// Opens the store at `config.path`, creating it (directory mode 0700) when missing.
+    ///
+    /// Opening a path that is already open in this process returns a handle on the same store
+    /// when encryption and durability are the same (the first opener's sizes, limits and timeouts
+    /// stay in force), and [`Error::AlreadyOpen`] otherwise.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::InvalidConfig`] for an invalid configuration (encryption without a key, ...),
+    ///   before anything is created on disk.
+    /// - [`Error::FormatVersion`] or [`Error::LayoutMismatch`] for a store written by an
+    ///   incompatible build.
+    /// - [`Error::AlreadyOpen`], [`Error::Io`], [`Error::Lmdb`].
+    ///
+    /// ```
+    /// use varvedb::{Storage, StorageConfig};
+    /// let dir = tempfile::tempdir()?;
+    /// let storage = Storage::open(StorageConfig { path: dir.path().join("store"), ..Default::default() })?;
+    /// assert_eq!(storage.head(), 0);
+    /// # Ok::<(), varvedb::error::Error>(())
+    /// ```
+    pub fn open(config: StorageConfig) -> Result<Storage> {
+        config.validate()?;
+        registry::open(config, open::open_new)
+    }
+
+    /// Begins a read transaction: a consistent snapshot of the store, for the readers' calls
+    /// that take one. The same as `storage.env.read_txn()`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Lmdb`] when LMDB cannot begin a transaction, for example when every reader slot
+    /// (`max_readers`) is taken.
+    ///
+    /// ```
+    /// use varvedb::{Reader, Storage, StorageConfig, Writer};
+    /// # let dir = tempfile::tempdir()?;
+    /// let storage = Storage::open(StorageConfig { path: dir.path().into(), ..Default::default() })?;
+    /// Writer::<u64>::new(storage.clone()).append(1, 1, 42)?;
+    /// let txn = storage.read_txn()?;
+    /// assert_eq!(*Reader::<u64>::new(storage.clone()).get(&txn, 1)?.unwrap(), 42);
+    /// # Ok::<(), varvedb::Error>(())
+    /// ```
+    pub fn read_txn(&self) -> Result<ReadTxn> {
+        self.env.read_txn()
+    }
+
+    /// The store's directory.
+    pub fn path(&self) -> &Path {
+        &self.store.path
+    }
+
+    /// The configuration the store was opened with.
+    pub fn config(&self) -> &StorageConfig {
+        &self.store.config
+    }
+
+    /// The store's random 128-bit identity, fixed at creation.
+    pub fn store_id(&self) -> u128 {
+        self.store.log.store_id
+    }
+
+    /// Global sequence of the last committed event (0 when the log is empty). Includes appends of
+    /// this process; appends by other processes show after the next read transaction.
+    pub fn head(&self) -> u64 {
+        self.store.writes.head()
+    }
+
+    /// A receiver of the committed head: it changes only after a commit, so every sequence up to
+    /// the value it holds is readable. Starts at the head read from disk.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.store.writes.subscribe()
+    }
+
+    /// The current version of a stream (0 when it has no events), in a fresh read transaction.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupted`] when the stream's head entry is damaged; [`Error::Lmdb`].
+    pub fn stream_version(&self, stream: impl IntoStreamId) -> Result<u64> {
+        let stream = stream.into_stream_id()?;
+        let txn = self.env.read_txn()?;
+        Ok(self.head_of(txn.raw(), stream)?.map_or(0, |h| h.version))
+    }
+
+    /// Writes the stream index and stream heads of every event appended since the last index
+    /// flush, now, in one durable transaction, and returns the sequence they now reach.
+    ///
+    /// Appends write only the log; the index follows every
+    /// [`StorageConfig::index_interval`] events, on the store's background thread, and when the
+    /// store is closed. Reads never need this: events after the index's watermark are found
+    /// through memory. Calling it bounds what a reopen after a crash reads back from the log.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Poisoned`], [`Error::MapFull`], [`Error::Lmdb`]; [`Error::Corrupted`] when an
+    /// unindexed record written by another process has a damaged header.
+    ///
+    /// ```
+    /// use varvedb::{Storage, StorageConfig};
+    /// use varvedb::Writer;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let storage = Storage::open(StorageConfig { path: dir.path().into(), ..Default::default() })?;
+    /// let mut writer = Writer::<u32>::new(storage.clone());
+    /// writer.append(1, 1, 10)?;
+    /// assert_eq!(storage.stats().indexed_through, 0);
+    /// assert_eq!(storage.flush_index()?, 1);
+    /// assert_eq!(storage.stats().indexed_through, 1);
+    /// # Ok::<(), varvedb::error::Error>(())
+    /// ```
+    pub fn flush_index(&self) -> Result<u64> {
+        match self.store.writes.flush_index()? {
+            Some(mark) => Ok(mark),
+            None => {
+                let txn = self.env.read_txn()?;
+                self.store.log.dbs.watermark(txn.raw())
+            }
+        }
+    }
+
+    /// Counters and sizes of the store.
+    pub fn stats(&self) -> Stats {
+        let (info, page_size) = self.env.info();
+        let writes = self.store.writes.stats();
+        let keys = self
+            .store
+            .log
+            .crypto
+            .as_ref()
+            .map(Crypto::stats)
+            .unwrap_or_default();
+        Stats {
+            head: self.head(),
+            map_size: info.map_size,
+            used_bytes: (info.last_page_number as u64 + 1) * u64::from(page_size),
+            map_resizes: self.env.resizes(),
+            unaligned_copies: self.store.unaligned_copies.load(Ordering::Relaxed),
+            commits: writes.commits,
+            committed_batches: writes.committed_batches,
+            stale_readers_cleared: self.store.stale_readers_cleared,
+            encrypted: self.store.log.crypto.is_some(),
+            key_cache_hits: keys.hits,
+            key_cache_misses: keys.misses,
+            indexed_through: self.store.index.indexed_through(),
+        }
+    }
+
+    /// Number of shredded streams (0 for a plain store or when the keystore cannot be read).
+    pub(crate) fn shredded_streams(&self) -> u64 {
+        self.store
+            .log
+            .crypto
+            .as_ref()
+            .map_or(0, |c| c.shredded_count().unwrap_or(0))
+    }
+
+    /// Whether the store is encrypted.
+    pub fn is_encrypted(&self) -> bool {
+        self.store.log.crypto.is_some()
+    }
+
+    /// Crypto-shreds a stream: destroys its data key and records a tombstone, in one durable
+    /// keystore transaction. Afterwards its events read as [`Error::Shredded`] (iterations,
+    /// subscriptions and processors go on past them), and appends to it fail with
+    /// [`Error::StreamShredded`]: the stream id is burned. Other streams are untouched. Returns
+    /// `false` when the stream was already shredded. A stream with no events yet is burned too.
+    ///
+    /// The destroyed key's wrapped bytes stay in the keystore's freed pages until they are
+    /// reused; call [`Storage::rotate_master_key`] afterwards so that whoever holds the files
+    /// and the master key can no longer unwrap them (see the README's security section).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotEncrypted`] on a plain store, [`Error::InvalidStreamId`], [`Error::Lmdb`].
+    ///
+    /// ```
+    /// use varvedb::{Storage, StorageConfig};
+    /// use varvedb::{Reader, Writer};
+    /// use varvedb::error::Error;
+    ///
+    /// #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+    /// pub struct Profile { pub email: String }
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let storage = Storage::open(StorageConfig {
+    ///     path: dir.path().into(),
+    ///     encryption_enabled: true,
+    ///     master_key: Some([7; 32]),
+    ///     ..Default::default()
+    /// })?;
+    /// let mut writer = Writer::<Profile>::new(storage.clone());
+    /// writer.append(42, 1, Profile { email: "ada@example.com".into() })?;
+    /// assert!(storage.shred_stream(42)?);
+    /// let txn = storage.env.read_txn()?;
+    /// let read = Reader::<Profile>::new(storage.clone()).get(&txn, 1);
+    /// assert!(matches!(read, Err(Error::Shredded { seq: 1, .. })));
+    /// assert!(matches!(
+    ///     writer.append(42, 2, Profile { email: "again@example.com".into() }),
+    ///     Err(Error::StreamShredded { .. })
+    /// ));
+    /// # Ok::<(), varvedb::error::Error>(())
+    /// ```
+    pub fn shred_stream(&self, stream: impl IntoStreamId) -> Result<bool> {
+        let stream = stream.into_stream_id()?;
+        self.crypto()?.shred(stream)
+    }
+
+    /// Re-wraps every live stream key under `new_master_key` in one durable keystore
+    /// transaction, and makes it the key in force: from then on the store opens only with the
+    /// new key, and the old one is no longer needed (discard it). Killed before the transaction
+    /// commits, the store is unchanged and opens with the old key. Returns the number of stream
+    /// keys re-wrapped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotEncrypted`] on a plain store, [`Error::Keystore`] when a stored key fails to
+    /// unwrap (nothing is changed then), [`Error::Lmdb`].
+    ///
+    /// ```
+    /// use varvedb::{Storage, StorageConfig};
+    /// let dir = tempfile::tempdir()?;
+    /// let config = StorageConfig {
+    ///     path: dir.path().into(),
+    ///     encryption_enabled: true,
+    ///     master_key: Some([1; 32]),
+    ///     ..Default::default()
+    /// };
+    /// let storage = Storage::open(config.clone())?;
+    /// storage.rotate_master_key([2; 32])?;
+    /// drop(storage);
+    /// assert!(matches!(Storage::open(config.clone()), Err(varvedb::error::Error::WrongMasterKey { .. })));
+    /// Storage::open(StorageConfig { master_key: Some([2; 32]), ..config })?;
+    /// # Ok::<(), varvedb::error::Error>(())
+    /// ```
+    pub fn rotate_master_key(&self, new_master_key: [u8; 32]) -> Result<u64> {
+        let new = zeroize::Zeroizing::new(new_master_key);
+        self.crypto()?.rotate(&new)
+    }
+
+    /// Version of the master key in force: 1 at creation, one more per rotation. `None` for a
+    /// plain store.
+    pub fn master_key_version(&self) -> Option<u32> {
+        self.store.log.crypto.as_ref().map(Crypto::master_version)
+    }
+
+    /// Whether `key` is the master key in force (the registry's check when a store is opened
+    /// twice in one process).
+    pub(crate) fn accepts_master_key(&self, key: Option<&[u8; 32]>) -> bool {
+        match (&self.store.log.crypto, key) {
+            (Some(crypto), Some(key)) => crypto.accepts(key),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+
+    fn crypto(&self) -> Result<&Crypto> {
+        self.store
+            .log
+            .crypto
+            .as_ref()
+            .ok_or_else(|| Error::NotEncrypted {
+                path: self.store.path.clone(),
+            })
+    }
+
+    /// Flushes the data file to disk. With [`Durability::Immediate`] (the default) every append is
+    /// already durable when it returns; with [`Durability::Relaxed`] this makes every append that
+    /// returned so far survive power loss.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Lmdb`] when the flush fails.
+    pub fn sync(&self) -> Result<()> {
+        self.env.force_sync()
+    }
+
+    /// The store's log: its environment, databases and keys.
+    pub(crate) fn log(&self) -> &Log {
+        &self.store.log
+    }
+
+    /// The head of `stream` as `txn` sees it: the index on disk merged with the unindexed tail.
+    pub(crate) fn head_of(&self, txn: &heed::RoTxn<'_>, stream: StreamId) -> Result<Option<Head>> {
+        self.store.index.head(&self.store.log.dbs, txn, stream)
+    }
+}

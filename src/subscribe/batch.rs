@@ -1,0 +1,200 @@
+//! One run of a processor's handler over the events available, on tokio's blocking pool.
+
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rkyv::api::high::HighValidator;
+use rkyv::bytecheck::CheckBytes;
+use rkyv::rancor;
+use rkyv::Archive;
+
+use super::handler::{ErrorPolicy, EventHandler};
+use super::processor::commit_checkpoint;
+use crate::crypto::KeyMemo;
+use crate::error::{Error, HandlerError, Result};
+use crate::log::{LogCursor, Step};
+use crate::read::Reader;
+use crate::types::Direction;
+
+/// The handler's work for one call of [`Batch::run`].
+pub(super) struct Batch<E> {
+    pub reader: Reader<E>,
+    pub name: String,
+    pub policy: ErrorPolicy,
+    pub checkpoint_every: u64,
+    pub checkpoint_interval: Duration,
+    pub stop: Arc<AtomicBool>,
+}
+
+/// What a batch hands back.
+pub(super) struct Outcome<H> {
+    pub handler: H,
+    /// The last event handled (or passed over).
+    pub handled: u64,
+    /// The committed checkpoint.
+    pub durable: u64,
+    pub skipped: Vec<(u64, String)>,
+    pub result: Result<()>,
+}
+
+/// Events handled between two looks at the clock for a time-based checkpoint.
+const CLOCK_EVERY: u64 = 64;
+
+impl<E> Batch<E>
+where
+    E: Archive + 'static,
+    E::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
+{
+    /// Handles the events after `handled` until the log ends, the processor is stopped, or an
+    /// error stops it, walking the log with the reader's cursor: events of other types are
+    /// passed over without being read, shredded ones too (there is nothing to hand the handler).
+    /// Commits the checkpoint every `checkpoint_every` events or `checkpoint_interval`, between
+    /// the cursor's read transactions, and on stop or error; at the end of the log it posts the
+    /// checkpoint to ride along with the next commit.
+    pub(super) fn run<H, X>(self, mut handler: H, handled: u64, durable: u64) -> Outcome<H>
+    where
+        H: EventHandler<E, X>,
+        X: Into<HandlerError>,
+    {
+        let storage = self.reader.storage().clone();
+        let log = self.reader.log();
+        let select = self.reader.select();
+        let mut cursor = LogCursor::new(handled + 1, Direction::Forward, self.reader.max_txn_age());
+        let mut memo = KeyMemo::default();
+        let mut skipped = Vec::new();
+        let mut handled = handled;
+        let mut durable = durable;
+        let mut committed_at = Instant::now();
+        let mut seen = 0u64;
+        let result = (|| -> Result<()> {
+            loop {
+                let mut failure = None;
+                let mut checkpoint_due = false;
+                let step = cursor.step(log, &select, |_txn, item| {
+                    let seq = match &item {
+                        Ok(rec) => rec.seq(),
+                        Err(e) => e.seq().expect("the cursor hands over errors of records"),
+                    };
+                    // Every record before this one was visited: handled or passed over.
+                    handled = handled.max(seq - 1);
+                    let delivered = match item.and_then(|rec| self.reader.view_of(rec, &mut memo)) {
+                        Ok(view) => {
+                            let envelope = view.envelope();
+                            self.deliver(&mut handler, &mut skipped, seq, |h| {
+                                h.handle_envelope(&envelope, &view)
+                            })
+                        }
+                        // A shredded event can never be read: passed over.
+                        Err(Error::Shredded { .. }) => Ok(()),
+                        // An unreadable record is skipped only when the policy says so.
+                        Err(e) if self.policy == ErrorPolicy::Skip => {
+                            tracing::warn!(processor = %self.name, seq, error = %e, "skipping unreadable event");
+                            skipped.push((seq, e.to_string()));
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = delivered {
+                        failure = Some(e);
+                        return ControlFlow::Break(());
+                    }
+                    handled = seq;
+                    seen += 1;
+                    checkpoint_due = handled - durable >= self.checkpoint_every
+                        || (seen.is_multiple_of(CLOCK_EVERY)
+                            && committed_at.elapsed() >= self.checkpoint_interval);
+                    if checkpoint_due || self.stop.load(Ordering::Acquire) {
+                        return ControlFlow::Break(());
+                    }
+                    ControlFlow::Continue(())
+                })?;
+                if let Some(e) = failure {
+                    return Err(e);
+                }
+                if step != Step::Stopped {
+                    // Everything up to the cursor was visited.
+                    handled = handled.max(cursor.position() - 1);
+                }
+                if self.stop.load(Ordering::Acquire) {
+                    return Ok(());
+                }
+                if checkpoint_due {
+                    commit_checkpoint(&storage, &self.name, handled)?;
+                    durable = handled;
+                    committed_at = Instant::now();
+                }
+                if step == Step::End {
+                    if durable < handled {
+                        storage.store.checkpoints.post(&self.name, handled);
+                    }
+                    return Ok(());
+                }
+            }
+        })();
+        // On stop or error, keep what was handled.
+        let stopping = result.is_err() || self.stop.load(Ordering::Acquire);
+        let result = if stopping && durable < handled {
+            match commit_checkpoint(&storage, &self.name, handled) {
+                Ok(()) => {
+                    durable = handled;
+                    result
+                }
+                Err(e) => result.and(Err(e)),
+            }
+        } else {
+            result
+        };
+        Outcome {
+            handler,
+            handled,
+            durable,
+            skipped,
+            result,
+        }
+    }
+
+    /// Calls `f` on the handler under the error policy. `Err` means: stop here.
+    fn deliver<H, X>(
+        &self,
+        handler: &mut H,
+        skipped: &mut Vec<(u64, String)>,
+        seq: u64,
+        mut f: impl FnMut(&mut H) -> std::result::Result<(), X>,
+    ) -> Result<()>
+    where
+        X: Into<HandlerError>,
+    {
+        let mut retries_left = match self.policy {
+            ErrorPolicy::Retry { attempts, .. } => attempts,
+            _ => 0,
+        };
+        let mut backoff = match self.policy {
+            ErrorPolicy::Retry { backoff, .. } => backoff,
+            _ => Duration::ZERO,
+        };
+        loop {
+            let err: HandlerError = match f(handler) {
+                Ok(()) => return Ok(()),
+                Err(e) => e.into(),
+            };
+            if retries_left > 0 && !self.stop.load(Ordering::Acquire) {
+                retries_left -= 1;
+                std::thread::sleep(backoff);
+                backoff = backoff.saturating_mul(2);
+                continue;
+            }
+            if self.policy == ErrorPolicy::Skip {
+                tracing::warn!(processor = %self.name, seq, error = %err, "skipping event");
+                skipped.push((seq, err.to_string()));
+                return Ok(());
+            }
+            return Err(Error::Handler {
+                processor: self.name.clone(),
+                seq,
+                source: err,
+            });
+        }
+    }
+}

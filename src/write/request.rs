@@ -1,0 +1,21 @@
+//! A batch on its way to the log: records serialized by the caller, waiting for their position.
+
+use uuid::Uuid;
+
+use crate::types::{ExpectedVersion, StreamId};
+
+/// A serialized record waiting for its position, inside a batch buffer.
+pub(crate) struct Staged {
+    pub start: usize,
+    pub len: usize,
+    pub payload_offset: usize,
+    pub id: Uuid,
+}
+
+/// One caller's batch: staged records for one stream, with the caller's expectation.
+pub(crate) struct Request {
+    pub stream: StreamId,
+    pub expected: ExpectedVersion,
+    pub buf: Vec<u8>,
+    pub staged: Vec<Staged>,
+}

@@ -1,0 +1,301 @@
+//! One write transaction of the log: what an append writes, in one place.
+//!
+//! A [`LogTxn`] begins on a write transaction, sees the stream index's tail brought up to the
+//! committed log, and places events one after another at the next global sequence: appends
+//! through [`LogTxn::append`] (version check, idempotent retries, then the writes), imports
+//! through [`LogTxn::put_event`] with positions of their own. Every event reaches the log through
+//! `put_event`, which enforces the gap-free sequence, seals an encrypted record, and writes the
+//! record and its event id. The stream index and heads are written later, in sorted batches; the
+//! events of the transaction join the index's tail once it committed ([`Written`]).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use uuid::Uuid;
+
+use super::request::Request;
+use super::retry::{retry_of, stored_position, RetryOf};
+use crate::cipher::aead::Nonces;
+use crate::cipher::StreamKey;
+use crate::error::{Error, Result};
+use crate::format::record::{self, Place, Sealer};
+use crate::index::{read_head, StreamIndex};
+use crate::log::Log;
+use crate::types::{Appended, Position, StreamId};
+
+/// Where a stream stands for the write path: its version, checked against the expected one, and
+/// the sequence of its last event, the back-pointer of the next record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Tip {
+    pub version: u64,
+    pub last_seq: u64,
+}
+
+/// The events a committed [`LogTxn`] wrote, as (seq, stream, version) in sequence order.
+#[derive(Debug, Default)]
+pub(crate) struct Written {
+    pub entries: Vec<(u64, StreamId, u64)>,
+}
+
+impl Written {
+    /// The sequence of the last event written.
+    pub(crate) fn last_seq(&self) -> Option<u64> {
+        self.entries.last().map(|e| e.0)
+    }
+}
+
+/// A write transaction of the log (see the module documentation).
+pub(crate) struct LogTxn<'a, 'w> {
+    log: &'a Log,
+    index: &'a StreamIndex,
+    wtxn: &'a mut heed::RwTxn<'w>,
+    /// The committed head of the log when the transaction began.
+    base: u64,
+    /// Streams written in this transaction, where they stand now.
+    tips: foldhash::HashMap<StreamId, Tip>,
+    /// The next sequence and the newest commit timestamp in the log, once known.
+    next: Option<(u64, u64)>,
+    written: Written,
+    /// Nonces for the records this transaction seals.
+    nonces: Nonces,
+    /// Where an encrypted record is sealed: its staged plaintext stays as it was, since a
+    /// transaction that hits a full map runs again after the map grew (and idempotency checks
+    /// compare staged records).
+    sealed: Vec<u8>,
+}
+
+impl<'a, 'w> LogTxn<'a, 'w> {
+    /// Begins on `wtxn`: brings the index's tail up to the committed log (appends of other
+    /// processes), so that version checks see every event.
+    pub(crate) fn begin(
+        log: &'a Log,
+        index: &'a StreamIndex,
+        wtxn: &'a mut heed::RwTxn<'w>,
+    ) -> Result<Self> {
+        let base = log.dbs.last_seq(wtxn)?;
+        index.catch_up_for_write(&log.dbs, wtxn, base)?;
+        Ok(LogTxn {
+            log,
+            index,
+            wtxn,
+            base,
+            tips: foldhash::HashMap::default(),
+            next: None,
+            written: Written::default(),
+            nonces: Nonces::new(),
+            sealed: Vec::new(),
+        })
+    }
+
+    /// Where `stream` stands in this transaction, `None` for a stream without events. Looked
+    /// up once per transaction and stream, then kept.
+    ///
+    /// A stream with an entry in the index's tail has its newest event there (see
+    /// [`StreamIndex::last_in_tail`]); only a stream without one needs its head on disk.
+    pub(crate) fn tip(&mut self, stream: StreamId) -> Result<Option<Tip>> {
+        if let Some(tip) = self.tips.get(&stream) {
+            return Ok((tip.version > 0).then_some(*tip));
+        }
+        let tip = match self.index.last_in_tail(stream, self.base) {
+            Some(last) => Some(Tip {
+                version: last.version,
+                last_seq: last.seq,
+            }),
+            None => read_head(&self.log.dbs, self.wtxn, stream)?.map(|h| Tip {
+                version: h.version,
+                last_seq: h.last_seq,
+            }),
+        };
+        // A stream without events is kept as version 0.
+        self.tips.insert(
+            stream,
+            tip.unwrap_or(Tip {
+                version: 0,
+                last_seq: 0,
+            }),
+        );
+        Ok(tip)
+    }
+
+    /// The next global sequence, and the newest commit timestamp in the log (a new event's
+    /// timestamp is never older).
+    pub(crate) fn next_position(&mut self) -> Result<(u64, u64)> {
+        if let Some(next) = self.next {
+            return Ok(next);
+        }
+        let dbs = &self.log.dbs;
+        let next = match dbs.log.last(self.wtxn)? {
+            Some((seq, value)) => (
+                seq + 1,
+                record::raw_timestamp(dbs.record(self.wtxn, seq, value)?),
+            ),
+            None => (1, 0),
+        };
+        self.next = Some(next);
+        Ok(next)
+    }
+
+    /// The sequence of the stored event with id `id`, if any.
+    pub(crate) fn event_id_seq(&self, id: Uuid) -> Result<Option<u64>> {
+        Ok(self
+            .log
+            .dbs
+            .event_ids
+            .get(self.wtxn, &id.as_u128().to_be_bytes())?)
+    }
+
+    /// Checks one batch and appends it: the version check against where the stream stands
+    /// (after the batches before it in this transaction), then its events at consecutive
+    /// sequences and versions. A batch whose ids are all stored is an exact retry or an error
+    /// ([`RetryOf`]). The outer error fails the whole transaction (a failed put: "map full",
+    /// I/O); the inner one fails only this batch, and is returned before anything of it is
+    /// written.
+    pub(crate) fn append(
+        &mut self,
+        req: &mut Request,
+        key: Option<&StreamKey>,
+    ) -> Result<Result<Appended>> {
+        let stream = req.stream;
+        let tip = self.tip(stream)?;
+        let current = tip.map_or(0, |t| t.version);
+
+        // Idempotency: any id already stored makes this either an exact retry or an error. The
+        // common case (no id stored) allocates nothing: `existing` grows only with stored ids.
+        let mut existing = Vec::new();
+        let mut first_found = None;
+        for (i, s) in req.staged.iter().enumerate() {
+            if let Some(seq) = self.event_id_seq(s.id)? {
+                first_found.get_or_insert((i, seq));
+                existing.push(seq);
+            }
+        }
+        if let Some((i, seq)) = first_found {
+            if existing.len() == req.staged.len() {
+                return Ok(retry_of(
+                    self.log,
+                    self.wtxn,
+                    RetryOf {
+                        stream,
+                        expected: req.expected,
+                        buf: &req.buf,
+                        staged: &req.staged,
+                        existing: &existing,
+                        key,
+                    },
+                ));
+            }
+            let (existing_stream, existing_version) = stored_position(self.log, self.wtxn, seq)?;
+            return Ok(Err(Error::EventIdConflict {
+                event_id: req.staged[i].id,
+                existing_seq: seq,
+                existing_stream,
+                existing_version,
+                reason:
+                    "the batch mixes stored event ids with new ones; retry exactly the original batch",
+            }));
+        }
+        if !req.expected.matches(current) {
+            return Ok(Err(Error::ConcurrencyConflict {
+                stream,
+                expected: req.expected,
+                actual: current,
+            }));
+        }
+
+        let (next_seq, last_ts) = self.next_position()?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let timestamp_ns = now.max(last_ts);
+        let mut positions = Vec::with_capacity(req.staged.len());
+        let mut prev_seq = tip.map_or(0, |t| t.last_seq);
+        for (i, s) in req.staged.iter().enumerate() {
+            let place = Place {
+                seq: next_seq + i as u64,
+                version: current + 1 + i as u64,
+                prev_seq,
+                timestamp_ns,
+            };
+            let rec = &mut req.buf[s.start..s.start + s.len];
+            self.put_event(rec, s.payload_offset, stream, s.id, place, key)?;
+            positions.push(Position {
+                seq: place.seq,
+                version: place.version,
+            });
+            prev_seq = place.seq;
+        }
+        Ok(Ok(Appended {
+            stream,
+            positions,
+            deduplicated: false,
+        }))
+    }
+
+    /// Writes one finished record (`rec`, its payload at `payload_offset`) of `stream` with id
+    /// `event_id` at `place`: the one place where an event enters the log. `place` must be the
+    /// next sequence, the stream's next version, and name the stream's last event as previous.
+    /// Seals the record under `key` in an encrypted store (in a scratch copy: `rec` is left as
+    /// it was), sets its position and header checksum, and writes it and its event id.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupted`] when `place` does not follow the log and the stream (a caller's
+    /// bug, refused rather than written), [`Error::Lmdb`] for a failed put, [`Error::Crypto`].
+    pub(crate) fn put_event(
+        &mut self,
+        rec: &mut [u8],
+        payload_offset: usize,
+        stream: StreamId,
+        event_id: Uuid,
+        place: Place,
+        key: Option<&StreamKey>,
+    ) -> Result<()> {
+        let (next_seq, last_ts) = self.next_position()?;
+        let tip = self.tip(stream)?;
+        let follows = place.seq == next_seq
+            && place.timestamp_ns >= last_ts
+            && place.version == tip.map_or(0, |t| t.version) + 1
+            && place.prev_seq == tip.map_or(0, |t| t.last_seq);
+        if !follows {
+            return Err(Error::corrupted(
+                place.seq,
+                format!(
+                    "refused to write an event of stream {stream} that does not follow the log (next sequence {next_seq}) and its stream ({tip:?})"
+                ),
+            ));
+        }
+        let rec: &mut [u8] = if key.is_some() {
+            self.sealed.clear();
+            self.sealed.extend_from_slice(rec);
+            &mut self.sealed
+        } else {
+            rec
+        };
+        let sealer = key.map(|key| Sealer {
+            key,
+            store_id: self.log.store_id,
+            nonces: &mut self.nonces,
+        });
+        record::set_position(rec, payload_offset, place, sealer)?;
+        let dbs = &self.log.dbs;
+        dbs.put_record(self.wtxn, place.seq, rec)?;
+        dbs.put_event_id(self.wtxn, event_id.as_u128(), place.seq)?;
+        self.written
+            .entries
+            .push((place.seq, stream, place.version));
+        self.tips.insert(
+            stream,
+            Tip {
+                version: place.version,
+                last_seq: place.seq,
+            },
+        );
+        self.next = Some((place.seq + 1, place.timestamp_ns));
+        Ok(())
+    }
+
+    /// Ends the log's part of the transaction: what it wrote, for after the commit. The write
+    /// transaction stays open for work that rides along.
+    pub(crate) fn finish(self) -> Written {
+        self.written
+    }
+}
