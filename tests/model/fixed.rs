@@ -198,6 +198,14 @@ fn model_fixed_sequences() {
         ],
         // Shredding and key rotation are refused on a plain store.
         vec![batch(0, ExpSel::Any, 1), Shred(Stream(0)), RotateKey],
+        // Reopening right after a batch of `index_interval` events, which has the store's
+        // background thread flush the index (and then, holding the last handle, close the
+        // store): opening must wait for that store to close, whatever it is writing meanwhile.
+        // The first two ops are the fuzz target's input `fuzz/seeds/model/reopen-while-closing`.
+        [CheckSnapshot, batch(4, ExpSel::Any, 4)]
+            .into_iter()
+            .chain((0..20).flat_map(|_| [Reopen, batch(4, ExpSel::Any, 3)]))
+            .collect(),
     ];
     for ops in &plain {
         run(ops, false);
