@@ -163,7 +163,7 @@ pub fn workload(path: &Path, events: u64) -> Result<Summary, Box<dyn std::error:
     let processor = runtime.block_on(task)??;
     let processed = processor.handler().1;
 
-    let subscription = reader.subscribe(StartFrom::End, Filter::default());
+    let subscription = reader.subscribe(StartFrom::End, Filter::default())?;
     Ok(Summary {
         storage,
         events: written,

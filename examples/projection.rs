@@ -9,8 +9,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use heed::types::Bytes;
 use varvedb::engine::{Reader, Writer};
+use varvedb::heed::{self, types::Bytes};
 use varvedb::storage::{Storage, StorageConfig};
 use varvedb::subscribe::{Projection, Projector};
 use varvedb::{Direction, Envelope, ExpectedVersion};

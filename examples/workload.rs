@@ -1,14 +1,20 @@
-//! The main job: writes a real workload into a fresh store and reads it back, printing what it did.
+//! The main job: writes a real workload into a fresh store, reads it back, prints what it did,
+//! and keeps the store for `varve` to inspect.
 //!
 //! ```text
-//! cargo run --release --example workload [-- EVENTS STREAMS]
+//! cargo run --release --example workload [-- [--store PATH] [EVENTS [STREAMS]]]
 //! ```
 //!
-//! Defaults: 1,000,000 events over 10,000 streams, in batches of 100 events per stream, from a
-//! 16 MiB initial map (so the map grows several times), then 1,000 single durable appends, a
-//! full typed scan, every stream read by version, and 200,000 random point reads.
+//! Defaults: 1,000,000 events to 10,000 streams, in batches of 100 events to one stream (each
+//! round of batches visits every stream once, in a random order), from a 16 MiB initial map (so
+//! the map grows several times), then 1,000 single durable appends, a full typed scan, every
+//! stream read by version, and 200,000 random point reads.
+//!
+//! The store is kept at `PATH`, which must not exist or be empty; without `--store` it goes to
+//! `target/varvedb-workload` in the project, replacing the store an earlier run left there.
 
 use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use varvedb::engine::{Reader, Writer};
@@ -45,19 +51,100 @@ impl XorShift {
     }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// The command line: where the store goes, how many events, how many streams.
+struct Args {
+    store: PathBuf,
+    /// Whether `store` is the default, which a new run may replace.
+    default_store: bool,
+    events: u64,
+    streams: u64,
+}
+
+fn args() -> Result<Args, Box<dyn std::error::Error>> {
+    let mut store = None;
+    let mut numbers = Vec::new();
     let mut args = std::env::args().skip(1);
-    let events: u64 = args.next().map_or(Ok(1_000_000), |a| a.parse())?;
-    let streams: u64 = args.next().map_or(Ok(10_000), |a| a.parse())?;
+    while let Some(arg) = args.next() {
+        if arg == "--store" {
+            store = Some(PathBuf::from(args.next().ok_or("--store needs a path")?));
+        } else {
+            numbers.push(
+                arg.parse::<u64>()
+                    .map_err(|_| format!("{arg:?}: expected EVENTS or STREAMS, a number"))?,
+            );
+        }
+    }
+    let (events, streams) = match numbers[..] {
+        [] => (1_000_000, 10_000),
+        [events] => (events, 10_000),
+        [events, streams] => (events, streams),
+        _ => return Err("usage: workload [--store PATH] [EVENTS [STREAMS]]".into()),
+    };
+    if events == 0 || streams == 0 {
+        return Err("EVENTS and STREAMS must be at least 1".into());
+    }
+    let default_store = store.is_none();
+    let store = store
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/varvedb-workload"));
+    Ok(Args {
+        store,
+        default_store,
+        events,
+        streams,
+    })
+}
+
+/// Makes room for a fresh store at `path`: a path given on the command line must not exist or
+/// be an empty directory (the example never deletes what it did not make); the default path is
+/// cleared of the store an earlier run left there.
+fn prepare(path: &Path, default_store: bool) -> Result<(), Box<dyn std::error::Error>> {
+    let empty = match std::fs::read_dir(path) {
+        Ok(mut entries) => entries.next().is_none(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("{}: {e}", path.display()).into()),
+    };
+    if empty {
+        return Ok(());
+    }
+    if default_store && path.join("data.mdb").is_file() {
+        std::fs::remove_dir_all(path)?;
+        return Ok(());
+    }
+    Err(format!(
+        "{} is not empty: give --store a new path (the example does not overwrite data)",
+        path.display()
+    )
+    .into())
+}
+
+/// Stream order for one round of batches: every stream once, shuffled.
+fn shuffled(streams: u64, rng: &mut XorShift) -> Vec<u64> {
+    let mut order: Vec<u64> = (0..streams).collect();
+    for i in (1..order.len()).rev() {
+        order.swap(i, (rng.next() % (i as u64 + 1)) as usize);
+    }
+    order
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let Args {
+        store,
+        default_store,
+        events,
+        streams,
+    } = args()?;
     let batch = 100u64;
-    let dir = tempfile::tempdir()?;
+    prepare(&store, default_store)?;
+    // Batches go to the streams in shuffled rounds, so with fewer batches than streams only
+    // as many streams as batches get events.
+    let streams = streams.min(events.div_ceil(batch));
     let storage = Storage::open(StorageConfig {
-        path: dir.path().join("store"),
+        path: store.clone(),
         map_size: 16 << 20,
         ..Default::default()
     })?;
     println!(
-        "VarveDB workload: {events} events over {streams} streams, store in {}",
+        "VarveDB workload: {events} events to {streams} streams, store in {}",
         storage.path().display()
     );
 
@@ -67,8 +154,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut versions = vec![0u64; streams as usize];
     let start = Instant::now();
     let mut written = 0u64;
+    let mut round = Vec::new();
     while written < events {
-        let stream = rng.next() % streams;
+        if round.is_empty() {
+            round = shuffled(streams, &mut rng);
+        }
+        let stream = round.pop().expect("a round has every stream");
         let n = batch.min(events - written);
         let v = versions[stream as usize];
         let batch: Vec<Transfer> = (0..n)
@@ -179,14 +270,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let stats = storage.stats();
     let file = std::fs::metadata(storage.path().join("data.mdb"))?.len();
+    let listed = reader.streams(&storage.env.read_txn()?)?.count() as u64;
+    assert_eq!(listed, streams, "every stream got events");
     println!(
-        "store: head {}, {} streams, data file {:.1} MiB, map {:.1} MiB after {} resizes, {} unaligned payload copies",
+        "store: head {}, {listed} streams, data file {:.1} MiB, map {:.1} MiB after {} resizes, {} unaligned payload copies",
         stats.head,
-        reader.streams(&storage.env.read_txn()?)?.count(),
         file as f64 / (1 << 20) as f64,
         stats.map_size as f64 / (1 << 20) as f64,
         stats.map_resizes,
         stats.unaligned_copies
     );
+    let path = storage.path().display().to_string();
+    drop(storage);
+    println!();
+    println!("The store is kept in {path}. Inspect it with the varve tool:");
+    for command in [
+        format!("info {path}"),
+        format!("streams {path} --limit 5"),
+        format!("read {path} 0 --limit 5"),
+        format!("tail {path} -n 5"),
+        format!("verify {path}"),
+    ] {
+        println!("  cargo run --release -p varve -- {command}");
+    }
     Ok(())
 }

@@ -30,6 +30,7 @@
 //!
 //! The on-disk format is specified in `docs/format.md`.
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(unsafe_code)]
 
 pub mod admin;
@@ -48,6 +49,10 @@ mod types;
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
+/// The `heed` crate, whose transaction and database types [`subscribe::Projection::apply`] and
+/// [`storage::Storage::projection_database`] use: re-exported so that a projection names the
+/// same `heed` version as the store, without a dependency of its own.
+pub use heed;
 pub use log::{Envelope, GroupCommit, OwnedEnvelope, MAX_EVENT_TYPE_LEN};
 pub use types::{
     default_event_type, Appended, Direction, ExpectedVersion, IntoStreamId, NewEvent, Position,

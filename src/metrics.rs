@@ -4,7 +4,7 @@
 //! lag, key cache use) with the `metrics` crate's facade and installs no recorder of its own: an
 //! application that installs none pays next to nothing, and one that installs any `metrics`
 //! recorder (Prometheus, StatsD, OpenTelemetry bridges, ...) gets them all. With the cargo feature
-//! `prometheus`, [`serve_prometheus`] installs one and serves it over HTTP in one line.
+//! `prometheus`, `serve_prometheus` installs one and serves it over HTTP in one line.
 //!
 //! Every metric is named here as a constant and listed, with its type, labels and meaning, in
 //! `docs/metrics.md`. Each carries a `path` label: the canonical directory of the store it
@@ -17,7 +17,7 @@
 //! - Reads are counted in the read transaction and published when it ends, never per event.
 //! - Values the store already keeps in counters of its own (map size and use, resizes,
 //!   unaligned copies, key cache hits and misses, shredded streams, processor checkpoints and
-//!   lag, the head) are published by [`refresh`], which [`serve_prometheus`] runs every second.
+//!   lag, the head) are published by [`refresh`], which `serve_prometheus` runs every second.
 //!   With a recorder of your own, call [`refresh`] before each scrape or on a timer.
 //!
 //! Metric handles are registered with the recorder in force when a store first records
@@ -531,7 +531,7 @@ pub(crate) fn store_opened(shared: &Arc<Shared>) {
 /// Publishes the values that every open store of this process keeps in counters of its own:
 /// the head, map size and use, map resizes, unaligned copies, key cache hits and misses,
 /// shredded streams, and every processor's committed checkpoint and lag.
-/// [`serve_prometheus`] calls it every second; with a recorder of your own, call it before each
+/// `serve_prometheus` (feature `prometheus`) calls it every second; with a recorder of your own, call it before each
 /// scrape or on a timer. It opens one short read transaction per store.
 pub fn refresh() {
     let stores: Vec<Arc<Shared>> = {
@@ -566,6 +566,7 @@ fn publish(storage: &Storage) {
 }
 
 #[cfg(feature = "prometheus")]
+#[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
 pub use prometheus::{serve_prometheus, BuildError, PrometheusHandle};
 
 #[cfg(feature = "prometheus")]

@@ -409,7 +409,9 @@ async fn shredding_erases_one_stream_and_everything_goes_on_past_it() {
     assert_eq!(*handled.lock().unwrap(), vec![1, 2, 3, 4, 5, 6]);
 
     // A subscription yields the shredded events as errors and goes on.
-    let mut sub = reader.subscribe(StartFrom::Start, Filter::default());
+    let mut sub = reader
+        .subscribe(StartFrom::Start, Filter::default())
+        .unwrap();
     let (mut ok, mut shredded) = (0, 0);
     loop {
         match sub.next().await.unwrap() {

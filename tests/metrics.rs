@@ -3,8 +3,9 @@
 //! and scraped by a real Prometheus server whose query API must report the number of events
 //! written. Also checks the Grafana dashboard and `docs/metrics.md` against what is emitted.
 //!
-//! Needs `prometheus` and `promtool` on the PATH (Debian's `prometheus` package; `.ci/run`
-//! installs it). Without them the test fails: it never passes silently.
+//! Needs `prometheus` and `promtool` on the PATH (Debian's `prometheus` package, which
+//! `scripts/test`, the README's test command, installs when they are missing). Without them the
+//! test fails: it never passes silently.
 #![cfg(feature = "prometheus")]
 
 #[path = "../examples/metrics.rs"]
@@ -236,7 +237,8 @@ fn tool(name: &str) -> String {
         Some(path) => path.display().to_string(),
         None => panic!(
             "{name} is not installed: this test needs Prometheus's `prometheus` and `promtool` \
-             binaries (Debian: `apt-get install -y prometheus`; .ci/run installs them)"
+             binaries: run the suite with `scripts/test`, which installs them, or install Debian's \
+             `prometheus` package"
         ),
     }
 }

@@ -365,3 +365,64 @@ async fn blocking_handlers_do_not_block_the_runtime() {
     stop.stop();
     task.await.unwrap().unwrap();
 }
+
+/// `run_until_caught_up` handles everything committed and returns the committed checkpoint; a
+/// later call goes on from it, and one with nothing new returns at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_until_caught_up_handles_every_committed_event_and_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = open(&dir);
+    let mut writer = Writer::<MyEvent>::new(storage.clone());
+    let mut other = Writer::<Other>::new(storage.clone());
+    for id in 1..=300 {
+        writer.append(1, u64::from(id), MyEvent { id }).unwrap();
+    }
+    other.append(2, 1, Other { x: 1 }).unwrap();
+    let processor = |rec: &Recorder| {
+        Processor::new(
+            Reader::<MyEvent>::new(storage.clone()),
+            rec.clone(),
+            "batch-job",
+            storage.subscribe(),
+        )
+        .with_checkpoint_every(64)
+    };
+    let rec = Recorder::default();
+    // The last event is of another type: passed over, and the checkpoint still reaches it.
+    assert_eq!(processor(&rec).run_until_caught_up().await.unwrap(), 301);
+    assert_eq!(rec.seqs(), (1..=300).collect::<Vec<_>>());
+    assert_eq!(
+        storage.processors().unwrap(),
+        [("batch-job".to_string(), 301)]
+    );
+
+    for id in 301..=310 {
+        writer.append(1, u64::from(id), MyEvent { id }).unwrap();
+    }
+    let more = Recorder::default();
+    let mut second = processor(&more);
+    assert_eq!(second.run_until_caught_up().await.unwrap(), 311);
+    assert_eq!(more.seqs(), (302..=311).collect::<Vec<_>>());
+    assert_eq!(second.run_until_caught_up().await.unwrap(), 311);
+    assert_eq!(more.seqs().len(), 10);
+
+    // Stopped before it starts, it handles nothing and reports its checkpoint.
+    writer.append(1, 311, MyEvent { id: 311 }).unwrap();
+    let idle = Recorder::default();
+    let mut stopped = processor(&idle);
+    stopped.stop_handle().stop();
+    assert_eq!(stopped.run_until_caught_up().await.unwrap(), 311);
+    assert!(idle.seqs().is_empty());
+
+    // A handler failure is the error, with the checkpoint just before the failing event.
+    let failing = Recorder::default();
+    failing.fail_on.lock().unwrap().push(311);
+    assert!(matches!(
+        processor(&failing).run_until_caught_up().await,
+        Err(Error::Handler { seq: 312, .. })
+    ));
+    assert_eq!(
+        storage.processors().unwrap(),
+        [("batch-job".to_string(), 311)]
+    );
+}

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use varvedb::engine::{EventHandler, Processor, Reader, Writer};
 use varvedb::error::Result;
@@ -19,6 +18,12 @@ pub struct Job {
 const CHILD_DIR: &str = "VARVE_PROCESSOR_CHILD_DIR";
 const EVENTS: u64 = 60_000;
 const CHECKPOINT_EVERY: u64 = 50;
+/// Children killed mid-stream, one after another.
+const ROUNDS: usize = 25;
+/// Most events a child handles (as the parent reads them) before it is killed.
+const MAX_KILL_AFTER: u64 = 1_000;
+// Every killed child leaves events to handle, whatever the timing.
+const _: () = assert!(ROUNDS as u64 * (MAX_KILL_AFTER + MAX_OVERRUN) < EVENTS);
 
 fn open(path: &std::path::Path) -> Storage {
     Storage::open(StorageConfig {
@@ -34,7 +39,19 @@ struct Run {
     handled: Vec<u64>,
 }
 
-fn run_child(dir: &std::path::Path, kill_after: Option<Duration>) -> Run {
+/// Bytes the pipe of a child's stdout holds: the child prints a line per handled event and
+/// blocks once the pipe is full, so it can run at most this many lines ahead of the parent.
+const PIPE_BYTES: usize = 4096;
+/// The shortest line a child prints for an event ("H 1\n").
+const MIN_LINE: usize = 4;
+/// How far past the parent's reading a child can have handled events when it is killed.
+const MAX_OVERRUN: u64 = (PIPE_BYTES / MIN_LINE) as u64 + 1;
+
+/// Runs a child processor from its checkpoint. With `kill_after: Some(k)`, the parent kills it
+/// with SIGKILL as soon as it has read the child's k-th handled event, before it reads any
+/// further line: the child cannot handle more than the pipe holds meanwhile, so a child with
+/// more than `k + MAX_OVERRUN` events left is killed mid-stream on any machine, however fast.
+fn run_child(dir: &std::path::Path, kill_after: Option<u64>) -> Run {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -47,8 +64,10 @@ fn run_child(dir: &std::path::Path, kill_after: Option<Duration>) -> Run {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    shrink_pipe(&stdout);
+    let pid = child.id() as libc::pid_t;
+    let lines = BufReader::new(stdout).lines();
     let reader = std::thread::spawn(move || {
         let mut run = Run {
             start: u64::MAX,
@@ -58,25 +77,41 @@ fn run_child(dir: &std::path::Path, kill_after: Option<Duration>) -> Run {
             // libtest may print its own text before ours on the same line.
             if let Some(rest) = line.split("START ").nth(1) {
                 run.start = rest.trim().parse().unwrap();
-                let _ = started_tx.send(());
             } else if let Some(rest) = line.strip_prefix("H ") {
                 if let Ok(seq) = rest.trim().parse() {
                     run.handled.push(seq);
+                    if kill_after == Some(run.handled.len() as u64) {
+                        // SAFETY: `kill` only sends a signal; `pid` is our own child, which
+                        // has not been waited for (the main thread waits only after this
+                        // thread read the pipe to its end), so the pid cannot have been reused.
+                        let killed = unsafe { libc::kill(pid, libc::SIGKILL) };
+                        assert_eq!(killed, 0, "kill failed");
+                    }
                 }
             }
         }
         run
     });
-    if let Some(after) = kill_after {
-        // The clock starts once the child has opened the store and read its checkpoint.
-        let _ = started_rx.recv_timeout(Duration::from_secs(30));
-        std::thread::sleep(after);
-        child.kill().unwrap();
-    }
-    child.wait().unwrap();
     let run = reader.join().unwrap();
+    child.wait().unwrap();
     assert_ne!(run.start, u64::MAX, "the child never started");
     run
+}
+
+/// Sets the pipe of the child's stdout to [`PIPE_BYTES`] (Linux's default is 64 KiB).
+fn shrink_pipe(stdout: &std::process::ChildStdout) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: F_SETPIPE_SZ and F_GETPIPE_SZ take and return integers; the descriptor is open
+    // for the duration of the calls (we hold `stdout`).
+    let size = unsafe {
+        let fd = stdout.as_raw_fd();
+        libc::fcntl(fd, libc::F_SETPIPE_SZ, PIPE_BYTES as libc::c_int);
+        libc::fcntl(fd, libc::F_GETPIPE_SZ)
+    };
+    assert_eq!(
+        size, PIPE_BYTES as libc::c_int,
+        "the child's stdout pipe could not be set to {PIPE_BYTES} bytes"
+    );
 }
 
 #[test]
@@ -102,28 +137,32 @@ fn a_killed_processor_loses_nothing_and_repeats_at_most_one_batch() {
     let mut deliveries: BTreeMap<u64, u32> = BTreeMap::new();
     let mut previous: Option<Run> = None;
     let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-    let mut interrupted = 0;
-    for round in 0..25 {
+    for round in 0..ROUNDS {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        let run = run_child(dir.path(), Some(Duration::from_millis(5 + seed % 60)));
+        // Each child is killed after handling a random number of events, at most
+        // MAX_KILL_AFTER: with every round's overrun, far fewer than the events there are.
+        let run = run_child(dir.path(), Some(1 + seed % MAX_KILL_AFTER));
         check_resume(&previous, &run, round);
-        if run.handled.last().is_some_and(|last| *last < EVENTS) {
-            interrupted += 1;
-        }
+        let last = run.handled.last().copied().unwrap_or(run.start);
+        assert!(
+            last < EVENTS,
+            "round {round}: the child was killed only after it handled every event"
+        );
         for seq in &run.handled {
             *deliveries.entry(*seq).or_default() += 1;
         }
         previous = Some(run);
     }
-    assert!(
-        interrupted >= 20,
-        "only {interrupted} of 25 children were killed while they still had events to handle"
-    );
     // A last child runs to the end and stops by itself.
     let last = run_child(dir.path(), None);
-    check_resume(&previous, &last, 25);
+    check_resume(&previous, &last, ROUNDS);
+    assert_eq!(
+        last.handled.last(),
+        Some(&EVENTS),
+        "the last child finished"
+    );
     for seq in &last.handled {
         *deliveries.entry(*seq).or_default() += 1;
     }
@@ -199,17 +238,6 @@ fn processor_child() {
         )
         .with_checkpoint_every(CHECKPOINT_EVERY);
         println!("START {}", processor.checkpoint().unwrap());
-        let stop = processor.stop_handle();
-        let task = tokio::spawn(async move { processor.run().await });
-        while storage
-            .processors()
-            .unwrap()
-            .first()
-            .is_none_or(|(_, seq)| *seq < EVENTS)
-        {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        stop.stop();
-        task.await.unwrap().unwrap();
+        assert_eq!(processor.run_until_caught_up().await.unwrap(), EVENTS);
     });
 }

@@ -141,6 +141,40 @@ async fn projects_everything_and_a_failing_batch_keeps_nothing() {
     assert_eq!(projected, scratch);
 }
 
+/// `run_until_caught_up` applies every committed event and returns the checkpoint; with
+/// nothing new it returns at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_until_caught_up_projects_every_committed_event_and_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = open(dir.path());
+    let mut writer = Writer::<Deposit>::new(storage.clone());
+    for i in 1..=250u64 {
+        writer
+            .append_batch(i % 5, ExpectedVersion::Any, [Deposit { cents: i }])
+            .unwrap();
+    }
+    let db = storage.projection_database("balances").unwrap();
+    let mut projector = Projector::new(
+        Reader::<Deposit>::new(storage.clone()),
+        Balances { db, fail_at: None },
+        "balances",
+        storage.subscribe(),
+    )
+    .with_batch(100);
+    assert_eq!(projector.run_until_caught_up().await.unwrap(), 250);
+    let (projected, scratch, checkpoint) = compare(&storage);
+    assert_eq!(checkpoint, 250);
+    assert_eq!(projected, scratch);
+    assert_eq!(projector.run_until_caught_up().await.unwrap(), 250);
+    writer
+        .append_batch(9, ExpectedVersion::Any, [Deposit { cents: 7 }])
+        .unwrap();
+    assert_eq!(projector.run_until_caught_up().await.unwrap(), 251);
+    let (projected, scratch, _) = compare(&storage);
+    assert_eq!(projected, scratch);
+    assert_eq!(projected.get(&9), Some(&7));
+}
+
 /// Kills a child that appends and projects at the same time, 20 times, and checks after each
 /// kill that the read model is exactly the one built from scratch up to the checkpoint.
 #[test]

@@ -55,6 +55,7 @@ async fn history_then_live_without_gap_or_duplicate() {
     // A small batch makes the history span several read transactions.
     let mut sub = reader
         .subscribe(StartFrom::Start, Filter::default())
+        .unwrap()
         .with_batch(64);
     let live = tokio::spawn(async move {
         for n in 701..=1000 {
@@ -91,21 +92,24 @@ async fn start_positions_and_filters() {
     }
     let reader = Reader::<Tick>::new(storage.clone()).accept_event_types(["even", "odd"]);
 
-    let mut from_seq = reader.subscribe(StartFrom::Seq(25), Filter::default());
+    let mut from_seq = reader
+        .subscribe(StartFrom::Seq(25), Filter::default())
+        .unwrap();
     assert_eq!(take(&mut from_seq, 6).await, ((25..=30).collect(), None));
 
-    let mut streams = reader.subscribe(
-        StartFrom::Start,
-        Filter::default().stream(1u64).stream(2u64),
-    );
+    let mut streams = reader
+        .subscribe(StartFrom::Start, Filter::default().stream(1).stream(2u64))
+        .unwrap();
     let (seqs, _) = take(&mut streams, 20).await;
     assert!(seqs.iter().all(|s| s % 3 != 0));
     assert_eq!(seqs.len(), 20);
 
-    let mut both = reader.subscribe(
-        StartFrom::Start,
-        Filter::default().stream(1u64).event_type("even"),
-    );
+    let mut both = reader
+        .subscribe(
+            StartFrom::Start,
+            Filter::default().stream(1u64).event_type("even"),
+        )
+        .unwrap();
     let (seqs, caught_up) = take(&mut both, 5).await;
     assert_eq!(seqs, [4, 10, 16, 22, 28]);
     assert_eq!(caught_up, None);
@@ -115,7 +119,7 @@ async fn start_positions_and_filters() {
     ));
 
     // From the end: only what is appended afterwards.
-    let mut end = reader.subscribe(StartFrom::End, Filter::default());
+    let mut end = reader.subscribe(StartFrom::End, Filter::default()).unwrap();
     assert!(matches!(
         end.next().await,
         Some(Ok(SubscriptionItem::CaughtUp))
@@ -140,6 +144,7 @@ async fn many_writers_many_subscribers_see_exactly_1_to_n() {
         .map(|i| {
             let mut sub = reader
                 .subscribe(StartFrom::Start, Filter::default())
+                .unwrap()
                 .with_batch(1 + i * 50);
             tokio::spawn(async move { take(&mut sub, 2_000).await.0 })
         })
@@ -167,4 +172,29 @@ async fn many_writers_many_subscribers_see_exactly_1_to_n() {
     for s in subscribers {
         assert_eq!(s.await.unwrap(), (1..=2_000).collect::<Vec<_>>());
     }
+}
+
+/// A stream filter takes stream ids as every other call does: a bare literal works, and a
+/// negative one is refused when the subscription is made, never turned into another stream.
+#[tokio::test(flavor = "current_thread")]
+async fn filters_take_stream_ids_as_appends_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = open(&dir);
+    let mut writer = Writer::<Tick>::new(storage.clone());
+    writer.append(3, 1, Tick { n: 1 }).unwrap();
+    writer.append(4, 1, Tick { n: 2 }).unwrap();
+    let reader = Reader::<Tick>::new(storage.clone());
+    let mut sub = reader
+        .subscribe(StartFrom::Start, Filter::default().stream(3))
+        .unwrap();
+    assert_eq!(take(&mut sub, 1).await, (vec![1], None));
+    assert!(matches!(
+        sub.next().await,
+        Some(Ok(SubscriptionItem::CaughtUp))
+    ));
+    let refused = reader.subscribe(StartFrom::Start, Filter::default().stream(3).stream(-4));
+    assert!(matches!(
+        refused,
+        Err(varvedb::error::Error::InvalidStreamId { value: -4 })
+    ));
 }

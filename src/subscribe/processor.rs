@@ -23,6 +23,18 @@ use crate::types::Direction;
 /// [`handle_envelope`](EventHandler::handle_envelope) to see its sequence, stream, version,
 /// type, timestamp and ids as well. Handlers run on tokio's blocking pool, so a handler that
 /// blocks does not block the runtime.
+///
+/// # What survives a restart
+///
+/// The processor's checkpoint is durable, in the store; the handler's own fields are not. After
+/// a restart the processor resumes after its checkpoint, so a handler that keeps state in
+/// memory (a counter, a map) starts empty and sees only the events after the checkpoint. Keep
+/// state that must outlive the process in the store with a
+/// [`Projector`](crate::subscribe::Projector), whose writes commit together with its
+/// checkpoint (exactly once), or in a system of your own whose writes tolerate a repeat
+/// (delivery is at least once). To rebuild in-memory state from the start at every launch,
+/// call [`Storage::reset_processor`] with sequence 0 before running, or use a name of its own
+/// per run.
 pub trait EventHandler<E: Archive> {
     /// Handles one event.
     ///
@@ -148,10 +160,11 @@ impl StopHandle {
 /// #[rkyv(derive(Debug))]
 /// pub struct MyEvent { pub id: u32 }
 ///
-/// struct Count(u32);
-/// impl EventHandler<MyEvent> for Count {
+/// // Sends each event's id to the application (a handler runs on tokio's blocking pool).
+/// struct Forward(tokio::sync::mpsc::UnboundedSender<u32>);
+/// impl EventHandler<MyEvent> for Forward {
 ///     fn handle(&mut self, event: &ArchivedMyEvent) -> varvedb::error::Result<()> {
-///         self.0 += event.id.to_native();
+///         let _ = self.0.send(event.id.to_native());
 ///         Ok(())
 ///     }
 /// }
@@ -163,17 +176,15 @@ impl StopHandle {
 /// let mut writer = Writer::<MyEvent>::new(storage.clone());
 /// writer.append(1, 1, MyEvent { id: 5 })?;
 /// let reader = Reader::<MyEvent>::new(storage.clone());
-/// let rx = writer.subscribe();
-/// let mut processor = Processor::new(reader, Count(0), "consumer_group_1", rx);
+/// let (tx, mut handled) = tokio::sync::mpsc::unbounded_channel();
+/// let mut processor = Processor::new(reader, Forward(tx), "consumer_group_1", writer.subscribe());
 /// let stop = processor.stop_handle();
-/// let task = tokio::spawn(async move { processor.run().await.map(|()| processor) });
+/// let task = tokio::spawn(async move { processor.run().await });
+/// assert_eq!(handled.recv().await, Some(5)); // history, at once
 /// writer.append(1, 2, MyEvent { id: 7 })?;
-/// while storage.processors()?.iter().all(|(_, seq)| *seq < 2) {
-///     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-/// }
+/// assert_eq!(handled.recv().await, Some(7)); // then live events
 /// stop.stop();
-/// let processor = task.await??;
-/// assert_eq!(processor.handler().0, 12);
+/// task.await??;
 /// # Ok(()) }
 /// ```
 pub struct Processor<E, H> {
@@ -294,36 +305,7 @@ where
             }
             let head = self.wake.head(&storage);
             if handled < head {
-                let handler = self
-                    .handler
-                    .take()
-                    .expect("handler present between batches");
-                let job = Batch {
-                    reader: self.reader.clone(),
-                    name: self.name.clone(),
-                    policy: self.policy,
-                    checkpoint_every: self.checkpoint_every,
-                    checkpoint_interval: self.checkpoint_interval,
-                    stop: Arc::clone(&self.wake.stop_flag),
-                };
-                let task = tokio::task::spawn_blocking(move || job.run(handler, handled, durable));
-                let outcome = match task.await {
-                    Ok(outcome) => outcome,
-                    Err(e) => {
-                        // The handler panicked and is lost with its task; the checkpoint stays
-                        // where it was committed, so its events are delivered again next time.
-                        return Err(Error::Handler {
-                            processor: self.name.clone(),
-                            seq: durable + 1,
-                            reason: format!("handler panicked: {e}"),
-                        });
-                    }
-                };
-                self.handler = Some(outcome.handler);
-                self.skipped.extend(outcome.skipped);
-                handled = outcome.handled;
-                durable = outcome.durable;
-                outcome.result?;
+                (handled, durable) = self.deliver_available(handled, durable).await?;
                 continue;
             }
             // Caught up: the checkpoint, if any is pending, rides along with the next append
@@ -332,6 +314,93 @@ where
                 return self.flush(&storage, handled, durable);
             }
         }
+    }
+
+    /// Delivers every event committed when it is called (and those committed meanwhile that it
+    /// reaches), commits the checkpoint durably, and returns it: the last global sequence
+    /// handled. Useful in tests, batch jobs and rebuilds, where [`run`](Processor::run) would
+    /// wait for more events. Events of other processes count as soon as they are committed.
+    ///
+    /// Returns early, with the checkpoint committed, after [`StopHandle::stop`].
+    ///
+    /// # Errors
+    ///
+    /// As [`run`](Processor::run).
+    ///
+    /// ```
+    /// use varvedb::engine::{EventHandler, Processor, Reader, Writer};
+    /// use varvedb::storage::{Storage, StorageConfig};
+    ///
+    /// #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+    /// pub struct Deposited { pub cents: u64 }
+    ///
+    /// struct Total(u64);
+    /// impl EventHandler<Deposited> for Total {
+    ///     fn handle(&mut self, event: &ArchivedDeposited) -> varvedb::error::Result<()> {
+    ///         self.0 += event.cents.to_native();
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// let storage = Storage::open(StorageConfig { path: dir.path().into(), ..Default::default() })?;
+    /// let mut writer = Writer::<Deposited>::new(storage.clone());
+    /// writer.append(1, 1, Deposited { cents: 250 })?;
+    /// writer.append(2, 1, Deposited { cents: 100 })?;
+    /// let reader = Reader::<Deposited>::new(storage.clone());
+    /// let mut totals = Processor::new(reader, Total(0), "totals", storage.subscribe());
+    /// assert_eq!(totals.run_until_caught_up().await?, 2); // the checkpoint
+    /// assert_eq!(totals.handler().0, 350);
+    /// assert_eq!(storage.processors()?, [("totals".to_string(), 2)]);
+    /// # Ok(()) }
+    /// ```
+    pub async fn run_until_caught_up(&mut self) -> Result<u64> {
+        checkpoint::check_name(&self.name)?;
+        let storage = self.reader.storage().clone();
+        let target = committed_head(&storage)?;
+        let mut handled = checkpoint::load(&storage, &self.name)?;
+        let mut durable = handled;
+        while handled < target && !self.wake.stopped() {
+            (handled, durable) = self.deliver_available(handled, durable).await?;
+        }
+        self.flush(&storage, handled, durable)?;
+        Ok(handled)
+    }
+
+    /// Hands the handler to the blocking pool for one batch from `handled` to the end of the
+    /// log; returns where delivery and the committed checkpoint stand afterwards.
+    async fn deliver_available(&mut self, handled: u64, durable: u64) -> Result<(u64, u64)> {
+        let handler = self
+            .handler
+            .take()
+            .expect("handler present between batches");
+        let job = Batch {
+            reader: self.reader.clone(),
+            name: self.name.clone(),
+            policy: self.policy,
+            checkpoint_every: self.checkpoint_every,
+            checkpoint_interval: self.checkpoint_interval,
+            stop: Arc::clone(&self.wake.stop_flag),
+        };
+        let task = tokio::task::spawn_blocking(move || job.run(handler, handled, durable));
+        let outcome = match task.await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                // The handler panicked and is lost with its task; the checkpoint stays where
+                // it was committed, so its events are delivered again next time.
+                return Err(Error::Handler {
+                    processor: self.name.clone(),
+                    seq: durable + 1,
+                    reason: format!("handler panicked: {e}"),
+                });
+            }
+        };
+        self.handler = Some(outcome.handler);
+        self.skipped.extend(outcome.skipped);
+        outcome.result?;
+        Ok((outcome.handled, outcome.durable))
     }
 
     /// Commits the checkpoint of everything handled, if it is not committed yet.
@@ -346,6 +415,12 @@ where
         }
         Ok(())
     }
+}
+
+/// The last committed global sequence of the log, other processes' appends included.
+pub(crate) fn committed_head(storage: &Storage) -> Result<u64> {
+    let txn = storage.env.read_txn()?;
+    crate::index::deferred::last_seq(&storage.shared.dbs, txn.raw())
 }
 
 /// One run of the handler over the events available, on the blocking pool.

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::log::Envelope;
 use crate::storage::{Commit, Storage};
 use crate::subscribe::checkpoint;
-use crate::subscribe::processor::{wait_for_work, StopHandle, Wake};
+use crate::subscribe::processor::{committed_head, wait_for_work, StopHandle, Wake};
 
 /// A projection applied in the store's write transaction: everything it writes through `txn`
 /// commits together with the projector's checkpoint, or not at all.
@@ -129,27 +129,53 @@ where
             let head = self.wake.head(&storage);
             let position = checkpoint::load(&storage, &self.name)?;
             if position < head {
-                let mut projection = self.projection.take().expect("projection present");
-                let reader = self.reader.clone();
-                let name = self.name.clone();
-                let batch = self.batch;
-                let task = tokio::task::spawn_blocking(move || {
-                    let result = apply_batch(&reader, &mut projection, &name, batch);
-                    (projection, result)
-                });
-                let (projection, result) = task.await.map_err(|e| Error::Handler {
-                    processor: self.name.clone(),
-                    seq: position + 1,
-                    reason: format!("projection panicked: {e}"),
-                })?;
-                self.projection = Some(projection);
-                result?;
+                self.apply_next_batch(position).await?;
                 continue;
             }
             if !wait_for_work(&mut self.wake).await {
                 return Ok(());
             }
         }
+    }
+
+    /// Applies every event committed when it is called (and those committed meanwhile that it
+    /// reaches), then returns the checkpoint: the last global sequence applied, committed with
+    /// the read model. For rebuilds, batch jobs and tests, where [`run`](Projector::run) would
+    /// wait for more events. Returns early after [`StopHandle::stop`].
+    ///
+    /// # Errors
+    ///
+    /// As [`run`](Projector::run).
+    pub async fn run_until_caught_up(&mut self) -> Result<u64> {
+        checkpoint::check_name(&self.name)?;
+        let storage = self.reader.storage().clone();
+        let target = committed_head(&storage)?;
+        loop {
+            let position = checkpoint::load(&storage, &self.name)?;
+            if position >= target || self.wake.stopped() {
+                return Ok(position);
+            }
+            self.apply_next_batch(position).await?;
+        }
+    }
+
+    /// Applies the next batch after `position` on the blocking pool.
+    async fn apply_next_batch(&mut self, position: u64) -> Result<()> {
+        let mut projection = self.projection.take().expect("projection present");
+        let reader = self.reader.clone();
+        let name = self.name.clone();
+        let batch = self.batch;
+        let task = tokio::task::spawn_blocking(move || {
+            let result = apply_batch(&reader, &mut projection, &name, batch);
+            (projection, result)
+        });
+        let (projection, result) = task.await.map_err(|e| Error::Handler {
+            processor: self.name.clone(),
+            seq: position + 1,
+            reason: format!("projection panicked: {e}"),
+        })?;
+        self.projection = Some(projection);
+        result
     }
 }
 

@@ -17,7 +17,7 @@ use crate::engine::view::PAYLOAD_ALIGN;
 use crate::engine::{EventView, Reader};
 use crate::error::{Error, Result};
 use crate::log::{Envelope, OwnedEnvelope};
-use crate::types::{Direction, StreamId};
+use crate::types::{Direction, IntoStreamId, StreamId};
 
 /// Where a subscription starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,18 +31,37 @@ pub enum StartFrom {
 }
 
 /// Which events a subscription delivers. Empty sets mean "all". Filters combine with AND.
+///
+/// Streams are named as everywhere else in the API ([`IntoStreamId`]): a bare integer literal, an
+/// unsigned integer, a [`StreamId`] or a UUID. An id that is not a stream id (a negative
+/// integer) is reported by [`Reader::subscribe`] as [`Error::InvalidStreamId`].
+///
+/// ```
+/// use varvedb::subscribe::Filter;
+/// let filter = Filter::default().stream(3).stream(4u64).event_type("Deposited");
+/// assert_eq!(filter.streams().len(), 2);
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Filter {
-    /// Only these streams.
-    pub streams: HashSet<StreamId>,
-    /// Only these event type names.
-    pub event_types: HashSet<String>,
+    streams: HashSet<StreamId>,
+    event_types: HashSet<String>,
+    /// The first id given that is not a stream id, reported when the filter is used.
+    invalid: Option<i128>,
 }
 
 impl Filter {
     /// Only events of `stream` (adds to the stream set).
-    pub fn stream(mut self, stream: impl Into<StreamId>) -> Self {
-        self.streams.insert(stream.into());
+    pub fn stream(mut self, stream: impl IntoStreamId) -> Self {
+        match stream.into_stream_id() {
+            Ok(stream) => {
+                self.streams.insert(stream);
+            }
+            Err(Error::InvalidStreamId { value }) => {
+                self.invalid.get_or_insert(value);
+            }
+            // `into_stream_id` fails only on ids that are not stream ids.
+            Err(_) => {}
+        }
         self
     }
 
@@ -50,6 +69,24 @@ impl Filter {
     pub fn event_type(mut self, name: impl Into<String>) -> Self {
         self.event_types.insert(name.into());
         self
+    }
+
+    /// The streams this filter delivers (empty: every stream).
+    pub fn streams(&self) -> &HashSet<StreamId> {
+        &self.streams
+    }
+
+    /// The event type names this filter delivers (empty: every type).
+    pub fn event_types(&self) -> &HashSet<String> {
+        &self.event_types
+    }
+
+    /// The filter, or the error of an id given to it that is not a stream id.
+    fn checked(self) -> Result<Filter> {
+        match self.invalid {
+            Some(value) => Err(Error::InvalidStreamId { value }),
+            None => Ok(self),
+        }
     }
 
     fn matches(&self, envelope: &Envelope<'_>) -> bool {
@@ -178,14 +215,19 @@ where
     /// let mut writer = Writer::<Ping>::new(storage.clone());
     /// writer.append(1, 1, Ping { n: 1 })?;
     /// let reader = Reader::<Ping>::new(storage.clone());
-    /// let mut sub = reader.subscribe(StartFrom::Start, Filter::default().stream(1u64));
+    /// let mut sub = reader.subscribe(StartFrom::Start, Filter::default().stream(1))?;
     /// assert!(matches!(sub.next().await, Some(Ok(SubscriptionItem::Event(e))) if e.n == 1));
     /// assert!(matches!(sub.next().await, Some(Ok(SubscriptionItem::CaughtUp))));
     /// writer.append(1, 2, Ping { n: 2 })?;
     /// assert!(matches!(sub.next().await, Some(Ok(SubscriptionItem::Event(e))) if e.n == 2));
     /// # Ok(()) }
     /// ```
-    pub fn subscribe(&self, start: StartFrom, filter: Filter) -> Subscription<E> {
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidStreamId`] when the filter was given an id that is not a stream id.
+    pub fn subscribe(&self, start: StartFrom, filter: Filter) -> Result<Subscription<E>> {
+        let filter = filter.checked()?;
         let storage = self.storage();
         let head = storage.subscribe();
         let next = match start {
@@ -193,7 +235,7 @@ where
             StartFrom::End => storage.head() + 1,
             StartFrom::Seq(seq) => seq.max(1),
         };
-        Subscription {
+        Ok(Subscription {
             reader: self.clone(),
             head,
             next,
@@ -202,7 +244,7 @@ where
             buffer: VecDeque::new(),
             caught_up_sent: false,
             _open: crate::metrics::OpenSubscription::new(&storage.env),
-        }
+        })
     }
 }
 
@@ -237,7 +279,7 @@ where
     /// # for n in 1..=3 { writer.append(1, n as u64, Ping { n })?; }
     /// let reader = Reader::<Ping>::new(storage.clone());
     /// let events = reader
-    ///     .subscribe(StartFrom::Start, Filter::default())
+    ///     .subscribe(StartFrom::Start, Filter::default())?
     ///     .into_stream()
     ///     .take_while(|item| std::future::ready(!matches!(item, Ok(SubscriptionItem::CaughtUp))))
     ///     .count()

@@ -187,7 +187,7 @@ fn catch_up_subscription(store: &VarveStore, runtime: &Runtime) -> Res<Rate> {
     let reader = store.reader();
     timed(|| {
         runtime.block_on(async {
-            let mut sub = reader.subscribe(StartFrom::Start, Filter::default());
+            let mut sub = reader.subscribe(StartFrom::Start, Filter::default())?;
             let (mut sum, mut events) = (0i64, 0u64);
             while let Some(item) = sub.next().await {
                 match item? {
@@ -292,7 +292,9 @@ fn start(
             let reader = store.reader();
             let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
             let task = runtime.spawn(async move {
-                let mut sub = reader.subscribe(StartFrom::Start, Filter::default());
+                let mut sub = reader
+                    .subscribe(StartFrom::Start, Filter::default())
+                    .map_err(|e| e.to_string())?;
                 let mut samples = Vec::with_capacity(capacity);
                 let mut sum = 0i64;
                 loop {
