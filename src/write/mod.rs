@@ -247,16 +247,18 @@ impl WritePath {
     fn commit_atomic_locked(&self, parts: &mut [Request]) -> Result<Vec<Appended>> {
         let started = Instant::now();
         let streams: Vec<StreamId> = parts.iter().map(|r| r.stream).collect();
-        let keys = self
-            .keys_for(&streams)?
-            .into_iter()
-            .map(Option::transpose)
-            .collect::<Result<Vec<_>>>()?;
+        let keys = self.keys_for(&streams)?;
         let appended = self.run(WriteKind::Transaction, |txn| {
             let mut appended = Vec::with_capacity(parts.len());
             let mut wrote = false;
             for (req, key) in parts.iter_mut().zip(&keys) {
-                match txn.append(req, key.as_deref())? {
+                // A part whose stream has no key (shredded) fails at its turn, like any other.
+                let key = match key {
+                    None => None,
+                    Some(Ok(key)) => Some(&**key),
+                    Some(Err(e)) => return Ok(Commit::Abort(Err(e.duplicate()))),
+                };
+                match txn.append(req, key)? {
                     Ok(a) => {
                         wrote |= !a.deduplicated;
                         appended.push(a);
