@@ -30,7 +30,6 @@ mod backup;
 mod decoders;
 mod import;
 mod info;
-mod keycheck;
 mod raw;
 mod verify;
 

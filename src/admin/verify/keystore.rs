@@ -1,10 +1,11 @@
-//! The keystore checks of [`verify`](super::verify): every encrypted record decrypts under its
-//! stream's key, every key entry unwraps under the master key in force.
+//! The keystore of an encrypted store ([`ProblemKind::Keystore`]), and every record's encryption
+//! ([`ProblemKind::Record`]): every encrypted record decrypts under its stream's key, every key
+//! entry unwraps under the master key in force.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use super::verify::{reason, ProblemKind, VerifyReport};
+use super::report::{reason, ProblemKind, Tick, VerifyReport};
 use crate::crypto::keystore::{Entry, WrappedEntry, ENTRY_LEN};
 use crate::crypto::{Crypto, StreamKey};
 use crate::error::{Error, Result};
@@ -162,7 +163,7 @@ impl<'s> KeyCheck<'s> {
         &mut self,
         report: &mut VerifyReport,
         has_events: &dyn Fn(StreamId) -> bool,
-        tick: &mut dyn FnMut(u64, u64, bool),
+        tick: &mut Tick<'_>,
     ) -> Result<()> {
         let (Some(crypto), Some(txn)) = (self.crypto, &self.txn) else {
             return Ok(());
@@ -170,12 +171,12 @@ impl<'s> KeyCheck<'s> {
         let ks = crypto.keystore();
         let total = ks.keys.len(txn)? + ks.shredded.len(txn)?;
         let mut done = 0u64;
-        tick(0, total, true);
+        tick.now("keystore", 0, total);
         for entry in ks.keys.iter(txn)? {
             let (key, value) = entry?;
             report.keys += 1;
             done += 1;
-            tick(done, total, false);
+            tick.every("keystore", done, total);
             let Ok(id) = <[u8; 16]>::try_from(key) else {
                 report.push(
                     ProblemKind::Keystore,
@@ -222,7 +223,7 @@ impl<'s> KeyCheck<'s> {
             let (key, value) = entry?;
             report.shredded_streams += 1;
             done += 1;
-            tick(done, total, false);
+            tick.every("keystore", done, total);
             let stream = <[u8; 16]>::try_from(key)
                 .ok()
                 .map(|id| StreamId(u128::from_be_bytes(id)));
@@ -239,7 +240,7 @@ impl<'s> KeyCheck<'s> {
                 );
             }
         }
-        tick(done, total, true);
+        tick.now("keystore", done, total);
         Ok(())
     }
 }

@@ -1,0 +1,79 @@
+//! The pass over the log: every record's checksums and header ([`ProblemKind::Record`]), and
+//! every large record's stub. Each record is handed on to the checks that read it in the same
+//! pass: its place in the log ([`LogOrder`]), its encryption ([`KeyCheck`]) and its event id
+//! ([`event_ids::record_indexed`]).
+
+use super::event_ids;
+use super::keystore::KeyCheck;
+use super::log_order::{LogOrder, LogStreams};
+use super::report::{reason, ProblemKind, Tick, VerifyReport};
+use super::Snapshot;
+use crate::error::Result;
+use crate::log::record;
+
+/// Reads every record of the log once; returns the streams as the log tells them.
+pub(super) fn check(
+    snap: &Snapshot<'_>,
+    report: &mut VerifyReport,
+    keys: &mut KeyCheck<'_>,
+    tick: &mut Tick<'_>,
+) -> Result<LogStreams> {
+    let Snapshot { dbs, txn, .. } = *snap;
+    let total = dbs.log.len(txn)?;
+    let mut order = LogOrder::new(snap.watermark);
+    tick.now("log", 0, total);
+    for entry in dbs.log.iter(txn)? {
+        let (seq, value) = entry?;
+        report.records += 1;
+        tick.every("log", report.records, total);
+        order.sequence(report, seq);
+        report.head = seq;
+        let rec = match dbs
+            .record(txn, seq, value)
+            .and_then(|bytes| record::decode(seq, bytes))
+        {
+            Ok(rec) => rec,
+            Err(e) => {
+                report.push(ProblemKind::Record, Some(seq), None, reason(&e));
+                order.damaged(seq);
+                continue;
+            }
+        };
+        let env = rec.envelope();
+        // The header is intact: the record's place is known even when its payload is damaged.
+        let payload_ok = match rec.payload_region() {
+            Ok(_) => true,
+            Err(e) => {
+                report.push(ProblemKind::Record, Some(seq), Some(env.stream), reason(&e));
+                false
+            }
+        };
+        keys.record(report, &rec, payload_ok)?;
+        order.record(report, &env);
+        event_ids::record_indexed(snap, report, &env)?;
+    }
+    tick.now("log", report.records, total);
+    large_records_have_stubs(snap, report)?;
+    Ok(order.finish())
+}
+
+/// Every record in `log_large` has its stub in the log.
+fn large_records_have_stubs(snap: &Snapshot<'_>, report: &mut VerifyReport) -> Result<()> {
+    let Snapshot { dbs, txn, .. } = *snap;
+    for entry in dbs.log_large.iter(txn)? {
+        let (seq, _) = entry?;
+        let has_stub = dbs
+            .log
+            .get(txn, &seq)?
+            .is_some_and(|v| v.len() == record::STUB_LEN);
+        if !has_stub {
+            report.push(
+                ProblemKind::Record,
+                Some(seq),
+                None,
+                "a large record is stored without a stub in the log".into(),
+            );
+        }
+    }
+    Ok(())
+}
