@@ -78,7 +78,11 @@ pub enum Command {
         #[arg(long)]
         key_file: Option<PathBuf>,
     },
-    /// Copy a store, compacted and consistent, while writers go on.
+    /// Copy a store, compacted and consistent, while writers go on, and check the copy.
+    ///
+    /// The copy is verified as `varve verify` does. When the store is damaged (a record that
+    /// fails its checksum, an index that disagrees with the log), the problems are listed, the
+    /// copy is removed and the exit status is 1, unless --allow-damaged.
     ///
     /// An encrypted store is copied with its keystore (DEST/keys), the log first, and the copy
     /// is checked by opening it with the master key. The copy holds every stream key that was
@@ -94,6 +98,10 @@ pub enum Command {
         /// File holding the master key of an encrypted store; default: VARVE_MASTER_KEY (hex).
         #[arg(long)]
         key_file: Option<PathBuf>,
+        /// Keep a copy of a damaged store (its problems are still listed, and the exit status
+        /// is 0): the copy holds the damage as it is.
+        #[arg(long)]
+        allow_damaged: bool,
     },
     /// Write every event as newline-delimited JSON (envelope and base64 payload).
     ///

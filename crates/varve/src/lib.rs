@@ -26,6 +26,7 @@ mod keys;
 mod output;
 mod progress;
 mod store;
+mod target;
 
 use std::ffi::OsString;
 use std::io::Write;

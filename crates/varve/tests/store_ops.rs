@@ -24,24 +24,6 @@ fn contents(path: &Path) -> Vec<(OwnedEnvelope, Vec<u8>)> {
         .collect()
 }
 
-/// Flips one byte in the middle of every copy of `marker` in the file.
-fn flip_all(file: &Path, marker: &[u8]) -> usize {
-    let mut bytes = std::fs::read(file).unwrap();
-    let mut found = 0;
-    let mut i = 0;
-    while i + marker.len() <= bytes.len() {
-        if &bytes[i..i + marker.len()] == marker {
-            bytes[i + marker.len() / 2] ^= 0x20;
-            found += 1;
-            i += marker.len();
-        } else {
-            i += 1;
-        }
-    }
-    std::fs::write(file, bytes).unwrap();
-    found
-}
-
 #[test]
 fn verify_passes_an_intact_store_and_names_damaged_records() {
     let dir = tempfile::tempdir().unwrap();

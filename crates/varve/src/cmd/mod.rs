@@ -65,7 +65,17 @@ pub fn dispatch(cli: Cli, decoders: &Decoders, out: &mut dyn Write) -> CliResult
             path,
             dest,
             key_file,
-        } => backup::run(&path, &dest, key_file.as_deref(), json, out),
+            allow_damaged,
+        } => backup::run(
+            &backup::Args {
+                path: &path,
+                dest: &dest,
+                key_file: key_file.as_deref(),
+                allow_damaged,
+            },
+            json,
+            out,
+        ),
         Command::Export {
             path,
             output,

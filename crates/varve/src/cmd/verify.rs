@@ -3,8 +3,9 @@
 use std::io::Write;
 use std::path::Path;
 
-use serde_json::json;
-use varvedb::admin;
+use serde_json::{json, Value};
+use varvedb::admin::{self, Problem, VerifyReport};
+use varvedb::storage::Storage;
 
 use crate::error::{CliError, CliResult};
 use crate::output::json_line;
@@ -12,30 +13,35 @@ use crate::progress::Progress;
 use crate::store::open_existing_keyed;
 use crate::EXIT_FAILURE;
 
-pub fn run(path: &Path, key_file: Option<&Path>, json: bool, out: &mut dyn Write) -> CliResult<u8> {
-    let (storage, _) = open_existing_keyed(path, key_file)?;
+/// Verifies the store at `path`, showing progress.
+pub fn check(storage: &Storage, path: &Path) -> CliResult<VerifyReport> {
     let mut progress = Progress::new("log", 0);
-    let report = admin::verify(&storage, &mut |p| {
+    let report = admin::verify(storage, &mut |p| {
         progress.phase(p.phase, p.total);
         progress.set(p.done);
     })
     .map_err(|e| CliError::store(path, e))?;
     progress.finish();
+    Ok(report)
+}
+
+/// A problem as a JSON document.
+pub fn problem_json(p: &Problem) -> Value {
+    json!({
+        "kind": p.kind.to_string(),
+        "seq": p.seq,
+        "stream": p.stream.map(|s| s.to_string()),
+        "what": p.what,
+        "fix": p.fix,
+    })
+}
+
+pub fn run(path: &Path, key_file: Option<&Path>, json: bool, out: &mut dyn Write) -> CliResult<u8> {
+    let (storage, _) = open_existing_keyed(path, key_file)?;
+    let report = check(&storage, path)?;
     let store = path.display().to_string();
     if json {
-        let problems: Vec<_> = report
-            .problems
-            .iter()
-            .map(|p| {
-                json!({
-                    "kind": p.kind.to_string(),
-                    "seq": p.seq,
-                    "stream": p.stream.map(|s| s.to_string()),
-                    "what": p.what,
-                    "fix": p.fix,
-                })
-            })
-            .collect();
+        let problems: Vec<_> = report.problems.iter().map(problem_json).collect();
         json_line(
             out,
             &json!({
