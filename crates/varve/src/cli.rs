@@ -107,7 +107,8 @@ pub enum Command {
     ///
     /// An encrypted store is decrypted: payloads and metadata are plaintext. An event of a
     /// shredded stream is written as a marker line, `"shredded": true` with its envelope and
-    /// `payload_len` and `metadata_len`, but no payload or metadata.
+    /// `payload_len` and `metadata_len`, but no payload or metadata. The export stops with exit
+    /// status 1 at a record that cannot be read, unless --skip-damaged.
     Export {
         /// The store's directory.
         path: PathBuf,
@@ -117,6 +118,10 @@ pub enum Command {
         /// File holding the master key of an encrypted store; default: VARVE_MASTER_KEY (hex).
         #[arg(long)]
         key_file: Option<PathBuf>,
+        /// Leave out records that cannot be read (a failed checksum, a record that does not
+        /// decrypt), listing each with its sequence and reason, and exit with status 0.
+        #[arg(long)]
+        skip_damaged: bool,
     },
     /// Read events written by `varve export` into a new or empty store.
     ///

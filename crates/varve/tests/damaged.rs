@@ -86,3 +86,61 @@ fn backup_of_a_sound_store_says_the_copy_verifies() {
     assert_eq!(summary["events"], 7);
     assert_eq!(summary["problems"], serde_json::json!([]));
 }
+
+/// The sequences of the event lines of an export.
+fn event_seqs(text: &str) -> Vec<u64> {
+    text.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter_map(|v| v["seq"].as_u64())
+        .collect()
+}
+
+#[test]
+fn export_stops_at_a_damaged_record_with_the_true_count_or_skips_and_lists_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, bad) = damaged_store(dir.path());
+
+    let out = varve(&[&"export", &bad]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(event_seqs(&stdout(&out)), [1, 2, 3]);
+    let err = stderr(&out);
+    assert!(err.contains("record 4: "), "{err}");
+    assert!(err.contains("payload checksum mismatch"), "{err}");
+    assert!(
+        err.contains("the export stops at this record: the 3 events before it were written"),
+        "{err}"
+    );
+    assert!(err.contains("--skip-damaged"), "{err}");
+
+    // Around the damage: every other event, each left-out record named on standard error and in
+    // the summary, exit status 0.
+    let file = dir.path().join("salvage.ndjson");
+    let out = varve(&[&"export", &bad, &"--skip-damaged", &"-o", &file, &"--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        event_seqs(&std::fs::read_to_string(&file).unwrap()),
+        [1, 2, 3, 5, 7]
+    );
+    let summary: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(summary["events"], 5);
+    assert_eq!(
+        summary["skipped"],
+        serde_json::json!([
+            {"seq": 4, "reason": "payload checksum mismatch"},
+            {"seq": 6, "reason": "payload checksum mismatch"},
+        ])
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("record 4 left out of the export: payload checksum mismatch"),
+        "{err}"
+    );
+    assert!(
+        err.contains("record 6 left out of the export: payload checksum mismatch"),
+        "{err}"
+    );
+    assert!(
+        err.contains("left out 2 damaged records (sequences 4, 6)"),
+        "{err}"
+    );
+}

@@ -12,7 +12,7 @@ const MAX_PROBLEMS: usize = 10_000;
 /// How often (in items) [`verify`](super::verify) reports progress.
 const PROGRESS_EVERY: u64 = 4096;
 
-const FIX_RECORD: &str = "restore the store from a backup; or export it with `varve export` (which stops at the damaged record) and import the intact events into a new store";
+const FIX_RECORD: &str = "restore the store from a backup; to recover the readable events, `varve export --skip-damaged` writes every other event and lists the damaged records";
 const FIX_INDEX: &str = "the log is the source of truth and this index disagrees with it: rebuild the index by exporting the store (`varve export`) and importing it into a new store (`varve import`)";
 const FIX_KEYSTORE: &str = "restore the store together with its keys directory from a backup taken with the same master key (`varve backup` copies both); events of a stream whose key is lost or damaged cannot be decrypted";
 const FIX_CHECKPOINT: &str =

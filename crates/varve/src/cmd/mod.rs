@@ -80,7 +80,17 @@ pub fn dispatch(cli: Cli, decoders: &Decoders, out: &mut dyn Write) -> CliResult
             path,
             output,
             key_file,
-        } => export::run(&path, output.as_deref(), key_file.as_deref(), json, out),
+            skip_damaged,
+        } => export::run(
+            &export::Args {
+                path: &path,
+                output: output.as_deref(),
+                key_file: key_file.as_deref(),
+                skip_damaged,
+            },
+            json,
+            out,
+        ),
         Command::Import {
             path,
             input,
