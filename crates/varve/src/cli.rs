@@ -125,6 +125,10 @@ pub enum Command {
     },
     /// Read events written by `varve export` into a new or empty store.
     ///
+    /// The input must end with the export's trailer line, and match it (its count of event
+    /// lines and the CRC-32C of every byte before it): an input cut short, damaged or edited is
+    /// refused before anything is written, unless --allow-truncated.
+    ///
     /// With a master key (--key-file or VARVE_MASTER_KEY) the target is an encrypted store and
     /// every event is sealed. Events marked shredded keep their place in an encrypted target and
     /// read as shredded there (their streams are shredded in the target); a target without
@@ -145,6 +149,12 @@ pub enum Command {
         /// target the left-out streams are shredded, so their ids stay burned.
         #[arg(long)]
         skip_shredded: bool,
+        /// Import an input whose trailer is missing or does not match it (an export cut short,
+        /// damaged or edited, or events written by hand): what is wrong is said on standard
+        /// error, the complete event lines are imported, and an incomplete last line is left
+        /// out.
+        #[arg(long)]
+        allow_truncated: bool,
     },
     /// List processors with their checkpoints and lag, or reset one.
     Processors(ProcessorsArgs),

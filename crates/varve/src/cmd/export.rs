@@ -6,59 +6,20 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 use varvedb::admin::{self, RawEvent};
 use varvedb::error::Error;
 use varvedb::storage::Storage;
 use varvedb::Direction;
 
+use super::format::{Crc, Line, Skipped, Trailer, TrailerLine, FORMAT};
 use crate::error::{CliError, CliResult};
 use crate::output::json_line;
 use crate::progress::Progress;
 use crate::store::open_existing_keyed;
 
-/// One exported event: every field of its envelope and its exact payload bytes. `stream` is a
-/// decimal integer or a UUID, as `varve streams` shows it; byte strings are standard base64.
-///
-/// An event of a shredded stream (its key destroyed) is a marker: `shredded` is `true`,
-/// `payload` is absent and `metadata` null, and `payload_len` and `metadata_len` (absent when
-/// the event has no metadata) give the lengths of what was lost.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Line {
-    pub seq: u64,
-    pub stream: String,
-    pub version: u64,
-    pub prev_seq: Option<u64>,
-    pub timestamp_ns: u64,
-    pub event_id: String,
-    pub correlation_id: Option<String>,
-    pub causation_id: Option<String>,
-    pub event_type: String,
-    pub schema_version: u16,
-    pub metadata: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub payload: Option<String>,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub shredded: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub payload_len: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metadata_len: Option<u32>,
-}
-
 /// How long one read transaction of an export stays open at most.
 const MAX_TXN_AGE: Duration = Duration::from_millis(100);
-
-/// A record left out of an export with `--skip-damaged`.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Skipped {
-    pub seq: u64,
-    /// What is wrong with it, as `varve verify` says.
-    pub reason: String,
-}
 
 pub struct Args<'a> {
     pub path: &'a Path,
@@ -154,6 +115,8 @@ pub fn run(args: &Args<'_>, json: bool, out: &mut dyn Write) -> CliResult<u8> {
     let mut exported = 0u64;
     let mut shredded = 0u64;
     let mut skipped: Vec<Skipped> = Vec::new();
+    let mut crc = Crc::default();
+    let mut buf = Vec::new();
     while next <= head {
         let txn = storage.env.read_txn().map_err(err)?;
         let opened = Instant::now();
@@ -172,8 +135,11 @@ pub fn run(args: &Args<'_>, json: bool, out: &mut dyn Write) -> CliResult<u8> {
             match line {
                 Ok(line) => {
                     shredded += u64::from(line.shredded);
-                    serde_json::to_writer(&mut *sink, &line).map_err(std::io::Error::from)?;
-                    sink.write_all(b"\n")?;
+                    buf.clear();
+                    serde_json::to_writer(&mut buf, &line).map_err(std::io::Error::from)?;
+                    buf.push(b'\n');
+                    crc.add(&buf);
+                    sink.write_all(&buf)?;
                     exported += 1;
                 }
                 Err(e @ (Error::Lmdb(_) | Error::Io(_))) => return Err(err(e).at(seq)),
@@ -200,8 +166,20 @@ pub fn run(args: &Args<'_>, json: bool, out: &mut dyn Write) -> CliResult<u8> {
             break;
         }
     }
+    let trailer = TrailerLine {
+        trailer: Trailer {
+            format: FORMAT,
+            events: exported,
+            head,
+            skipped,
+            crc32c: crc.hex(),
+        },
+    };
+    serde_json::to_writer(&mut *sink, &trailer).map_err(std::io::Error::from)?;
+    sink.write_all(b"\n")?;
     sink.flush()?;
     progress.finish();
+    let skipped = trailer.trailer.skipped;
     if output.is_some() {
         if json {
             json_line(

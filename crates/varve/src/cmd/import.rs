@@ -1,8 +1,7 @@
 //! `varve import PATH`: reads what `varve export` wrote into a new or empty store.
 
 use std::collections::BTreeSet;
-use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
 
 use base64::Engine;
@@ -11,7 +10,8 @@ use varvedb::admin::{ImportError, ImportEvent, Importer};
 use varvedb::storage::MAX_EVENT_SIZE_LIMIT;
 use varvedb::{StreamId, Uuid};
 
-use super::export::Line;
+use super::format::Line;
+use super::input;
 use crate::error::{CliError, CliResult};
 use crate::keys::{self, MASTER_KEY_VAR};
 use crate::output::json_line;
@@ -23,6 +23,7 @@ pub struct Args<'a> {
     pub input: Option<&'a Path>,
     pub key_file: Option<&'a Path>,
     pub skip_shredded: bool,
+    pub allow_truncated: bool,
 }
 
 /// Shredded events left out with `--skip-shredded`, and how later sequences move down.
@@ -65,38 +66,22 @@ pub fn run(args: &Args<'_>, json: bool, out: &mut dyn Write) -> CliResult<u8> {
         input,
         key_file,
         skip_shredded,
+        allow_truncated,
     } = *args;
-    let reader: Box<dyn BufRead> = match input {
-        Some(file) => Box::new(BufReader::new(File::open(file).map_err(|e| {
-            CliError::new(path, format!("cannot read {}: {e}", file.display()))
-        })?)),
-        None => Box::new(BufReader::new(std::io::stdin())),
-    };
-    let total = input
-        .and_then(|f| std::fs::metadata(f).ok())
-        .map_or(0, |m| m.len());
     let key = keys::load(path, key_file, MASTER_KEY_VAR)?;
+    let mut input = input::open(path, input, allow_truncated)?;
     // The target takes events as large as the largest any store takes.
     let storage = open(path, MAX_EVENT_SIZE_LIMIT, key)?;
     let encrypted = storage.is_encrypted();
     let mut importer = Importer::new(&storage).map_err(|e| import_error(path, e, None))?;
-    let mut progress = Progress::new("import", total);
-    let mut read_bytes = 0u64;
+    let mut progress = Progress::new("import", input.events);
     let mut skipped = Skipped::default();
     // The next sequence of the input, before renumbering.
     let mut next_original = 1u64;
-    for (i, line) in reader.lines().enumerate() {
-        let number = i + 1;
-        let line = line.map_err(|e| {
-            CliError::new(
-                path,
-                format!("line {number}: reading the input failed: {e}"),
-            )
-        })?;
-        read_bytes += line.len() as u64 + 1;
-        if line.trim().is_empty() {
-            continue;
-        }
+    let mut line = String::new();
+    let mut lines_read = 0u64;
+    while let Some(number) = input.next_line(path, &mut line)? {
+        lines_read += 1;
         let committed = importer.imported();
         let mut event =
             parse_line(path, &line).map_err(|e| e.with_line(number, committed, path))?;
@@ -112,7 +97,7 @@ pub fn run(args: &Args<'_>, json: bool, out: &mut dyn Write) -> CliResult<u8> {
                 next_original += 1;
                 skipped.seqs.push(event.seq);
                 skipped.streams.insert(event.stream);
-                progress.set(read_bytes);
+                progress.set(lines_read);
                 continue;
             }
             if !encrypted {
@@ -137,7 +122,7 @@ pub fn run(args: &Args<'_>, json: bool, out: &mut dyn Write) -> CliResult<u8> {
         importer
             .push(event)
             .map_err(|e| import_error(path, e, Some((number, importer.imported()))))?;
-        progress.set(read_bytes);
+        progress.set(lines_read);
     }
     let kept_shredded = importer.shredded_streams();
     let imported = importer.finish().map_err(|e| import_error(path, e, None))?;
@@ -150,6 +135,12 @@ pub fn run(args: &Args<'_>, json: bool, out: &mut dyn Write) -> CliResult<u8> {
         }
     }
     progress.finish();
+    // Damaged records the export left out, all at the end of the log (others are refused).
+    let left_out_damaged: Vec<u64> = input
+        .trailer
+        .as_ref()
+        .map(|t| t.skipped.iter().map(|s| s.seq).collect())
+        .unwrap_or_default();
     let skipped_events = skipped.seqs.len();
     let skipped_streams = skipped.streams.len();
     if json {
@@ -162,6 +153,8 @@ pub fn run(args: &Args<'_>, json: bool, out: &mut dyn Write) -> CliResult<u8> {
                 "shredded_streams": kept_shredded,
                 "skipped_events": skipped_events,
                 "skipped_streams": skipped_streams,
+                "trailer_checked": input.trailer.is_some(),
+                "left_out_damaged": left_out_damaged,
             }),
         )?;
     } else {
@@ -175,6 +168,14 @@ pub fn run(args: &Args<'_>, json: bool, out: &mut dyn Write) -> CliResult<u8> {
             writeln!(
                 out,
                 "{kept_shredded} streams were shredded in the source: their events keep their place and read as shredded"
+            )?;
+        }
+        if !left_out_damaged.is_empty() {
+            let seqs: Vec<String> = left_out_damaged.iter().map(u64::to_string).collect();
+            writeln!(
+                out,
+                "the export left out damaged records at the end of its log (sequences {}): the store ends before them",
+                seqs.join(", ")
             )?;
         }
         if skipped_events > 0 {

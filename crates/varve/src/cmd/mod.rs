@@ -2,8 +2,10 @@
 
 mod backup;
 mod export;
+mod format;
 mod import;
 mod info;
+mod input;
 mod keys;
 mod processors;
 mod read;
@@ -96,12 +98,14 @@ pub fn dispatch(cli: Cli, decoders: &Decoders, out: &mut dyn Write) -> CliResult
             input,
             key_file,
             skip_shredded,
+            allow_truncated,
         } => import::run(
             &import::Args {
                 path: &path,
                 input: input.as_deref(),
                 key_file: key_file.as_deref(),
                 skip_shredded,
+                allow_truncated,
             },
             json,
             out,
