@@ -41,6 +41,16 @@ impl CliError {
         self
     }
 
+    /// Adds `note` to the hint.
+    pub fn note(mut self, note: impl Into<String>) -> Self {
+        let note = note.into();
+        self.hint = Some(match self.hint.take() {
+            Some(hint) => format!("{hint}; {note}"),
+            None => note,
+        });
+        self
+    }
+
     pub fn at(mut self, seq: u64) -> Self {
         self.seq = Some(seq);
         self

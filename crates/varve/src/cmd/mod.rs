@@ -5,7 +5,6 @@ mod export;
 mod format;
 mod import;
 mod info;
-mod input;
 mod keys;
 mod processors;
 mod read;

@@ -144,3 +144,25 @@ pub fn damaged_store(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     }
     (path, bad)
 }
+
+/// Event lines (each without its newline) as an export: each followed by a newline, then a
+/// trailer that matches them, as `varve export` writes it.
+pub fn with_trailer(lines: &[&str]) -> String {
+    let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let trailer = serde_json::json!({"trailer": {
+        "format": 1,
+        "events": lines.len(),
+        "head": lines.len(),
+        "skipped": [],
+        "crc32c": format!("{:08x}", crc32c::crc32c(body.as_bytes())),
+    }});
+    format!("{body}{trailer}\n")
+}
+
+/// The event lines of an export (its trailer left out).
+pub fn event_lines(export: &str) -> Vec<&str> {
+    export
+        .lines()
+        .filter(|l| !l.starts_with("{\"trailer\""))
+        .collect()
+}

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::Path;
 
-use super::format::{Crc, Line, Trailer, TrailerLine, FORMAT};
+use crate::cmd::format::{Crc, Line, Trailer, TrailerLine, FORMAT};
 use crate::error::{CliError, CliResult};
 
 /// An export whose trailer was checked (or, with `--allow-truncated`, found missing or wrong and
