@@ -19,6 +19,15 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
+/// `n` and `noun`, plural unless `n` is 1: "1 event", "3 events".
+pub fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// Writes one JSON document on its own line.
 pub fn json_line(out: &mut dyn Write, value: &Value) -> CliResult<()> {
     writeln!(out, "{value}")?;

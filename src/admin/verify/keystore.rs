@@ -9,7 +9,7 @@ use super::report::{reason, ProblemKind, Tick, VerifyReport};
 use crate::crypto::keystore::{Entry, WrappedEntry, ENTRY_LEN};
 use crate::crypto::{Crypto, StreamKey};
 use crate::error::{Error, Result};
-use crate::log::record::DecodedRecord;
+use crate::log::record::{DecodedRecord, Opened};
 use crate::types::StreamId;
 
 /// Unwrapped keys kept at most during a check; the cache is emptied when it is full.
@@ -75,15 +75,16 @@ impl<'s> KeyCheck<'s> {
 
     /// Checks one record whose header is intact: its encryption flag against the store's, and
     /// for an encrypted store that it decrypts (`payload_ok`: its payload checksum holds).
+    /// Returns the decrypted record, when it is one.
     pub(super) fn record(
         &mut self,
         report: &mut VerifyReport,
         rec: &DecodedRecord<'_>,
         payload_ok: bool,
-    ) -> Result<()> {
+    ) -> Result<Option<Opened>> {
         let (seq, stream) = (rec.seq(), rec.stream());
         let crypto = match (rec.is_encrypted(), self.crypto) {
-            (false, None) => return Ok(()),
+            (false, None) => return Ok(None),
             (true, None) => {
                 report.push(
                     ProblemKind::Record,
@@ -91,7 +92,7 @@ impl<'s> KeyCheck<'s> {
                     Some(stream),
                     "encrypted record in a store without encryption".into(),
                 );
-                return Ok(());
+                return Ok(None);
             }
             (false, Some(_)) => {
                 report.push(
@@ -100,7 +101,7 @@ impl<'s> KeyCheck<'s> {
                     Some(stream),
                     "plaintext record in an encrypted store, where every record is sealed (a downgrade: it is refused when read)".into(),
                 );
-                return Ok(());
+                return Ok(None);
             }
             (true, Some(crypto)) => crypto,
         };
@@ -135,14 +136,17 @@ impl<'s> KeyCheck<'s> {
                             ),
                         );
                     }
-                    return Ok(());
+                    return Ok(None);
                 }
                 if !payload_ok {
                     // Its checksum failure is reported already.
-                    return Ok(());
+                    return Ok(None);
                 }
                 match rec.open(&key, crypto.store_id()) {
-                    Ok(_) => report.decrypted += 1,
+                    Ok(opened) => {
+                        report.decrypted += 1;
+                        return Ok(Some(opened));
+                    }
                     Err(Error::Decryption { .. }) => report.push(
                         ProblemKind::Record,
                         Some(seq),
@@ -153,7 +157,7 @@ impl<'s> KeyCheck<'s> {
                 }
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Checks every entry of the keystore: each key entry well formed and unwrapping under the

@@ -3,7 +3,8 @@
 //!
 //! - [`records`]: the pass over the log, each record's checksums and header, handing every
 //!   intact record to [`log_order`] (gaps, timestamps, each stream's versions and links),
-//!   [`keystore`] (decryption under the stream's key) and [`event_ids`] (its id indexed);
+//!   [`keystore`] (decryption under the stream's key), [`payloads`] (the application's
+//!   decoders) and [`event_ids`] (its id indexed);
 //! - [`heads`], [`stream_index`], [`event_ids`] (each entry names its record) and
 //!   [`checkpoints`] against what the log says;
 //! - [`keystore`]: every key entry and tombstone.
@@ -15,12 +16,14 @@ mod event_ids;
 mod heads;
 mod keystore;
 mod log_order;
+mod payloads;
 mod records;
 mod report;
 mod stream_index;
 
 pub use report::{Problem, ProblemKind, VerifyProgress, VerifyReport};
 
+use crate::admin::Decoders;
 use crate::error::Result;
 use crate::storage::{Dbs, Storage};
 use keystore::KeyCheck;
@@ -64,6 +67,24 @@ struct Snapshot<'t> {
 /// Only when the store cannot be read at all ([`Error::Lmdb`](crate::error::Error::Lmdb)); everything wrong with the data
 /// is a [`Problem`] in the report.
 pub fn verify(storage: &Storage, progress: &mut dyn FnMut(VerifyProgress)) -> Result<VerifyReport> {
+    verify_with(storage, &Decoders::new(), progress)
+}
+
+/// [`verify`], and every intact, readable payload (decrypted in an encrypted store) of an event
+/// type `decoders` has a decoder for is validated with it ([`PayloadDecoder::validate`]): one it
+/// refuses is a [`ProblemKind::Payload`], an event the application cannot read. Payloads of
+/// other types are counted by type in [`VerifyReport::not_validated`].
+///
+/// [`PayloadDecoder::validate`]: crate::admin::PayloadDecoder::validate
+///
+/// # Errors
+///
+/// As [`verify`].
+pub fn verify_with(
+    storage: &Storage,
+    decoders: &Decoders,
+    progress: &mut dyn FnMut(VerifyProgress),
+) -> Result<VerifyReport> {
     let dbs = &storage.shared.dbs;
     let txn = storage.env.read_txn()?;
     let txn = txn.raw();
@@ -86,7 +107,7 @@ pub fn verify(storage: &Storage, progress: &mut dyn FnMut(VerifyProgress)) -> Re
         watermark,
     };
 
-    let log = records::check(&snap, &mut report, &mut keys, &mut tick)?;
+    let log = records::check(&snap, &mut report, &mut keys, decoders, &mut tick)?;
     stream_index::watermark_within_log(&snap, &mut report);
     report.streams = log.all.len() as u64;
     let heads = heads::check(&snap, &mut report, &log, &mut tick)?;

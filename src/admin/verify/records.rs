@@ -1,13 +1,15 @@
 //! The pass over the log: every record's checksums and header ([`ProblemKind::Record`]), and
 //! every large record's stub. Each record is handed on to the checks that read it in the same
-//! pass: its place in the log ([`LogOrder`]), its encryption ([`KeyCheck`]) and its event id
-//! ([`event_ids::record_indexed`]).
+//! pass: its place in the log ([`LogOrder`]), its encryption ([`KeyCheck`]), its payload
+//! ([`payloads::check`]) and its event id ([`event_ids::record_indexed`]).
 
 use super::event_ids;
 use super::keystore::KeyCheck;
 use super::log_order::{LogOrder, LogStreams};
+use super::payloads;
 use super::report::{reason, ProblemKind, Tick, VerifyReport};
 use super::Snapshot;
+use crate::admin::Decoders;
 use crate::error::Result;
 use crate::log::record;
 
@@ -16,6 +18,7 @@ pub(super) fn check(
     snap: &Snapshot<'_>,
     report: &mut VerifyReport,
     keys: &mut KeyCheck<'_>,
+    decoders: &Decoders,
     tick: &mut Tick<'_>,
 ) -> Result<LogStreams> {
     let Snapshot { dbs, txn, .. } = *snap;
@@ -41,14 +44,24 @@ pub(super) fn check(
         };
         let env = rec.envelope();
         // The header is intact: the record's place is known even when its payload is damaged.
-        let payload_ok = match rec.payload_region() {
-            Ok(_) => true,
+        let region = match rec.payload_region() {
+            Ok(region) => Some(region),
             Err(e) => {
                 report.push(ProblemKind::Record, Some(seq), Some(env.stream), reason(&e));
-                false
+                None
             }
         };
-        keys.record(report, &rec, payload_ok)?;
+        let opened = keys.record(report, &rec, region.is_some())?;
+        // The payload the application reads: a plain record's in a plain store, an encrypted
+        // one's decrypted; none of a shredded, undecryptable or mismatched record.
+        let payload = match (&opened, region) {
+            (Some(opened), _) => Some(opened.payload()),
+            (None, Some(region)) if !report.encrypted && !rec.is_encrypted() => Some(region),
+            _ => None,
+        };
+        if let Some(payload) = payload {
+            payloads::check(decoders, report, &env, payload);
+        }
         order.record(report, &env);
         event_ids::record_indexed(snap, report, &env)?;
     }

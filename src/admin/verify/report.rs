@@ -1,6 +1,7 @@
 //! What [`verify`](super::verify) reports: the problems it found, the counts of what it checked,
 //! and where it is while it runs.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::error::Error;
@@ -17,6 +18,7 @@ const FIX_INDEX: &str = "the log is the source of truth and this index disagrees
 const FIX_KEYSTORE: &str = "restore the store together with its keys directory from a backup taken with the same master key (`varve backup` copies both); events of a stream whose key is lost or damaged cannot be decrypted";
 const FIX_CHECKPOINT: &str =
     "reset the processor with `varve processors reset` so that it starts again from a known position";
+const FIX_PAYLOAD: &str = "the application cannot read this event: its payload is intact on disk but not one its event type's decoder accepts (written by a program that does not match the application, or imported without validation); restore the store from a backup taken before it was written, or export it and import a corrected file into a new store";
 
 /// What part of the store a [`Problem`] is in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -37,6 +39,9 @@ pub enum ProblemKind {
     Checkpoint,
     /// The keystore of an encrypted store.
     Keystore,
+    /// A payload, intact on disk, that the decoder registered for its event type refuses: the
+    /// application cannot read the event ([`verify_with`](super::verify_with)).
+    Payload,
 }
 
 impl fmt::Display for ProblemKind {
@@ -49,6 +54,7 @@ impl fmt::Display for ProblemKind {
             ProblemKind::EventIds => "event id index",
             ProblemKind::Checkpoint => "checkpoint",
             ProblemKind::Keystore => "keystore",
+            ProblemKind::Payload => "payload",
         })
     }
 }
@@ -132,6 +138,13 @@ pub struct VerifyReport {
     /// transaction that first writes to its stream, which may then fail; or the stream was
     /// first written after the log was read). Not problems.
     pub keys_without_events: u64,
+    /// Payloads checked by the decoder registered for their event type
+    /// ([`verify_with`](super::verify_with)); those it refused are problems.
+    pub payloads_validated: u64,
+    /// Intact, readable payloads that no decoder checked, counted by event type: no decoder is
+    /// registered for the type (for [`verify`](super::verify), every type). Nothing is known of
+    /// them beyond their checksums.
+    pub not_validated: BTreeMap<String, u64>,
 }
 
 impl VerifyReport {
@@ -155,6 +168,7 @@ impl VerifyReport {
             ProblemKind::Record => FIX_RECORD,
             ProblemKind::Checkpoint => FIX_CHECKPOINT,
             ProblemKind::Keystore => FIX_KEYSTORE,
+            ProblemKind::Payload => FIX_PAYLOAD,
             _ => FIX_INDEX,
         };
         self.problems.push(Problem {

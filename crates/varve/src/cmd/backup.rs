@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::Path;
 
 use serde_json::json;
-use varvedb::admin::{self, BackupInfo, VerifyReport};
+use varvedb::admin::{self, BackupInfo, Decoders, VerifyReport};
 use varvedb::error::Error;
 
 use super::verify::{check, problem_json};
@@ -21,7 +21,7 @@ pub struct Args<'a> {
     pub allow_damaged: bool,
 }
 
-pub fn run(args: &Args<'_>, json: bool, out: &mut dyn Write) -> CliResult<u8> {
+pub fn run(args: &Args<'_>, decoders: &Decoders, json: bool, out: &mut dyn Write) -> CliResult<u8> {
     let Args {
         path,
         dest,
@@ -56,7 +56,7 @@ pub fn run(args: &Args<'_>, json: bool, out: &mut dyn Write) -> CliResult<u8> {
     progress.finish();
     drop(storage);
     // The copy holds the store's records byte for byte, damaged ones included: check it.
-    let report = check(&open_with_key(dest, key)?, dest)?;
+    let report = check(&open_with_key(dest, key)?, dest, decoders)?;
     if !report.is_ok() {
         report_damage(path, &report, json);
         if !allow_damaged {

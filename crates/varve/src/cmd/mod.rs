@@ -61,7 +61,9 @@ pub fn dispatch(cli: Cli, decoders: &Decoders, out: &mut dyn Write) -> CliResult
             decoders,
             out,
         ),
-        Command::Verify { path, key_file } => verify::run(&path, key_file.as_deref(), json, out),
+        Command::Verify { path, key_file } => {
+            verify::run(&path, key_file.as_deref(), decoders, json, out)
+        }
         Command::Backup {
             path,
             dest,
@@ -74,6 +76,7 @@ pub fn dispatch(cli: Cli, decoders: &Decoders, out: &mut dyn Write) -> CliResult
                 key_file: key_file.as_deref(),
                 allow_damaged,
             },
+            decoders,
             json,
             out,
         ),
@@ -106,6 +109,7 @@ pub fn dispatch(cli: Cli, decoders: &Decoders, out: &mut dyn Write) -> CliResult
                 skip_shredded,
                 allow_truncated,
             },
+            decoders,
             json,
             out,
         ),

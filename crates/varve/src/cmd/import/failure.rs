@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use varvedb::admin::ImportError;
+use varvedb::admin::{DecodeError, ImportError, ImportEvent};
 
 use crate::error::CliError;
 
@@ -66,6 +66,29 @@ impl Failure<'_> {
             }
             other => CliError::new(self.path, format!("{prefix}{other}")),
         }
+    }
+
+    /// The refusal of an event whose payload the decoder of its type does not accept.
+    pub fn invalid_payload(
+        &self,
+        event: &ImportEvent,
+        e: DecodeError,
+        number: usize,
+        committed: u64,
+    ) -> CliError {
+        CliError::new(
+            self.path,
+            format!(
+                "line {number}: the payload is not a valid {}: {e}",
+                event.event_type
+            ),
+        )
+        .at(event.seq)
+        .hint(format!(
+            "the application could not read this event: the decoder registered for {} refuses it; {}",
+            event.event_type,
+            self.after(committed)
+        ))
     }
 
     /// The refusal of a target that holds events.

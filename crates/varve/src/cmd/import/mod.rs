@@ -4,23 +4,24 @@ mod failure;
 mod input;
 mod line;
 mod renumber;
+mod summary;
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
-use serde_json::json;
-use varvedb::admin::Importer;
+use varvedb::admin::{Decoders, Importer};
 use varvedb::storage::MAX_EVENT_SIZE_LIMIT;
 
 use crate::error::{CliError, CliResult};
 use crate::keys::{self, MASTER_KEY_VAR};
-use crate::output::json_line;
 use crate::progress::Progress;
 use crate::store::open;
 use crate::target::Target;
 use failure::{Failure, LineError};
 use input::Input;
 use renumber::Skipped;
+use summary::Summary;
 
 pub struct Args<'a> {
     pub path: &'a Path,
@@ -30,7 +31,7 @@ pub struct Args<'a> {
     pub allow_truncated: bool,
 }
 
-pub fn run(args: &Args<'_>, json: bool, out: &mut dyn Write) -> CliResult<u8> {
+pub fn run(args: &Args<'_>, decoders: &Decoders, json: bool, out: &mut dyn Write) -> CliResult<u8> {
     let path = args.path;
     // What exists at the target before anything is written: a failure removes what the import
     // creates (after `import` has closed the store).
@@ -41,7 +42,7 @@ pub fn run(args: &Args<'_>, json: bool, out: &mut dyn Write) -> CliResult<u8> {
         path,
         leaves_nothing: target.leaves_nothing(),
     };
-    match import(args, key, input, failure, json, out) {
+    match import(args, decoders, key, input, failure, json, out) {
         Ok(code) => {
             target.keep();
             Ok(code)
@@ -57,6 +58,7 @@ pub fn run(args: &Args<'_>, json: bool, out: &mut dyn Write) -> CliResult<u8> {
 
 fn import(
     args: &Args<'_>,
+    decoders: &Decoders,
     key: Option<[u8; 32]>,
     mut input: Input,
     failure: Failure<'_>,
@@ -74,6 +76,9 @@ fn import(
     let mut next_original = 1u64;
     let mut line = String::new();
     let mut lines_read = 0u64;
+    // Payloads the application's decoders accepted, and those of types without a decoder.
+    let mut validated = 0u64;
+    let mut not_validated: BTreeMap<String, u64> = BTreeMap::new();
     while let Some(number) = input.next_line(path, &mut line)? {
         lines_read += 1;
         let committed = importer.imported();
@@ -108,6 +113,13 @@ fn import(
                 )));
             }
         }
+        if !event.shredded {
+            match decoders.validate_import(&event) {
+                Some(Ok(())) => validated += 1,
+                Some(Err(e)) => return Err(failure.invalid_payload(&event, e, number, committed)),
+                None => *not_validated.entry(event.event_type.clone()).or_default() += 1,
+            }
+        }
         next_original = event.seq.saturating_add(1);
         skipped
             .renumber(&mut event)
@@ -128,60 +140,17 @@ fn import(
         }
     }
     progress.finish();
-    // Damaged records the export left out, all at the end of the log (others are refused).
-    let left_out_damaged: Vec<u64> = input
-        .trailer
-        .as_ref()
-        .map(|t| t.skipped.iter().map(|s| s.seq).collect())
-        .unwrap_or_default();
-    let skipped_events = skipped.seqs.len();
-    let skipped_streams = skipped.streams.len();
-    if json {
-        json_line(
-            out,
-            &json!({
-                "store": path.display().to_string(),
-                "events": imported,
-                "encrypted": encrypted,
-                "shredded_streams": kept_shredded,
-                "skipped_events": skipped_events,
-                "skipped_streams": skipped_streams,
-                "trailer_checked": input.trailer.is_some(),
-                "left_out_damaged": left_out_damaged,
-            }),
-        )?;
-    } else {
-        writeln!(
-            out,
-            "imported {imported} events into {}{}",
-            path.display(),
-            if encrypted { " (encrypted)" } else { "" }
-        )?;
-        if kept_shredded > 0 {
-            writeln!(
-                out,
-                "{kept_shredded} streams were shredded in the source: their events keep their place and read as shredded"
-            )?;
-        }
-        if !left_out_damaged.is_empty() {
-            let seqs: Vec<String> = left_out_damaged.iter().map(u64::to_string).collect();
-            writeln!(
-                out,
-                "the export left out damaged records at the end of its log (sequences {}): the store ends before them",
-                seqs.join(", ")
-            )?;
-        }
-        if skipped_events > 0 {
-            writeln!(
-                out,
-                "left out {skipped_events} shredded events of {skipped_streams} streams; the events after the first of them moved down (sequences renumbered, stream versions, ids and timestamps kept){}",
-                if encrypted {
-                    "; those streams are shredded in the target"
-                } else {
-                    ""
-                }
-            )?;
-        }
-    }
+    let summary = Summary {
+        path,
+        imported,
+        encrypted,
+        kept_shredded,
+        skipped_events: skipped.seqs.len(),
+        skipped_streams: skipped.streams.len(),
+        trailer: input.trailer.as_ref(),
+        validated,
+        not_validated: &not_validated,
+    };
+    summary.write(json, out)?;
     Ok(0)
 }
