@@ -55,6 +55,10 @@ const PARTIAL: &str = "data.mdb.partial";
 /// is incomplete or lacks its keystore. The copy is then opened as a store, with
 /// `master_key` for an encrypted one, to check it and read its head.
 ///
+/// The copy holds the store's records as they are, damaged ones included: opening it reads
+/// no payload. Run [`verify`](super::verify) on the copy to know that it is sound (`varve
+/// backup` does, and keeps no copy of a damaged store unless asked to).
+///
 /// # Errors
 ///
 /// - [`Error::InvalidConfig`] when the store is encrypted and `master_key` is `None`;

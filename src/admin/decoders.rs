@@ -10,6 +10,7 @@ use rkyv::rancor;
 use rkyv::util::AlignedVec;
 use rkyv::Archive;
 
+use super::ImportEvent;
 use crate::format::Envelope;
 
 /// The error a decoder returns: anything that can be shown.
@@ -28,6 +29,18 @@ pub trait PayloadDecoder: Send + Sync {
     /// Whatever keeps the payload from being shown: it is reported next to the event, which is
     /// then shown as hex.
     fn to_json(&self, envelope: &Envelope<'_>, payload: &[u8]) -> Result<String, DecodeError>;
+
+    /// Checks that the payload is one the application can read, without showing it: what
+    /// `varve import` and `varve verify` ask of every payload of the decoder's event type. By
+    /// default, that [`PayloadDecoder::to_json`] succeeds.
+    ///
+    /// # Errors
+    ///
+    /// What makes the payload unreadable: the event is refused by an import and reported by a
+    /// verification.
+    fn validate(&self, envelope: &Envelope<'_>, payload: &[u8]) -> Result<(), DecodeError> {
+        self.to_json(envelope, payload).map(drop)
+    }
 }
 
 impl<F> PayloadDecoder for F
@@ -80,13 +93,17 @@ where
     E::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
     F: Fn(&E::Archived) -> Result<String, DecodeError> + Send + Sync,
 {
-    fn decode(&self, payload: &[u8]) -> Result<String, DecodeError> {
+    /// Validates `payload` as an archived `E` and hands it to `f`.
+    fn with_archived<R>(
+        payload: &[u8],
+        f: impl FnOnce(&E::Archived) -> Result<R, DecodeError>,
+    ) -> Result<R, DecodeError> {
         // A copy into a 16-byte aligned buffer: callers may hold the bytes anywhere.
         let mut aligned = AlignedVec::<16>::with_capacity(payload.len());
         aligned.extend_from_slice(payload);
         let archived = rkyv::access::<E::Archived, rancor::Error>(&aligned)
             .map_err(|e| format!("not a valid archive of the registered type: {e}"))?;
-        (self.f)(archived)
+        f(archived)
     }
 }
 
@@ -97,7 +114,12 @@ where
     F: Fn(&E::Archived) -> Result<String, DecodeError> + Send + Sync,
 {
     fn to_json(&self, _envelope: &Envelope<'_>, payload: &[u8]) -> Result<String, DecodeError> {
-        self.decode(payload)
+        Self::with_archived(payload, &self.f)
+    }
+
+    /// The validation the application's reads do (bytecheck), without building the JSON.
+    fn validate(&self, _envelope: &Envelope<'_>, payload: &[u8]) -> Result<(), DecodeError> {
+        Self::with_archived(payload, |_| Ok(()))
     }
 }
 
@@ -155,6 +177,39 @@ impl Decoders {
         self.by_type
             .get(envelope.event_type)
             .map(|d| d.to_json(envelope, payload))
+    }
+
+    /// Validates the payload of an event with the decoder registered for its type
+    /// ([`PayloadDecoder::validate`]), or `None` when no decoder is registered for it.
+    pub fn validate(
+        &self,
+        envelope: &Envelope<'_>,
+        payload: &[u8],
+    ) -> Option<Result<(), DecodeError>> {
+        self.by_type
+            .get(envelope.event_type)
+            .map(|d| d.validate(envelope, payload))
+    }
+
+    /// [`Decoders::validate`] for an event about to be imported: the decoder sees the envelope
+    /// the event will have in the store.
+    pub fn validate_import(&self, event: &ImportEvent) -> Option<Result<(), DecodeError>> {
+        let envelope = Envelope {
+            seq: event.seq,
+            stream: event.stream,
+            version: event.version,
+            prev_seq: event.prev_seq,
+            timestamp_ns: event.timestamp_ns,
+            event_id: event.event_id,
+            correlation_id: event.correlation_id,
+            causation_id: event.causation_id,
+            event_type: &event.event_type,
+            schema_version: event.schema_version,
+            metadata: event.metadata.as_deref(),
+            payload_len: event.payload.len() as u32,
+            encrypted: false,
+        };
+        self.validate(&envelope, &event.payload)
     }
 
     /// [`Decoders::to_json`] for a payload whose envelope is not at hand (decoders that look at
@@ -235,6 +290,16 @@ mod tests {
             r#"{"type":"Raw","len":2}"#
         );
         assert!(decoders.decode_payload("Other", &bytes).is_none());
+        // Validation: the archive check alone for an rkyv type, the decoder for a closure.
+        let mut event = ImportEvent::new(1, crate::types::StreamId(1), 1, "Moved");
+        event.payload = bytes.to_vec();
+        assert!(decoders.validate_import(&event).unwrap().is_ok());
+        event.payload = vec![0; 3];
+        assert!(decoders.validate_import(&event).unwrap().is_err());
+        event.event_type = "Other".into();
+        assert!(decoders.validate_import(&event).is_none());
+        event.event_type = "Raw".into();
+        assert!(decoders.validate_import(&event).unwrap().is_ok());
         assert_eq!(decoders.event_types().collect::<Vec<_>>(), ["Moved", "Raw"]);
     }
 }

@@ -30,7 +30,6 @@ mod backup;
 mod decoders;
 mod import;
 mod info;
-mod keycheck;
 mod raw;
 mod verify;
 
@@ -39,7 +38,7 @@ pub use decoders::{DecodeError, Decoders, PayloadDecoder};
 pub use import::{ImportError, ImportEvent, Importer};
 pub use info::{info, ProcessorInfo, StoreInfo};
 pub use raw::{contents, event, last_seq, log, stream, streams, Contents, RawEvent, RawEvents};
-pub use verify::{verify, Problem, ProblemKind, VerifyProgress, VerifyReport};
+pub use verify::{verify, verify_with, Problem, ProblemKind, VerifyProgress, VerifyReport};
 
 #[cfg(test)]
 mod tests;

@@ -216,3 +216,65 @@ fn a_log_gap_or_a_watermark_past_the_log_is_refused_at_open() {
     assert_eq!(storage.head(), 9);
     assert_eq!(storage.stream_version(2u64).unwrap(), 3);
 }
+
+/// A payload whose checksums hold but that is no archive of its type: `verify` cannot know,
+/// `verify_with` the application's decoder reports it, and the application's read fails.
+#[test]
+fn verify_with_decoders_reports_payloads_the_application_cannot_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(StorageConfig {
+        path: dir.path().to_owned(),
+        map_size: 1 << 20,
+        ..Default::default()
+    })
+    .unwrap();
+    let mut importer = Importer::new(&storage).unwrap();
+    for seq in 1..=3u64 {
+        let mut e = ImportEvent::new(seq, StreamId(1), seq, "u32");
+        e.prev_seq = (seq > 1).then(|| seq - 1);
+        e.event_id = uuid::Uuid::from_u128(u128::from(seq));
+        e.payload = if seq == 2 {
+            vec![0; 3]
+        } else {
+            (seq as u32).to_le_bytes().to_vec()
+        };
+        importer.push(e).unwrap();
+    }
+    let mut other = ImportEvent::new(4, StreamId(2), 1, "Other");
+    other.event_id = uuid::Uuid::from_u128(4);
+    other.payload = vec![1, 2];
+    importer.push(other).unwrap();
+    importer.finish().unwrap();
+
+    let report = verify(&storage, &mut |_| {}).unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    assert_eq!(report.payloads_validated, 0);
+    let counts: Vec<(&str, u64)> = report
+        .not_validated
+        .iter()
+        .map(|(t, n)| (t.as_str(), *n))
+        .collect();
+    assert_eq!(counts, [("Other", 1), ("u32", 3)]);
+
+    let mut decoders = Decoders::new();
+    decoders.register_archived::<u32, _>("u32", |n| Ok(n.to_native().to_string()));
+    let report = verify_with(&storage, &decoders, &mut |_| {}).unwrap();
+    assert_eq!(kinds(&report), [(ProblemKind::Payload, Some(2))]);
+    assert!(
+        report.problems[0].what.contains("not a valid archive"),
+        "{}",
+        report.problems[0]
+    );
+    assert_eq!(report.problems[0].stream, Some(StreamId(1)));
+    assert_eq!(report.payloads_validated, 3);
+    assert_eq!(report.not_validated.len(), 1);
+    assert_eq!(report.not_validated["Other"], 1);
+
+    let reader = crate::Reader::<u32>::new(storage.clone());
+    let txn = storage.env.read_txn().unwrap();
+    assert_eq!(*reader.get(&txn, 1).unwrap().unwrap(), 1);
+    assert!(matches!(
+        reader.get(&txn, 2),
+        Err(Error::InvalidPayload { seq: 2, .. })
+    ));
+}

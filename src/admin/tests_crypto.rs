@@ -62,6 +62,13 @@ fn verify_decrypts_every_record_and_counts_shredded_events() {
     assert_eq!(report.shredded_streams, 1);
     assert_eq!(report.keys, 4);
     assert_eq!(report.keys_without_events, 1);
+    // Decrypted payloads go to the application's decoder; shredded ones cannot.
+    let mut decoders = Decoders::new();
+    decoders.register_archived::<u32, _>("u32", |n| Ok(n.to_native().to_string()));
+    let report = verify_with(&storage, &decoders, &mut |_| {}).unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    assert_eq!(report.payloads_validated, 9);
+    assert!(report.not_validated.is_empty());
 }
 
 #[test]

@@ -78,7 +78,11 @@ pub enum Command {
         #[arg(long)]
         key_file: Option<PathBuf>,
     },
-    /// Copy a store, compacted and consistent, while writers go on.
+    /// Copy a store, compacted and consistent, while writers go on, and check the copy.
+    ///
+    /// The copy is verified as `varve verify` does. When the store is damaged (a record that
+    /// fails its checksum, an index that disagrees with the log), the problems are listed, the
+    /// copy is removed and the exit status is 1, unless --allow-damaged.
     ///
     /// An encrypted store is copied with its keystore (DEST/keys), the log first, and the copy
     /// is checked by opening it with the master key. The copy holds every stream key that was
@@ -94,12 +98,17 @@ pub enum Command {
         /// File holding the master key of an encrypted store; default: VARVE_MASTER_KEY (hex).
         #[arg(long)]
         key_file: Option<PathBuf>,
+        /// Keep a copy of a damaged store (its problems are still listed, and the exit status
+        /// is 0): the copy holds the damage as it is.
+        #[arg(long)]
+        allow_damaged: bool,
     },
     /// Write every event as newline-delimited JSON (envelope and base64 payload).
     ///
     /// An encrypted store is decrypted: payloads and metadata are plaintext. An event of a
     /// shredded stream is written as a marker line, `"shredded": true` with its envelope and
-    /// `payload_len` and `metadata_len`, but no payload or metadata.
+    /// `payload_len` and `metadata_len`, but no payload or metadata. The export stops with exit
+    /// status 1 at a record that cannot be read, unless --skip-damaged.
     Export {
         /// The store's directory.
         path: PathBuf,
@@ -109,8 +118,16 @@ pub enum Command {
         /// File holding the master key of an encrypted store; default: VARVE_MASTER_KEY (hex).
         #[arg(long)]
         key_file: Option<PathBuf>,
+        /// Leave out records that cannot be read (a failed checksum, a record that does not
+        /// decrypt), listing each with its sequence and reason, and exit with status 0.
+        #[arg(long)]
+        skip_damaged: bool,
     },
     /// Read events written by `varve export` into a new or empty store.
+    ///
+    /// The input must end with the export's trailer line, and match it (its count of event
+    /// lines and the CRC-32C of every byte before it): an input cut short, damaged or edited is
+    /// refused before anything is written, unless --allow-truncated.
     ///
     /// With a master key (--key-file or VARVE_MASTER_KEY) the target is an encrypted store and
     /// every event is sealed. Events marked shredded keep their place in an encrypted target and
@@ -132,6 +149,12 @@ pub enum Command {
         /// target the left-out streams are shredded, so their ids stay burned.
         #[arg(long)]
         skip_shredded: bool,
+        /// Import an input whose trailer is missing or does not match it (an export cut short,
+        /// damaged or edited, or events written by hand): what is wrong is said on standard
+        /// error, the complete event lines are imported, and an incomplete last line is left
+        /// out.
+        #[arg(long)]
+        allow_truncated: bool,
     },
     /// List processors with their checkpoints and lag, or reset one.
     Processors(ProcessorsArgs),

@@ -41,6 +41,16 @@ impl CliError {
         self
     }
 
+    /// Adds `note` to the hint.
+    pub fn note(mut self, note: impl Into<String>) -> Self {
+        let note = note.into();
+        self.hint = Some(match self.hint.take() {
+            Some(hint) => format!("{hint}; {note}"),
+            None => note,
+        });
+        self
+    }
+
     pub fn at(mut self, seq: u64) -> Self {
         self.seq = Some(seq);
         self
@@ -106,19 +116,19 @@ impl CliError {
         self.broken_pipe
     }
 
-    /// Prints the error to standard error, as text or as a JSON document.
-    pub fn report(&self, json: bool) {
-        if json {
+    /// Writes the error to `err` (standard error), as text or as a JSON document.
+    pub fn report(&self, json: bool, err: &mut dyn std::io::Write) {
+        let _ = if json {
             let doc = serde_json::json!({
                 "error": self.message,
                 "store": self.store.as_ref().map(|p| p.display().to_string()),
                 "seq": self.seq,
                 "hint": self.hint,
             });
-            eprintln!("{doc}");
+            writeln!(err, "{doc}")
         } else {
-            eprintln!("{self}");
-        }
+            writeln!(err, "{self}")
+        };
     }
 }
 

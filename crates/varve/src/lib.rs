@@ -26,6 +26,7 @@ mod keys;
 mod output;
 mod progress;
 mod store;
+mod target;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -55,6 +56,16 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
+    run_with(args, decoders, out, &mut std::io::stderr())
+}
+
+/// [`run_from`], writing the error that ends a failed command to `err` rather than standard
+/// error (progress, warnings and usage errors still go to standard error).
+pub fn run_with<I, T>(args: I, decoders: &Decoders, out: &mut dyn Write, err: &mut dyn Write) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
     let cli = match cli::Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
@@ -72,7 +83,7 @@ where
         Ok(code) => code,
         Err(e) if e.is_broken_pipe() => 0,
         Err(e) => {
-            e.report(json);
+            e.report(json, err);
             EXIT_FAILURE
         }
     }

@@ -19,6 +19,20 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
+/// A commit timestamp as RFC 3339, in UTC with nanoseconds: `2026-12-05T10:16:23.123456789Z`.
+pub fn rfc3339(envelope: &Envelope<'_>) -> String {
+    humantime::format_rfc3339_nanos(envelope.timestamp()).to_string()
+}
+
+/// `n` and `noun`, plural unless `n` is 1: "1 event", "3 events".
+pub fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// Writes one JSON document on its own line.
 pub fn json_line(out: &mut dyn Write, value: &Value) -> CliResult<()> {
     writeln!(out, "{value}")?;
@@ -83,6 +97,7 @@ pub fn event_json(event: &RawEvent<'_>, mode: PayloadMode, decoders: &Decoders) 
         "version": e.version,
         "prev_seq": e.prev_seq,
         "timestamp_ns": e.timestamp_ns,
+        "timestamp": rfc3339(e),
         "event_id": e.event_id.to_string(),
         "correlation_id": e.correlation_id.map(|u| u.to_string()),
         "causation_id": e.causation_id.map(|u| u.to_string()),
@@ -109,14 +124,14 @@ pub fn event_json(event: &RawEvent<'_>, mode: PayloadMode, decoders: &Decoders) 
 pub fn event_text(event: &RawEvent<'_>, mode: PayloadMode, decoders: &Decoders) -> String {
     let e = &event.envelope;
     let mut s = format!(
-        "#{} stream {} v{} {} (schema {}) id {} at {} ns, {} bytes",
+        "#{} stream {} v{} {} (schema {}) id {} at {}, {} bytes",
         e.seq,
         e.stream,
         e.version,
         e.event_type,
         e.schema_version,
         e.event_id,
-        e.timestamp_ns,
+        rfc3339(e),
         e.payload_len
     );
     if e.encrypted {

@@ -51,9 +51,9 @@ impl Progress {
         progress
     }
 
-    /// Moves to a new phase with its own total.
+    /// Moves to a new phase with its own total (or sets the total of this one).
     pub fn phase(&mut self, label: &str, total: u64) {
-        if self.label != label {
+        if self.label != label || self.total != total {
             if let Some(bar) = &self.bar {
                 bar.set_message(label.to_string());
                 bar.set_length(total);

@@ -12,12 +12,12 @@ pub fn open_existing(path: &Path) -> CliResult<Storage> {
     open_existing_keyed(path, None).map(|(storage, _)| storage)
 }
 
-/// Opens an existing store with the master key from `key_file`, else `VARVE_MASTER_KEY`, when
-/// either is given; returns the key too.
-pub fn open_existing_keyed(
-    path: &Path,
-    key_file: Option<&Path>,
-) -> CliResult<(Storage, Option<[u8; 32]>)> {
+/// Refuses a path that is not a store's directory (missing, a file, or without `data.mdb`), so
+/// that no command but `import` creates a store.
+pub fn check_existing(path: &Path) -> CliResult<()> {
+    if path.exists() && !path.is_dir() {
+        return Err(crate::target::not_a_directory(path));
+    }
     if !path.is_dir() {
         return Err(CliError::new(path, "no such directory")
             .hint("give the directory of a VarveDB store (the one holding data.mdb)"));
@@ -28,6 +28,16 @@ pub fn open_existing_keyed(
                 .hint("give the directory of a VarveDB store (the one holding data.mdb)"),
         );
     }
+    Ok(())
+}
+
+/// Opens an existing store with the master key from `key_file`, else `VARVE_MASTER_KEY`, when
+/// either is given; returns the key too.
+pub fn open_existing_keyed(
+    path: &Path,
+    key_file: Option<&Path>,
+) -> CliResult<(Storage, Option<[u8; 32]>)> {
+    check_existing(path)?;
     let key = crate::keys::load(path, key_file, crate::keys::MASTER_KEY_VAR)?;
     Ok((open_with_key(path, key)?, key))
 }

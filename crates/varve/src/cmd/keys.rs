@@ -9,7 +9,7 @@ use crate::error::{CliError, CliResult};
 use crate::keys::{self, MASTER_KEY_VAR, NEW_MASTER_KEY_VAR};
 use crate::output::json_line;
 use crate::progress::Progress;
-use crate::store::{open_with_key, parse_stream};
+use crate::store::{check_existing, open_with_key, parse_stream};
 
 fn master_key(path: &Path, key_file: Option<&Path>) -> CliResult<[u8; 32]> {
     keys::load(path, key_file, MASTER_KEY_VAR)?.ok_or_else(|| {
@@ -27,6 +27,7 @@ pub fn shred(
     out: &mut dyn Write,
 ) -> CliResult<u8> {
     let stream = parse_stream(path, stream)?;
+    check_existing(path)?;
     let key = master_key(path, key_file)?;
     let storage = open_with_key(path, Some(key))?;
     let shredded = storage
@@ -60,6 +61,7 @@ pub fn rotate(
     json: bool,
     out: &mut dyn Write,
 ) -> CliResult<u8> {
+    check_existing(path)?;
     let key = master_key(path, key_file)?;
     let new_key = keys::load(path, new_key_file, NEW_MASTER_KEY_VAR)?.ok_or_else(|| {
         CliError::new(path, "no new master key given").hint(format!(

@@ -2,6 +2,7 @@
 
 mod backup;
 mod export;
+mod format;
 mod import;
 mod info;
 mod keys;
@@ -60,29 +61,55 @@ pub fn dispatch(cli: Cli, decoders: &Decoders, out: &mut dyn Write) -> CliResult
             decoders,
             out,
         ),
-        Command::Verify { path, key_file } => verify::run(&path, key_file.as_deref(), json, out),
+        Command::Verify { path, key_file } => {
+            verify::run(&path, key_file.as_deref(), decoders, json, out)
+        }
         Command::Backup {
             path,
             dest,
             key_file,
-        } => backup::run(&path, &dest, key_file.as_deref(), json, out),
+            allow_damaged,
+        } => backup::run(
+            &backup::Args {
+                path: &path,
+                dest: &dest,
+                key_file: key_file.as_deref(),
+                allow_damaged,
+            },
+            decoders,
+            json,
+            out,
+        ),
         Command::Export {
             path,
             output,
             key_file,
-        } => export::run(&path, output.as_deref(), key_file.as_deref(), json, out),
+            skip_damaged,
+        } => export::run(
+            &export::Args {
+                path: &path,
+                output: output.as_deref(),
+                key_file: key_file.as_deref(),
+                skip_damaged,
+            },
+            json,
+            out,
+        ),
         Command::Import {
             path,
             input,
             key_file,
             skip_shredded,
+            allow_truncated,
         } => import::run(
             &import::Args {
                 path: &path,
                 input: input.as_deref(),
                 key_file: key_file.as_deref(),
                 skip_shredded,
+                allow_truncated,
             },
+            decoders,
             json,
             out,
         ),

@@ -97,3 +97,72 @@ pub fn json_lines(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Vec<serde_json::Value
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
         .collect()
 }
+
+/// Flips one byte in the middle of every copy of `marker` in the file.
+pub fn flip_all(file: &Path, marker: &[u8]) -> usize {
+    let mut bytes = std::fs::read(file).unwrap();
+    let mut found = 0;
+    let mut i = 0;
+    while i + marker.len() <= bytes.len() {
+        if &bytes[i..i + marker.len()] == marker {
+            bytes[i + marker.len() / 2] ^= 0x20;
+            found += 1;
+            i += marker.len();
+        } else {
+            i += 1;
+        }
+    }
+    std::fs::write(file, bytes).unwrap();
+    found
+}
+
+/// A store of 7 events in `dir/store`, and a copy of it in `dir/damaged` (the data file only)
+/// whose records at sequences 4 and 6 fail their payload checksums. Sequences 1..=3 are streams
+/// 1..=3 (`fill`), 4..=7 are versions 1..=4 of stream 9.
+pub fn damaged_store(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let path = dir.join("store");
+    {
+        let storage = open(&path);
+        fill(&storage, 3, 1);
+        let mut writer = Writer::<Noted>::new(storage.clone());
+        for n in 4..=7u64 {
+            let label = if n % 2 == 0 {
+                format!("PAYLOAD-MARKER-{n:04}")
+            } else {
+                format!("label-{n:04}")
+            };
+            let event = Noted { label, ..noted(n) };
+            writer.append(9, n - 3, event).expect("append");
+        }
+    }
+    let bad = dir.join("damaged");
+    std::fs::create_dir(&bad).unwrap();
+    std::fs::copy(path.join("data.mdb"), bad.join("data.mdb")).unwrap();
+    for n in [4, 6] {
+        let marker = format!("PAYLOAD-MARKER-{n:04}");
+        assert!(flip_all(&bad.join("data.mdb"), marker.as_bytes()) >= 1);
+    }
+    (path, bad)
+}
+
+/// Event lines (each without its newline) as an export: each followed by a newline, then a
+/// trailer that matches them, as `varve export` writes it.
+pub fn with_trailer(lines: &[&str]) -> String {
+    let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let trailer = serde_json::json!({"trailer": {
+        "format": 1,
+        "events": lines.len(),
+        "head": lines.len(),
+        "skipped": [],
+        "crc32c": format!("{:08x}", crc32c::crc32c(body.as_bytes())),
+    }});
+    format!("{body}{trailer}\n")
+}
+
+/// The event lines of an export (its trailer left out).
+pub fn event_lines(export: &str) -> Vec<&str> {
+    export
+        .lines()
+        .filter(|l| !l.starts_with("{\"trailer\""))
+        .collect()
+}

@@ -1,15 +1,16 @@
-//! The keystore checks of [`verify`](super::verify): every encrypted record decrypts under its
-//! stream's key, every key entry unwraps under the master key in force.
+//! The keystore of an encrypted store ([`ProblemKind::Keystore`]), and every record's encryption
+//! ([`ProblemKind::Record`]): every encrypted record decrypts under its stream's key, every key
+//! entry unwraps under the master key in force.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use super::verify::{reason, ProblemKind, VerifyReport};
+use super::report::{reason, ProblemKind, Tick, VerifyReport};
 use crate::cipher::StreamKey;
 use crate::crypto::keystore::{Entry, WrappedEntry, ENTRY_LEN};
 use crate::crypto::Crypto;
 use crate::error::{Error, Result};
-use crate::format::record::DecodedRecord;
+use crate::format::record::{DecodedRecord, Opened};
 use crate::types::StreamId;
 
 /// Unwrapped keys kept at most during a check; the cache is emptied when it is full.
@@ -75,15 +76,16 @@ impl<'s> KeyCheck<'s> {
 
     /// Checks one record whose header is intact: its encryption flag against the store's, and
     /// for an encrypted store that it decrypts (`payload_ok`: its payload checksum holds).
+    /// Returns the decrypted record, when it is one.
     pub(super) fn record(
         &mut self,
         report: &mut VerifyReport,
         rec: &DecodedRecord<'_>,
         payload_ok: bool,
-    ) -> Result<()> {
+    ) -> Result<Option<Opened>> {
         let (seq, stream) = (rec.seq(), rec.stream());
         let crypto = match (rec.is_encrypted(), self.crypto) {
-            (false, None) => return Ok(()),
+            (false, None) => return Ok(None),
             (true, None) => {
                 report.push(
                     ProblemKind::Record,
@@ -91,7 +93,7 @@ impl<'s> KeyCheck<'s> {
                     Some(stream),
                     "encrypted record in a store without encryption".into(),
                 );
-                return Ok(());
+                return Ok(None);
             }
             (false, Some(_)) => {
                 report.push(
@@ -100,7 +102,7 @@ impl<'s> KeyCheck<'s> {
                     Some(stream),
                     "plaintext record in an encrypted store, where every record is sealed (a downgrade: it is refused when read)".into(),
                 );
-                return Ok(());
+                return Ok(None);
             }
             (true, Some(crypto)) => crypto,
         };
@@ -135,14 +137,17 @@ impl<'s> KeyCheck<'s> {
                             ),
                         );
                     }
-                    return Ok(());
+                    return Ok(None);
                 }
                 if !payload_ok {
                     // Its checksum failure is reported already.
-                    return Ok(());
+                    return Ok(None);
                 }
                 match rec.open(&key, crypto.store_id()) {
-                    Ok(_) => report.decrypted += 1,
+                    Ok(opened) => {
+                        report.decrypted += 1;
+                        return Ok(Some(opened));
+                    }
                     Err(Error::Decryption { .. }) => report.push(
                         ProblemKind::Record,
                         Some(seq),
@@ -153,7 +158,7 @@ impl<'s> KeyCheck<'s> {
                 }
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Checks every entry of the keystore: each key entry well formed and unwrapping under the
@@ -163,7 +168,7 @@ impl<'s> KeyCheck<'s> {
         &mut self,
         report: &mut VerifyReport,
         has_events: &dyn Fn(StreamId) -> bool,
-        tick: &mut dyn FnMut(u64, u64, bool),
+        tick: &mut Tick<'_>,
     ) -> Result<()> {
         let (Some(crypto), Some(txn)) = (self.crypto, &self.txn) else {
             return Ok(());
@@ -171,12 +176,12 @@ impl<'s> KeyCheck<'s> {
         let ks = crypto.keystore();
         let total = ks.keys.len(txn)? + ks.shredded.len(txn)?;
         let mut done = 0u64;
-        tick(0, total, true);
+        tick.now("keystore", 0, total);
         for entry in ks.keys.iter(txn)? {
             let (key, value) = entry?;
             report.keys += 1;
             done += 1;
-            tick(done, total, false);
+            tick.every("keystore", done, total);
             let Ok(id) = <[u8; 16]>::try_from(key) else {
                 report.push(
                     ProblemKind::Keystore,
@@ -223,7 +228,7 @@ impl<'s> KeyCheck<'s> {
             let (key, value) = entry?;
             report.shredded_streams += 1;
             done += 1;
-            tick(done, total, false);
+            tick.every("keystore", done, total);
             let stream = <[u8; 16]>::try_from(key)
                 .ok()
                 .map(|id| StreamId(u128::from_be_bytes(id)));
@@ -240,7 +245,7 @@ impl<'s> KeyCheck<'s> {
                 );
             }
         }
-        tick(done, total, true);
+        tick.now("keystore", done, total);
         Ok(())
     }
 }
