@@ -167,7 +167,7 @@ where
         let started = Instant::now();
         let storage = self.writer.storage().clone();
         let result = storage.store.writes.commit_atomic(&mut self.parts);
-        crate::metrics::append_done(&storage, started, &result);
+        crate::metrics::handles::append_done(storage.env.metrics(), started, &result);
         result
     }
 
@@ -187,7 +187,7 @@ where
         let result = Arc::clone(&storage.store.writes)
             .commit_atomic_async(self.parts)
             .await;
-        crate::metrics::append_done(&storage, started, &result);
+        crate::metrics::handles::append_done(storage.env.metrics(), started, &result);
         result
     }
 }

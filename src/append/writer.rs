@@ -149,8 +149,9 @@ where
     ///
     /// Nothing is written when an error is returned.
     pub fn append(&mut self, stream: impl IntoStreamId, version: u64, event: E) -> Result<u64> {
-        let (stream, expected) = single(stream, version)
-            .inspect_err(|e| crate::metrics::append_failed(&self.storage, e))?;
+        let (stream, expected) = single(stream, version).inspect_err(|e| {
+            crate::metrics::handles::append_failed(self.storage.env.metrics(), e)
+        })?;
         let appended = self.append_batch(stream, expected, [event])?;
         Ok(appended.first().seq)
     }
@@ -197,7 +198,7 @@ where
             }
             Err(e) => Err(e),
         };
-        crate::metrics::append_done(&self.storage, started, &result);
+        crate::metrics::handles::append_done(self.storage.env.metrics(), started, &result);
         result
     }
 
@@ -222,8 +223,9 @@ where
         version: u64,
         event: E,
     ) -> Result<u64> {
-        let (stream, expected) = single(stream, version)
-            .inspect_err(|e| crate::metrics::append_failed(&self.storage, e))?;
+        let (stream, expected) = single(stream, version).inspect_err(|e| {
+            crate::metrics::handles::append_failed(self.storage.env.metrics(), e)
+        })?;
         let appended = self.append_batch_async(stream, expected, [event]).await?;
         Ok(appended.first().seq)
     }
@@ -258,7 +260,7 @@ where
             }
             Err(e) => Err(e),
         };
-        crate::metrics::append_done(&self.storage, started, &result);
+        crate::metrics::handles::append_done(self.storage.env.metrics(), started, &result);
         result
     }
 

@@ -13,7 +13,7 @@ use super::gate::{Gate, GateGuard};
 use super::truncation::truncation;
 use super::write::{Attempt, Commit, WriteGuard, WriteKind};
 use crate::error::{Error, Result};
-use crate::metrics::{ReadCounts, ReadKind, StoreMetrics};
+use crate::metrics::handles::{ReadCounts, ReadKind, StoreMetrics};
 
 /// How an environment is opened.
 pub(crate) struct EnvOptions {

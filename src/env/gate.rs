@@ -8,7 +8,7 @@
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::metrics::StoreMetrics;
+use crate::metrics::handles::StoreMetrics;
 
 /// Counts active transactions so that the map is resized only when there are none. Also holds
 /// the store's metric handles, which every transaction reaches through its guard.

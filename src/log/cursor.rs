@@ -7,7 +7,7 @@ use super::{Log, Scan, Select};
 use crate::env::ReadTxn;
 use crate::error::Result;
 use crate::format::record::DecodedRecord;
-use crate::metrics::ReadKind;
+use crate::metrics::handles::ReadKind;
 use crate::types::Direction;
 
 /// How many records a step visits between two looks at the clock, wanted or not.

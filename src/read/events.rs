@@ -16,7 +16,7 @@ use crate::format::index::parse_stream_version_key;
 use crate::format::record;
 use crate::index::tail::Entry;
 use crate::log::Scan;
-use crate::metrics::ReadKind;
+use crate::metrics::handles::ReadKind;
 use crate::types::StreamId;
 
 /// An iterator over events, borrowing the caller's read transaction. Made by

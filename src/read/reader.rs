@@ -20,7 +20,7 @@ use crate::format::index::stream_read_keys;
 use crate::format::record::{self, DecodedRecord};
 use crate::format::Envelope;
 use crate::log::{bytes_eq, Log, LogCursor, Scan, Select, Step};
-use crate::metrics::ReadKind;
+use crate::metrics::handles::ReadKind;
 use crate::store::Storage;
 use crate::types::{default_event_type, Direction, IntoStreamId, StreamId, StreamInfo};
 

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 pub use config::{
     Durability, StorageConfig, DEFAULT_MAP_SIZE, DEFAULT_MAX_EVENT_SIZE, MAX_EVENT_SIZE_LIMIT,
 };
+pub(crate) use registry::open_stores;
 pub use stats::Stats;
 
 use crate::crypto::Crypto;
@@ -24,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::format::index::Head;
 use crate::index::StreamIndex;
 use crate::log::Log;
+use crate::metrics::handles::{checkpoints_committed, StoreValues};
 use crate::subscribe::CheckpointBoard;
 use crate::types::{IntoStreamId, StreamId};
 use crate::write::WritePath;
@@ -65,10 +67,9 @@ pub struct Storage {
     /// [`Storage::read_txn`]).
     pub env: Env,
     pub(crate) store: Arc<Store>,
-    /// Held by every handle a user has (not by the store's own threads), so that the registry
-    /// knows when the user let go of the store even while a background thread still finishes
-    /// with it.
-    user: Option<Arc<UserToken>>,
+    /// Held by every handle a user has, so that the registry knows when the user let go of the
+    /// store even while a background thread of the store still finishes with it.
+    user: Arc<UserToken>,
 }
 
 /// See [`Storage::user`](Storage): one per open store, shared by the user's handles.
@@ -86,28 +87,18 @@ impl std::fmt::Debug for Storage {
 }
 
 impl Storage {
-    /// A handle for the store's own work (metrics): it does not keep the store open for the
-    /// registry.
-    pub(crate) fn from_store(store: Arc<Store>) -> Storage {
-        Storage {
-            env: store.log.env.clone(),
-            store,
-            user: None,
-        }
-    }
-
     /// A user's handle on an open store.
     pub(crate) fn from_user(token: Arc<UserToken>) -> Storage {
         Storage {
             env: token.store.log.env.clone(),
             store: Arc::clone(&token.store),
-            user: Some(token),
+            user: token,
         }
     }
 
     /// The token that the registry tracks for this store.
-    pub(crate) fn user_token(&self) -> Option<&Arc<UserToken>> {
-        self.user.as_ref()
+    pub(crate) fn user_token(&self) -> &Arc<UserToken> {
+        &self.user
     }
 
     /// Opens the store at `config.path`, creating it (directory mode 0700) when missing.
@@ -385,6 +376,30 @@ impl Storage {
     /// [`Error::Lmdb`] when the flush fails.
     pub fn sync(&self) -> Result<()> {
         self.env.force_sync()
+    }
+
+    /// Publishes the values the store keeps in counters of its own to its metrics: the head,
+    /// map size and use, map resizes, unaligned copies, key cache hits and misses, shredded
+    /// streams, and every processor's committed checkpoint and lag.
+    pub(crate) fn publish_metrics(&self) {
+        let stats = self.stats();
+        let metrics = self.env.metrics();
+        metrics.store_values(StoreValues {
+            head: stats.head,
+            map_size: stats.map_size,
+            used_bytes: stats.used_bytes,
+            map_resizes: stats.map_resizes,
+            unaligned_copies: stats.unaligned_copies,
+            key_cache_hits: stats.key_cache_hits,
+            key_cache_misses: stats.key_cache_misses,
+            shredded_streams: self.shredded_streams(),
+        });
+        match self.processors() {
+            Ok(processors) => checkpoints_committed(metrics, stats.head, &processors),
+            Err(e) => {
+                tracing::warn!(path = %self.path().display(), error = %e, "metrics: reading the processors' checkpoints failed");
+            }
+        }
     }
 
     /// The store's log: its environment, databases and keys.

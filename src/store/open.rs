@@ -98,9 +98,10 @@ pub(super) fn open_new(mut config: StorageConfig, path: PathBuf) -> Result<Stora
     if let Some(interval) = sync_interval {
         spawn_syncer(Arc::downgrade(&store), interval);
     }
-    crate::metrics::store_opened(&store);
     drop(env);
-    Ok(Storage::from_user(Arc::new(UserToken { store })))
+    let storage = Storage::from_user(Arc::new(UserToken { store }));
+    storage.publish_metrics();
+    Ok(storage)
 }
 
 /// Syncs a store opened with `Durability::Relaxed` every `interval`, until it is closed. A

@@ -18,6 +18,17 @@ static OPEN: Mutex<Option<HashMap<PathBuf, Weak<UserToken>>>> = Mutex::new(None)
 /// (a background thread of the store may still be committing or syncing).
 const CLOSING_WAIT: Duration = Duration::from_secs(5);
 
+/// A handle on every store open in this process.
+pub(crate) fn open_stores() -> Vec<Storage> {
+    let mut guard = OPEN.lock().unwrap_or_else(PoisonError::into_inner);
+    let open = guard.get_or_insert_with(HashMap::new);
+    open.retain(|_, weak| weak.strong_count() > 0);
+    open.values()
+        .filter_map(Weak::upgrade)
+        .map(Storage::from_user)
+        .collect()
+}
+
 /// Creates the directory if needed and returns the open store for it, opening it with `open_new`
 /// when it is not open yet.
 pub(super) fn open(
@@ -59,8 +70,6 @@ pub(super) fn open(
         Error::Lmdb(heed::Error::EnvAlreadyOpened) => Error::AlreadyOpen { path: path.clone() },
         other => other,
     })?;
-    if let Some(token) = storage.user_token() {
-        open.insert(path, Arc::downgrade(token));
-    }
+    open.insert(path, Arc::downgrade(storage.user_token()));
     Ok(storage)
 }

@@ -169,7 +169,11 @@ impl Rider for CheckpointBoard {
         if let Ok(checkpoints) = receipt.downcast::<Vec<(String, u64)>>() {
             self.stored(&checkpoints);
             let head = self.writes.upgrade().map_or(0, |w| w.head());
-            crate::metrics::checkpoints_committed(self.log.env.metrics(), head, &checkpoints);
+            crate::metrics::handles::checkpoints_committed(
+                self.log.env.metrics(),
+                head,
+                &checkpoints,
+            );
         }
     }
 

@@ -308,7 +308,12 @@ pub(crate) fn commit_checkpoint(storage: &Storage, name: &str, seq: u64) -> Resu
     let store = &storage.store;
     checkpoint::advance(&store.log, name, seq)?;
     store.checkpoints.stored(&[(name.to_string(), seq)]);
-    crate::metrics::checkpoint_committed(store.log.env.metrics(), storage.head(), name, seq);
+    crate::metrics::handles::checkpoint_committed(
+        store.log.env.metrics(),
+        storage.head(),
+        name,
+        seq,
+    );
     Ok(())
 }
 

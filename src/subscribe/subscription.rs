@@ -15,6 +15,7 @@ use rkyv::Archive;
 use tokio::sync::watch;
 
 use crate::crypto::KeyMemo;
+use crate::env::Env;
 use crate::error::{Error, Result};
 use crate::format::OwnedEnvelope;
 use crate::log::{LogCursor, Select, Step};
@@ -204,7 +205,7 @@ pub struct Subscription<E: Archive> {
     batch: usize,
     buffer: VecDeque<Result<RecordedEvent<E>>>,
     caught_up_sent: bool,
-    _open: crate::metrics::OpenSubscription,
+    _open: OpenSubscription,
 }
 
 impl<E> Reader<E>
@@ -258,7 +259,7 @@ where
             batch: 256,
             buffer: VecDeque::new(),
             caught_up_sent: false,
-            _open: crate::metrics::OpenSubscription::new(&storage.env),
+            _open: OpenSubscription::new(&storage.env),
         })
     }
 }
@@ -371,5 +372,21 @@ where
             cursor.seek(head + 1);
         }
         Ok(())
+    }
+}
+
+/// Counts an open subscription in the store's metrics for as long as it lives.
+struct OpenSubscription(Env);
+
+impl OpenSubscription {
+    fn new(env: &Env) -> OpenSubscription {
+        env.metrics().subscriptions(1.0);
+        OpenSubscription(env.clone())
+    }
+}
+
+impl Drop for OpenSubscription {
+    fn drop(&mut self) {
+        self.0.metrics().subscriptions(-1.0);
     }
 }

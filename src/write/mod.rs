@@ -34,7 +34,7 @@ use crate::env::{Commit, WriteKind};
 use crate::error::{Error, Result};
 use crate::index::StreamIndex;
 use crate::log::Log;
-use crate::metrics::StoreMetrics;
+use crate::metrics::handles::{GroupCounts, StoreMetrics};
 use crate::types::{Appended, StreamId};
 
 /// The write path of one open store (see the module documentation). The store owns it; its
@@ -226,8 +226,7 @@ impl WritePath {
         });
         match outcome {
             Ok(results) => {
-                self.count_batches(&results);
-                crate::metrics::group_done(self.metrics(), self.head(), group, &results, started);
+                self.committed_batches(group, &results, started);
                 results
             }
             Err(e) => {
@@ -273,18 +272,33 @@ impl WritePath {
             })
         })??;
         let results: Vec<Result<Appended>> = appended.into_iter().map(Ok).collect();
-        self.count_batches(&results);
-        crate::metrics::group_done(self.metrics(), self.head(), parts, &results, started);
+        self.committed_batches(parts, &results, started);
         Ok(results.into_iter().flatten().collect())
     }
 
-    fn count_batches(&self, results: &[Result<Appended>]) {
-        let written = results
-            .iter()
-            .filter(|r| matches!(r, Ok(a) if !a.deduplicated))
-            .count();
+    /// Counts and records the batches of a committed (or, when it wrote nothing, aborted)
+    /// transaction.
+    fn committed_batches(
+        &self,
+        batches: &[Request],
+        results: &[Result<Appended>],
+        started: Instant,
+    ) {
+        let mut counts = GroupCounts::default();
+        for (request, result) in batches.iter().zip(results) {
+            match result {
+                Ok(a) if a.deduplicated => counts.deduplicated += 1,
+                Ok(a) => {
+                    counts.batches += 1;
+                    counts.events += a.positions.len() as u64;
+                    counts.bytes += request.buf.len() as u64;
+                }
+                Err(_) => {}
+            }
+        }
         self.committed_batches
-            .fetch_add(written as u64, Ordering::Relaxed);
+            .fetch_add(counts.batches, Ordering::Relaxed);
+        crate::metrics::handles::group_done(self.metrics(), self.head(), counts, started);
     }
 
     /// Runs one log transaction of events placed by `body` itself (an import), between commit
