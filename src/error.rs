@@ -359,13 +359,17 @@ impl Error {
     }
 
     /// A copy of a transaction-level error, for every batch of a commit group that it failed.
-    /// (`heed::Error` is not `Clone`; I/O errors keep their kind and message.)
+    /// (`heed::Error` is not `Clone`; an OS error keeps its code, other I/O errors their kind
+    /// and message.)
     pub(crate) fn duplicate(&self) -> Self {
+        let io = |e: &std::io::Error| match e.raw_os_error() {
+            Some(code) => std::io::Error::from_raw_os_error(code),
+            None => std::io::Error::new(e.kind(), e.to_string()),
+        };
         match self {
             Error::Lmdb(heed::Error::Mdb(code)) => Error::Lmdb(heed::Error::Mdb(*code)),
-            Error::Lmdb(heed::Error::Io(e)) | Error::Io(e) => {
-                Error::Io(std::io::Error::new(e.kind(), e.to_string()))
-            }
+            Error::Lmdb(heed::Error::Io(e)) => Error::Lmdb(heed::Error::Io(io(e))),
+            Error::Io(e) => Error::Io(io(e)),
             Error::MapFull { map_size, reason } => Error::MapFull {
                 map_size: *map_size,
                 reason: reason.clone(),

@@ -55,9 +55,9 @@ impl Poison {
 }
 
 /// Whether an error comes from the operating system below LMDB (a failed `pwrite`, `fdatasync`,
-/// a full disk) rather than from the data: LMDB reports those as plain `errno` codes
-/// (`MdbError::Other`), heed's own I/O as `heed::Error::Io`, and an environment LMDB gave up on
-/// as `MdbError::Panic`.
+/// a full disk) rather than from the data: LMDB reports those as plain `errno` codes, which heed
+/// turns into `heed::Error::Io` (`MdbError::Other` is their raw form), and an environment LMDB
+/// gave up on as `MdbError::Panic`.
 pub(crate) fn is_io_failure(e: &Error) -> bool {
     matches!(
         e,
@@ -76,7 +76,7 @@ mod tests {
     #[test]
     fn commit_failures_and_os_errors_poison_data_errors_do_not() {
         let path = Path::new("/store");
-        let enospc = || Error::Lmdb(heed::Error::Mdb(heed::MdbError::Other(28)));
+        let enospc = || Error::Lmdb(heed::Error::Io(std::io::Error::from_raw_os_error(28)));
         let map_full = || Error::Lmdb(heed::Error::Mdb(heed::MdbError::MapFull));
         let corrupted = || Error::corrupted(3, "checksum mismatch");
 

@@ -113,13 +113,13 @@ impl WriteGuard {
     fn commit(&self, kind: WriteKind, wtxn: heed::RwTxn<'_>) -> Result<()> {
         #[cfg(feature = "failpoints")]
         if self.take_injected(kind) {
-            // What LMDB reports when the disk fails while it writes or syncs the transaction's
-            // pages: an errno. Aborting leaves the store as a failed commit leaves it on disk:
-            // the meta page still names the previous transaction.
+            // What LMDB reports (through heed) when the disk fails while it writes or syncs the
+            // transaction's pages: an OS error. Aborting leaves the store as a failed commit
+            // leaves it on disk: the meta page still names the previous transaction.
             wtxn.abort();
-            return Err(Error::Lmdb(heed::Error::Mdb(heed::MdbError::Other(
-                libc_eio(),
-            ))));
+            return Err(Error::Lmdb(heed::Error::Io(
+                std::io::Error::from_raw_os_error(libc_eio()),
+            )));
         }
         let _ = kind;
         wtxn.commit().map_err(Error::from)

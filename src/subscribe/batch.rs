@@ -26,6 +26,8 @@ pub(super) struct Batch<E> {
     pub checkpoint_every: u64,
     pub checkpoint_interval: Duration,
     pub stop: Arc<AtomicBool>,
+    /// At the end of the log, post the checkpoint to ride along with the next commit.
+    pub ride_along: bool,
 }
 
 /// What a batch hands back.
@@ -52,7 +54,7 @@ where
     /// passed over without being read, shredded ones too (there is nothing to hand the handler).
     /// Commits the checkpoint every `checkpoint_every` events or `checkpoint_interval`, between
     /// the cursor's read transactions, and on stop or error; at the end of the log it posts the
-    /// checkpoint to ride along with the next commit.
+    /// checkpoint to ride along with the next commit (when `ride_along`).
     pub(super) fn run<H, X>(self, mut handler: H, handled: u64, durable: u64) -> Outcome<H>
     where
         H: EventHandler<E, X>,
@@ -126,7 +128,7 @@ where
                     committed_at = Instant::now();
                 }
                 if step == Step::End {
-                    if durable < handled {
+                    if durable < handled && self.ride_along {
                         storage.store.checkpoints.post(&self.name, handled);
                     }
                     return Ok(());

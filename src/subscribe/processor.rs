@@ -189,7 +189,7 @@ where
             }
             let head = self.wake.head(&storage);
             if handled < head {
-                (handled, durable) = self.deliver_available(handled, durable).await?;
+                (handled, durable) = self.deliver_available(handled, durable, true).await?;
                 continue;
             }
             // Caught up: the checkpoint, if any is pending, rides along with the next append
@@ -247,15 +247,22 @@ where
         let mut handled = checkpoint::load(self.reader.log(), &self.name)?;
         let mut durable = handled;
         while handled < target && !self.wake.stopped() {
-            (handled, durable) = self.deliver_available(handled, durable).await?;
+            // The checkpoint is committed below: nothing to post for a commit to carry.
+            (handled, durable) = self.deliver_available(handled, durable, false).await?;
         }
         self.flush(&storage, handled, durable)?;
         Ok(handled)
     }
 
     /// Hands the handler to the blocking pool for one batch from `handled` to the end of the
-    /// log; returns where delivery and the committed checkpoint stand afterwards.
-    async fn deliver_available(&mut self, handled: u64, durable: u64) -> Result<(u64, u64)> {
+    /// log; returns where delivery and the committed checkpoint stand afterwards. With
+    /// `ride_along`, a checkpoint left uncommitted at the end rides along with the next commit.
+    async fn deliver_available(
+        &mut self,
+        handled: u64,
+        durable: u64,
+        ride_along: bool,
+    ) -> Result<(u64, u64)> {
         let handler = self
             .handler
             .take()
@@ -267,6 +274,7 @@ where
             checkpoint_every: self.checkpoint_every,
             checkpoint_interval: self.checkpoint_interval,
             stop: self.wake.stop_flag(),
+            ride_along,
         };
         let task = tokio::task::spawn_blocking(move || job.run(handler, handled, durable));
         let outcome = match task.await {

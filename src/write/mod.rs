@@ -200,7 +200,7 @@ impl WritePath {
         let streams: Vec<StreamId> = group.iter().map(|r| r.stream).collect();
         let keys = match self.keys_for(&streams) {
             Ok(keys) => keys,
-            Err(e) => return group.iter().map(|_| Err(e.duplicate())).collect(),
+            Err(e) => return failed_all(group, e),
         };
         let outcome = self.run(WriteKind::Append, |txn| {
             let mut results = Vec::with_capacity(group.len());
@@ -229,12 +229,7 @@ impl WritePath {
                 self.committed_batches(group, &results, started);
                 results
             }
-            Err(e) => {
-                let mut results: Vec<Result<Appended>> =
-                    group.iter().skip(1).map(|_| Err(e.duplicate())).collect();
-                results.insert(0, Err(e));
-                results
-            }
+            Err(e) => failed_all(group, e),
         }
     }
 
@@ -418,4 +413,13 @@ impl WritePath {
             tracing::warn!(path = %self.log.env.path().display(), error = %e, "indexing the tail at close failed; the next open reads it back");
         }
     }
+}
+
+/// The results of a group that failed as a whole: the error for the first batch, copies of it
+/// for the others.
+fn failed_all(group: &[Request], e: Error) -> Vec<Result<Appended>> {
+    let mut results: Vec<Result<Appended>> =
+        group.iter().skip(1).map(|_| Err(e.duplicate())).collect();
+    results.insert(0, Err(e));
+    results
 }
