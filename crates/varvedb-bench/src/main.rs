@@ -7,6 +7,7 @@
 //! cargo run --release -p varvedb-bench -- --only processor [--live-secs 10 --live-rate 1000]
 //! cargo run --release -p varvedb-bench -- --only encryption [--rotate-streams 1000000]
 //! cargo run --release -p varvedb-bench -- --only metrics [--metrics-events 100000]
+//! cargo run --release -p varvedb-bench -- --only filtered [--filtered-events 1000000]
 //! ```
 //!
 //! The table goes to stdout and to `target/bench-report.md`; progress goes to stderr. Numbers
@@ -84,6 +85,7 @@
 
 mod common;
 mod encryption;
+mod filtered;
 mod metrics_cost;
 mod processor;
 mod raw;
@@ -107,8 +109,8 @@ const USAGE: &str = "usage: varvedb-bench [--events N] [--small-batch-events N] 
                      [--singles N] [--streams N] [--gets N] [--reps N]
                      [--write-budget-secs N] [--concurrent-secs N] [--concurrent-reps N]
                      [--live-secs N] [--live-rate N] [--rotate-streams N]
-                     [--all | --only concurrent|classic|processor|encryption|metrics]
-                     [--metrics-events N] [--no-sqlite]";
+                     [--all | --only concurrent|classic|processor|encryption|metrics|filtered]
+                     [--metrics-events N] [--filtered-events N] [--no-sqlite]";
 
 /// Sizes of the workloads.
 #[derive(Clone, Debug)]
@@ -153,6 +155,10 @@ struct Config {
     metrics: bool,
     /// Single appends per round of the metrics rows.
     metrics_events: u64,
+    /// Run the filtered-subscription rows (`--all` or `--only filtered`).
+    filtered: bool,
+    /// Events of each store of the filtered rows.
+    filtered_events: u64,
 }
 
 impl Default for Config {
@@ -178,6 +184,8 @@ impl Default for Config {
             rotate_streams: 1_000_000,
             metrics: false,
             metrics_events: 100_000,
+            filtered: false,
+            filtered_events: 1_000_000,
         }
     }
 }
@@ -194,6 +202,7 @@ impl Config {
             if flag == "--all" {
                 cfg.encryption = true;
                 cfg.metrics = true;
+                cfg.filtered = true;
                 continue;
             }
             if flag == "--only" {
@@ -201,10 +210,17 @@ impl Config {
                 let only = only.as_deref();
                 if !matches!(
                     only,
-                    Some("concurrent" | "classic" | "processor" | "encryption" | "metrics")
+                    Some(
+                        "concurrent"
+                            | "classic"
+                            | "processor"
+                            | "encryption"
+                            | "metrics"
+                            | "filtered"
+                    )
                 ) {
                     return Err(format!(
-                        "--only needs concurrent, classic, processor, encryption or metrics\n{USAGE}"
+                        "--only needs concurrent, classic, processor, encryption, metrics or filtered\n{USAGE}"
                     )
                     .into());
                 }
@@ -213,6 +229,7 @@ impl Config {
                 cfg.processor = only == Some("processor");
                 cfg.encryption = only == Some("encryption");
                 cfg.metrics = only == Some("metrics");
+                cfg.filtered = only == Some("filtered");
                 continue;
             }
             if flag == "-h" || flag == "--help" {
@@ -239,6 +256,7 @@ impl Config {
                 "--concurrent-reps" => cfg.concurrent_reps = value_at_least_1 as usize,
                 "--live-secs" => cfg.live_time = Duration::from_secs(value_at_least_1),
                 "--metrics-events" => cfg.metrics_events = value.max(1_000),
+                "--filtered-events" => cfg.filtered_events = value.max(1_000),
                 "--live-rate" => cfg.live_rate = value.clamp(1, 1_000_000),
                 "--rotate-streams" => cfg.rotate_streams = value_at_least_1,
                 _ => return Err(format!("unknown flag {flag}\n{USAGE}").into()),
@@ -964,11 +982,21 @@ fn run() -> Res<()> {
     } else {
         String::new()
     };
+    let filtered = if cfg.filtered {
+        filtered::run(&filtered::Settings {
+            events: cfg.filtered_events,
+            streams: cfg.streams,
+            reps: cfg.reps,
+        })?
+    } else {
+        String::new()
+    };
     final_note(&mut report, started);
 
     let mut table = report.render();
     table.push_str(&encrypted);
     table.push_str(&metrics_cost);
+    table.push_str(&filtered);
     println!("{table}");
     let path = report_path();
     std::fs::write(&path, &table)?;
