@@ -27,6 +27,13 @@ pub enum DamagedEntry {
     },
     /// A key of the `heads` database that is not a stream id.
     StreamHeadKey,
+    /// The entry of this version of this stream in the stream index.
+    StreamIndexEntry {
+        /// The stream.
+        stream: StreamId,
+        /// The version.
+        version: u64,
+    },
     /// The index watermark in `meta`.
     IndexWatermark,
     /// The checkpoint of this processor (the `checkpoints` database).
@@ -41,6 +48,12 @@ impl std::fmt::Display for DamagedEntry {
         match self {
             DamagedEntry::StreamHead { stream } => write!(f, "the head of stream {stream}"),
             DamagedEntry::StreamHeadKey => f.write_str("a key of the stream heads"),
+            DamagedEntry::StreamIndexEntry { stream, version } => {
+                write!(
+                    f,
+                    "the stream index entry of version {version} of stream {stream}"
+                )
+            }
             DamagedEntry::IndexWatermark => f.write_str("the index watermark"),
             DamagedEntry::Checkpoint { processor } => {
                 write!(f, "the checkpoint of processor {processor:?}")

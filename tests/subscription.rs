@@ -198,3 +198,85 @@ async fn filters_take_stream_ids_as_appends_do() {
         Err(varvedb::error::Error::InvalidStreamId { value: -4 })
     ));
 }
+
+/// A subscription to a few of many streams walks their entries of the stream index instead of
+/// the log. It must deliver exactly what a filter over the whole log delivers, in global order:
+/// from the start and from a position, across the index on disk and the unindexed tail, and
+/// live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_few_streams_of_many_deliver_what_the_whole_log_holds_for_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(StorageConfig {
+        path: dir.path().to_path_buf(),
+        index_interval: 1_000,
+        ..Default::default()
+    })
+    .unwrap();
+    let mut writer = Writer::<Tick>::new(storage.clone());
+    let streams = 1_000u64;
+    let mut n = 0u32;
+    // 3,000 events: the index on disk holds most, the tail the rest.
+    for round in 0..3u64 {
+        let mut tx = writer.transaction();
+        for s in 0..streams {
+            n += 1;
+            tx.append_batch(
+                (s * 7 + round) % streams,
+                ExpectedVersion::Any,
+                [Tick { n }],
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    assert!(
+        storage.stats().indexed_through > 0,
+        "part of the log is indexed"
+    );
+    assert!(
+        storage.stats().indexed_through < storage.head(),
+        "part is in the tail"
+    );
+    let wanted: Vec<u64> = vec![3, 500, 999, 42, 4242];
+    let filter = wanted.iter().fold(Filter::default(), |f, s| f.stream(*s));
+    let reader = Reader::<Tick>::new(storage.clone());
+    let expected = |from: u64| -> Vec<u64> {
+        let txn = storage.read_txn().unwrap();
+        reader
+            .read_log(&txn, from, varvedb::Direction::Forward)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| wanted.contains(&e.stream().as_u128().try_into().unwrap()))
+            .map(|e| e.seq())
+            .collect()
+    };
+    for from in [1, 2, 1_500, 2_001, 2_999, 3_001] {
+        let mut sub = reader
+            .subscribe(StartFrom::Seq(from), filter.clone())
+            .unwrap()
+            .with_batch(2);
+        let want = expected(from);
+        assert_eq!(
+            take(&mut sub, want.len()).await,
+            (want, None),
+            "from {from}"
+        );
+        assert!(
+            matches!(sub.next().await, Some(Ok(SubscriptionItem::CaughtUp))),
+            "from {from}: caught up after history"
+        );
+    }
+    // Live: an event of a wanted stream arrives, one of another stream does not.
+    let mut sub = reader.subscribe(StartFrom::End, filter).unwrap();
+    assert!(matches!(
+        sub.next().await,
+        Some(Ok(SubscriptionItem::CaughtUp))
+    ));
+    writer
+        .append_batch(7, ExpectedVersion::Any, [Tick { n: 0 }])
+        .unwrap();
+    let live = writer
+        .append_batch(500, ExpectedVersion::Any, [Tick { n: 1 }])
+        .unwrap();
+    assert_eq!(take(&mut sub, 1).await, (vec![live.first().seq], None));
+}

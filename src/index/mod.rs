@@ -15,12 +15,14 @@
 
 mod flush;
 mod heads;
+mod merge;
 pub(crate) mod tail;
 
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 pub(crate) use heads::read_head;
 use heads::MergedHeads;
+pub(crate) use merge::Merged;
 use tail::{merge_head, Entry, Tail};
 
 use crate::env::Dbs;

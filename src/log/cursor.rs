@@ -7,6 +7,7 @@ use super::{Log, Scan, Select};
 use crate::env::ReadTxn;
 use crate::error::Result;
 use crate::format::record::DecodedRecord;
+use crate::index::StreamIndex;
 use crate::metrics::handles::ReadKind;
 use crate::types::Direction;
 
@@ -25,7 +26,8 @@ pub(crate) enum Step {
 }
 
 /// Where a long read of the log stands: the next sequence to visit, the direction, and how long
-/// one read transaction may stay open. Processors, subscriptions and `Reader::for_each_*` walk
+/// one read transaction may stay open. A forward read of a few streams walks their entries of
+/// the stream index instead of the log ([`Scan::streams`]). Processors, subscriptions and `Reader::for_each_*` walk
 /// the log with it; a read in the caller's own transaction uses [`Scan`] directly.
 ///
 /// Renewing the transaction keeps a slow reader from pinning pages the writers freed, and lets a
@@ -78,6 +80,7 @@ impl LogCursor {
     pub(crate) fn step(
         &mut self,
         log: &Log,
+        index: &StreamIndex,
         select: &Select,
         mut visit: impl FnMut(&ReadTxn, Result<DecodedRecord<'_>>) -> ControlFlow<()>,
     ) -> Result<Step> {
@@ -86,13 +89,23 @@ impl LogCursor {
         }
         let txn = log.env.read_txn()?;
         let opened = Instant::now();
-        let mut scan = Scan::new(
-            &log.dbs,
-            txn.raw(),
-            self.next,
-            self.direction,
-            select.clone(),
-        )?;
+        let through_index = match &select.streams {
+            Some(streams) if self.direction == Direction::Forward => {
+                Scan::prefers_index(&log.dbs, txn.raw(), streams)?
+            }
+            _ => false,
+        };
+        let mut scan = if through_index {
+            Scan::streams(&log.dbs, index, txn.raw(), self.next, select.clone())?
+        } else {
+            Scan::new(
+                &log.dbs,
+                txn.raw(),
+                self.next,
+                self.direction,
+                select.clone(),
+            )?
+        };
         let mut yielded = 0u64;
         let step = self.visit_all(&txn, &mut scan, opened, &mut yielded, &mut visit);
         txn.count_reads(ReadKind::Log, yielded);

@@ -1,6 +1,5 @@
 //! A scan of the log in one transaction, yielding the records a reader selected.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use heed::byteorder::BigEndian;
@@ -10,13 +9,21 @@ use super::prefetch;
 use crate::env::Dbs;
 use crate::error::{Error, Result};
 use crate::format::record::{self, DecodedRecord};
+use crate::index::{Merged, StreamIndex};
 use crate::types::{Direction, StreamId};
+
+/// Most streams a scan walks through the stream index; more go through the log.
+const MERGE_MAX_STREAMS: usize = 256;
+/// A scan walks the stream index when its streams are at most one in this many of the streams
+/// with a head on disk: reading a record by sequence costs about as much as passing over this
+/// many records of a log scan.
+const MERGE_SHARE: u64 = 16;
 
 /// Which records a scan yields, decided on the verified header alone.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Select {
     /// Only records of these streams; `None`: every stream.
-    pub streams: Option<Arc<HashSet<StreamId>>>,
+    pub streams: Option<Arc<foldhash::HashSet<StreamId>>>,
     /// Only records of these event types; `None`: every type.
     pub types: Option<Arc<[String]>>,
 }
@@ -43,6 +50,8 @@ impl Select {
 enum Range<'t> {
     Forward(heed::RoRange<'t, U64<BigEndian>, Bytes>),
     Backward(heed::RoRevRange<'t, U64<BigEndian>, Bytes>),
+    /// Forward through the selected streams' entries of the stream index, merged by sequence.
+    Streams(Box<Merged<'t>>),
 }
 
 /// The records of the log from a sequence on, in a direction, in the caller's transaction, that
@@ -50,6 +59,9 @@ enum Range<'t> {
 /// checksum in the same pass). A record is passed over when its intact header says it is not
 /// wanted, whatever its payload; one whose header is damaged is an error item, since nobody can
 /// tell whose it is. The scan goes on after an error item.
+///
+/// A scan of a few streams ([`Scan::streams`]) walks their entries of the stream index instead
+/// of the log: it reads only their records, each checked against the entry that led to it.
 pub(crate) struct Scan<'t> {
     dbs: Dbs,
     txn: &'t heed::RoTxn<'t>,
@@ -93,6 +105,51 @@ impl<'t> Scan<'t> {
         })
     }
 
+    /// A forward scan from `from` of the few streams `select` names, through the stream index
+    /// (see the type's documentation). Once it is exhausted, it has covered the log up to the
+    /// transaction's head.
+    ///
+    /// # Errors
+    ///
+    /// As [`StreamIndex::merged`].
+    pub(crate) fn streams(
+        dbs: &Dbs,
+        index: &StreamIndex,
+        txn: &'t heed::RoTxn<'t>,
+        from: u64,
+        select: Select,
+    ) -> Result<Self> {
+        let streams: Vec<StreamId> = select
+            .streams
+            .as_deref()
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        let merged = index.merged(dbs, txn, &streams, from)?;
+        Ok(Scan {
+            dbs: *dbs,
+            txn,
+            range: Range::Streams(Box::new(merged)),
+            select,
+            one_pass: false,
+            visited: None,
+            budget: u64::MAX,
+        })
+    }
+
+    /// Whether a forward scan of `streams` from a position is best made through the stream
+    /// index rather than the log: when they are few, and a small share of the streams in `txn`.
+    pub(crate) fn prefers_index(
+        dbs: &Dbs,
+        txn: &heed::RoTxn<'_>,
+        streams: &foldhash::HashSet<StreamId>,
+    ) -> Result<bool> {
+        if streams.is_empty() || streams.len() > MERGE_MAX_STREAMS {
+            return Ok(false);
+        }
+        let known = dbs.heads.len(txn)?;
+        Ok(streams.len() as u64 * MERGE_SHARE <= known)
+    }
+
     /// Ends the scan after it visited `records` records, yielded or passed over.
     pub(crate) fn with_budget(mut self, records: u64) -> Self {
         self.budget = records;
@@ -122,10 +179,15 @@ impl<'t> Scan<'t> {
         } else {
             record::decode_header(seq, bytes)
         };
-        let rec = match decoded {
-            Ok(rec) => rec,
-            Err(e) => return self.judge_damaged(seq, bytes, e),
-        };
+        match decoded {
+            Ok(rec) => self.wanted(rec),
+            Err(e) => self.judge_damaged(seq, bytes, e),
+        }
+    }
+
+    /// A decoded record if `select` wants it, `None` to pass it over.
+    #[inline]
+    fn wanted(&self, rec: DecodedRecord<'t>) -> Option<Result<DecodedRecord<'t>>> {
         if !self.select.matches(&rec) {
             return None;
         }
@@ -136,6 +198,26 @@ impl<'t> Scan<'t> {
             }
         }
         Some(Ok(rec))
+    }
+
+    /// The record an index entry of `stream` leads to, checked against the entry.
+    fn indexed(&self, stream: StreamId, version: u64, seq: u64) -> Result<DecodedRecord<'t>> {
+        let bytes = self
+            .dbs
+            .get_record(self.txn, seq)?
+            .ok_or_else(|| Error::corrupted(seq, "stream index points at a missing record"))?;
+        let rec = record::decode_header(seq, bytes)?;
+        if rec.stream() != stream || rec.version() != version {
+            return Err(Error::corrupted(
+                seq,
+                format!(
+                    "index says stream {stream} version {version}, record says stream {} version {}",
+                    rec.stream(),
+                    rec.version()
+                ),
+            ));
+        }
+        Ok(rec)
     }
 
     /// A record that failed to decode in one pass may have an intact header and a damaged
@@ -178,6 +260,26 @@ impl<'t> Iterator for Scan<'t> {
                     entry
                 }
                 Range::Backward(range) => range.next()?,
+                Range::Streams(merged) => {
+                    let (stream, entry) = match merged.next() {
+                        Some(Ok(next)) => next,
+                        Some(Err(e)) => return Some(Err(e)),
+                        None => {
+                            // Every event of the streams up to the head was visited.
+                            let head = merged.head();
+                            self.visited = Some(self.visited.map_or(head, |v| v.max(head)));
+                            return None;
+                        }
+                    };
+                    self.visited = Some(entry.seq);
+                    match self.indexed(stream, entry.version, entry.seq) {
+                        Ok(rec) => match self.wanted(rec) {
+                            Some(item) => return Some(item),
+                            None => continue,
+                        },
+                        Err(e) => return Some(Err(e)),
+                    }
+                }
             };
             let (seq, value) = match entry {
                 Ok(entry) => entry,

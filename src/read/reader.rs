@@ -329,18 +329,23 @@ where
         let mut failed = None;
         let mut memo = KeyMemo::default();
         loop {
-            let step = cursor.step(self.log(), &select, |_txn, item| {
-                let view = match item.and_then(|rec| self.view_of(rec, &mut memo)) {
-                    Ok(view) => view,
-                    Err(e) => {
-                        self.read_failed(&e);
-                        failed = Some(e);
-                        return ControlFlow::Break(());
-                    }
-                };
-                visited += 1;
-                f(view)
-            })?;
+            let step = cursor.step(
+                self.log(),
+                &self.storage.store.index,
+                &select,
+                |_txn, item| {
+                    let view = match item.and_then(|rec| self.view_of(rec, &mut memo)) {
+                        Ok(view) => view,
+                        Err(e) => {
+                            self.read_failed(&e);
+                            failed = Some(e);
+                            return ControlFlow::Break(());
+                        }
+                    };
+                    visited += 1;
+                    f(view)
+                },
+            )?;
             if let Some(e) = failed {
                 return Err(e);
             }

@@ -74,7 +74,7 @@ where
             loop {
                 let mut failure = None;
                 let mut checkpoint_due = false;
-                let step = cursor.step(log, &select, |_txn, item| {
+                let step = cursor.step(log, &storage.store.index, &select, |_txn, item| {
                     let seq = match &item {
                         Ok(rec) => rec.seq(),
                         Err(e) => e.seq().expect("the cursor hands over errors of records"),

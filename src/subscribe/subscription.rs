@@ -101,7 +101,8 @@ impl Filter {
                 .collect()
         };
         Ok(Select {
-            streams: (!self.streams.is_empty()).then(|| Arc::new(self.streams)),
+            streams: (!self.streams.is_empty())
+                .then(|| Arc::new(self.streams.into_iter().collect())),
             types: Some(types),
         })
     }
@@ -356,17 +357,22 @@ where
             buffer,
             ..
         } = self;
-        let step = cursor.step(reader.log(), select, |_txn, item| {
-            buffer.push_back(
-                item.and_then(|rec| reader.view_of(rec, memo))
-                    .map(|view| RecordedEvent::from_view(&view)),
-            );
-            if buffer.len() >= *batch {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
-        })?;
+        let step = cursor.step(
+            reader.log(),
+            &reader.storage().store.index,
+            select,
+            |_txn, item| {
+                buffer.push_back(
+                    item.and_then(|rec| reader.view_of(rec, memo))
+                        .map(|view| RecordedEvent::from_view(&view)),
+                );
+                if buffer.len() >= *batch {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            },
+        )?;
         if step == Step::End && cursor.position() <= head {
             // Nothing more is stored up to `head`: never spin on an empty range.
             cursor.seek(head + 1);
