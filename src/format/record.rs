@@ -34,8 +34,7 @@
 //!
 //! The functions a read calls are `#[inline]`: readers are generic over the event type, so a
 //! scan's loop is compiled in the application's crate, which cannot inline a plain function of
-//! this one without the attribute (callgrind of a typed scan: 1,075 → 930 instructions per
-//! event with the attributes and the packed [`DecodedRecord`] flag).
+//! this one without the attribute.
 
 use std::borrow::Cow;
 
@@ -64,8 +63,8 @@ const KNOWN_FLAGS: u8 = FLAG_CORRELATION | FLAG_CAUSATION | FLAG_METADATA | FLAG
 /// Length of the crypto block of an encrypted record: nonce and key version.
 const CRYPTO_BLOCK_LEN: usize = 16;
 /// Room on the stack for the associated data of a sealed record: enough for event type names up
-/// to about 100 bytes, longer ones build it on the heap. (A buffer for the longest name, 1 KiB
-/// zeroed for every record, was 3% of an encrypted scan's profile.)
+/// to about 100 bytes, longer ones build it on the heap (a buffer for the longest name would be
+/// 1 KiB zeroed for every record).
 const AAD_INLINE: usize = 256;
 const AAD_PREFIX: &[u8; 14] = b"varvedb/record";
 
@@ -442,12 +441,12 @@ pub(crate) struct DecodedRecord<'a> {
     /// Offset of the payload region in the low 31 bits, and in the top bit ([`PAYLOAD_CHECKED`])
     /// whether the payload checksum was verified along with the header's. Not a `bool` field:
     /// moving the struct then copies the `bool` and its padding as one 8-byte word just after a
-    /// 1-byte store, which the CPU cannot forward from its store buffer, and scans paid that
-    /// stall on every record (perf annotate of a typed scan).
+    /// 1-byte store, which the CPU cannot forward from its store buffer: a stall on every record
+    /// of a scan.
     payload: u32,
 }
 
-/// The flag bit of [`DecodedRecord::payload`]. Payload offsets are below it: `decode_with`
+/// The flag bit of [`DecodedRecord::payload`]. Payload offsets are below it: `decode_verified`
 /// refuses any larger one (the header, type name and metadata of a record are at most about
 /// 1 GiB, the metadata limit).
 const PAYLOAD_CHECKED: u32 = 1 << 31;
@@ -671,7 +670,7 @@ fn malformed(
 /// Every length is bounds-checked before it is used, so arbitrary bytes give an error, never a
 /// panic.
 pub(crate) fn decode(seq: u64, bytes: &[u8]) -> Result<DecodedRecord<'_>> {
-    let rec = decode_with(seq, bytes, false)?;
+    let rec = decode_verified(seq, bytes, false)?;
     rec.check_type_name()?;
     Ok(rec)
 }
@@ -682,7 +681,7 @@ pub(crate) fn decode(seq: u64, bytes: &[u8]) -> Result<DecodedRecord<'_>> {
 /// or check it with [`DecodedRecord::check_type_name`].
 #[inline]
 pub(crate) fn decode_header(seq: u64, bytes: &[u8]) -> Result<DecodedRecord<'_>> {
-    decode_with(seq, bytes, false)
+    decode_verified(seq, bytes, false)
 }
 
 /// Decodes a record for a full read: verifies both checksums in one pass, but not that the event
@@ -690,11 +689,17 @@ pub(crate) fn decode_header(seq: u64, bytes: &[u8]) -> Result<DecodedRecord<'_>>
 /// it: equality proves it is UTF-8.
 #[inline]
 pub(crate) fn decode_event(seq: u64, bytes: &[u8]) -> Result<DecodedRecord<'_>> {
-    decode_with(seq, bytes, true)
+    decode_verified(seq, bytes, true)
 }
 
-#[inline]
-fn decode_with(seq: u64, bytes: &[u8], with_payload: bool) -> Result<DecodedRecord<'_>> {
+/// Decodes a record as [`decode_event`] (`with_payload`) or [`decode_header`] do. Always
+/// inlined: it is the heart of every scan's loop, which is compiled in the application's crate.
+#[inline(always)]
+pub(crate) fn decode_verified(
+    seq: u64,
+    bytes: &[u8],
+    with_payload: bool,
+) -> Result<DecodedRecord<'_>> {
     // One bounds check for the fixed header; its fields are then read without any.
     let Some(h) = bytes.first_chunk::<HEADER_LEN>() else {
         return Err(bad(seq, "record shorter than its header"));
@@ -883,7 +888,7 @@ mod tests {
         for field in [OFF_SEQ, 24, OFF_VERSION, OFF_TIMESTAMP, 64, 10] {
             let mut bad = buf.clone();
             bad[field] ^= 1;
-            let po = decode_with(42, &buf, false).unwrap().payload_offset();
+            let po = decode_verified(42, &buf, false).unwrap().payload_offset();
             let crc = checksum::crc32c(&bad[HEADER_CRC_START..po]);
             bad[0..4].copy_from_slice(&crc.to_le_bytes());
             let seq = u64_at(&bad, OFF_SEQ);
@@ -894,7 +899,7 @@ mod tests {
             );
         }
         // Every flipped ciphertext bit, checksum fixed: authentication fails.
-        let po = decode_with(42, &buf, false).unwrap().payload_offset();
+        let po = decode_verified(42, &buf, false).unwrap().payload_offset();
         for byte in po..buf.len() - 16 {
             let mut bad = buf.clone();
             bad[byte] ^= 0x10;

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::{Log, Scan, Select};
 use crate::env::ReadTxn;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::format::record::DecodedRecord;
 use crate::index::StreamIndex;
 use crate::metrics::handles::ReadKind;
@@ -15,7 +15,7 @@ use crate::types::Direction;
 const CLOCK_EVERY: u64 = 64;
 
 /// How one [`LogCursor::step`] ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum Step {
     /// The log ends here (for now): every record up to its end was visited.
     End,
@@ -23,6 +23,10 @@ pub(crate) enum Step {
     Renew,
     /// The visitor broke off.
     Stopped,
+    /// A record the scan wanted could not be read (its header is damaged, it is missing behind
+    /// an index entry): the error, with the record's sequence. The cursor stands after it; the
+    /// caller decides whether to go on.
+    Failed(Error),
 }
 
 /// Where a long read of the log stands: the next sequence to visit, the direction, and how long
@@ -68,21 +72,24 @@ impl LogCursor {
     }
 
     /// Visits, in one read transaction, the records `select` wants from the cursor's position
-    /// on (each counted as a log read in the store's metrics): calls `visit` with each (or with the error item of a record that cannot be read) until
-    /// it breaks, the log ends, or the transaction is older than the cursor's age. The cursor
-    /// then stands right after the last record visited, wanted or not, or after the one `visit`
-    /// broke on: a visitor that breaks has taken that record.
+    /// on (each counted as a log read in the store's metrics): calls `visit` with each until it
+    /// breaks, the log ends, a record cannot be read, or the transaction is older than the
+    /// cursor's age. The cursor then stands right after the last record visited, wanted or not,
+    /// or after the one `visit` broke on (a visitor that breaks has taken that record), or
+    /// after the one that failed.
+    ///
+    /// The visitor gets records only; a record that fails ends the step with
+    /// [`Step::Failed`], so that nothing but a record crosses the hot loop.
     ///
     /// # Errors
     ///
-    /// [`crate::Error::Lmdb`] when a transaction or the range cannot be opened or read. Items
-    /// that fail on their own (a damaged or shredded record) go to `visit` instead.
+    /// [`crate::Error::Lmdb`] when a transaction or the range cannot be opened or read.
     pub(crate) fn step(
         &mut self,
         log: &Log,
         index: &StreamIndex,
         select: &Select,
-        mut visit: impl FnMut(&ReadTxn, Result<DecodedRecord<'_>>) -> ControlFlow<()>,
+        mut visit: impl FnMut(&ReadTxn, DecodedRecord<'_>) -> ControlFlow<()>,
     ) -> Result<Step> {
         if self.exhausted() {
             return Ok(Step::End);
@@ -112,30 +119,46 @@ impl LogCursor {
         step
     }
 
+    #[inline(always)]
     fn visit_all(
         &mut self,
         txn: &ReadTxn,
         scan: &mut Scan<'_>,
         opened: Instant,
         yielded: &mut u64,
-        visit: &mut impl FnMut(&ReadTxn, Result<DecodedRecord<'_>>) -> ControlFlow<()>,
+        visit: &mut impl FnMut(&ReadTxn, DecodedRecord<'_>) -> ControlFlow<()>,
     ) -> Result<Step> {
         loop {
             scan.refill(CLOCK_EVERY);
-            for item in scan.by_ref() {
-                let at = match &item {
-                    Ok(rec) => rec.seq(),
-                    Err(e) => match e.seq() {
-                        Some(seq) => seq,
-                        // Without a sequence the error comes from LMDB itself: the scan cannot
-                        // go on.
-                        None => return Err(item.err().expect("an error")),
+            loop {
+                // A record goes straight from the scan to the visitor (see `Scan::next_map`).
+                let mut stopped_at = None;
+                let item = scan.next_map(|rec| {
+                    let at = rec.seq();
+                    *yielded += 1;
+                    if visit(txn, rec).is_break() {
+                        stopped_at = Some(at);
+                    }
+                    Ok(())
+                });
+                match item {
+                    None => break,
+                    Some(Ok(())) => {
+                        if let Some(at) = stopped_at {
+                            self.advance_past(at);
+                            return Ok(Step::Stopped);
+                        }
+                    }
+                    // Without a sequence the error comes from LMDB itself: the scan cannot go
+                    // on.
+                    Some(Err(e)) => match e.seq() {
+                        Some(at) => {
+                            *yielded += 1;
+                            self.advance_past(at);
+                            return Ok(Step::Failed(e));
+                        }
+                        None => return Err(e),
                     },
-                };
-                *yielded += 1;
-                if visit(txn, item).is_break() {
-                    self.advance_past(at);
-                    return Ok(Step::Stopped);
                 }
             }
             if let Some(last) = scan.last_visited() {

@@ -30,7 +30,7 @@ pub(crate) struct Select {
 
 impl Select {
     /// Whether the record is wanted.
-    #[inline]
+    #[inline(always)]
     fn matches(&self, rec: &DecodedRecord<'_>) -> bool {
         if let Some(streams) = &self.streams {
             if !streams.contains(&rec.stream()) {
@@ -171,33 +171,102 @@ impl<'t> Scan<'t> {
         self.visited
     }
 
-    /// Decodes the record at `seq` and decides whether to yield it: `None` passes it over.
-    #[inline]
-    fn judge(&self, seq: u64, bytes: &'t [u8]) -> Option<Result<DecodedRecord<'t>>> {
-        let decoded = if self.one_pass {
-            record::decode_event(seq, bytes)
-        } else {
-            record::decode_header(seq, bytes)
-        };
-        match decoded {
-            Ok(rec) => self.wanted(rec),
-            Err(e) => self.judge_damaged(seq, bytes, e),
-        }
-    }
-
-    /// A decoded record if `select` wants it, `None` to pass it over.
-    #[inline]
+    /// Whether `select` wants a decoded record: `Some` with the record (or the error of a type
+    /// name that is not UTF-8, when no name was compared with a known one), `None` to pass it
+    /// over.
+    #[inline(always)]
     fn wanted(&self, rec: DecodedRecord<'t>) -> Option<Result<DecodedRecord<'t>>> {
         if !self.select.matches(&rec) {
             return None;
         }
         if self.select.types.is_none() {
-            // No name was compared with a known one: check it is UTF-8.
             if let Err(e) = rec.check_type_name() {
                 return Some(Err(e));
             }
         }
         Some(Ok(rec))
+    }
+
+    /// The next record of a walk through the stream index: `Some(None)` for one that is not
+    /// wanted, `None` at the end.
+    #[inline(never)]
+    fn next_indexed(&mut self) -> Option<Option<Result<DecodedRecord<'t>>>> {
+        let Range::Streams(merged) = &mut self.range else {
+            unreachable!("called on a walk through the stream index")
+        };
+        let (stream, entry) = match merged.next() {
+            Some(Ok(next)) => next,
+            Some(Err(e)) => return Some(Some(Err(e))),
+            None => {
+                // Every event of the streams up to the head was visited.
+                let head = merged.head();
+                self.visited = Some(self.visited.map_or(head, |v| v.max(head)));
+                return None;
+            }
+        };
+        self.visited = Some(entry.seq);
+        Some(match self.indexed(stream, entry.version, entry.seq) {
+            Ok(rec) => self.wanted(rec),
+            Err(e) => Some(Err(e)),
+        })
+    }
+
+    /// The next record the scan yields, handed to `f`, whose result is the item: the one loop of
+    /// every scan, inlined into its caller so that a record never goes through memory on its
+    /// way from the map to the caller's view of it.
+    #[inline(always)]
+    pub(crate) fn next_map<T>(
+        &mut self,
+        mut f: impl FnMut(DecodedRecord<'t>) -> Result<T>,
+    ) -> Option<Result<T>> {
+        loop {
+            if self.budget == 0 {
+                return None;
+            }
+            self.budget -= 1;
+            let entry = match &mut self.range {
+                Range::Forward(range) => {
+                    let entry = range.next()?;
+                    if let Ok((_, value)) = &entry {
+                        prefetch::after_in_log(value);
+                    }
+                    entry
+                }
+                Range::Backward(range) => range.next()?,
+                Range::Streams(_) => match self.next_indexed()? {
+                    Some(Ok(rec)) => return Some(f(rec)),
+                    Some(Err(e)) => return Some(Err(e)),
+                    None => continue,
+                },
+            };
+            let (seq, value) = match entry {
+                Ok(entry) => entry,
+                Err(e) => return Some(Err(e.into())),
+            };
+            self.visited = Some(seq);
+            let bytes = match self.dbs.record(self.txn, seq, value) {
+                Ok(bytes) => bytes,
+                Err(e) => return Some(Err(e)),
+            };
+            match record::decode_verified(seq, bytes, self.one_pass) {
+                Ok(rec) => {
+                    if !self.select.matches(&rec) {
+                        continue;
+                    }
+                    if self.select.types.is_none() {
+                        // No name was compared with a known one: check it is UTF-8.
+                        if let Err(e) = rec.check_type_name() {
+                            return Some(Err(e));
+                        }
+                    }
+                    return Some(f(rec));
+                }
+                Err(e) => match self.judge_damaged(seq, bytes, e) {
+                    Some(e) => return Some(Err(e)),
+                    None => continue,
+                },
+            }
+        }
     }
 
     /// The record an index entry of `stream` leads to, checked against the entry.
@@ -221,15 +290,11 @@ impl<'t> Scan<'t> {
     }
 
     /// A record that failed to decode in one pass may have an intact header and a damaged
-    /// payload: then it is passed over when it is not wanted, like any other.
+    /// payload: then it is passed over when it is not wanted, like any other. `Some` is the
+    /// error to report.
     #[cold]
     #[inline(never)]
-    fn judge_damaged(
-        &self,
-        seq: u64,
-        bytes: &'t [u8],
-        e: Error,
-    ) -> Option<Result<DecodedRecord<'t>>> {
+    fn judge_damaged(&self, seq: u64, bytes: &'t [u8], e: Error) -> Option<Error> {
         if self.one_pass {
             if let Ok(header) = record::decode_header(seq, bytes) {
                 if !self.select.matches(&header) {
@@ -237,7 +302,7 @@ impl<'t> Scan<'t> {
                 }
             }
         }
-        Some(Err(e))
+        Some(e)
     }
 }
 
@@ -246,54 +311,7 @@ impl<'t> Iterator for Scan<'t> {
 
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if self.budget == 0 {
-                return None;
-            }
-            self.budget -= 1;
-            let entry = match &mut self.range {
-                Range::Forward(range) => {
-                    let entry = range.next()?;
-                    if let Ok((_, value)) = &entry {
-                        prefetch::after_in_log(value);
-                    }
-                    entry
-                }
-                Range::Backward(range) => range.next()?,
-                Range::Streams(merged) => {
-                    let (stream, entry) = match merged.next() {
-                        Some(Ok(next)) => next,
-                        Some(Err(e)) => return Some(Err(e)),
-                        None => {
-                            // Every event of the streams up to the head was visited.
-                            let head = merged.head();
-                            self.visited = Some(self.visited.map_or(head, |v| v.max(head)));
-                            return None;
-                        }
-                    };
-                    self.visited = Some(entry.seq);
-                    match self.indexed(stream, entry.version, entry.seq) {
-                        Ok(rec) => match self.wanted(rec) {
-                            Some(item) => return Some(item),
-                            None => continue,
-                        },
-                        Err(e) => return Some(Err(e)),
-                    }
-                }
-            };
-            let (seq, value) = match entry {
-                Ok(entry) => entry,
-                Err(e) => return Some(Err(e.into())),
-            };
-            self.visited = Some(seq);
-            let bytes = match self.dbs.record(self.txn, seq, value) {
-                Ok(bytes) => bytes,
-                Err(e) => return Some(Err(e)),
-            };
-            if let Some(item) = self.judge(seq, bytes) {
-                return Some(item);
-            }
-        }
+        self.next_map(Ok)
     }
 }
 

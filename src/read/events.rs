@@ -87,9 +87,8 @@ where
         loop {
             let (stream, entry) = match &mut self.source {
                 Source::Log(scan) => {
-                    return scan
-                        .next()
-                        .map(|item| item.and_then(|rec| self.reader.view_of(rec, &mut self.memo)));
+                    let (reader, memo) = (&self.reader, &mut self.memo);
+                    return scan.next_map(|rec| reader.view_of(rec, memo));
                 }
                 Source::StreamForward(stream, range, tail) => {
                     (*stream, index_or_tail(range.next(), || tail.next())?)

@@ -15,8 +15,9 @@
 //!   event.
 //! - **A shredded event** (its stream's key destroyed) is an
 //!   [`Error::Shredded`](crate::Error::Shredded) item wherever events are yielded (point reads,
-//!   scans, subscriptions), and scans go on after it. Processors and projectors, which have
-//!   nothing to hand a handler, pass over it.
+//!   the `read_*` iterators, subscriptions), and they go on after it. The `for_each_*` walks
+//!   stop at it, as at any event they cannot read, with its error (resume after its sequence).
+//!   Processors and projectors, which have nothing to hand a handler, pass over it.
 //! - **A damaged record** is an error item, never skipped by a scan: a damaged payload is
 //!   reported to the readers that want the record, a damaged header to every scan that reaches
 //!   it (its type and stream cannot be known).

@@ -333,11 +333,10 @@ where
                 self.log(),
                 &self.storage.store.index,
                 &select,
-                |_txn, item| {
-                    let view = match item.and_then(|rec| self.view_of(rec, &mut memo)) {
+                |_txn, rec| {
+                    let view = match self.view_of(rec, &mut memo) {
                         Ok(view) => view,
                         Err(e) => {
-                            self.read_failed(&e);
                             failed = Some(e);
                             return ControlFlow::Break(());
                         }
@@ -346,11 +345,17 @@ where
                     f(view)
                 },
             )?;
+            let failed = match step {
+                Step::Failed(e) => Some(e),
+                Step::Renew => failed.take(),
+                Step::End | Step::Stopped => match failed.take() {
+                    None => return Ok(visited),
+                    e => e,
+                },
+            };
             if let Some(e) = failed {
+                self.read_failed(&e);
                 return Err(e);
-            }
-            if step != Step::Renew {
-                return Ok(visited);
             }
         }
     }
@@ -455,7 +460,9 @@ where
     /// The typed view of a record of an accepted type whose header is verified: its payload
     /// checksummed (unless done already), decrypted in an encrypted store (reusing the stream
     /// key in `memo` when the record has the same one), and validated as an archived `E`.
-    #[inline]
+    /// Always inlined: it is the per-record work of every typed scan, and a record moved through
+    /// memory on its way into a view stalls the loop.
+    #[inline(always)]
     pub(crate) fn view_of<'t>(
         &self,
         rec: DecodedRecord<'t>,

@@ -81,7 +81,7 @@ where
     /// The view of a plain record whose payload [`DecodedRecord::verified_plain_payload`]
     /// returned, when it is aligned in the map and valid as an archived `E`: the common case of
     /// a typed read, built without the `Result` layers of [`EventView::new`] (moving those
-    /// through memory was a measured share of a scan). `None` sends the caller to `new`, which
+    /// through memory costs a scan on every record). `None` sends the caller to `new`, which
     /// copies a misaligned payload or reports the invalid one.
     #[inline]
     pub(crate) fn borrowed(record: DecodedRecord<'t>, payload: &'t [u8]) -> Option<Self> {

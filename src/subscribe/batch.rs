@@ -74,29 +74,18 @@ where
             loop {
                 let mut failure = None;
                 let mut checkpoint_due = false;
-                let step = cursor.step(log, &storage.store.index, &select, |_txn, item| {
-                    let seq = match &item {
-                        Ok(rec) => rec.seq(),
-                        Err(e) => e.seq().expect("the cursor hands over errors of records"),
-                    };
+                let step = cursor.step(log, &storage.store.index, &select, |_txn, rec| {
+                    let seq = rec.seq();
                     // Every record before this one was visited: handled or passed over.
                     handled = handled.max(seq - 1);
-                    let delivered = match item.and_then(|rec| self.reader.view_of(rec, &mut memo)) {
+                    let delivered = match self.reader.view_of(rec, &mut memo) {
                         Ok(view) => {
                             let envelope = view.envelope();
                             self.deliver(&mut handler, &mut skipped, seq, |h| {
                                 h.handle_envelope(&envelope, &view)
                             })
                         }
-                        // A shredded event can never be read: passed over.
-                        Err(Error::Shredded { .. }) => Ok(()),
-                        // An unreadable record is skipped only when the policy says so.
-                        Err(e) if self.policy == ErrorPolicy::Skip => {
-                            tracing::warn!(processor = %self.name, seq, error = %e, "skipping unreadable event");
-                            skipped.push((seq, e.to_string()));
-                            Ok(())
-                        }
-                        Err(e) => Err(e),
+                        Err(e) => self.unreadable(&mut skipped, seq, e),
                     };
                     if let Err(e) = delivered {
                         failure = Some(e);
@@ -112,10 +101,20 @@ where
                     }
                     ControlFlow::Continue(())
                 })?;
+                let step = match step {
+                    Step::Failed(e) => {
+                        let seq = e.seq().expect("a failed step names its record");
+                        handled = handled.max(seq - 1);
+                        self.unreadable(&mut skipped, seq, e)?;
+                        handled = seq;
+                        continue;
+                    }
+                    step => step,
+                };
                 if let Some(e) = failure {
                     return Err(e);
                 }
-                if step != Step::Stopped {
+                if !matches!(step, Step::Stopped) {
                     // Everything up to the cursor was visited.
                     handled = handled.max(cursor.position() - 1);
                 }
@@ -127,7 +126,7 @@ where
                     durable = handled;
                     committed_at = Instant::now();
                 }
-                if step == Step::End {
+                if matches!(step, Step::End) {
                     if durable < handled && self.ride_along {
                         storage.store.checkpoints.post(&self.name, handled);
                     }
@@ -154,6 +153,20 @@ where
             durable,
             skipped,
             result,
+        }
+    }
+
+    /// What happens to an event that cannot be read: a shredded one is passed over (it can never
+    /// be read), another is skipped only when the policy says so. `Err` means: stop here.
+    fn unreadable(&self, skipped: &mut Vec<(u64, String)>, seq: u64, e: Error) -> Result<()> {
+        match e {
+            Error::Shredded { .. } => Ok(()),
+            e if self.policy == ErrorPolicy::Skip => {
+                tracing::warn!(processor = %self.name, seq, error = %e, "skipping unreadable event");
+                skipped.push((seq, e.to_string()));
+                Ok(())
+            }
+            e => Err(e),
         }
     }
 

@@ -361,9 +361,10 @@ where
             reader.log(),
             &reader.storage().store.index,
             select,
-            |_txn, item| {
+            |_txn, rec| {
                 buffer.push_back(
-                    item.and_then(|rec| reader.view_of(rec, memo))
+                    reader
+                        .view_of(rec, memo)
                         .map(|view| RecordedEvent::from_view(&view)),
                 );
                 if buffer.len() >= *batch {
@@ -373,7 +374,15 @@ where
                 }
             },
         )?;
-        if step == Step::End && cursor.position() <= head {
+        let step = match step {
+            // Delivered in order, as an error item; the next fill goes on after it.
+            Step::Failed(e) => {
+                buffer.push_back(Err(e));
+                return Ok(());
+            }
+            step => step,
+        };
+        if matches!(step, Step::End) && cursor.position() <= head {
             // Nothing more is stored up to `head`: never spin on an empty range.
             cursor.seek(head + 1);
         }

@@ -92,28 +92,35 @@ impl<'a, 'w> LogTxn<'a, 'w> {
     /// A stream with an entry in the index's tail has its newest event there (see
     /// [`StreamIndex::last_in_tail`]); only a stream without one needs its head on disk.
     pub(crate) fn tip(&mut self, stream: StreamId) -> Result<Option<Tip>> {
-        if let Some(tip) = self.tips.get(&stream) {
-            return Ok((tip.version > 0).then_some(*tip));
-        }
-        let tip = match self.index.last_in_tail(stream, self.base) {
-            Some(last) => Some(Tip {
-                version: last.version,
-                last_seq: last.seq,
-            }),
-            None => read_head(&self.log.dbs, self.wtxn, stream)?.map(|h| Tip {
-                version: h.version,
-                last_seq: h.last_seq,
-            }),
-        };
-        // A stream without events is kept as version 0.
-        self.tips.insert(
-            stream,
-            tip.unwrap_or(Tip {
-                version: 0,
-                last_seq: 0,
-            }),
-        );
-        Ok(tip)
+        let tip = *self.tip_mut(stream)?;
+        Ok((tip.version > 0).then_some(tip))
+    }
+
+    /// Where `stream` stands, to update in place: version 0 for a stream without events.
+    fn tip_mut(&mut self, stream: StreamId) -> Result<&mut Tip> {
+        Ok(match self.tips.entry(stream) {
+            std::collections::hash_map::Entry::Occupied(tip) => tip.into_mut(),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                let tip = match self.index.last_in_tail(stream, self.base) {
+                    Some(last) => Tip {
+                        version: last.version,
+                        last_seq: last.seq,
+                    },
+                    None => read_head(&self.log.dbs, self.wtxn, stream)?.map_or(
+                        // A stream without events is kept as version 0.
+                        Tip {
+                            version: 0,
+                            last_seq: 0,
+                        },
+                        |h| Tip {
+                            version: h.version,
+                            last_seq: h.last_seq,
+                        },
+                    ),
+                };
+                slot.insert(tip)
+            }
+        })
     }
 
     /// The next global sequence, and the newest commit timestamp in the log (a new event's
@@ -250,12 +257,13 @@ impl<'a, 'w> LogTxn<'a, 'w> {
         key: Option<&StreamKey>,
     ) -> Result<()> {
         let (next_seq, last_ts) = self.next_position()?;
-        let tip = self.tip(stream)?;
+        let tip = self.tip_mut(stream)?;
         let follows = place.seq == next_seq
             && place.timestamp_ns >= last_ts
-            && place.version == tip.map_or(0, |t| t.version) + 1
-            && place.prev_seq == tip.map_or(0, |t| t.last_seq);
+            && place.version == tip.version + 1
+            && place.prev_seq == tip.last_seq;
         if !follows {
+            let tip = *tip;
             return Err(Error::corrupted(
                 place.seq,
                 format!(
@@ -263,6 +271,12 @@ impl<'a, 'w> LogTxn<'a, 'w> {
                 ),
             ));
         }
+        // The stream stands here once the event is written; an error below fails the whole
+        // transaction, and this with it.
+        *tip = Tip {
+            version: place.version,
+            last_seq: place.seq,
+        };
         let rec: &mut [u8] = if key.is_some() {
             self.sealed.clear();
             self.sealed.extend_from_slice(rec);
@@ -282,13 +296,6 @@ impl<'a, 'w> LogTxn<'a, 'w> {
         self.written
             .entries
             .push((place.seq, stream, place.version));
-        self.tips.insert(
-            stream,
-            Tip {
-                version: place.version,
-                last_seq: place.seq,
-            },
-        );
         self.next = Some((place.seq + 1, place.timestamp_ns));
         Ok(())
     }
