@@ -62,8 +62,7 @@ pub struct Writer<E> {
     ids: Vec<u128>,
     /// Bytes per staged event in the last batch (at most [`EVENT_LEN_HINT_MAX`]). A transaction
     /// keeps each part's buffers, so the next part starts from empty ones: they are sized from
-    /// this at once rather than grown by doubling (the reallocations were a tenth of a
-    /// many-streams transaction's profile).
+    /// this at once rather than grown by doubling (a reallocation per doubling per part).
     event_len: usize,
     _event: PhantomData<fn(E)>,
 }

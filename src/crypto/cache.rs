@@ -19,7 +19,7 @@ pub(crate) enum Slot {
 }
 
 /// A map with first-in, first-out eviction once `capacity` streams are held. Hashed with
-/// foldhash (seeded per process): SipHash was 8% of an encrypted scan, one lookup per record.
+/// foldhash (seeded per process), not SipHash: an encrypted scan looks a key up per record.
 /// The generation changes with every shred, so that a lookup that started before a shred cannot
 /// put the destroyed key back (see [`Cache::insert_if`]).
 pub(crate) struct Cache {

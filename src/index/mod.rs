@@ -26,7 +26,7 @@ pub(crate) use merge::Merged;
 use tail::{merge_head, Entry, Tail};
 
 use crate::env::Dbs;
-use crate::error::{Error, Result};
+use crate::error::{DamagedEntry, Error, Result};
 use crate::format::index::{parse_stream_key, Head};
 use crate::types::{Direction, StreamId, StreamInfo};
 
@@ -142,10 +142,13 @@ impl StreamIndex {
         let mut own = Tail::new(snap.watermark);
         own.catch_up(dbs, txn, snap.watermark, snap.head)?;
         if !covers(&own) {
-            return Err(Error::corrupted(
-                snap.head,
-                "the index watermark is past the end of the log",
-            ));
+            return Err(Error::Damaged {
+                entry: DamagedEntry::IndexWatermark,
+                reason: format!(
+                    "it is past the end of the log ({} > {})",
+                    snap.watermark, snap.head
+                ),
+            });
         }
         Ok(f(&own))
     }
