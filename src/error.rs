@@ -27,6 +27,8 @@ pub enum DamagedEntry {
     },
     /// A key of the `heads` database that is not a stream id.
     StreamHeadKey,
+    /// A key of the stream index that is not a stream and a version.
+    StreamIndexKey,
     /// The entry of this version of this stream in the stream index.
     StreamIndexEntry {
         /// The stream.
@@ -48,6 +50,7 @@ impl std::fmt::Display for DamagedEntry {
         match self {
             DamagedEntry::StreamHead { stream } => write!(f, "the head of stream {stream}"),
             DamagedEntry::StreamHeadKey => f.write_str("a key of the stream heads"),
+            DamagedEntry::StreamIndexKey => f.write_str("a key of the stream index"),
             DamagedEntry::StreamIndexEntry { stream, version } => {
                 write!(
                     f,

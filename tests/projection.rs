@@ -255,3 +255,33 @@ fn projector_child() {
         }
     });
 }
+
+/// LMDB's limit of named databases refuses one more projection database with an error, and the
+/// store goes on: a refusal is not an I/O failure, and poisons nothing.
+#[test]
+fn too_many_projection_databases_is_an_error_not_a_poisoned_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = open(dir.path());
+    let mut created = 0;
+    let refused = loop {
+        match storage.projection_database(&format!("p{created}")) {
+            Ok(_) => created += 1,
+            Err(e) => break e,
+        }
+        assert!(created < 1_000, "LMDB never refused a database");
+    };
+    assert!(
+        matches!(
+            refused,
+            Error::Lmdb(varvedb::heed::Error::Mdb(varvedb::heed::MdbError::DbsFull))
+        ),
+        "{refused:?}"
+    );
+    assert!(created > 100, "only {created} databases");
+    let mut writer = Writer::<Deposit>::new(storage.clone());
+    writer
+        .append_batch(1, ExpectedVersion::Any, [Deposit { cents: 1 }])
+        .unwrap();
+    // Existing ones still open.
+    storage.projection_database("p0").unwrap();
+}

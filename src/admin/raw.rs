@@ -4,7 +4,7 @@ use std::ops::Bound;
 
 use crate::env::ReadTxn;
 use crate::error::{Error, Result};
-use crate::format::index::{parse_stream_version_key, stream_read_keys};
+use crate::format::index::{parse_index_entry, stream_read_keys};
 use crate::format::record::{self, Opened};
 use crate::format::Envelope;
 use crate::store::Storage;
@@ -272,10 +272,9 @@ pub fn stream<'t>(
         }
         Ok(event)
     };
-    let entry = |entry: heed::Result<(&'t [u8], u64)>| -> Result<(u64, u64)> {
-        let (key, seq) = entry?;
-        let (_, version) = parse_stream_version_key(key)
-            .ok_or_else(|| Error::corrupted(seq, "malformed stream index key"))?;
+    let entry = |entry: heed::Result<(&'t [u8], &'t [u8])>| -> Result<(u64, u64)> {
+        let (key, value) = entry?;
+        let (_, version, seq) = parse_index_entry(key, value)?;
         Ok((version, seq))
     };
     // The index on disk holds the events up to its watermark; the later ones are in the tail.

@@ -49,8 +49,11 @@ fn verify_finds_index_entries_that_disagree_with_the_log() {
             dbs.stream_index
                 .delete(wtxn, &stream_version_key(StreamId(2), 2))?;
             // Stream 3's version 1 names sequence 6 (its version 2).
-            dbs.stream_index
-                .put(wtxn, &stream_version_key(StreamId(3), 1), &6)?;
+            dbs.stream_index.put(
+                wtxn,
+                &stream_version_key(StreamId(3), 1),
+                &6u64.to_be_bytes(),
+            )?;
             // The id of sequence 4 names sequence 7.
             let id = raw::event(&storage, &storage.env.read_txn()?, 4)?
                 .unwrap()
@@ -100,6 +103,68 @@ fn verify_finds_index_entries_that_disagree_with_the_log() {
         .problems
         .iter()
         .any(|p| p.kind == ProblemKind::Record));
+}
+
+/// An index value that is not a sequence names its entry: reads of the stream fail with
+/// [`Error::Damaged`] (not a codec error), and `verify` reports it.
+#[test]
+fn an_index_value_that_is_not_a_sequence_is_damage_not_a_codec_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = store(dir.path());
+    storage.store.writes.flush_index().unwrap();
+    let dbs = &storage.log().dbs;
+    storage
+        .env
+        .write(WriteKind::Append, |wtxn| {
+            dbs.stream_index
+                .put(wtxn, &stream_version_key(StreamId(2), 2), &[7, 7, 7])?;
+            Ok(Commit::Commit(()))
+        })
+        .unwrap();
+    let txn = storage.env.read_txn().unwrap();
+    let items: Vec<_> = stream(&storage, &txn, 2u64, 1, crate::Direction::Forward)
+        .unwrap()
+        .collect();
+    assert_eq!(items.len(), 3);
+    assert!(items[0].is_ok() && items[2].is_ok());
+    match &items[1] {
+        Err(Error::Damaged {
+            entry: crate::DamagedEntry::StreamIndexEntry { stream, version },
+            ..
+        }) => assert_eq!((*stream, *version), (StreamId(2), 2)),
+        Err(e) => panic!("{e:?}"),
+        Ok(_) => panic!("a damaged entry was read as a sequence"),
+    }
+    let reader = crate::Reader::<u32>::new(storage.clone());
+    let typed: Vec<_> = reader
+        .read_stream(&txn, 2u64, 1, crate::Direction::Forward)
+        .unwrap()
+        .map(|r| r.map(|e| e.seq()))
+        .collect();
+    assert!(
+        matches!(
+            typed[1],
+            Err(Error::Damaged {
+                entry: crate::DamagedEntry::StreamIndexEntry { .. },
+                ..
+            })
+        ),
+        "{typed:?}"
+    );
+    assert_eq!(
+        (typed[0].as_ref().ok(), typed[2].as_ref().ok()),
+        (Some(&2), Some(&8))
+    );
+    let report = verify(&storage, &mut |_| {}).unwrap();
+    let text: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.kind == ProblemKind::StreamIndex && p.stream == Some(StreamId(2))),
+        "{text:?}"
+    );
+    assert!(text.iter().any(|t| t.contains("not 8")), "{text:?}");
 }
 
 #[test]

@@ -264,7 +264,7 @@ where
     }
 
     /// Serializes a batch into a request, taking the writer's reusable buffers.
-    pub(super) fn prepare<I, T>(
+    pub(crate) fn prepare<I, T>(
         &mut self,
         stream: impl IntoStreamId,
         expected: ExpectedVersion,

@@ -7,8 +7,11 @@ use heed::types::{Bytes, Str, U64};
 use heed::{Database, PutFlags};
 
 use crate::error::{DamagedEntry, Error, Result};
-use crate::format::index::{decode_watermark, encode_watermark, WATERMARK_KEY};
+use crate::format::index::{
+    decode_watermark, encode_watermark, parse_index_seq, stream_version_key, WATERMARK_KEY,
+};
 use crate::format::record;
+use crate::types::StreamId;
 
 /// The LMDB databases of a store (see `docs/format.md`): handles, cheap to copy.
 #[derive(Clone, Copy)]
@@ -16,7 +19,9 @@ pub(crate) struct Dbs {
     pub meta: Database<'static, Str, Bytes>,
     pub log: Database<'static, U64<BigEndian>, Bytes>,
     pub heads: Database<'static, Bytes, Bytes>,
-    pub stream_index: Database<'static, Bytes, U64<BigEndian>>,
+    /// Values are read with `format::index::parse_index_seq`: a damaged one is an error that
+    /// names its entry, not a codec failure.
+    pub stream_index: Database<'static, Bytes, Bytes>,
     pub event_ids: Database<'static, Bytes, U64<BigEndian>>,
     pub checkpoints: Database<'static, Str, Bytes>,
     pub log_large: Database<'static, U64<BigEndian>, Bytes>,
@@ -95,10 +100,25 @@ impl Dbs {
         key: &[u8],
         seq: u64,
     ) -> Result<()> {
-        self.stream_index
-            .remap_data_type::<Bytes>()
-            .put(wtxn, key, &seq.to_be_bytes())?;
+        self.stream_index.put(wtxn, key, &seq.to_be_bytes())?;
         Ok(())
+    }
+
+    /// The sequence the stream index names for `version` of `stream`, if it has an entry.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Lmdb`], or [`Error::Damaged`] for an entry that is not a sequence.
+    pub(crate) fn get_index_seq(
+        &self,
+        txn: &heed::RoTxn<'_>,
+        stream: StreamId,
+        version: u64,
+    ) -> Result<Option<u64>> {
+        self.stream_index
+            .get(txn, &stream_version_key(stream, version))?
+            .map(|value| parse_index_seq(stream, version, value))
+            .transpose()
     }
 }
 

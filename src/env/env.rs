@@ -209,18 +209,8 @@ impl Env {
         mut f: impl FnMut(&mut heed::RwTxn<'_>) -> Result<Commit<T>>,
     ) -> Result<T> {
         loop {
-            self.guard.poison.check()?;
-            let gate = self.gate.enter();
+            let (gate, wtxn) = self.begin(kind)?;
             let map_size = self.heed.info().map_size;
-            let wtxn = match self.heed.write_txn() {
-                Ok(t) => t,
-                Err(heed::Error::Mdb(MdbError::MapResized)) => {
-                    drop(gate);
-                    self.adopt_grown_map()?;
-                    continue;
-                }
-                Err(e) => return Err(self.guard.poison.failed(&self.path, kind, e.into(), false)),
-            };
             let attempt = self.guard.attempt(&self.path, kind, wtxn, &mut f);
             drop(gate);
             match attempt {
@@ -321,27 +311,48 @@ impl Env {
         })
     }
 
-    /// Creates (or opens) a named database of raw bytes.
+    /// Creates (or opens) a named database of raw bytes. heed creates databases only in a
+    /// transaction of its own, so this is the one write besides [`Env::write`]; it keeps the same
+    /// rules: refused on a poisoned store, a map grown by another process adopted, and only a
+    /// failure of the commit (or of the operating system) poisons. A refusal of the database
+    /// itself (LMDB's limit of named databases, say) is the caller's error.
     pub(crate) fn create_database(
         &self,
         name: &str,
     ) -> Result<heed::Database<'static, heed::types::Bytes, heed::types::Bytes>> {
-        self.guard.poison.check()?;
-        let _gate = self.gate.enter();
-        let created = self.heed.write_txn().and_then(|wtxn| {
-            self.heed.create_databases_and_commit(wtxn, |opener, wtxn| {
-                Ok::<_, heed::Error>(heed::CommitOrAbort::<_, ()>::Commit(
-                    opener.create_database(wtxn, Some(name))?,
-                ))
+        let kind = WriteKind::CreateDatabase;
+        let (gate, wtxn) = self.begin(kind)?;
+        // The opener's refusal aborts the transaction and comes back as `Abort`; an error here
+        // is the commit's.
+        let created = self.heed.create_databases_and_commit(wtxn, |opener, wtxn| {
+            Ok::<_, heed::Error>(match opener.create_database(wtxn, Some(name)) {
+                Ok(db) => heed::CommitOrAbort::Commit(db),
+                Err(e) => heed::CommitOrAbort::Abort(e),
             })
         });
+        drop(gate);
         match created {
-            Ok(db) => Ok(db.unwrap_commit()),
-            Err(e) => {
-                Err(self
-                    .guard
-                    .poison
-                    .failed(&self.path, WriteKind::CreateDatabase, e.into(), true))
+            Ok(heed::CommitOrAbort::Commit(db)) => Ok(db),
+            Ok(heed::CommitOrAbort::Abort(e)) => {
+                Err(self.guard.poison.failed(&self.path, kind, e.into(), false))
+            }
+            Err(e) => Err(self.guard.poison.failed(&self.path, kind, e.into(), true)),
+        }
+    }
+
+    /// A write transaction begun inside the gate on a store that is not poisoned, with a map
+    /// that another process grew adopted first; the gate guard must outlive the transaction.
+    fn begin(&self, kind: WriteKind) -> Result<(GateGuard, heed::RwTxn<'_>)> {
+        loop {
+            self.guard.poison.check()?;
+            let gate = self.gate.enter();
+            match self.heed.write_txn() {
+                Ok(wtxn) => return Ok((gate, wtxn)),
+                Err(heed::Error::Mdb(MdbError::MapResized)) => {
+                    drop(gate);
+                    self.adopt_grown_map()?;
+                }
+                Err(e) => return Err(self.guard.poison.failed(&self.path, kind, e.into(), false)),
             }
         }
     }

@@ -25,6 +25,34 @@ pub(crate) fn parse_stream_version_key(key: &[u8]) -> Option<(StreamId, u64)> {
     })
 }
 
+/// Decodes an entry of the stream index: the stream, the version and the sequence it names.
+///
+/// # Errors
+///
+/// [`Error::Damaged`] for a key that is not 24 bytes or a value that is not 8.
+#[inline]
+pub(crate) fn parse_index_entry(key: &[u8], value: &[u8]) -> Result<(StreamId, u64, u64)> {
+    let (stream, version) = parse_stream_version_key(key).ok_or_else(|| Error::Damaged {
+        entry: DamagedEntry::StreamIndexKey,
+        reason: format!("a key of {} bytes, not 24", key.len()),
+    })?;
+    Ok((stream, version, parse_index_seq(stream, version, value)?))
+}
+
+/// Decodes the value of the stream index entry of `version` of `stream`: the sequence it names.
+///
+/// # Errors
+///
+/// [`Error::Damaged`] for a value that is not 8 bytes.
+#[inline]
+pub(crate) fn parse_index_seq(stream: StreamId, version: u64, value: &[u8]) -> Result<u64> {
+    let bytes: [u8; 8] = value.try_into().map_err(|_| Error::Damaged {
+        entry: DamagedEntry::StreamIndexEntry { stream, version },
+        reason: format!("a value of {} bytes, not 8", value.len()),
+    })?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
 /// Length of a stream head value.
 pub(crate) const HEAD_LEN: usize = 28;
 

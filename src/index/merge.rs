@@ -1,26 +1,31 @@
 //! The events of a few streams in global order, from a sequence on: each stream's entries (the
 //! index on disk, then the unindexed tail) merged by sequence. A reader of a few streams walks
 //! them instead of the whole log.
+//!
+//! Each entry is checked against the record it leads to when it joins the merge, not when it
+//! leaves it: an entry that leads elsewhere (a damaged index) is an error before any later event
+//! of another stream is yielded, so a reader that falls back to the log from its last event
+//! neither skips nor repeats one.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::ops::Bound;
 
-use heed::byteorder::BigEndian;
-use heed::types::{Bytes, U64};
+use heed::types::Bytes;
 
 use super::heads::read_head;
 use super::tail::Entry;
 use super::{Snapshot, StreamIndex};
 use crate::env::Dbs;
 use crate::error::{DamagedEntry, Error, Result};
-use crate::format::index::{parse_stream_version_key, stream_version_key};
+use crate::format::index::{parse_index_entry, stream_version_key};
+use crate::format::record::{self, DecodedRecord};
 use crate::types::StreamId;
 
 /// One stream's entries from the merge's start: the index on disk, then the tail.
 struct Source<'t> {
     stream: StreamId,
-    disk: Option<heed::RoRange<'t, Bytes, U64<BigEndian>>>,
+    disk: Option<heed::RoRange<'t, Bytes, Bytes>>,
     tail: std::vec::IntoIter<Entry>,
 }
 
@@ -28,11 +33,11 @@ impl Source<'_> {
     fn next(&mut self) -> Option<Result<Entry>> {
         if let Some(disk) = &mut self.disk {
             match disk.next() {
-                Some(Ok((key, seq))) => {
-                    return Some(match parse_stream_version_key(key) {
-                        Some((_, version)) => Ok(Entry { version, seq }),
-                        None => Err(Error::corrupted(seq, "malformed stream index key")),
-                    });
+                Some(Ok((key, value))) => {
+                    return Some(
+                        parse_index_entry(key, value)
+                            .map(|(_, version, seq)| Entry { version, seq }),
+                    );
                 }
                 Some(Err(e)) => return Some(Err(e.into())),
                 None => self.disk = None,
@@ -44,11 +49,13 @@ impl Source<'_> {
 
 /// The entries of some streams, in global order (see the module documentation).
 pub(crate) struct Merged<'t> {
+    dbs: Dbs,
+    txn: &'t heed::RoTxn<'t>,
     sources: Vec<Source<'t>>,
     /// The next entry of each source that has one: (sequence, source).
     heap: BinaryHeap<Reverse<(u64, usize)>>,
-    /// The entry each source put on the heap, by source.
-    next: Vec<Option<Entry>>,
+    /// The record each source put on the heap (its header checked against the entry), by source.
+    next: Vec<Option<DecodedRecord<'t>>>,
     /// The head of the log in the transaction: the merge covers every sequence up to it.
     head: u64,
     /// A source's error, handed out before anything else.
@@ -62,36 +69,63 @@ impl<'t> Merged<'t> {
         self.head
     }
 
+    /// Puts source `i`'s next entry on the heap, with its record; an entry that cannot be read
+    /// or does not lead to its stream's record fails the merge.
     fn advance(&mut self, i: usize) {
-        match self.sources[i].next() {
-            Some(Ok(entry)) => {
-                self.next[i] = Some(entry);
-                self.heap.push(Reverse((entry.seq, i)));
+        self.next[i] = None;
+        let checked = match self.sources[i].next() {
+            Some(Ok(entry)) => self.record(self.sources[i].stream, entry),
+            Some(Err(e)) => Err(e),
+            None => return,
+        };
+        match checked {
+            Ok(rec) => {
+                self.heap.push(Reverse((rec.seq(), i)));
+                self.next[i] = Some(rec);
             }
-            Some(Err(e)) => {
-                self.next[i] = None;
+            Err(e) => {
                 self.failed.get_or_insert(e);
             }
-            None => self.next[i] = None,
         }
+    }
+
+    /// The record an entry of `stream` leads to, its header checked against the entry.
+    fn record(&self, stream: StreamId, entry: Entry) -> Result<DecodedRecord<'t>> {
+        let seq = entry.seq;
+        let bytes = self
+            .dbs
+            .get_record(self.txn, seq)?
+            .ok_or_else(|| Error::corrupted(seq, "stream index points at a missing record"))?;
+        let rec = record::decode_header(seq, bytes)?;
+        if rec.stream() != stream || rec.version() != entry.version {
+            return Err(Error::corrupted(
+                seq,
+                format!(
+                    "index says stream {stream} version {}, record says stream {} version {}",
+                    entry.version,
+                    rec.stream(),
+                    rec.version()
+                ),
+            ));
+        }
+        Ok(rec)
     }
 }
 
-impl Iterator for Merged<'_> {
-    /// A stream, and the version and sequence of its next event.
-    type Item = Result<(StreamId, Entry)>;
+impl<'t> Iterator for Merged<'t> {
+    /// The next event of the streams: its record, header checked, payload not yet.
+    type Item = Result<DecodedRecord<'t>>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if let Some(e) = self.failed.take() {
             return Some(Err(e));
         }
         let Reverse((_, i)) = self.heap.pop()?;
-        let entry = self.next[i]
+        let rec = self.next[i]
             .take()
-            .expect("a source on the heap has an entry");
-        let stream = self.sources[i].stream;
+            .expect("a source on the heap has a record");
         self.advance(i);
-        Some(Ok((stream, entry)))
+        Some(Ok(rec))
     }
 }
 
@@ -119,6 +153,8 @@ impl StreamIndex {
                 .collect()
         })?;
         let mut merged = Merged {
+            dbs: *dbs,
+            txn,
             sources: Vec::with_capacity(streams.len()),
             heap: BinaryHeap::with_capacity(streams.len()),
             next: Vec::with_capacity(streams.len()),
@@ -170,8 +206,7 @@ fn first_on_disk(
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
         let seq = dbs
-            .stream_index
-            .get(txn, &stream_version_key(stream, mid))?
+            .get_index_seq(txn, stream, mid)?
             .ok_or_else(|| Error::Damaged {
                 entry: DamagedEntry::StreamIndexEntry {
                     stream,

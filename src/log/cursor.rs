@@ -102,32 +102,55 @@ impl LogCursor {
             }
             _ => false,
         };
-        let mut scan = if through_index {
-            Scan::streams(&log.dbs, index, txn.raw(), self.next, select.clone())?
+        let walk = if through_index {
+            // A stream index whose walk cannot even begin (a damaged head, watermark or entry)
+            // leaves the log itself, which holds everything.
+            Scan::streams(&log.dbs, index, txn.raw(), self.next, select.clone())
+                .inspect_err(|e| {
+                    tracing::warn!(error = %e, "the stream index is damaged; reading the log instead");
+                })
+                .ok()
         } else {
-            Scan::new(
+            None
+        };
+        let mut scan = match walk {
+            Some(scan) => scan,
+            None => Scan::new(
                 &log.dbs,
                 txn.raw(),
                 self.next,
                 self.direction,
                 select.clone(),
-            )?
+            )?,
         };
         let mut yielded = 0u64;
-        let step = self.visit_all(&txn, &mut scan, opened, &mut yielded, &mut visit);
+        let step = self.visit_all(
+            log,
+            select,
+            &txn,
+            &mut scan,
+            opened,
+            &mut yielded,
+            &mut visit,
+        );
         txn.count_reads(ReadKind::Log, yielded);
         step
     }
 
     #[inline(always)]
-    fn visit_all(
+    #[allow(clippy::too_many_arguments)]
+    fn visit_all<'t>(
         &mut self,
-        txn: &ReadTxn,
-        scan: &mut Scan<'_>,
+        log: &Log,
+        select: &Select,
+        txn: &'t ReadTxn,
+        scan: &mut Scan<'t>,
         opened: Instant,
         yielded: &mut u64,
         visit: &mut impl FnMut(&ReadTxn, DecodedRecord<'_>) -> ControlFlow<()>,
     ) -> Result<Step> {
+        // The sequence of the last record handed to the visitor in this step.
+        let mut last_yielded = None;
         loop {
             scan.refill(CLOCK_EVERY);
             loop {
@@ -136,6 +159,7 @@ impl LogCursor {
                 let item = scan.next_map(|rec| {
                     let at = rec.seq();
                     *yielded += 1;
+                    last_yielded = Some(at);
                     if visit(txn, rec).is_break() {
                         stopped_at = Some(at);
                     }
@@ -148,6 +172,18 @@ impl LogCursor {
                             self.advance_past(at);
                             return Ok(Step::Stopped);
                         }
+                    }
+                    // The walk through the stream index met an entry that does not lead where
+                    // it says (a damaged index): the index cannot be trusted for where to go
+                    // on. The rest of the step reads the log itself, from right after the last
+                    // record the visitor got, so nothing is skipped or handed over twice; the
+                    // log then reports whatever is damaged in it.
+                    Some(Err(e)) if scan.walks_index() => {
+                        tracing::warn!(error = %e, "the stream index is damaged; reading the log instead");
+                        let from = last_yielded.map_or(self.next, |s| s + 1);
+                        *scan =
+                            Scan::new(&log.dbs, txn.raw(), from, self.direction, select.clone())?;
+                        scan.refill(CLOCK_EVERY);
                     }
                     // Without a sequence the error comes from LMDB itself: the scan cannot go
                     // on.
@@ -173,10 +209,12 @@ impl LogCursor {
         }
     }
 
+    /// Moves the cursor past `seq`, never back: a sequence that comes from a damaged place
+    /// cannot make a read visit what it visited before.
     fn advance_past(&mut self, seq: u64) {
         self.next = match self.direction {
-            Direction::Forward => seq.saturating_add(1),
-            Direction::Backward => seq.saturating_sub(1),
+            Direction::Forward => self.next.max(seq.saturating_add(1)),
+            Direction::Backward => self.next.min(seq.saturating_sub(1)),
         };
     }
 }

@@ -150,6 +150,11 @@ impl<'t> Scan<'t> {
         Ok(streams.len() as u64 * MERGE_SHARE <= known)
     }
 
+    /// Whether the scan walks the stream index rather than the log.
+    pub(crate) fn walks_index(&self) -> bool {
+        matches!(self.range, Range::Streams(_))
+    }
+
     /// Ends the scan after it visited `records` records, yielded or passed over.
     pub(crate) fn with_budget(mut self, records: u64) -> Self {
         self.budget = records;
@@ -194,8 +199,8 @@ impl<'t> Scan<'t> {
         let Range::Streams(merged) = &mut self.range else {
             unreachable!("called on a walk through the stream index")
         };
-        let (stream, entry) = match merged.next() {
-            Some(Ok(next)) => next,
+        let rec = match merged.next() {
+            Some(Ok(rec)) => rec,
             Some(Err(e)) => return Some(Some(Err(e))),
             None => {
                 // Every event of the streams up to the head was visited.
@@ -204,11 +209,8 @@ impl<'t> Scan<'t> {
                 return None;
             }
         };
-        self.visited = Some(entry.seq);
-        Some(match self.indexed(stream, entry.version, entry.seq) {
-            Ok(rec) => self.wanted(rec),
-            Err(e) => Some(Err(e)),
-        })
+        self.visited = Some(rec.seq());
+        Some(self.wanted(rec))
     }
 
     /// The next record the scan yields, handed to `f`, whose result is the item: the one loop of
@@ -267,26 +269,6 @@ impl<'t> Scan<'t> {
                 },
             }
         }
-    }
-
-    /// The record an index entry of `stream` leads to, checked against the entry.
-    fn indexed(&self, stream: StreamId, version: u64, seq: u64) -> Result<DecodedRecord<'t>> {
-        let bytes = self
-            .dbs
-            .get_record(self.txn, seq)?
-            .ok_or_else(|| Error::corrupted(seq, "stream index points at a missing record"))?;
-        let rec = record::decode_header(seq, bytes)?;
-        if rec.stream() != stream || rec.version() != version {
-            return Err(Error::corrupted(
-                seq,
-                format!(
-                    "index says stream {stream} version {version}, record says stream {} version {}",
-                    rec.stream(),
-                    rec.version()
-                ),
-            ));
-        }
-        Ok(rec)
     }
 
     /// A record that failed to decode in one pass may have an intact header and a damaged

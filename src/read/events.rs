@@ -1,7 +1,6 @@
 //! The iterator of a typed read in the caller's transaction.
 
-use heed::byteorder::BigEndian;
-use heed::types::{Bytes, U64};
+use heed::types::Bytes;
 use rkyv::api::high::HighValidator;
 use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
@@ -12,8 +11,7 @@ use super::view::EventView;
 use crate::crypto::KeyMemo;
 use crate::env::ReadTxn;
 use crate::error::{Error, Result};
-use crate::format::index::parse_stream_version_key;
-use crate::format::record;
+use crate::format::index::parse_index_entry;
 use crate::index::tail::Entry;
 use crate::log::Scan;
 use crate::metrics::handles::ReadKind;
@@ -46,14 +44,14 @@ pub(super) enum Source<'t> {
     /// The index on disk, then the unindexed tail's entries.
     StreamForward(
         StreamId,
-        heed::RoRange<'t, Bytes, U64<BigEndian>>,
+        heed::RoRange<'t, Bytes, Bytes>,
         std::vec::IntoIter<Entry>,
     ),
     /// The unindexed tail's entries (newest first), then the index on disk.
     StreamBackward(
         StreamId,
         std::vec::IntoIter<Entry>,
-        heed::RoRevRange<'t, Bytes, U64<BigEndian>>,
+        heed::RoRevRange<'t, Bytes, Bytes>,
     ),
 }
 
@@ -122,11 +120,21 @@ where
             .dbs
             .get_record(self.txn.raw(), seq)?
             .ok_or_else(|| Error::corrupted(seq, "stream index points at a missing record"))?;
-        let rec = record::decode_event(seq, bytes)?;
+        let rec = match self.reader.decode_own(seq, bytes)? {
+            Ok(rec) => rec,
+            // Another type: checked against the index entry, then passed over.
+            Err(other) => {
+                check_place(
+                    other.seq(),
+                    other.stream(),
+                    other.version(),
+                    stream,
+                    version,
+                )?;
+                return Ok(None);
+            }
+        };
         check_place(rec.seq(), rec.stream(), rec.version(), stream, version)?;
-        if !self.reader.accepts(&rec) {
-            return Ok(None);
-        }
         self.reader.view_of(rec, &mut self.memo).map(Some)
     }
 }
@@ -135,15 +143,13 @@ where
 /// the unindexed tail.
 #[inline]
 fn index_or_tail(
-    index: Option<heed::Result<(&[u8], u64)>>,
+    index: Option<heed::Result<(&[u8], &[u8])>>,
     tail: impl FnOnce() -> Option<Entry>,
 ) -> Option<Result<(u64, u64)>> {
     match index {
-        Some(Ok((key, seq))) => Some(
-            parse_stream_version_key(key)
-                .map(|(_, version)| (version, seq))
-                .ok_or_else(|| Error::corrupted(seq, "malformed stream index key")),
-        ),
+        Some(Ok((key, value))) => {
+            Some(parse_index_entry(key, value).map(|(_, version, seq)| (version, seq)))
+        }
         Some(Err(e)) => Some(Err(e.into())),
         None => tail().map(|e| Ok((e.version, e.seq))),
     }

@@ -450,11 +450,47 @@ where
     /// [`Error::WrongEventType`] when it holds another type.
     #[inline]
     pub(crate) fn view_at<'t>(&self, seq: u64, bytes: &'t [u8]) -> Result<EventView<'t, E>> {
-        let rec = record::decode_event(seq, bytes)?;
-        if !self.accepts(&rec) {
-            return Err(wrong_type(seq, &self.accepted, rec.event_type_bytes()));
+        match self.decode_own(seq, bytes)? {
+            Ok(rec) => self.view_of(rec, &mut KeyMemo::default()),
+            Err(other) => Err(wrong_type(seq, &self.accepted, other.event_type_bytes())),
         }
-        self.view_of(rec, &mut KeyMemo::default())
+    }
+
+    /// Decodes a record reached by position or through the stream index: `Ok` with it when it
+    /// holds a type this reader accepts (both checksums verified, in one pass), `Err` with its
+    /// verified header when it holds another type, whatever the state of its payload (the
+    /// payload is not this reader's to judge).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupted`] for a damaged header, or a damaged payload of an accepted type.
+    #[inline]
+    pub(crate) fn decode_own<'t>(
+        &self,
+        seq: u64,
+        bytes: &'t [u8],
+    ) -> Result<std::result::Result<DecodedRecord<'t>, DecodedRecord<'t>>> {
+        match record::decode_event(seq, bytes) {
+            Ok(rec) if self.accepts(&rec) => Ok(Ok(rec)),
+            Ok(rec) => Ok(Err(rec)),
+            Err(e) => self.other_type_despite(seq, bytes, e),
+        }
+    }
+
+    /// A record that failed to decode in one pass: of another type when its header is intact
+    /// and names one, else the error.
+    #[cold]
+    #[inline(never)]
+    fn other_type_despite<'t>(
+        &self,
+        seq: u64,
+        bytes: &'t [u8],
+        e: Error,
+    ) -> Result<std::result::Result<DecodedRecord<'t>, DecodedRecord<'t>>> {
+        match record::decode_header(seq, bytes) {
+            Ok(header) if !self.accepts(&header) => Ok(Err(header)),
+            _ => Err(e),
+        }
     }
 
     /// The typed view of a record of an accepted type whose header is verified: its payload
@@ -495,5 +531,65 @@ fn wrong_type(seq: u64, accepted: &[String], found: &[u8]) -> Error {
         seq,
         expected: accepted.join(" | "),
         found: String::from_utf8_lossy(found).into_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::env::{Commit, WriteKind};
+    use crate::error::Error;
+    use crate::{Direction, ExpectedVersion, Reader, Storage, StorageConfig, Writer};
+
+    /// A reader of one type is not the judge of another type's payload: a damaged payload of an
+    /// event of another type is passed over by a stream read and named by a read by position,
+    /// as an intact one would be; the reader of that type gets the damage.
+    #[test]
+    fn another_types_damaged_payload_is_not_this_readers_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(StorageConfig {
+            path: dir.path().to_path_buf(),
+            map_size: 1 << 20,
+            ..Default::default()
+        })
+        .unwrap();
+        Writer::<u64>::new(storage.clone())
+            .append_batch(1, ExpectedVersion::Any, [10u64])
+            .unwrap();
+        Writer::<u32>::new(storage.clone())
+            .append_batch(1, ExpectedVersion::Any, [20u32])
+            .unwrap();
+        Writer::<u64>::new(storage.clone())
+            .append_batch(1, ExpectedVersion::Any, [30u64])
+            .unwrap();
+        // Flip the last byte of the u32 event's record: its payload region, so its payload
+        // checksum fails and its header's holds.
+        let dbs = storage.log().dbs;
+        storage
+            .env
+            .write(WriteKind::Append, |wtxn| {
+                let mut rec = dbs.get_record(wtxn, 2)?.unwrap().to_vec();
+                let last = rec.len() - 1;
+                rec[last] ^= 0xFF;
+                dbs.log.put(wtxn, &2, &rec)?;
+                Ok(Commit::Commit(()))
+            })
+            .unwrap();
+        let txn = storage.read_txn().unwrap();
+        let longs = Reader::<u64>::new(storage.clone());
+        let read: Vec<u64> = longs
+            .read_stream(&txn, 1, 1, Direction::Forward)
+            .unwrap()
+            .map(|e| e.unwrap().seq())
+            .collect();
+        assert_eq!(read, [1, 3]);
+        assert!(matches!(
+            longs.get(&txn, 2),
+            Err(Error::WrongEventType { seq: 2, .. })
+        ));
+        let ints = Reader::<u32>::new(storage.clone());
+        assert!(matches!(
+            ints.get(&txn, 2),
+            Err(Error::Corrupted { seq: 2, .. })
+        ));
     }
 }

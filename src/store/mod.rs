@@ -163,8 +163,10 @@ impl Storage {
         self.store.log.store_id
     }
 
-    /// Global sequence of the last committed event (0 when the log is empty). Includes appends of
-    /// this process; appends by other processes show after the next read transaction.
+    /// Global sequence of the last committed event as this process knows it (0 when the log is
+    /// empty): the head read at open, moved by this process's commits (which also take in what
+    /// other processes appended before them). A read transaction sees every committed event,
+    /// other processes' included, at once.
     pub fn head(&self) -> u64 {
         self.store.writes.head()
     }

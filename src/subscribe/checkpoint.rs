@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use crate::env::{Commit, Dbs, WriteKind};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::format::checkpoint::{decode, encode};
 use crate::log::Log;
 use crate::write::{Receipt, Rider, WritePath};
@@ -155,12 +155,34 @@ impl Rider for CheckpointBoard {
     }
 
     fn write(&self, wtxn: &mut heed::RwTxn<'_>) -> Result<Option<Receipt>> {
-        let checkpoints = self.pending().checkpoints.clone();
+        let mut checkpoints = self.pending().checkpoints.clone();
         if checkpoints.is_empty() {
             return Ok(None);
         }
+        let mut damaged = Vec::new();
         for (name, seq) in &checkpoints {
-            advance_in(&self.log.dbs, wtxn, name, *seq)?;
+            match advance_in(&self.log.dbs, wtxn, name, *seq) {
+                Ok(_) => {}
+                // A damaged stored checkpoint cannot be advanced, and must not fail the commit
+                // that carries it (an append of someone else): it is left as it is, and its
+                // processor meets the damage when it next loads its checkpoint.
+                Err(e @ Error::Damaged { .. }) => {
+                    tracing::warn!(processor = %name, error = %e, "a pending checkpoint was dropped: the stored one is damaged");
+                    damaged.push(name.clone());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if !damaged.is_empty() {
+            checkpoints.retain(|(n, _)| !damaged.contains(n));
+            let mut pending = self.pending();
+            pending.checkpoints.retain(|(n, _)| !damaged.contains(n));
+            if pending.checkpoints.is_empty() {
+                pending.since = None;
+            }
+        }
+        if checkpoints.is_empty() {
+            return Ok(None);
         }
         Ok(Some(Box::new(checkpoints)))
     }
@@ -179,5 +201,39 @@ impl Rider for CheckpointBoard {
 
     fn due(&self) -> Option<Instant> {
         self.pending().since.map(|t| t + IDLE_CHECKPOINT_AFTER)
+    }
+
+    fn postpone(&self) {
+        let mut pending = self.pending();
+        if pending.since.is_some() {
+            pending.since = Some(Instant::now());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Storage, StorageConfig, Writer};
+
+    /// A checkpoint posted to ride along with the next commit is committed when the store
+    /// closes, not lost with it.
+    #[test]
+    fn a_posted_checkpoint_is_committed_at_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StorageConfig {
+            path: dir.path().to_path_buf(),
+            map_size: 1 << 20,
+            ..Default::default()
+        };
+        {
+            let storage = Storage::open(config.clone()).unwrap();
+            let mut writer = Writer::<u64>::new(storage.clone());
+            for n in 1..=5u64 {
+                writer.append(1, n, n).unwrap();
+            }
+            storage.store.checkpoints.post("reader", 5);
+        }
+        let storage = Storage::open(config).unwrap();
+        assert_eq!(storage.processors().unwrap(), [("reader".to_string(), 5)]);
     }
 }

@@ -405,3 +405,81 @@ impl Drop for OpenSubscription {
         self.0.metrics().subscriptions(-1.0);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::env::{Commit, WriteKind};
+    use crate::format::index::stream_version_key;
+    use crate::{ExpectedVersion, Storage, StorageConfig, Writer};
+
+    /// The sequences a subscription delivers from the start to `CaughtUp`.
+    fn history(reader: &Reader<u64>, filter: Filter) -> Vec<Result<u64>> {
+        let mut sub = reader
+            .subscribe(StartFrom::Start, filter)
+            .unwrap()
+            .with_batch(3);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut out = Vec::new();
+            loop {
+                match sub.next().await.expect("the store is open") {
+                    Ok(SubscriptionItem::Event(e)) => out.push(Ok(e.seq())),
+                    Ok(SubscriptionItem::CaughtUp) => return out,
+                    Err(e) => out.push(Err(e)),
+                }
+            }
+        })
+    }
+
+    /// A subscription to a few streams walks their stream index entries; an entry that does not
+    /// lead where it says (or cannot be read at all) must not make it skip or repeat events: it
+    /// reads the log instead, which is intact, and delivers exactly what the log holds.
+    #[test]
+    fn a_damaged_index_entry_neither_skips_nor_repeats_events() {
+        for damage in [
+            // The entry points at another stream's record, before and after the right one.
+            Some(3u64),
+            Some(70),
+            // The entry is not a sequence at all.
+            None,
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let storage = Storage::open(StorageConfig {
+                path: dir.path().to_path_buf(),
+                map_size: 1 << 20,
+                ..Default::default()
+            })
+            .unwrap();
+            let mut writer = Writer::<u64>::new(storage.clone());
+            for n in 0..120u64 {
+                writer
+                    .append_batch(n % 40, ExpectedVersion::Any, [n])
+                    .unwrap();
+            }
+            storage.flush_index().unwrap();
+            let dbs = storage.log().dbs;
+            let key = stream_version_key(crate::StreamId(5), 2);
+            storage
+                .env
+                .write(WriteKind::Append, |wtxn| {
+                    let value = damage.map(u64::to_be_bytes);
+                    let value: &[u8] = value.as_ref().map_or(&[1, 2, 3], |v| &v[..]);
+                    dbs.stream_index.put(wtxn, &key, value)?;
+                    Ok(Commit::Commit(()))
+                })
+                .unwrap();
+            let reader = Reader::<u64>::new(storage.clone());
+            let want: Vec<u64> = (1..=120)
+                .filter(|s| matches!((s - 1) % 40, 5 | 7))
+                .collect();
+            let got: Vec<u64> = history(&reader, Filter::default().stream(5).stream(7))
+                .into_iter()
+                .map(|r| r.unwrap())
+                .collect();
+            assert_eq!(got, want, "damage {damage:?}");
+        }
+    }
+}

@@ -79,6 +79,9 @@ pub(crate) struct Committer {
     limits: GroupCommit,
     /// The index's tail has grown past its interval: the commit thread flushes it.
     flush_requested: AtomicBool,
+    /// A rider has new work: the commit thread looks at the riders' deadlines again. Checked
+    /// under the queue's lock, so a post that comes while the thread goes to sleep wakes it.
+    riders_changed: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -93,6 +96,7 @@ impl Committer {
             commit_lock: Mutex::new(()),
             limits,
             flush_requested: AtomicBool::new(false),
+            riders_changed: AtomicBool::new(false),
         }
     }
 
@@ -109,9 +113,18 @@ impl Committer {
         }
     }
 
-    /// Wakes the commit thread (starting it if needed), for a flush or riders' work.
+    /// Wakes the commit thread (starting it if needed), for a flush.
     pub(crate) fn wake(&self, wp: &WritePath) {
         Self::ensure_thread(&mut lock(&self.queue), wp);
+        self.work.notify_one();
+    }
+
+    /// Wakes the commit thread (starting it if needed) for riders' new work.
+    pub(crate) fn riders_changed(&self, wp: &WritePath) {
+        let mut queue = lock(&self.queue);
+        self.riders_changed.store(true, Ordering::Release);
+        Self::ensure_thread(&mut queue, wp);
+        drop(queue);
         self.work.notify_one();
     }
 
@@ -241,8 +254,9 @@ enum Wake {
     Closed,
 }
 
-/// Waits for work: queued batches, a requested flush, riders' work coming `due`, or the end.
-/// The caller holds only the committer, never the write path, while it waits.
+/// Waits for work: queued batches, a requested flush, riders' work coming `due` (as the caller
+/// read it before), new riders' work, or the end. The caller holds only the committer, never the
+/// write path, while it waits.
 fn wait_for_work(this: &Committer, due: Option<Instant>) -> Wake {
     let mut queue = lock(&this.queue);
     if !queue.items.is_empty() || this.flush_requested.load(Ordering::Acquire) {
@@ -250,6 +264,10 @@ fn wait_for_work(this: &Committer, due: Option<Instant>) -> Wake {
     }
     if queue.closed {
         return Wake::Closed;
+    }
+    // Work posted since the caller read `due`: read the deadlines again.
+    if this.riders_changed.swap(false, Ordering::AcqRel) {
+        return Wake::Work;
     }
     match due {
         // Woken by new work, or by riders with new work: look at everything again.

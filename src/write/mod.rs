@@ -365,7 +365,7 @@ impl WritePath {
 
     /// Wakes the commit thread for the riders' work (it commits it when it is due).
     pub(crate) fn riders_changed(&self) {
-        self.committer.wake(self);
+        self.committer.riders_changed(self);
     }
 
     /// Commits the riders' pending work by itself, between commit groups.
@@ -381,16 +381,26 @@ impl WritePath {
                     Some(receipt) => Commit::Commit(Some(receipt)),
                     None => Commit::Abort(None),
                 })
-            })?;
-            if let Some(receipt) = receipt {
-                rider.committed(receipt);
+            });
+            match receipt {
+                Ok(Some(receipt)) => rider.committed(receipt),
+                Ok(None) => {}
+                Err(e) => {
+                    // Try again an interval later, not at once.
+                    rider.postpone();
+                    return Err(e);
+                }
             }
         }
         Ok(())
     }
 
-    /// The earliest time a rider's pending work is due.
+    /// The earliest time a rider's pending work is due; `None` on a poisoned store, which
+    /// writes nothing more.
     pub(super) fn riders_due(&self) -> Option<Instant> {
+        if self.log.env.guard().poison.is_set() {
+            return None;
+        }
         self.riders().iter().filter_map(|r| r.due()).min()
     }
 
@@ -409,6 +419,11 @@ impl WritePath {
         if self.log.env.guard().poison.is_set() {
             return;
         }
+        // Riders' work posted since the last commit (a processor's checkpoint) is committed now
+        // rather than lost with the process.
+        if let Err(e) = self.commit_riders() {
+            tracing::warn!(path = %self.log.env.path().display(), error = %e, "committing riders' work at close failed");
+        }
         if let Err(e) = self.flush_index() {
             tracing::warn!(path = %self.log.env.path().display(), error = %e, "indexing the tail at close failed; the next open reads it back");
         }
@@ -423,3 +438,6 @@ fn failed_all(group: &[Request], e: Error) -> Vec<Result<Appended>> {
     results.insert(0, Err(e));
     results
 }
+
+#[cfg(test)]
+mod tests;

@@ -31,4 +31,8 @@ pub(crate) trait Rider: Send + Sync {
     /// When pending work must be committed by itself if no append carries it; `None` when
     /// nothing is pending.
     fn due(&self) -> Option<Instant>;
+
+    /// A commit of this rider's work by itself failed: its work stays pending, and is due again
+    /// an interval from now rather than at once.
+    fn postpone(&self);
 }

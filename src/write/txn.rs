@@ -155,12 +155,27 @@ impl<'a, 'w> LogTxn<'a, 'w> {
     /// sequences and versions. A batch whose ids are all stored is an exact retry or an error
     /// ([`RetryOf`]). The outer error fails the whole transaction (a failed put: "map full",
     /// I/O); the inner one fails only this batch, and is returned before anything of it is
-    /// written.
+    /// written: a refused check, and also what the checks could not read (a damaged stream
+    /// head, a damaged record an event id leads to), which concerns this batch alone.
     pub(crate) fn append(
         &mut self,
         req: &mut Request,
         key: Option<&StreamKey>,
     ) -> Result<Result<Appended>> {
+        match self.check(req, key) {
+            Ok(Ok(at)) => self.place(req, key, at).map(Ok),
+            Ok(Err(done)) => Ok(done),
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    /// The checks of [`LogTxn::append`]: where the stream stands when the batch may be written,
+    /// or the batch's outcome when it must not be (a retry, a conflict).
+    fn check(
+        &mut self,
+        req: &Request,
+        key: Option<&StreamKey>,
+    ) -> Result<std::result::Result<Option<Tip>, Result<Appended>>> {
         let stream = req.stream;
         let tip = self.tip(stream)?;
         let current = tip.map_or(0, |t| t.version);
@@ -177,7 +192,7 @@ impl<'a, 'w> LogTxn<'a, 'w> {
         }
         if let Some((i, seq)) = first_found {
             if existing.len() == req.staged.len() {
-                return Ok(retry_of(
+                return Ok(Err(retry_of(
                     self.log,
                     self.wtxn,
                     RetryOf {
@@ -188,25 +203,37 @@ impl<'a, 'w> LogTxn<'a, 'w> {
                         existing: &existing,
                         key,
                     },
-                ));
+                )));
             }
             let (existing_stream, existing_version) = stored_position(self.log, self.wtxn, seq)?;
-            return Ok(Err(Error::EventIdConflict {
+            return Ok(Err(Err(Error::EventIdConflict {
                 event_id: req.staged[i].id,
                 existing_seq: seq,
                 existing_stream,
                 existing_version,
                 reason:
                     "the batch mixes stored event ids with new ones; retry exactly the original batch",
-            }));
+            })));
         }
         if !req.expected.matches(current) {
-            return Ok(Err(Error::ConcurrencyConflict {
+            return Ok(Err(Err(Error::ConcurrencyConflict {
                 stream,
                 expected: req.expected,
                 actual: current,
-            }));
+            })));
         }
+        Ok(Ok(tip))
+    }
+
+    /// Writes a checked batch at the next sequences, after `tip`.
+    fn place(
+        &mut self,
+        req: &mut Request,
+        key: Option<&StreamKey>,
+        tip: Option<Tip>,
+    ) -> Result<Appended> {
+        let stream = req.stream;
+        let current = tip.map_or(0, |t| t.version);
 
         let (next_seq, last_ts) = self.next_position()?;
         let now = SystemTime::now()
@@ -230,11 +257,11 @@ impl<'a, 'w> LogTxn<'a, 'w> {
             });
             prev_seq = place.seq;
         }
-        Ok(Ok(Appended {
+        Ok(Appended {
             stream,
             positions,
             deduplicated: false,
-        }))
+        })
     }
 
     /// Writes one finished record (`rec`, its payload at `payload_offset`) of `stream` with id

@@ -8,7 +8,7 @@ use super::log_order::LogStreams;
 use super::report::{reason, ProblemKind, Tick, VerifyReport};
 use super::Snapshot;
 use crate::error::Result;
-use crate::format::index::{parse_stream_version_key, Head};
+use crate::format::index::{parse_index_seq, parse_stream_version_key, Head};
 use crate::format::record;
 use crate::types::StreamId;
 
@@ -63,17 +63,24 @@ pub(super) fn check(
         }
     };
     for entry in dbs.stream_index.iter(txn)? {
-        let (key, seq) = entry?;
+        let (key, value) = entry?;
         report.index_entries += 1;
         tick.every("stream index", report.index_entries, total);
         let Some((stream, version)) = parse_stream_version_key(key) else {
             report.push(
                 ProblemKind::StreamIndex,
-                Some(seq),
+                None,
                 None,
                 format!("an index key has {} bytes, not 24", key.len()),
             );
             continue;
+        };
+        let seq = match parse_index_seq(stream, version, value) {
+            Ok(seq) => seq,
+            Err(e) => {
+                report.push(ProblemKind::StreamIndex, None, Some(stream), e.to_string());
+                continue;
+            }
         };
         let expected_version = match current {
             Some((s, last)) if s == stream => last + 1,
