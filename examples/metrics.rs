@@ -23,7 +23,7 @@ use varvedb::{Filter, StartFrom, Subscription};
 use varvedb::{Storage, StorageConfig};
 
 /// The example's event.
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event, Debug)]
 pub struct Deposited {
     /// The account.
     pub account: u64,

@@ -16,7 +16,7 @@ use varvedb::{Reader, Writer};
 use varvedb::{Storage, StorageConfig};
 
 /// Money moved into (or out of) an account; the stream is the account.
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event, Debug)]
 pub struct Moved {
     pub cents: i64,
 }

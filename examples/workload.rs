@@ -22,7 +22,7 @@ use varvedb::{Reader, Writer};
 use varvedb::{Storage, StorageConfig};
 
 /// An account event of about 100 serialized bytes.
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event, Debug, Clone)]
 #[rkyv(derive(Debug))]
 pub struct Transfer {
     pub account: u64,

@@ -29,6 +29,15 @@ pub enum DamagedEntry {
     StreamHeadKey,
     /// A key of the stream index that is not a stream and a version.
     StreamIndexKey,
+    /// The layout the store recorded for this event type and schema version.
+    Schema {
+        /// The event type name.
+        event_type: String,
+        /// The schema version.
+        version: u16,
+    },
+    /// A key of the `schemas` database that is not an event type and a version.
+    SchemaKey,
     /// The entry of this version of this stream in the stream index.
     StreamIndexEntry {
         /// The stream.
@@ -51,6 +60,11 @@ impl std::fmt::Display for DamagedEntry {
             DamagedEntry::StreamHead { stream } => write!(f, "the head of stream {stream}"),
             DamagedEntry::StreamHeadKey => f.write_str("a key of the stream heads"),
             DamagedEntry::StreamIndexKey => f.write_str("a key of the stream index"),
+            DamagedEntry::Schema {
+                event_type,
+                version,
+            } => write!(f, "the recorded layout of {event_type} v{version}"),
+            DamagedEntry::SchemaKey => f.write_str("a key of the schemas database"),
             DamagedEntry::StreamIndexEntry { stream, version } => {
                 write!(
                     f,
@@ -186,6 +200,18 @@ pub enum Error {
         current: [u8; 4],
     },
 
+    /// The store was written by a build of another rkyv release line, whose archives this
+    /// build's rkyv does not read.
+    #[error("store at {path} was written with rkyv {found}, this build uses rkyv {current}")]
+    RkyvVersion {
+        /// The store's directory.
+        path: PathBuf,
+        /// The rkyv line recorded in the store.
+        found: String,
+        /// This build's rkyv line.
+        current: String,
+    },
+
     /// The store at this path is already open in this process with an incompatible configuration.
     #[error("store at {path} is already open in this process with a different configuration; reuse that Storage or drop it first")]
     AlreadyOpen {
@@ -223,6 +249,37 @@ pub enum Error {
         expected: String,
         /// The event type stored in the record.
         found: String,
+    },
+
+    /// An event type's archived layout differs from the one the store recorded for its name and
+    /// schema version: the type changed without a version bump, or two types claim the same
+    /// name and version. Nothing is written, and no event of that version is read with it.
+    #[error("{event_type} v{version} changed layout (the store recorded {recorded}, this build has {current}){}: keep the old definition as a frozen type, bump to v{} and add an upcaster (or give one of two types that share the name another name)", seq.map(|s| format!(", at sequence {s}")).unwrap_or_default(), u32::from(*version) + 1)]
+    LayoutChanged {
+        /// The event type name.
+        event_type: String,
+        /// The schema version.
+        version: u16,
+        /// The fingerprint the store recorded for it.
+        recorded: crate::event::Fingerprint,
+        /// The fingerprint of this build's type.
+        current: crate::event::Fingerprint,
+        /// The record read, when the error comes from a read.
+        seq: Option<u64>,
+    },
+
+    /// An event of a type the reader reads, stored at a schema version it has no way to read:
+    /// never passed over, never read as the current version.
+    #[error("event at sequence {seq} is {event_type} v{stored}; this reader reads v{current} and has no upcast from v{stored}")]
+    UnknownSchemaVersion {
+        /// Global sequence of the record.
+        seq: u64,
+        /// The event type name.
+        event_type: String,
+        /// The schema version of the stored event.
+        stored: u16,
+        /// The schema version the reader reads.
+        current: u16,
     },
 
     /// The payload passed its checksum but is not a valid archive of the reader's type.
@@ -413,7 +470,9 @@ impl Error {
             | Error::InvalidPayload { seq, .. }
             | Error::Shredded { seq, .. }
             | Error::Decryption { seq, .. }
-            | Error::Handler { seq, .. } => Some(*seq),
+            | Error::Handler { seq, .. }
+            | Error::UnknownSchemaVersion { seq, .. } => Some(*seq),
+            Error::LayoutChanged { seq, .. } => *seq,
             _ => None,
         }
     }

@@ -11,7 +11,7 @@
 //! ```
 //! use varvedb::{Reader, Storage, StorageConfig, Writer};
 //!
-//! #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
+//! #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event, Debug)]
 //! #[rkyv(derive(Debug))]
 //! pub struct MyEvent { pub id: u32, pub data: String }
 //!
@@ -39,6 +39,9 @@
 #![deny(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+// The derive macros name `::varvedb`, in this crate's own tests too.
+extern crate self as varvedb;
+
 // The layers, from the bottom up; each depends only on those above it in this list.
 pub mod admin;
 mod append;
@@ -46,11 +49,13 @@ mod cipher;
 mod crypto;
 mod env;
 pub mod error;
+mod event;
 mod format;
 mod index;
 mod log;
 pub mod metrics;
 mod read;
+mod schema;
 mod store;
 mod subscribe;
 mod types;
@@ -59,6 +64,7 @@ mod write;
 pub use append::{EventSerializer, Transaction, Writer};
 pub use env::{Env, ReadTxn, FORMAT_VERSION};
 pub use error::{DamagedEntry, Error, HandlerError, Result};
+pub use event::{Event, Fingerprint, Layout, LayoutHasher};
 pub use format::{Envelope, OwnedEnvelope, MAX_EVENT_TYPE_LEN};
 pub use index::DEFAULT_INDEX_INTERVAL;
 pub use read::{EventView, Events, Reader, DEFAULT_MAX_TXN_AGE};
@@ -74,6 +80,8 @@ pub use types::{
     default_event_type, Appended, Direction, ExpectedVersion, IntoStreamId, NewEvent, Position,
     StreamId, StreamInfo,
 };
+/// `#[derive(varvedb::Event)]` and `#[derive(varvedb::Layout)]`: see the traits of the same names.
+pub use varvedb_derive::{Event, Layout};
 pub use write::GroupCommit;
 
 /// The `heed` crate, whose transaction and database types [`Projection::apply`] and

@@ -275,7 +275,10 @@ impl<E> From<E> for NewEvent<E> {
     }
 }
 
-/// The default event type name of a Rust type: its path without modules, generics kept.
+/// The name stores of format 3 and older gave the events of a Rust type that named none: its path
+/// without modules, generics kept. `#[derive(varvedb::Event)]` names a non-generic type the same
+/// way; a generic one names itself, and can keep reading events stored under this name with
+/// [`Reader::accept_event_types`](crate::Reader::accept_event_types).
 ///
 /// ```
 /// assert_eq!(varvedb::default_event_type::<Vec<u8>>(), "Vec<u8>");

@@ -10,7 +10,9 @@ use varvedb::{Direction, ExpectedVersion, NewEvent, Position, StreamId, Uuid};
 use varvedb::{Reader, Writer};
 use varvedb::{Storage, StorageConfig};
 
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
+#[derive(
+    rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event, Debug, Clone, PartialEq,
+)]
 #[rkyv(derive(Debug))]
 pub struct MyEvent {
     pub id: u32,
@@ -18,7 +20,9 @@ pub struct MyEvent {
 }
 
 /// Another event type, to check reads as the wrong type.
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
+#[derive(
+    rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event, Debug, Clone, PartialEq,
+)]
 pub struct Other {
     pub values: Vec<u64>,
 }
@@ -475,11 +479,19 @@ fn each_reader_sees_its_type_and_reads_by_position_name_the_others() {
             other.map(|o| o.is_some())
         ),
     }
-    // Even when told to accept the name, bytes that are not a valid archive are an error, not UB.
+    // Even when told to accept the name, another layout is an error before a byte of the
+    // payload is read as `Other`: the store recorded `MyEvent`'s layout for the name.
     let forced = Reader::<Other>::new(storage.clone()).accept_event_types(["MyEvent"]);
     let res = forced.get(&txn, 1);
     assert!(
-        matches!(res, Err(Error::InvalidPayload { seq: 1, .. })),
+        matches!(
+            res,
+            Err(Error::LayoutChanged {
+                seq: Some(1),
+                version: 1,
+                ..
+            })
+        ),
         "got {:?}",
         res.map(|o| o.map(|v| v.values.len()))
     );
@@ -532,9 +544,7 @@ fn each_reader_sees_its_type_and_reads_by_position_name_the_others() {
 #[test]
 fn custom_event_type_names() {
     let (_dir, storage, _writer, _reader) = setup();
-    let mut writer = Writer::<MyEvent>::new(storage.clone())
-        .with_event_type("account.opened")
-        .with_schema_version(3);
+    let mut writer = Writer::<MyEvent>::new(storage.clone()).with_event_type("account.opened");
     writer.append(1, 1, ev(1)).unwrap();
     writer
         .append_batch(
@@ -548,7 +558,7 @@ fn custom_event_type_names() {
         .accept_event_types(["account.opened", "account.renamed"]);
     let a = reader.get(&txn, 1).unwrap().unwrap();
     assert_eq!(a.envelope().event_type, "account.opened");
-    assert_eq!(a.envelope().schema_version, 3);
+    assert_eq!(a.envelope().schema_version, 1);
     assert_eq!(
         reader.get(&txn, 2).unwrap().unwrap().envelope().event_type,
         "account.renamed"

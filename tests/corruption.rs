@@ -18,9 +18,11 @@ use std::path::Path;
 use varvedb::error::Error;
 use varvedb::{Direction, Envelope, ExpectedVersion, NewEvent, StreamId, Uuid};
 use varvedb::{EventView, Reader, Writer};
-use varvedb::{Storage, StorageConfig};
+use varvedb::{Storage, StorageConfig, FORMAT_VERSION};
 
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
+#[derive(
+    rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event, Debug, Clone, PartialEq,
+)]
 pub struct Recorded {
     pub n: u64,
     pub label: String,
@@ -594,30 +596,32 @@ fn a_changed_format_version_is_refused_at_open() {
     let original = tempfile::tempdir().unwrap();
     let written = write_store(original.path(), 12, &mut Rng(7));
 
-    // Every single-bit flip of the 4-byte version but those giving 1 and 2 (older versions this
-    // build opens and upgrades), and the next version, 4.
+    // Every single-bit flip of the 4-byte version but those giving older versions this build
+    // opens and upgrades (1 to 3), and the next version.
+    let current = FORMAT_VERSION;
     let mut values: Vec<u32> = (0..32)
-        .map(|bit| 3u32 ^ (1 << bit))
-        .filter(|v| *v > 3)
+        .map(|bit| current ^ (1 << bit))
+        .filter(|v| *v > current)
         .collect();
     values.push(0);
-    values.push(4);
+    values.push(current + 1);
     for found in values {
         let copy = copy_store(original.path());
         let changed = rewrite_meta(
             copy.path(),
             b"format_version",
-            &3u32.to_le_bytes(),
+            &current.to_le_bytes(),
             &found.to_le_bytes(),
         );
         assert!(changed >= 1, "format_version not found in data.mdb");
         match open(copy.path()) {
             Err(Error::FormatVersion {
                 found: f,
-                supported: 3,
+                supported,
                 path,
             }) => {
                 assert_eq!(f, found);
+                assert_eq!(supported, current);
                 assert_eq!(path, copy.path().canonicalize().unwrap());
             }
             Err(e) => panic!("format version {found}: unexpected error {e:?}"),
@@ -630,15 +634,15 @@ fn a_changed_format_version_is_refused_at_open() {
     rewrite_meta(
         copy.path(),
         b"format_version",
-        &3u32.to_le_bytes(),
-        &4u32.to_le_bytes(),
+        &current.to_le_bytes(),
+        &(current + 1).to_le_bytes(),
     );
     assert!(open(copy.path()).is_err());
     rewrite_meta(
         copy.path(),
         b"format_version",
-        &4u32.to_le_bytes(),
-        &3u32.to_le_bytes(),
+        &(current + 1).to_le_bytes(),
+        &current.to_le_bytes(),
     );
     check_store(copy.path(), &written, None);
 }

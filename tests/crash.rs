@@ -41,7 +41,9 @@ const OWN_STREAMS: u64 = 3;
 const MAP_SIZE: usize = 256 << 10;
 
 /// The event: where it belongs (batch, index, batch size, stream) and filler derived from it.
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(
+    rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event, Debug, Clone, PartialEq, Eq,
+)]
 pub struct CrashEv {
     pub batch: u64,
     pub idx: u32,

@@ -13,7 +13,7 @@ use std::process::Command;
 
 use varvedb::{Direction, Error, ExpectedVersion, Reader, Storage, StorageConfig, Writer};
 
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event, Debug, Clone)]
 pub struct Blob {
     pub n: u64,
     pub bytes: Vec<u8>,

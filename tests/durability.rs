@@ -10,7 +10,9 @@ use varvedb::Direction;
 use varvedb::{Durability, Storage, StorageConfig};
 use varvedb::{Reader, Writer};
 
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
+#[derive(
+    rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event, Debug, Clone, PartialEq,
+)]
 pub struct Note {
     pub n: u64,
 }

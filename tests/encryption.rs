@@ -27,7 +27,9 @@ use varvedb::{EventHandler, Processor, Reader, Writer};
 use varvedb::{Filter, StartFrom, SubscriptionItem};
 use varvedb::{Storage, StorageConfig};
 
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
+#[derive(
+    rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event, Debug, Clone, PartialEq,
+)]
 pub struct Secret {
     pub n: u64,
     pub text: String,

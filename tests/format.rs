@@ -4,6 +4,12 @@
 //! events in stream 1, then a batch of three in stream 2 with fixed ids and metadata, the second
 //! one 5,000 bytes long (so it lives in `log_large`). This build must open it, read every event
 //! and envelope exactly, append to it, and refuse to open it encrypted.
+//!
+//! `format-v2` and `format-v2-encrypted` come from the last format-2 build; `format-v3` and
+//! `format-v3-encrypted` from the last format-3 build (commit `9c74708`), before stores recorded
+//! the layouts of their event types: the same two streams, then two events of another type
+//! (`Other`) in stream 3, one `FixtureEvent` at schema version 2 in stream 4, the checkpoint 3
+//! of processor `fixture-processor`, and in the encrypted one a shredded stream 5.
 
 use std::path::Path;
 
@@ -12,7 +18,7 @@ use varvedb::{Direction, Uuid};
 use varvedb::{Reader, Writer};
 use varvedb::{Storage, StorageConfig, FORMAT_VERSION};
 
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, PartialEq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event, Debug, PartialEq)]
 pub struct FixtureEvent {
     pub n: u64,
     pub text: String,
@@ -59,6 +65,11 @@ fn stored_format(dir: &Path) -> u32 {
 /// The events of a format-2 fixture (written by the build before format 3): stream 1 with five
 /// events, stream 2 with three (ids, metadata, one large record).
 fn check_v2_events(storage: &Storage) {
+    check_two_streams(storage, Uuid::from_u128(0xF2F2_0002));
+}
+
+/// The two streams of the format-2 and format-3 fixtures; `id7` is the id of sequence 7.
+fn check_two_streams(storage: &Storage, id7: Uuid) {
     let reader = Reader::<FixtureEvent>::new(storage.clone());
     let txn = storage.env.read_txn().unwrap();
     let stream1: Vec<u64> = reader
@@ -77,7 +88,7 @@ fn check_v2_events(storage: &Storage) {
         .collect();
     assert_eq!(stream2, vec![(103, 10), (102, 5000), (101, 10)]);
     let env = reader.envelope(&txn, 7).unwrap().unwrap();
-    assert_eq!(env.event_id, Uuid::from_u128(0xF2F2_0002));
+    assert_eq!(env.event_id, id7);
     let streams: Vec<(u128, u64)> = reader
         .streams(&txn)
         .unwrap()
@@ -111,7 +122,7 @@ fn a_format_2_store_is_upgraded_and_keeps_everything() {
         .unwrap();
     assert_eq!(seq, 9);
     drop((storage, writer));
-    assert_eq!(stored_format(dir.path()), 3);
+    assert_eq!(stored_format(dir.path()), FORMAT_VERSION);
     let storage = open(dir.path());
     assert_eq!(storage.stream_version(2u64).unwrap(), 4);
     check_v2_events_after(&storage);
@@ -152,7 +163,7 @@ fn an_encrypted_format_2_store_is_upgraded_and_keeps_its_keys() {
     assert!(matches!(refused, Err(Error::StreamShredded { .. })));
     append_after_upgrade(&mut writer);
     drop((storage, reader, writer));
-    assert_eq!(stored_format(dir.path()), 3);
+    assert_eq!(stored_format(dir.path()), FORMAT_VERSION);
     let storage = Storage::open(config()).unwrap();
     assert_eq!(storage.stream_version(1u64).unwrap(), 6);
     let report = varvedb::admin::verify(&storage, &mut |_| {}).unwrap();
@@ -183,7 +194,7 @@ fn open(dir: &Path) -> Storage {
 
 #[test]
 fn a_format_1_store_opens_reads_and_takes_appends() {
-    assert_eq!(FORMAT_VERSION, 3);
+    assert_eq!(FORMAT_VERSION, 4);
     let dir = fixture_copy();
     let storage = open(dir.path());
     assert_eq!(storage.head(), 8);
@@ -222,10 +233,156 @@ fn a_format_1_store_opens_reads_and_takes_appends() {
     let seq = append_after_upgrade(&mut writer);
     assert_eq!(seq, 9);
     drop((storage, reader, writer));
-    assert_eq!(stored_format(dir.path()), 3);
+    assert_eq!(stored_format(dir.path()), FORMAT_VERSION);
     let storage = open(dir.path());
     assert_eq!(storage.head(), 9);
     assert_eq!(storage.stream_version(1u64).unwrap(), 6);
+}
+
+/// `FixtureEvent` at schema version 2, as the format-3 fixtures hold one.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event, Debug, PartialEq)]
+#[event(name = "FixtureEvent", version = 2)]
+pub struct FixtureEventV2 {
+    pub n: u64,
+    pub text: String,
+}
+
+/// The other event type of the format-3 fixtures.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event, Debug, PartialEq)]
+pub struct Other {
+    pub flag: bool,
+    pub code: u32,
+}
+
+/// A type that claims `Other`'s name with another layout.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event, Debug, PartialEq)]
+#[event(name = "Other")]
+pub struct NotOther {
+    pub code: u64,
+}
+
+/// Checks a format-3 fixture after its upgrade: every event of both types and both schema
+/// versions reads as written, the processor's checkpoint is kept, and the event types found in
+/// the log are recorded with a layout that is not known, so that the types that wrote them
+/// read them, and new writes go on.
+fn check_v3(storage: &Storage) {
+    check_two_streams(storage, Uuid::from_u128(0xF3F3_0000 + 102));
+    let txn = storage.env.read_txn().unwrap();
+    let other = Reader::<Other>::new(storage.clone());
+    let others: Vec<(bool, u32)> = other
+        .read_stream(&txn, 3u64, 1, Direction::Forward)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.flag, e.code.to_native())
+        })
+        .collect();
+    assert_eq!(others, [(true, 7), (false, 8)]);
+    // The version-2 event: the version-1 type names it, never reads it as its own.
+    let v1 = Reader::<FixtureEvent>::new(storage.clone());
+    match v1.get(&txn, 11) {
+        Err(Error::UnknownSchemaVersion {
+            seq: 11,
+            event_type,
+            stored: 2,
+            current: 1,
+        }) => assert_eq!(event_type, "FixtureEvent"),
+        other => panic!("{:?}", other.map(|e| e.map(|e| e.n.to_native()))),
+    }
+    let v2 = Reader::<FixtureEventV2>::new(storage.clone());
+    let e = v2.get(&txn, 11).unwrap().unwrap();
+    assert_eq!((e.n.to_native(), e.text.as_str()), (401, "schema 2"));
+    // A scan of the version-1 type stops at it with the error: never a silent skip.
+    let items: Vec<_> = v1.read_log(&txn, 1, Direction::Forward).unwrap().collect();
+    let read: Vec<u64> = items.iter().flatten().map(|e| e.seq()).collect();
+    assert_eq!(read, (1..=8).collect::<Vec<u64>>());
+    assert!(matches!(
+        items[8],
+        Err(Error::UnknownSchemaVersion { seq: 11, .. })
+    ));
+    // The encrypted fixture's shredded event follows.
+    assert!(items[9..]
+        .iter()
+        .all(|e| matches!(e, Err(Error::Shredded { seq: 12, .. }))));
+    assert_eq!(
+        storage.processors().unwrap(),
+        [("fixture-processor".to_string(), 3)]
+    );
+    drop(txn);
+    // Writes of the types go on, and one that claims a recorded name is not refused when the
+    // layout was not recorded: the store cannot tell.
+    let mut writer = Writer::<Other>::new(storage.clone());
+    writer
+        .append(
+            3u64,
+            3,
+            Other {
+                flag: true,
+                code: 9,
+            },
+        )
+        .unwrap();
+    append_after_upgrade(&mut Writer::<FixtureEvent>::new(storage.clone()));
+    // A name first written now records its layout; another layout under it is refused.
+    let mut v3 = Writer::<NotOther>::new(storage.clone()).with_event_type("Fresh");
+    v3.append(6u64, 1, NotOther { code: 1 }).unwrap();
+    let mut clash = Writer::<Other>::new(storage.clone()).with_event_type("Fresh");
+    assert!(matches!(
+        clash.append(
+            6u64,
+            2,
+            Other {
+                flag: false,
+                code: 2
+            }
+        ),
+        Err(Error::LayoutChanged {
+            version: 1,
+            seq: None,
+            ..
+        })
+    ));
+    let report = varvedb::admin::verify(storage, &mut |_| {}).unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+}
+
+#[test]
+fn a_format_3_store_is_upgraded_and_keeps_everything() {
+    let dir = copy_fixture("format-v3");
+    assert_eq!(stored_format(dir.path()), 3);
+    let storage = open(dir.path());
+    assert_eq!(storage.head(), 11);
+    check_v3(&storage);
+    drop(storage);
+    assert_eq!(stored_format(dir.path()), FORMAT_VERSION);
+    // Opened again, at format 4: the same.
+    let storage = open(dir.path());
+    assert_eq!(storage.stream_version(1u64).unwrap(), 6);
+    let reader = Reader::<FixtureEventV2>::new(storage.clone());
+    let txn = storage.env.read_txn().unwrap();
+    assert_eq!(reader.get(&txn, 11).unwrap().unwrap().n.to_native(), 401);
+}
+
+#[test]
+fn an_encrypted_format_3_store_is_upgraded_and_keeps_its_keys() {
+    let dir = copy_fixture("format-v3-encrypted");
+    let config = || StorageConfig {
+        path: dir.path().to_path_buf(),
+        encryption_enabled: true,
+        master_key: Some([0x43; 32]),
+        ..Default::default()
+    };
+    let storage = Storage::open(config()).unwrap();
+    assert_eq!(storage.head(), 12);
+    check_v3(&storage);
+    let reader = Reader::<FixtureEvent>::new(storage.clone());
+    let txn = storage.env.read_txn().unwrap();
+    assert!(matches!(reader.get(&txn, 12), Err(Error::Shredded { .. })));
+    drop((txn, reader, storage));
+    assert_eq!(stored_format(dir.path()), FORMAT_VERSION);
+    let storage = Storage::open(config()).unwrap();
+    let report = varvedb::admin::verify(&storage, &mut |_| {}).unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
 }
 
 #[test]

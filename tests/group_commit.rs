@@ -9,7 +9,9 @@ use varvedb::{Direction, ExpectedVersion, GroupCommit};
 use varvedb::{Reader, Writer};
 use varvedb::{Storage, StorageConfig};
 
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
+#[derive(
+    rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event, Debug, Clone, PartialEq,
+)]
 pub struct Tick {
     pub writer: u32,
     pub n: u32,

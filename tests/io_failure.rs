@@ -17,7 +17,7 @@ use varvedb::{
     Reader, Storage, StorageConfig, StreamId, Writer,
 };
 
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event, Debug, Clone)]
 pub struct Ev {
     pub n: u64,
 }

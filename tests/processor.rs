@@ -9,13 +9,13 @@ use varvedb::Envelope;
 use varvedb::{ErrorPolicy, EventHandler, Processor, Reader, Writer};
 use varvedb::{Storage, StorageConfig};
 
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event, Debug, Clone)]
 #[rkyv(derive(Debug))]
 pub struct MyEvent {
     pub id: u32,
 }
 
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event, Debug, Clone)]
 pub struct Other {
     pub x: u8,
 }

@@ -10,7 +10,7 @@ use varvedb::{Envelope, ExpectedVersion};
 use varvedb::{EventHandler, Processor, Reader, Writer};
 use varvedb::{Storage, StorageConfig};
 
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event, Debug)]
 pub struct Job {
     pub n: u64,
 }

@@ -1,7 +1,7 @@
 use varvedb::{Reader, Writer};
 use varvedb::{Storage, StorageConfig};
 
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event, Debug)]
 #[rkyv(derive(Debug))]
 pub struct MyEvent {
     pub id: u32,

@@ -11,7 +11,7 @@ use varvedb::{Storage, StorageConfig};
 
 const CHILD_DIR: &str = "VARVE_STALE_READER_DIR";
 
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event, Debug)]
 pub struct Ping {
     pub n: u64,
 }

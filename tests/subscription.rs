@@ -8,7 +8,7 @@ use varvedb::{Filter, StartFrom, Subscription, SubscriptionItem};
 use varvedb::{Reader, Writer};
 use varvedb::{Storage, StorageConfig};
 
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event, Debug, Clone)]
 #[rkyv(derive(Debug))]
 pub struct Tick {
     pub n: u32,

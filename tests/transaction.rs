@@ -14,7 +14,9 @@ use varvedb::{Direction, ExpectedVersion, NewEvent, Uuid};
 use varvedb::{Reader, Writer};
 use varvedb::{Storage, StorageConfig};
 
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
+#[derive(
+    rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event, Debug, Clone, PartialEq,
+)]
 #[rkyv(derive(Debug))]
 struct TxEv {
     /// The transaction that wrote the event.
@@ -174,7 +176,7 @@ fn bad_parts_are_refused_when_added_and_the_rest_stays() {
         ..Default::default()
     })
     .unwrap();
-    #[derive(rkyv::Archive, rkyv::Serialize)]
+    #[derive(rkyv::Archive, rkyv::Serialize, varvedb::Event)]
     struct Blob(Vec<u8>);
     let mut writer = Writer::<Blob>::new(storage.clone());
     let id = Uuid::from_u128(77);

@@ -41,7 +41,9 @@ pub const MAX_OPS: usize = 16;
 
 /// The event the fuzz targets store: strings, vectors, an option, a bool and an enum, so that
 /// bytecheck has relative pointers, lengths, UTF-8, tags and bool values to validate.
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(
+    rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event, Debug, Clone, PartialEq, Eq,
+)]
 pub struct FuzzEvent {
     /// A name.
     pub name: String,
@@ -58,7 +60,9 @@ pub struct FuzzEvent {
 }
 
 /// Enum field of [`FuzzEvent`].
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(
+    rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Layout, Debug, Clone, PartialEq, Eq,
+)]
 pub enum Kind {
     /// No data.
     Empty,

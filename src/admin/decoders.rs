@@ -58,7 +58,7 @@ where
 /// ```
 /// use varvedb::admin::Decoders;
 ///
-/// #[derive(rkyv::Archive, rkyv::Serialize)]
+/// #[derive(rkyv::Archive, rkyv::Serialize, varvedb::Event)]
 /// pub struct Deposited { pub cents: u64 }
 ///
 /// let mut decoders = Decoders::new();
@@ -242,7 +242,7 @@ impl Decoders {
 mod tests {
     use super::*;
 
-    #[derive(rkyv::Archive, rkyv::Serialize)]
+    #[derive(rkyv::Archive, rkyv::Serialize, varvedb::Event)]
     struct Moved {
         to: String,
         steps: u32,

@@ -167,6 +167,41 @@ fn an_index_value_that_is_not_a_sequence_is_damage_not_a_codec_error() {
     assert!(text.iter().any(|t| t.contains("not 8")), "{text:?}");
 }
 
+/// `verify` checks the schema registry: an event type of the log without an entry, and an entry
+/// that does not decode, are problems; a store as written has neither.
+#[test]
+fn verify_finds_a_missing_or_damaged_schema_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = store(dir.path());
+    let report = verify(&storage, &mut |_| {}).unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    assert_eq!((report.schemas, report.schemas_unknown), (1, 0));
+    let dbs = &storage.log().dbs;
+    storage
+        .env
+        .write(WriteKind::Append, |wtxn| {
+            dbs.schemas
+                .delete(wtxn, &crate::format::schema::key(b"u32", 1))?;
+            dbs.schemas
+                .put(wtxn, &crate::format::schema::key(b"Other", 1), &[9; 17])?;
+            Ok(Commit::Commit(()))
+        })
+        .unwrap();
+    let report = verify(&storage, &mut |_| {}).unwrap();
+    let found: Vec<_> = report
+        .problems
+        .iter()
+        .map(|p| (p.kind, p.seq, p.what.clone()))
+        .collect();
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found.iter().any(|(k, seq, r)| *k == ProblemKind::Schema
+        && *seq == Some(1)
+        && r.contains("no recorded layout for u32 v1")));
+    assert!(found
+        .iter()
+        .any(|(k, seq, r)| *k == ProblemKind::Schema && seq.is_none() && r.contains("Other v1")));
+}
+
 #[test]
 fn import_keeps_positions_and_refuses_what_does_not_follow() {
     let dir = tempfile::tempdir().unwrap();

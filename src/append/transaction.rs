@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::writer::{EventSerializer, Writer};
 use crate::error::{Error, Result};
+use crate::event::Event;
 use crate::types::{Appended, ExpectedVersion, IntoStreamId, NewEvent};
 use crate::write::Request;
 
@@ -24,7 +25,7 @@ use crate::write::Request;
 /// use varvedb::error::Error;
 /// use varvedb::ExpectedVersion;
 ///
-/// #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
+/// #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event, Debug)]
 /// #[rkyv(derive(Debug))]
 /// pub struct Moved { pub cents: i64 }
 ///
@@ -66,7 +67,7 @@ impl<E> std::fmt::Debug for Transaction<'_, E> {
 
 impl<'w, E> Transaction<'w, E>
 where
-    E: for<'a> rkyv::Serialize<EventSerializer<'a>>,
+    E: Event + for<'a> rkyv::Serialize<EventSerializer<'a>>,
 {
     pub(crate) fn new(writer: &'w mut Writer<E>) -> Self {
         Transaction {

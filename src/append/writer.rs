@@ -10,11 +10,10 @@ use tokio::sync::watch;
 
 use super::transaction::Transaction;
 use crate::error::{Error, Result};
+use crate::event::Event;
 use crate::format::record::{self, RecordParts, MAX_EVENT_TYPE_LEN};
 use crate::store::Storage;
-use crate::types::{
-    default_event_type, Appended, ExpectedVersion, IntoStreamId, NewEvent, StreamId,
-};
+use crate::types::{Appended, ExpectedVersion, IntoStreamId, NewEvent, StreamId};
 use crate::write::{Done, Request, Staged};
 
 /// The rkyv serializer the writer uses; an event type `E` must implement
@@ -36,7 +35,7 @@ const EVENT_LEN_HINT_MAX: usize = 16 << 10;
 /// use varvedb::Writer;
 /// use varvedb::ExpectedVersion;
 ///
-/// #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
+/// #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event, Debug)]
 /// #[rkyv(derive(Debug))]
 /// pub struct Deposited { pub cents: u64 }
 ///
@@ -55,7 +54,6 @@ const EVENT_LEN_HINT_MAX: usize = 16 << 10;
 pub struct Writer<E> {
     storage: Storage,
     event_type: String,
-    schema_version: u16,
     buf: Vec<u8>,
     arena: Arena,
     staged: Vec<Staged>,
@@ -72,7 +70,6 @@ impl<E> Clone for Writer<E> {
         Writer {
             storage: self.storage.clone(),
             event_type: self.event_type.clone(),
-            schema_version: self.schema_version,
             buf: Vec::new(),
             arena: Arena::new(),
             staged: Vec::new(),
@@ -83,27 +80,26 @@ impl<E> Clone for Writer<E> {
     }
 }
 
-impl<E> std::fmt::Debug for Writer<E> {
+impl<E: Event> std::fmt::Debug for Writer<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Writer")
             .field("path", &self.storage.path())
             .field("event_type", &self.event_type)
-            .field("schema_version", &self.schema_version)
+            .field("schema_version", &E::VERSION)
             .finish()
     }
 }
 
 impl<E> Writer<E>
 where
-    E: for<'a> rkyv::Serialize<EventSerializer<'a>>,
+    E: Event + for<'a> rkyv::Serialize<EventSerializer<'a>>,
 {
-    /// A writer for events of type `E`, stored with the event type name
-    /// [`default_event_type::<E>()`](crate::default_event_type) and schema version 1.
+    /// A writer for events of type `E`, stored with its name [`Event::NAME`] and schema
+    /// version [`Event::VERSION`].
     pub fn new(storage: Storage) -> Self {
         Writer {
             storage,
-            event_type: default_event_type::<E>(),
-            schema_version: 1,
+            event_type: E::NAME.to_string(),
             buf: Vec::new(),
             arena: Arena::new(),
             staged: Vec::new(),
@@ -117,12 +113,6 @@ where
     /// needs [`accept_event_types`](crate::Reader::accept_event_types) with it).
     pub fn with_event_type(mut self, name: impl Into<String>) -> Self {
         self.event_type = name.into();
-        self
-    }
-
-    /// Stores events with this schema version (default 1), for upcasting older ones on read.
-    pub fn with_schema_version(mut self, version: u16) -> Self {
-        self.schema_version = version;
         self
     }
 
@@ -302,6 +292,7 @@ where
             expected,
             buf: std::mem::take(&mut self.buf),
             staged: std::mem::take(&mut self.staged),
+            layout: E::LAYOUT,
         })
     }
 
@@ -333,7 +324,7 @@ where
             correlation_id: event.correlation_id,
             causation_id: event.causation_id,
             event_type,
-            schema_version: self.schema_version,
+            schema_version: E::VERSION,
             metadata: event.metadata.as_deref(),
             encrypted: self.storage.store.log.crypto.is_some(),
         };

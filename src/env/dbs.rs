@@ -25,6 +25,9 @@ pub(crate) struct Dbs {
     pub event_ids: Database<'static, Bytes, U64<BigEndian>>,
     pub checkpoints: Database<'static, Str, Bytes>,
     pub log_large: Database<'static, U64<BigEndian>, Bytes>,
+    /// The recorded layout of each (event type, schema version) in the log
+    /// (`format::schema`).
+    pub schemas: Database<'static, Bytes, Bytes>,
     /// Records longer than this go to `log_large` (see `record::inline_limit`).
     pub inline_limit: usize,
 }

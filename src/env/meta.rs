@@ -11,9 +11,10 @@ use super::{Dbs, Env};
 use crate::error::{Error, Result};
 
 /// Version of the on-disk format this build writes (see `docs/format.md`). It also opens stores
-/// of versions 1 and 2, and upgrades them to this version on open: version 3 writes the stream
-/// index and heads behind the log, up to a watermark, which older builds would not understand.
-pub const FORMAT_VERSION: u32 = 3;
+/// of versions 1 to 3, and upgrades them to this version on open: version 3 writes the stream
+/// index and heads behind the log, up to a watermark, and version 4 records the layout of every
+/// event type and schema version in the log, which older builds would not understand.
+pub const FORMAT_VERSION: u32 = 4;
 /// The oldest format version this build opens.
 const OLDEST_READABLE: u32 = 1;
 
@@ -21,6 +22,10 @@ const KEY_FORMAT: &str = "format_version";
 const KEY_LAYOUT: &str = "rkyv_layout";
 const KEY_STORE_ID: &str = "store_id";
 const KEY_ENCRYPTION: &str = "encryption";
+const KEY_RKYV: &str = "rkyv_version";
+/// The rkyv release line whose archive format this build reads and writes: rkyv keeps its format
+/// within a line (0.8.x), and changes it between lines.
+const RKYV_VERSION: &[u8] = b"0.8";
 
 /// What the format checks found.
 pub(crate) struct Opened {
@@ -52,7 +57,7 @@ pub(crate) fn open_databases(env: &Env, path: &Path, encrypted: bool) -> Result<
     // No other handle on this environment exists yet (the registry lock is held), so no
     // transaction can be active and none needs the gate.
     let wtxn = env.heed.write_txn()?;
-    let mut found = (0, false, true);
+    let mut found = (0, false, true, FORMAT_VERSION);
     let dbs = env
         .heed
         .create_databases_and_commit(wtxn, |opener, wtxn| -> Result<_> {
@@ -63,6 +68,7 @@ pub(crate) fn open_databases(env: &Env, path: &Path, encrypted: bool) -> Result<
             let event_ids = opener.create_database(wtxn, Some("event_ids"))?;
             let checkpoints = opener.create_database(wtxn, Some("checkpoints"))?;
             let log_large = opener.create_database(wtxn, Some("log_large"))?;
+            let schemas = opener.create_database(wtxn, Some("schemas"))?;
             found = check_or_init(meta, log, wtxn, path, encrypted)?;
             Ok(CommitOrAbort::<_, ()>::Commit((
                 meta,
@@ -72,13 +78,14 @@ pub(crate) fn open_databases(env: &Env, path: &Path, encrypted: bool) -> Result<
                 event_ids,
                 checkpoints,
                 log_large,
+                schemas,
             )))
         })?
         .unwrap_commit();
-    let (meta, log, heads, stream_index, event_ids, checkpoints, log_large) = dbs;
+    let (meta, log, heads, stream_index, event_ids, checkpoints, log_large, schemas) = dbs;
     let page_size = env.heed.unnamed_database_stat().page_size as usize;
-    let (store_id, encrypted, empty) = found;
-    Ok(Opened {
+    let (store_id, encrypted, empty, version) = found;
+    let opened = Opened {
         dbs: Dbs {
             meta,
             log,
@@ -87,12 +94,62 @@ pub(crate) fn open_databases(env: &Env, path: &Path, encrypted: bool) -> Result<
             event_ids,
             checkpoints,
             log_large,
+            schemas,
             inline_limit: crate::format::record::inline_limit(page_size),
         },
         store_id,
         encrypted,
         empty,
-    })
+    };
+    if version < 4 {
+        record_schemas(env, &opened.dbs, path)?;
+    }
+    Ok(opened)
+}
+
+/// The upgrade to format 4: records every (event type, schema version) the log holds events of,
+/// with a layout that is not known (the events were written before the store kept fingerprints),
+/// and the rkyv line, then moves the version to 4. One read of every record's header; one
+/// transaction, so that a crash leaves the store at version 3, to be upgraded at the next open.
+/// A record whose header cannot be read is left for `verify` and the readers to report.
+fn record_schemas(env: &Env, dbs: &Dbs, path: &Path) -> Result<()> {
+    use crate::format::schema;
+    let started = std::time::Instant::now();
+    let mut wtxn = env.heed.write_txn()?;
+    // The schema keys of the pairs found.
+    let mut pairs: foldhash::HashSet<Vec<u8>> = foldhash::HashSet::default();
+    let mut key = Vec::new();
+    let mut damaged = 0u64;
+    for entry in dbs.log.iter(&wtxn)? {
+        let (seq, value) = entry?;
+        let header = dbs
+            .record(&wtxn, seq, value)
+            .and_then(|bytes| crate::format::record::decode_header(seq, bytes));
+        match header {
+            Ok(rec) => {
+                schema::key_into(&mut key, rec.event_type_bytes(), rec.schema_version());
+                if !pairs.contains(&key[..]) {
+                    pairs.insert(key.clone());
+                }
+            }
+            Err(_) => damaged += 1,
+        }
+    }
+    for key in &pairs {
+        if dbs.schemas.get(&wtxn, key)?.is_none() {
+            dbs.schemas
+                .put(&mut wtxn, key, &schema::encode(schema::Registered::Unknown))?;
+        }
+    }
+    dbs.meta.put(&mut wtxn, KEY_RKYV, RKYV_VERSION)?;
+    dbs.meta
+        .put(&mut wtxn, KEY_FORMAT, &FORMAT_VERSION.to_le_bytes())?;
+    wtxn.commit()?;
+    if damaged > 0 {
+        tracing::warn!(path = %path.display(), damaged, "records whose header cannot be read were left out of the schema registry; run `varve verify`");
+    }
+    tracing::info!(path = %path.display(), to = FORMAT_VERSION, event_types = pairs.len(), took = ?started.elapsed(), "upgraded the store's format");
+    Ok(())
 }
 
 fn check_or_init(
@@ -101,7 +158,7 @@ fn check_or_init(
     wtxn: &mut heed::RwTxn<'_>,
     path: &Path,
     want_encrypted: bool,
-) -> Result<(u128, bool, bool)> {
+) -> Result<(u128, bool, bool, u32)> {
     let layout = rkyv_layout();
     let empty = log.is_empty(wtxn)?;
     match meta.get(wtxn, KEY_FORMAT)? {
@@ -149,6 +206,16 @@ fn check_or_init(
                     store_encrypted: encrypted,
                 });
             }
+            if found >= 4 {
+                let stored = meta.get(wtxn, KEY_RKYV)?.unwrap_or(&[]);
+                if stored != RKYV_VERSION {
+                    return Err(Error::RkyvVersion {
+                        path: path.to_owned(),
+                        found: String::from_utf8_lossy(stored).into_owned(),
+                        current: String::from_utf8_lossy(RKYV_VERSION).into_owned(),
+                    });
+                }
+            }
             if found < 3 {
                 // Versions 1 and 2 indexed every event in its own transaction: the index is
                 // complete up to the end of the log. From here on it may lag behind it, which
@@ -158,10 +225,10 @@ fn check_or_init(
                 if found == 1 {
                     meta.put(wtxn, KEY_ENCRYPTION, &[0])?;
                 }
-                meta.put(wtxn, KEY_FORMAT, &FORMAT_VERSION.to_le_bytes())?;
-                tracing::info!(path = %path.display(), from = found, to = FORMAT_VERSION, "upgraded the store's format");
+                meta.put(wtxn, KEY_FORMAT, &3u32.to_le_bytes())?;
+                tracing::info!(path = %path.display(), from = found, to = 3, "upgraded the store's format");
             }
-            Ok((u128::from_le_bytes(id), encrypted, empty))
+            Ok((u128::from_le_bytes(id), encrypted, empty, found.max(3)))
         }
         None => {
             if !empty {
@@ -177,8 +244,9 @@ fn check_or_init(
             meta.put(wtxn, KEY_LAYOUT, &layout)?;
             meta.put(wtxn, KEY_STORE_ID, &store_id.to_le_bytes())?;
             meta.put(wtxn, KEY_ENCRYPTION, &[u8::from(want_encrypted)])?;
+            meta.put(wtxn, KEY_RKYV, RKYV_VERSION)?;
             set_watermark(meta, wtxn, 0)?;
-            Ok((store_id, want_encrypted, true))
+            Ok((store_id, want_encrypted, true, FORMAT_VERSION))
         }
     }
 }

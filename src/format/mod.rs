@@ -7,6 +7,7 @@ pub(crate) mod checksum;
 mod envelope;
 pub(crate) mod index;
 pub(crate) mod record;
+pub(crate) mod schema;
 
 pub use envelope::{Envelope, OwnedEnvelope};
 pub use record::MAX_EVENT_TYPE_LEN;

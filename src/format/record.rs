@@ -238,6 +238,19 @@ pub(crate) fn finish(buf: &mut Vec<u8>, start: usize, payload_offset: usize) -> 
     rec.len()
 }
 
+/// The event type name and schema version of a staged record (one that [`begin`] wrote).
+pub(crate) fn staged_schema(rec: &[u8]) -> (&[u8], u16) {
+    let flags = rec[9];
+    let at = crypto_offset(flags)
+        + if flags & FLAG_ENCRYPTED != 0 {
+            CRYPTO_BLOCK_LEN
+        } else {
+            0
+        };
+    let len = u16_at(rec, 12) as usize;
+    (&rec[at..at + len], u16_at(rec, 10))
+}
+
 /// Whether a staged record is to be sealed.
 pub(crate) fn is_encrypted(rec: &[u8]) -> bool {
     rec.get(9).is_some_and(|f| f & FLAG_ENCRYPTED != 0)
@@ -475,6 +488,12 @@ impl<'a> DecodedRecord<'a> {
     pub fn event_type_bytes(&self) -> &'a [u8] {
         let start = self.type_offset as usize;
         &self.bytes[start..start + u16_at(self.bytes, 12) as usize]
+    }
+
+    /// The schema version of the event.
+    #[inline]
+    pub fn schema_version(&self) -> u16 {
+        u16_at(self.bytes, 10)
     }
 
     /// Checks that the event type name is UTF-8 (what [`decode`] checks, for a record decoded

@@ -12,6 +12,7 @@ mod scan;
 
 use crate::crypto::Crypto;
 use crate::env::{Dbs, Env};
+use crate::schema::Schemas;
 
 pub(crate) use cursor::{LogCursor, Step};
 pub(crate) use scan::{bytes_eq, Scan, Select};
@@ -28,4 +29,6 @@ pub(crate) struct Log {
     pub env: Env,
     /// The store's random identity, bound into every sealed record.
     pub store_id: u128,
+    /// The recorded layouts of the event types in the log.
+    pub schemas: Schemas,
 }

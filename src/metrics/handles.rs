@@ -300,6 +300,8 @@ fn error_kind(e: &Error) -> &'static str {
         Error::StreamShredded { .. } => "stream_shredded",
         Error::Corrupted { .. } => "corrupted",
         Error::Damaged { .. } => "damaged",
+        Error::LayoutChanged { .. } => "layout_changed",
+        Error::UnknownSchemaVersion { .. } => "unknown_schema_version",
         Error::Crypto { .. } => "crypto",
         Error::Keystore { .. } => "keystore",
         Error::Lmdb(_) => "lmdb",

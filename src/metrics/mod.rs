@@ -28,7 +28,7 @@
 //! use varvedb::{Storage, StorageConfig};
 //! use varvedb::Writer;
 //!
-//! #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+//! #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event)]
 //! pub struct Ping { pub n: u32 }
 //!
 //! # let dir = tempfile::tempdir()?;

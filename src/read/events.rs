@@ -8,9 +8,10 @@ use rkyv::Archive;
 
 use super::reader::Reader;
 use super::view::EventView;
-use crate::crypto::KeyMemo;
+use super::ViewMemo;
 use crate::env::ReadTxn;
 use crate::error::{Error, Result};
+use crate::event::Event;
 use crate::format::index::parse_index_entry;
 use crate::index::tail::Entry;
 use crate::log::Scan;
@@ -24,7 +25,7 @@ pub struct Events<'t, E: Archive> {
     pub(super) txn: &'t ReadTxn,
     pub(super) source: Source<'t>,
     /// The stream key of the last encrypted record, for the next one.
-    pub(super) memo: KeyMemo,
+    pub(super) memo: ViewMemo,
     /// Items yielded, added to the transaction's read counts when the iterator is dropped.
     pub(super) read: u64,
 }
@@ -57,7 +58,7 @@ pub(super) enum Source<'t> {
 
 impl<'t, E> Iterator for Events<'t, E>
 where
-    E: Archive + 'static,
+    E: Event,
     E::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
 {
     type Item = Result<EventView<'t, E>>;
@@ -77,7 +78,7 @@ where
 
 impl<'t, E> Events<'t, E>
 where
-    E: Archive + 'static,
+    E: Event,
     E::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
 {
     #[inline]
@@ -86,7 +87,8 @@ where
             let (stream, entry) = match &mut self.source {
                 Source::Log(scan) => {
                     let (reader, memo) = (&self.reader, &mut self.memo);
-                    return scan.next_map(|rec| reader.view_of(rec, memo));
+                    let txn = self.txn.raw();
+                    return scan.next_map(|rec| reader.view_of(txn, rec, memo));
                 }
                 Source::StreamForward(stream, range, tail) => {
                     (*stream, index_or_tail(range.next(), || tail.next())?)
@@ -135,7 +137,9 @@ where
             }
         };
         check_place(rec.seq(), rec.stream(), rec.version(), stream, version)?;
-        self.reader.view_of(rec, &mut self.memo).map(Some)
+        self.reader
+            .view_of(self.txn.raw(), rec, &mut self.memo)
+            .map(Some)
     }
 }
 

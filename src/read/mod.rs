@@ -4,8 +4,8 @@
 //! # Which events a reader sees
 //!
 //! A `Reader<E>` reads the events of `E`: those stored under a type name it accepts
-//! ([`default_event_type::<E>()`](crate::default_event_type) and those added with
-//! [`Reader::accept_event_types`]). One rule holds for every reader of the log:
+//! ([`Event::NAME`](crate::Event::NAME) and those added with [`Reader::accept_event_types`]).
+//! One rule holds for every reader of the log:
 //!
 //! - **Scans pass over events of other types**, without touching their payloads: `read_log`,
 //!   `read_stream`, the `for_each_*` walks, subscriptions, processors and projectors. A store
@@ -18,6 +18,13 @@
 //!   the `read_*` iterators, subscriptions), and they go on after it. The `for_each_*` walks
 //!   stop at it, as at any event they cannot read, with its error (resume after its sequence).
 //!   Processors and projectors, which have nothing to hand a handler, pass over it.
+//! - **An event of an accepted type that `E` cannot read** is an error item, never skipped and
+//!   never read as `E`: one stored at another schema version than
+//!   [`Event::VERSION`](crate::Event::VERSION) is
+//!   [`Error::UnknownSchemaVersion`](crate::Error::UnknownSchemaVersion), one whose type and
+//!   version the store recorded with another layout than `E`'s is
+//!   [`Error::LayoutChanged`](crate::Error::LayoutChanged). Processors stop at either, whatever
+//!   their error policy, with their checkpoint before it.
 //! - **A damaged record** is an error item, never skipped by a scan: a damaged payload is
 //!   reported to the readers that want the record, a damaged header to every scan that reaches
 //!   it (its type and stream cannot be known).
@@ -28,5 +35,14 @@ mod reader;
 pub(crate) mod view;
 
 pub use events::Events;
+
+/// What a run of reads learned and can reuse for the next record: the stream key of the last
+/// encrypted record, and whether the reader's type was checked against the store's record of its
+/// layout (one accepted name, at the reader's schema version).
+#[derive(Debug, Default)]
+pub(crate) struct ViewMemo {
+    pub(crate) keys: crate::crypto::KeyMemo,
+    schema_checked: bool,
+}
 pub use reader::{Reader, DEFAULT_MAX_TXN_AGE};
 pub use view::EventView;

@@ -2,27 +2,27 @@
 
 use std::marker::PhantomData;
 use std::ops::{Bound, ControlFlow};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rkyv::api::high::HighValidator;
 use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
-use rkyv::Archive;
 
 use super::events::{check_place, Events, Source};
 use super::view::EventView;
-use crate::crypto::KeyMemo;
+use super::ViewMemo;
 use crate::env::ReadTxn;
 use crate::error::{Error, Result};
+use crate::event::Event;
 use crate::format::index::stream_read_keys;
 use crate::format::record::{self, DecodedRecord};
 use crate::format::Envelope;
 use crate::log::{bytes_eq, Log, LogCursor, Scan, Select, Step};
 use crate::metrics::handles::ReadKind;
 use crate::store::Storage;
-use crate::types::{default_event_type, Direction, IntoStreamId, StreamId, StreamInfo};
+use crate::types::{Direction, IntoStreamId, StreamId, StreamInfo};
 
 /// Default longest time a `for_each_*` scan keeps one read transaction open.
 pub const DEFAULT_MAX_TXN_AGE: Duration = Duration::from_millis(100);
@@ -32,14 +32,16 @@ pub const DEFAULT_MAX_TXN_AGE: Duration = Duration::from_millis(100);
 /// Reads return [`EventView`]s that deref to `E::Archived`, validated with bytecheck and borrowed
 /// from the read transaction without copying. Records whose event type is not one this reader
 /// accepts give [`Error::WrongEventType`] (by default a reader accepts the type name its
-/// [`Writer`](crate::Writer) stores, [`default_event_type::<E>()`](crate::default_event_type)).
+/// [`Writer`](crate::Writer) stores, [`Event::NAME`](crate::Event::NAME)). Events of that name
+/// at another schema version are [`Error::UnknownSchemaVersion`], and those the store recorded
+/// with another layout than `E`'s are [`Error::LayoutChanged`], on every read path.
 ///
 /// ```
 /// use varvedb::{Storage, StorageConfig};
 /// use varvedb::{Reader, Writer};
 /// use varvedb::Direction;
 ///
-/// #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
+/// #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event, Debug)]
 /// #[rkyv(derive(Debug))]
 /// pub struct Ping { pub n: u32 }
 ///
@@ -61,6 +63,9 @@ pub const DEFAULT_MAX_TXN_AGE: Duration = Duration::from_millis(100);
 pub struct Reader<E> {
     storage: Storage,
     accepted: Arc<[String]>,
+    /// Per accepted name: whether the store's entry for it at `E::VERSION` was found to take
+    /// `E`'s layout (entries never change, so once is enough).
+    verified: Arc<[AtomicBool]>,
     max_txn_age: Duration,
     _event: PhantomData<fn() -> E>,
 }
@@ -70,6 +75,7 @@ impl<E> Clone for Reader<E> {
         Reader {
             storage: self.storage.clone(),
             accepted: Arc::clone(&self.accepted),
+            verified: Arc::clone(&self.verified),
             max_txn_age: self.max_txn_age,
             _event: PhantomData,
         }
@@ -87,14 +93,15 @@ impl<E> std::fmt::Debug for Reader<E> {
 
 impl<E> Reader<E>
 where
-    E: Archive + 'static,
+    E: Event,
     E::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
 {
     /// A reader for events of type `E`.
     pub fn new(storage: Storage) -> Self {
         Reader {
             storage,
-            accepted: vec![default_event_type::<E>()].into(),
+            accepted: vec![E::NAME.to_string()].into(),
+            verified: vec![AtomicBool::new(false)].into(),
             max_txn_age: DEFAULT_MAX_TXN_AGE,
             _event: PhantomData,
         }
@@ -110,6 +117,7 @@ where
     {
         let mut all: Vec<String> = self.accepted.to_vec();
         all.extend(names.into_iter().map(Into::into));
+        self.verified = all.iter().map(|_| AtomicBool::new(false)).collect();
         self.accepted = all.into();
         self
     }
@@ -137,7 +145,7 @@ where
         let raw = self.raw(txn)?;
         txn.count_reads(ReadKind::Get, 1);
         match self.log().dbs.get_record(raw, seq) {
-            Ok(Some(bytes)) => self.view_at(seq, bytes).map(Some),
+            Ok(Some(bytes)) => self.view_at(raw, seq, bytes).map(Some),
             Ok(None) => Ok(None),
             Err(e) => Err(e),
         }
@@ -206,7 +214,7 @@ where
             .ok_or_else(|| {
                 Error::corrupted(head.last_seq, "stream head points at a missing record")
             })?;
-        let view = self.view_at(head.last_seq, bytes)?;
+        let view = self.view_at(raw, head.last_seq, bytes)?;
         check_place(
             view.seq(),
             view.stream(),
@@ -255,7 +263,7 @@ where
             reader: self.clone(),
             txn,
             source,
-            memo: KeyMemo::default(),
+            memo: ViewMemo::default(),
             read: 0,
         })
     }
@@ -287,7 +295,7 @@ where
             reader: self.clone(),
             txn,
             source,
-            memo: KeyMemo::default(),
+            memo: ViewMemo::default(),
             read: 0,
         })
     }
@@ -327,14 +335,14 @@ where
         let select = self.select();
         let mut visited = 0u64;
         let mut failed = None;
-        let mut memo = KeyMemo::default();
+        let mut memo = ViewMemo::default();
         loop {
             let step = cursor.step(
                 self.log(),
                 &self.storage.store.index,
                 &select,
-                |_txn, rec| {
-                    let view = match self.view_of(rec, &mut memo) {
+                |txn, rec| {
+                    let view = match self.view_of(txn.raw(), rec, &mut memo) {
                         Ok(view) => view,
                         Err(e) => {
                             failed = Some(e);
@@ -449,9 +457,14 @@ where
     /// Verifies a record read by position and makes a typed view of it:
     /// [`Error::WrongEventType`] when it holds another type.
     #[inline]
-    pub(crate) fn view_at<'t>(&self, seq: u64, bytes: &'t [u8]) -> Result<EventView<'t, E>> {
+    pub(crate) fn view_at<'t>(
+        &self,
+        txn: &heed::RoTxn<'_>,
+        seq: u64,
+        bytes: &'t [u8],
+    ) -> Result<EventView<'t, E>> {
         match self.decode_own(seq, bytes)? {
-            Ok(rec) => self.view_of(rec, &mut KeyMemo::default()),
+            Ok(rec) => self.view_of(txn, rec, &mut ViewMemo::default()),
             Err(other) => Err(wrong_type(seq, &self.accepted, other.event_type_bytes())),
         }
     }
@@ -493,7 +506,8 @@ where
         }
     }
 
-    /// The typed view of a record of an accepted type whose header is verified: its payload
+    /// The typed view of a record of an accepted type whose header is verified, read in `txn`
+    /// (where the store's record of its type's layout is looked up, once): its payload
     /// checksummed (unless done already), decrypted in an encrypted store (reusing the stream
     /// key in `memo` when the record has the same one), and validated as an archived `E`.
     /// Always inlined: it is the per-record work of every typed scan, and a record moved through
@@ -501,9 +515,17 @@ where
     #[inline(always)]
     pub(crate) fn view_of<'t>(
         &self,
+        txn: &heed::RoTxn<'_>,
         rec: DecodedRecord<'t>,
-        memo: &mut KeyMemo,
+        memo: &mut ViewMemo,
     ) -> Result<EventView<'t, E>> {
+        let version = rec.schema_version();
+        if !(memo.schema_checked && version == E::VERSION) {
+            // Scalars, not `&rec`: taking the record's address would make it go through memory
+            // on every record, a store-forwarding stall in the hot loop.
+            self.check_schema(txn, rec.seq(), rec.event_type_bytes(), version)?;
+            memo.schema_checked = self.accepted.len() == 1;
+        }
         let log = self.log();
         if log.crypto.is_none() {
             if let Some(view) = rec
@@ -513,7 +535,7 @@ where
                 return Ok(view);
             }
         }
-        let (view, copied) = EventView::new(rec, log.crypto.as_ref(), memo)?;
+        let (view, copied) = EventView::new(rec, log.crypto.as_ref(), &mut memo.keys)?;
         if copied {
             self.storage
                 .store
@@ -521,6 +543,62 @@ where
                 .fetch_add(1, Ordering::Relaxed);
         }
         Ok(view)
+    }
+}
+
+impl<E: Event> Reader<E> {
+    /// Whether the events of `rec`'s type and schema version may be read as `E`: the version is
+    /// `E`'s, and the store recorded `E`'s layout for it, or none that is known.
+    #[cold]
+    #[inline(never)]
+    fn check_schema(
+        &self,
+        txn: &heed::RoTxn<'_>,
+        seq: u64,
+        name: &[u8],
+        version: u16,
+    ) -> Result<()> {
+        if version != E::VERSION {
+            return Err(Error::UnknownSchemaVersion {
+                seq,
+                event_type: String::from_utf8_lossy(name).into_owned(),
+                stored: version,
+                current: E::VERSION,
+            });
+        }
+        let Some(i) = self
+            .accepted
+            .iter()
+            .position(|a| bytes_eq(a.as_bytes(), name))
+        else {
+            return Err(wrong_type(seq, &self.accepted, name));
+        };
+        if self.verified[i].load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let log = &self.storage.store.log;
+        let registered = log
+            .schemas
+            .committed(&log.dbs, txn, name, version)
+            .map_err(|e| match e {
+                Error::Damaged { entry, reason } => Error::corrupted(
+                    seq,
+                    format!("the store's record of its layout ({entry}) is damaged: {reason}"),
+                ),
+                e => e,
+            })?
+            .ok_or_else(|| {
+                Error::corrupted(
+                    seq,
+                    format!(
+                        "the store has no record of the layout of {} v{version}, which every event has",
+                        String::from_utf8_lossy(name)
+                    ),
+                )
+            })?;
+        crate::schema::check(registered, name, version, E::LAYOUT, Some(seq))?;
+        self.verified[i].store(true, Ordering::Relaxed);
+        Ok(())
     }
 }
 

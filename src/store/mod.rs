@@ -284,7 +284,7 @@ impl Storage {
     /// use varvedb::{Reader, Writer};
     /// use varvedb::error::Error;
     ///
-    /// #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+    /// #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event)]
     /// pub struct Profile { pub email: String }
     ///
     /// let dir = tempfile::tempdir()?;

@@ -12,6 +12,7 @@ use crate::env::{open_databases, Env, EnvOptions, Opened, WriteGuard};
 use crate::error::Result;
 use crate::index::StreamIndex;
 use crate::log::Log;
+use crate::schema::Schemas;
 use crate::subscribe::CheckpointBoard;
 use crate::write::WritePath;
 
@@ -63,6 +64,7 @@ pub(super) fn open_new(mut config: StorageConfig, path: PathBuf) -> Result<Stora
         dbs,
         env: env.clone(),
         store_id,
+        schemas: Schemas::new(),
     });
     let index = Arc::new(index);
     let writes = WritePath::new(

@@ -8,14 +8,14 @@ use std::time::{Duration, Instant};
 use rkyv::api::high::HighValidator;
 use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
-use rkyv::Archive;
 
 use super::handler::{ErrorPolicy, EventHandler};
 use super::processor::commit_checkpoint;
-use crate::crypto::KeyMemo;
 use crate::error::{Error, HandlerError, Result};
+use crate::event::Event;
 use crate::log::{LogCursor, Step};
 use crate::read::Reader;
+use crate::read::ViewMemo;
 use crate::types::Direction;
 
 /// The handler's work for one call of [`Batch::run`].
@@ -46,7 +46,7 @@ const CLOCK_EVERY: u64 = 64;
 
 impl<E> Batch<E>
 where
-    E: Archive + 'static,
+    E: Event,
     E::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
 {
     /// Handles the events after `handled` until the log ends, the processor is stopped, or an
@@ -64,7 +64,7 @@ where
         let log = self.reader.log();
         let select = self.reader.select();
         let mut cursor = LogCursor::new(handled + 1, Direction::Forward, self.reader.max_txn_age());
-        let mut memo = KeyMemo::default();
+        let mut memo = ViewMemo::default();
         let mut skipped = Vec::new();
         let mut handled = handled;
         let mut durable = durable;
@@ -74,11 +74,11 @@ where
             loop {
                 let mut failure = None;
                 let mut checkpoint_due = false;
-                let step = cursor.step(log, &storage.store.index, &select, |_txn, rec| {
+                let step = cursor.step(log, &storage.store.index, &select, |txn, rec| {
                     let seq = rec.seq();
                     // Every record before this one was visited: handled or passed over.
                     handled = handled.max(seq - 1);
-                    let delivered = match self.reader.view_of(rec, &mut memo) {
+                    let delivered = match self.reader.view_of(txn.raw(), rec, &mut memo) {
                         Ok(view) => {
                             let envelope = view.envelope();
                             self.deliver(&mut handler, &mut skipped, seq, |h| {
@@ -157,10 +157,16 @@ where
     }
 
     /// What happens to an event that cannot be read: a shredded one is passed over (it can never
-    /// be read), another is skipped only when the policy says so. `Err` means: stop here.
+    /// be read), one that this build's event type cannot read (a changed layout, a schema
+    /// version without an upcast, a payload that is not an archive of the type) stops the
+    /// processor whatever its policy, since passing over it would silently drop history; another
+    /// is skipped only when the policy says so. `Err` means: stop here.
     fn unreadable(&self, skipped: &mut Vec<(u64, String)>, seq: u64, e: Error) -> Result<()> {
         match e {
             Error::Shredded { .. } => Ok(()),
+            e @ (Error::LayoutChanged { .. }
+            | Error::UnknownSchemaVersion { .. }
+            | Error::InvalidPayload { .. }) => Err(e),
             e if self.policy == ErrorPolicy::Skip => {
                 tracing::warn!(processor = %self.name, seq, error = %e, "skipping unreadable event");
                 skipped.push((seq, e.to_string()));

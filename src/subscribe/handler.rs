@@ -36,7 +36,7 @@ use crate::format::Envelope;
 /// ```
 /// use varvedb::{Envelope, EventHandler, HandlerError};
 ///
-/// #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+/// #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event)]
 /// pub struct Shipped { pub order: u64 }
 ///
 /// #[derive(Debug)]

@@ -6,7 +6,6 @@ use std::time::Duration;
 use rkyv::api::high::HighValidator;
 use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
-use rkyv::Archive;
 use tokio::sync::watch;
 
 use super::batch::Batch;
@@ -14,6 +13,7 @@ use super::checkpoint;
 use super::handler::{ErrorPolicy, EventHandler};
 use super::wake::{wait_for_work, StopHandle, Wake};
 use crate::error::{Error, HandlerError, Result};
+use crate::event::Event;
 use crate::read::Reader;
 use crate::store::Storage;
 
@@ -37,7 +37,7 @@ use crate::store::Storage;
 /// use varvedb::{EventHandler, Processor, Reader, Writer};
 /// use varvedb::{Storage, StorageConfig};
 ///
-/// #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
+/// #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event, Debug)]
 /// #[rkyv(derive(Debug))]
 /// pub struct MyEvent { pub id: u32 }
 ///
@@ -82,7 +82,7 @@ pub struct Processor<E, H, X = Error> {
 
 impl<E, H, X> Processor<E, H, X>
 where
-    E: Archive + 'static,
+    E: Event,
     E::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
     H: EventHandler<E, X> + Send + 'static,
     X: Into<HandlerError> + 'static,
@@ -215,7 +215,7 @@ where
     /// use varvedb::{EventHandler, Processor, Reader, Writer};
     /// use varvedb::{Storage, StorageConfig};
     ///
-    /// #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+    /// #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event)]
     /// pub struct Deposited { pub cents: u64 }
     ///
     /// struct Total(u64);

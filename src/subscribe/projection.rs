@@ -15,6 +15,7 @@ use super::processor::{committed_head, Panicked};
 use super::wake::{wait_for_work, StopHandle, Wake};
 use crate::env::{Commit, WriteKind};
 use crate::error::{Error, HandlerError, Result};
+use crate::event::Event;
 use crate::format::Envelope;
 use crate::log::Scan;
 use crate::read::view::PAYLOAD_ALIGN;
@@ -79,7 +80,7 @@ pub struct Projector<E, P, X = Error> {
 
 impl<E, P, X> Projector<E, P, X>
 where
-    E: Archive + 'static,
+    E: Event,
     E::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
     P: Projection<E, X> + Send + 'static,
     X: Into<HandlerError> + 'static,
@@ -201,7 +202,7 @@ fn apply_batch<E, P, X>(
     batch: usize,
 ) -> Result<()>
 where
-    E: Archive + 'static,
+    E: Event,
     E::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
     P: Projection<E, X>,
     X: Into<HandlerError>,
@@ -235,10 +236,10 @@ where
         let Some(last) = last else {
             return Ok(Commit::Abort(()));
         };
-        let mut memo = crate::crypto::KeyMemo::default();
+        let mut memo = crate::read::ViewMemo::default();
         for &(seq, start, len) in &spans {
             let rec = crate::format::record::decode_event(seq, &records[start..start + len])?;
-            let view = match reader.view_of(rec, &mut memo) {
+            let view = match reader.view_of(wtxn, rec, &mut memo) {
                 Ok(view) => view,
                 Err(Error::Shredded { .. }) => continue,
                 Err(e) => return Err(e),

@@ -14,12 +14,13 @@ use rkyv::util::AlignedVec;
 use rkyv::Archive;
 use tokio::sync::watch;
 
-use crate::crypto::KeyMemo;
 use crate::env::Env;
 use crate::error::{Error, Result};
+use crate::event::Event;
 use crate::format::OwnedEnvelope;
 use crate::log::{LogCursor, Select, Step};
 use crate::read::view::PAYLOAD_ALIGN;
+use crate::read::ViewMemo;
 use crate::read::{EventView, Reader};
 use crate::types::{Direction, IntoStreamId, StreamId};
 
@@ -202,7 +203,7 @@ pub struct Subscription<E: Archive> {
     head: watch::Receiver<u64>,
     cursor: LogCursor,
     select: Select,
-    memo: KeyMemo,
+    memo: ViewMemo,
     batch: usize,
     buffer: VecDeque<Result<RecordedEvent<E>>>,
     caught_up_sent: bool,
@@ -211,7 +212,7 @@ pub struct Subscription<E: Archive> {
 
 impl<E> Reader<E>
 where
-    E: Archive + 'static,
+    E: Event,
     E::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
 {
     /// A catch-up subscription from `start`, delivering the events that pass `filter`.
@@ -221,7 +222,7 @@ where
     /// use varvedb::{Filter, StartFrom, SubscriptionItem};
     /// use varvedb::{Storage, StorageConfig};
     ///
-    /// #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
+    /// #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event, Debug)]
     /// pub struct Ping { pub n: u32 }
     ///
     /// # #[tokio::main(flavor = "current_thread")]
@@ -256,7 +257,7 @@ where
             head,
             cursor: LogCursor::new(next, Direction::Forward, self.max_txn_age()),
             select,
-            memo: KeyMemo::default(),
+            memo: ViewMemo::default(),
             batch: 256,
             buffer: VecDeque::new(),
             caught_up_sent: false,
@@ -267,7 +268,7 @@ where
 
 impl<E> Subscription<E>
 where
-    E: Archive + 'static,
+    E: Event,
     E::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
 {
     /// Reads at most this many events per read transaction and holds at most this many in
@@ -286,7 +287,7 @@ where
     /// # use varvedb::{Reader, Writer};
     /// # use varvedb::{Filter, StartFrom, SubscriptionItem};
     /// # use varvedb::{Storage, StorageConfig};
-    /// # #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
+    /// # #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event, Debug)]
     /// # pub struct Ping { pub n: u32 }
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -361,10 +362,10 @@ where
             reader.log(),
             &reader.storage().store.index,
             select,
-            |_txn, rec| {
+            |txn, rec| {
                 buffer.push_back(
                     reader
-                        .view_of(rec, memo)
+                        .view_of(txn.raw(), rec, memo)
                         .map(|view| RecordedEvent::from_view(&view)),
                 );
                 if buffer.len() >= *batch {

@@ -164,7 +164,10 @@ impl WritePath {
                 }
             }
         })?;
-        if let Some(written) = written {
+        if let Some(mut written) = written {
+            self.log
+                .schemas
+                .remember(std::mem::take(&mut written.schemas));
             if self.index.committed(&written.entries) {
                 self.committer.request_flush(self);
             }

@@ -2,6 +2,7 @@
 
 use uuid::Uuid;
 
+use crate::event::Fingerprint;
 use crate::types::{ExpectedVersion, StreamId};
 
 /// A serialized record waiting for its position, inside a batch buffer.
@@ -18,4 +19,7 @@ pub(crate) struct Request {
     pub expected: ExpectedVersion,
     pub buf: Vec<u8>,
     pub staged: Vec<Staged>,
+    /// The layout of the batch's events (one Rust type), recorded for each event type name and
+    /// schema version the staged records name when the store has no entry for it yet.
+    pub layout: Fingerprint,
 }

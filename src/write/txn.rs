@@ -17,7 +17,9 @@ use super::retry::{retry_of, stored_position, RetryOf};
 use crate::cipher::aead::Nonces;
 use crate::cipher::StreamKey;
 use crate::error::{Error, Result};
+use crate::event::Fingerprint;
 use crate::format::record::{self, Place, Sealer};
+use crate::format::schema::{self, Registered};
 use crate::index::{read_head, StreamIndex};
 use crate::log::Log;
 use crate::types::{Appended, Position, StreamId};
@@ -30,10 +32,12 @@ pub(crate) struct Tip {
     pub last_seq: u64,
 }
 
-/// The events a committed [`LogTxn`] wrote, as (seq, stream, version) in sequence order.
+/// The events a committed [`LogTxn`] wrote, as (seq, stream, version) in sequence order, and
+/// the schema entries it recorded.
 #[derive(Debug, Default)]
 pub(crate) struct Written {
     pub entries: Vec<(u64, StreamId, u64)>,
+    pub schemas: Vec<(Vec<u8>, Registered)>,
 }
 
 impl Written {
@@ -61,6 +65,10 @@ pub(crate) struct LogTxn<'a, 'w> {
     /// transaction that hits a full map runs again after the map grew (and idempotency checks
     /// compare staged records).
     sealed: Vec<u8>,
+    /// The schema key of the last event placed, whose entry is known to exist.
+    last_schema: Vec<u8>,
+    /// Scratch space for a schema key.
+    schema_key: Vec<u8>,
 }
 
 impl<'a, 'w> LogTxn<'a, 'w> {
@@ -83,7 +91,92 @@ impl<'a, 'w> LogTxn<'a, 'w> {
             written: Written::default(),
             nonces: Nonces::new(),
             sealed: Vec::new(),
+            last_schema: Vec::new(),
+            schema_key: Vec::new(),
         })
+    }
+
+    /// The schema entry under `key` as this transaction sees it: one it recorded, or a
+    /// committed one.
+    fn schema_entry(&self, key: &[u8], name: &[u8], version: u16) -> Result<Option<Registered>> {
+        if let Some((_, r)) = self.written.schemas.iter().find(|(k, _)| k == key) {
+            return Ok(Some(*r));
+        }
+        if let Some(r) = self.log.schemas.cached(key) {
+            return Ok(Some(r));
+        }
+        let Some(value) = self.log.dbs.schemas.get(self.wtxn, key)? else {
+            return Ok(None);
+        };
+        let found = schema::decode(name, version, value)?;
+        // Not recorded by this transaction, so committed: it can be kept.
+        self.log.schemas.remember([(key.to_vec(), found)]);
+        Ok(Some(found))
+    }
+
+    /// Checks that a batch of records (staged in `buf`) of layout `layout` may be written
+    /// under the event type names and schema versions they carry, and records the layout for
+    /// those the store has no entry for yet. The inner error ([`Error::LayoutChanged`]) refuses
+    /// the batch, before anything is recorded.
+    fn check_schemas(
+        &mut self,
+        buf: &[u8],
+        staged: &[super::request::Staged],
+        layout: Fingerprint,
+    ) -> Result<Result<()>> {
+        let mut new: Vec<(Vec<u8>, Registered)> = Vec::new();
+        let mut key = std::mem::take(&mut self.schema_key);
+        let mut last: Option<(&[u8], u16)> = None;
+        for s in staged {
+            let (name, version) = record::staged_schema(&buf[s.start..s.start + s.len]);
+            if last == Some((name, version)) {
+                continue;
+            }
+            last = Some((name, version));
+            schema::key_into(&mut key, name, version);
+            if new.iter().any(|(k, _)| *k == key) {
+                continue;
+            }
+            match self.schema_entry(&key, name, version)? {
+                Some(registered) => {
+                    if let Err(e) = crate::schema::check(registered, name, version, layout, None) {
+                        self.schema_key = key;
+                        return Ok(Err(e));
+                    }
+                }
+                None => new.push((key.clone(), Registered::Layout(layout))),
+            }
+        }
+        self.schema_key = key;
+        for (key, registered) in new {
+            self.log
+                .dbs
+                .schemas
+                .put(self.wtxn, &key, &schema::encode(registered))?;
+            self.written.schemas.push((key, registered));
+        }
+        Ok(Ok(()))
+    }
+
+    /// Makes sure the store has a schema entry for the event type name and schema version of
+    /// a staged record about to be written: one that is not there yet (an import) is recorded
+    /// with its layout not known. Cheap for a run of events of one type.
+    fn ensure_schema(&mut self, rec: &[u8]) -> Result<()> {
+        let (name, version) = record::staged_schema(rec);
+        let mut key = std::mem::take(&mut self.schema_key);
+        schema::key_into(&mut key, name, version);
+        if key != self.last_schema && self.schema_entry(&key, name, version)?.is_none() {
+            self.log
+                .dbs
+                .schemas
+                .put(self.wtxn, &key, &schema::encode(Registered::Unknown))?;
+            self.written
+                .schemas
+                .push((key.clone(), Registered::Unknown));
+        }
+        std::mem::swap(&mut self.last_schema, &mut key);
+        self.schema_key = key;
+        Ok(())
     }
 
     /// Where `stream` stands in this transaction, `None` for a stream without events. Looked
@@ -222,6 +315,9 @@ impl<'a, 'w> LogTxn<'a, 'w> {
                 actual: current,
             })));
         }
+        if let Err(e) = self.check_schemas(&req.buf, &req.staged, req.layout)? {
+            return Ok(Err(Err(e)));
+        }
         Ok(Ok(tip))
     }
 
@@ -298,6 +394,8 @@ impl<'a, 'w> LogTxn<'a, 'w> {
                 ),
             ));
         }
+        self.ensure_schema(rec)?;
+        let tip = self.tip_mut(stream)?;
         // The stream stands here once the event is written; an error below fails the whole
         // transaction, and this with it.
         *tip = Tip {

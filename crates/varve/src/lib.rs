@@ -7,7 +7,7 @@
 //! ```no_run
 //! use varve::Decoders;
 //!
-//! #[derive(rkyv::Archive, rkyv::Serialize)]
+//! #[derive(rkyv::Archive, rkyv::Serialize, varvedb::Event)]
 //! pub struct Deposited { pub cents: u64 }
 //!
 //! fn main() -> std::process::ExitCode {

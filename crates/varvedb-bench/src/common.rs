@@ -9,7 +9,7 @@ use crate::report::Latency;
 pub type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 /// The benchmark event. Archived, it is [`payload_len`] bytes (about 100).
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event, Debug, Clone)]
 pub struct BenchEvent {
     /// An account number.
     pub account: u64,
@@ -45,7 +45,7 @@ pub fn payload_len() -> usize {
 /// workloads store values of exactly this length, so every engine moves the same bytes.
 pub fn record_len() -> usize {
     let align16 = |n: usize| n.div_ceil(16) * 16;
-    let type_name = varvedb::default_event_type::<BenchEvent>();
+    let type_name = <BenchEvent as varvedb::Event>::NAME;
     align16(88 + type_name.len()) + align16(payload_len())
 }
 

@@ -16,7 +16,7 @@ use varvedb::{Reader, Writer};
 use crate::common::{median, random_seqs, Res, Rng};
 
 /// An event whose archived size is set by its `blob`.
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event, Debug, Clone)]
 pub struct SizedEvent {
     /// The field every typed read touches.
     pub amount: i64,

@@ -19,6 +19,7 @@ mod log_order;
 mod payloads;
 mod records;
 mod report;
+mod schemas;
 mod stream_index;
 
 pub use report::{Problem, ProblemKind, VerifyProgress, VerifyReport};
@@ -51,6 +52,8 @@ struct Snapshot<'t> {
 ///   that stream and version, and no entry past it;
 /// - `event_ids`: every record's id present and naming it, no entry naming another record;
 /// - checkpoints: intact and not past the log's end;
+/// - `schemas`: every entry well formed, and an entry for every event type and schema version
+///   in the log;
 /// - every record's encryption flag against the store's: in an encrypted store every record is
 ///   sealed, and decrypts and authenticates under its stream's key ([`ProblemKind::Record`]
 ///   otherwise, naming [`Error::Decryption`](crate::error::Error::Decryption) for a tampered one); every stream with events has a
@@ -108,13 +111,22 @@ pub fn verify_with(
         watermark,
     };
 
-    let log = records::check(&snap, &mut report, &mut keys, decoders, &mut tick)?;
+    let mut types = schemas::LogSchemas::default();
+    let log = records::check(
+        &snap,
+        &mut report,
+        &mut keys,
+        decoders,
+        &mut types,
+        &mut tick,
+    )?;
     stream_index::watermark_within_log(&snap, &mut report);
     report.streams = log.all.len() as u64;
     let heads = heads::check(&snap, &mut report, &log, &mut tick)?;
     stream_index::check(&snap, &mut report, &log, &heads, &mut tick)?;
     event_ids::check(&snap, &mut report, &log.damaged, &mut tick)?;
     checkpoints::check(storage, txn, &mut report, &mut tick)?;
+    schemas::check(&snap, &mut report, &types)?;
     // The records were decrypted in the pass over the log; now the keystore's own entries.
     keys.keystore(
         &mut report,

@@ -1,13 +1,15 @@
 //! The pass over the log: every record's checksums and header ([`ProblemKind::Record`]), and
 //! every large record's stub. Each record is handed on to the checks that read it in the same
 //! pass: its place in the log ([`LogOrder`]), its encryption ([`KeyCheck`]), its payload
-//! ([`payloads::check`]) and its event id ([`event_ids::record_indexed`]).
+//! ([`payloads::check`]), its event id ([`event_ids::record_indexed`]) and its event type
+//! ([`LogSchemas`]).
 
 use super::event_ids;
 use super::keystore::KeyCheck;
 use super::log_order::{LogOrder, LogStreams};
 use super::payloads;
 use super::report::{reason, ProblemKind, Tick, VerifyReport};
+use super::schemas::LogSchemas;
 use super::Snapshot;
 use crate::admin::Decoders;
 use crate::error::Result;
@@ -19,6 +21,7 @@ pub(super) fn check(
     report: &mut VerifyReport,
     keys: &mut KeyCheck<'_>,
     decoders: &Decoders,
+    types: &mut LogSchemas,
     tick: &mut Tick<'_>,
 ) -> Result<LogStreams> {
     let Snapshot { dbs, txn, .. } = *snap;
@@ -43,6 +46,7 @@ pub(super) fn check(
             }
         };
         let env = rec.envelope();
+        types.record(&env);
         // The header is intact: the record's place is known even when its payload is damaged.
         let region = match rec.payload_region() {
             Ok(region) => Some(region),

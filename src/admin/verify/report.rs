@@ -18,6 +18,7 @@ const FIX_INDEX: &str = "the log is the source of truth and this index disagrees
 const FIX_KEYSTORE: &str = "restore the store together with its keys directory from a backup taken with the same master key (`varve backup` copies both); events of a stream whose key is lost or damaged cannot be decrypted";
 const FIX_CHECKPOINT: &str =
     "reset the processor with `varve processors reset` so that it starts again from a known position";
+const FIX_SCHEMA: &str = "the store's record of the layouts of its event types is damaged or incomplete: the events are intact, but readers cannot check that their types match; export the store (`varve export`) and import it into a new store, which records the event types again";
 const FIX_PAYLOAD: &str = "the application cannot read this event: its payload is intact on disk but not one its event type's decoder accepts (written by a program that does not match the application, or imported without validation); restore the store from a backup taken before it was written, or export it and import a corrected file into a new store";
 
 /// What part of the store a [`Problem`] is in.
@@ -42,6 +43,9 @@ pub enum ProblemKind {
     /// A payload, intact on disk, that the decoder registered for its event type refuses: the
     /// application cannot read the event ([`verify_with`](super::verify_with)).
     Payload,
+    /// The `schemas` database: the recorded layout of each event type and schema version in
+    /// the log.
+    Schema,
 }
 
 impl fmt::Display for ProblemKind {
@@ -55,6 +59,7 @@ impl fmt::Display for ProblemKind {
             ProblemKind::Checkpoint => "checkpoint",
             ProblemKind::Keystore => "keystore",
             ProblemKind::Payload => "payload",
+            ProblemKind::Schema => "schema registry",
         })
     }
 }
@@ -145,6 +150,11 @@ pub struct VerifyReport {
     /// registered for the type (for [`verify`](super::verify), every type). Nothing is known of
     /// them beyond their checksums.
     pub not_validated: BTreeMap<String, u64>,
+    /// Event types and schema versions whose layout the store recorded.
+    pub schemas: u64,
+    /// Of those, the ones whose layout is not known (written before the store recorded
+    /// layouts, or imported).
+    pub schemas_unknown: u64,
 }
 
 impl VerifyReport {
@@ -169,6 +179,7 @@ impl VerifyReport {
             ProblemKind::Checkpoint => FIX_CHECKPOINT,
             ProblemKind::Keystore => FIX_KEYSTORE,
             ProblemKind::Payload => FIX_PAYLOAD,
+            ProblemKind::Schema => FIX_SCHEMA,
             _ => FIX_INDEX,
         };
         self.problems.push(Problem {

@@ -8,7 +8,9 @@ use varvedb::{Appended, Direction, ExpectedVersion, Position, StreamId, StreamIn
 use super::errors::MErr;
 
 /// The event type of the model runs.
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(
+    rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event, Debug, Clone, PartialEq, Eq,
+)]
 #[rkyv(derive(Debug))]
 pub struct Ev {
     pub n: u64,

@@ -8,11 +8,34 @@ use varvedb::Writer;
 use varvedb::{ExpectedVersion, NewEvent, Uuid};
 use varvedb::{Storage, StorageConfig};
 
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq)]
+#[derive(
+    rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event, Debug, Clone, PartialEq,
+)]
 pub struct Noted {
     pub n: u64,
     pub label: String,
     pub blob: Vec<u8>,
+}
+
+/// `Noted` at schema version 2, stored under another name.
+#[derive(
+    rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event, Debug, Clone, PartialEq,
+)]
+#[event(name = "Noted.v2", version = 2)]
+pub struct NotedV2 {
+    pub n: u64,
+    pub label: String,
+    pub blob: Vec<u8>,
+}
+
+impl From<Noted> for NotedV2 {
+    fn from(n: Noted) -> NotedV2 {
+        NotedV2 {
+            n: n.n,
+            label: n.label,
+            blob: n.blob,
+        }
+    }
 }
 
 pub fn open(path: &Path) -> Storage {
@@ -37,34 +60,38 @@ pub fn noted(n: u64) -> Noted {
 /// event large enough to live in `log_large`.
 pub fn fill(storage: &Storage, streams: u64, per_stream: u64) {
     let mut writer = Writer::<Noted>::new(storage.clone());
-    let mut v2 = Writer::<Noted>::new(storage.clone())
-        .with_event_type("Noted.v2")
-        .with_schema_version(2);
+    let mut v2 = Writer::<NotedV2>::new(storage.clone());
     let mut n = 0;
     for version in 1..=per_stream {
         for stream in 1..=streams {
             n += 1;
-            let mut event = NewEvent::new(noted(n)).with_id(Uuid::from_u128(1000 + n as u128));
-            if n % 3 == 0 {
-                event = event.with_metadata(format!("{{\"user\":{n}}}").into_bytes());
-            }
-            if n % 4 == 0 {
-                event = event
-                    .with_correlation_id(Uuid::from_u128(7_000 + n as u128))
-                    .with_causation_id(Uuid::from_u128(8_000 + n as u128));
-            }
+            let mut event = noted(n);
             if n == 5 {
-                event = NewEvent::new(Noted {
-                    blob: vec![0xAB; 5000],
-                    ..noted(n)
-                })
-                .with_id(Uuid::from_u128(1000 + n as u128));
+                event.blob = vec![0xAB; 5000];
             }
-            let w = if n % 5 == 0 { &mut v2 } else { &mut writer };
-            w.append_batch(stream, ExpectedVersion::Exact(version - 1), [event])
-                .expect("append");
+            let expected = ExpectedVersion::Exact(version - 1);
+            if n % 5 == 0 {
+                v2.append_batch(stream, expected, [decorate(NotedV2::from(event), n)])
+            } else {
+                writer.append_batch(stream, expected, [decorate(event, n)])
+            }
+            .expect("append");
         }
     }
+}
+
+/// Event `n` with its id, and metadata, correlation and causation ids on some.
+fn decorate<E>(event: E, n: u64) -> NewEvent<E> {
+    let mut event = NewEvent::new(event).with_id(Uuid::from_u128(1000 + n as u128));
+    if n.is_multiple_of(3) {
+        event = event.with_metadata(format!("{{\"user\":{n}}}").into_bytes());
+    }
+    if n.is_multiple_of(4) {
+        event = event
+            .with_correlation_id(Uuid::from_u128(7_000 + n as u128))
+            .with_causation_id(Uuid::from_u128(8_000 + n as u128));
+    }
+    event
 }
 
 pub fn varve(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
