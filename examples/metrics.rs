@@ -1,6 +1,7 @@
 //! Serves VarveDB's metrics over HTTP in Prometheus text format, after a small workload: durable
 //! appends from two threads (with one concurrency conflict and one deduplicated retry), reads of
-//! every kind, a processor that catches up, and an open subscription.
+//! every kind, a processor that catches up, an open subscription, and an event of the previous
+//! version of the event type read from a second store (an upcast).
 //!
 //! ```text
 //! cargo run --release --features prometheus --example metrics -- \
@@ -20,15 +21,35 @@ use varvedb::error::Error;
 use varvedb::{Direction, ExpectedVersion, NewEvent};
 use varvedb::{EventHandler, Processor, Reader, Writer};
 use varvedb::{Filter, StartFrom, Subscription};
-use varvedb::{Storage, StorageConfig};
+use varvedb::{Storage, StorageConfig, Upcast};
 
-/// The example's event.
+/// The example's event, version 2.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event, Debug)]
+#[event(version = 2, previous = DepositedV1)]
 pub struct Deposited {
     /// The account.
     pub account: u64,
     /// Amount in cents.
     pub cents: u64,
+}
+
+/// Version 1 of the event, as the previous release wrote it: whole units.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event, Debug)]
+#[event(name = "Deposited", version = 1)]
+pub struct DepositedV1 {
+    /// The account.
+    pub account: u64,
+    /// Amount in whole units.
+    pub units: u32,
+}
+
+impl Upcast<DepositedV1> for Deposited {
+    fn upcast(old: DepositedV1) -> Self {
+        Deposited {
+            account: old.account,
+            cents: u64::from(old.units) * 100,
+        }
+    }
 }
 
 /// Streams the workload writes to.
@@ -164,12 +185,46 @@ pub fn workload(path: &Path, events: u64) -> Result<Summary, Box<dyn std::error:
     let processed = processor.handler().1;
 
     let subscription = reader.subscribe(StartFrom::End, Filter::default())?;
+    upcast_from_previous_release(&previous_release(path))?;
     Ok(Summary {
         storage,
         events: written,
         processed,
         subscription,
     })
+}
+
+/// Where the workload keeps the store of the previous release: beside `path`.
+pub fn previous_release(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push("-previous-release");
+    path.with_file_name(name)
+}
+
+/// A store the previous release wrote (one deposit of version 1), read by this one: the event
+/// is upcast to version 2.
+fn upcast_from_previous_release(path: &Path) -> Result<(), Error> {
+    let storage = Storage::open(StorageConfig {
+        path: path.into(),
+        ..Default::default()
+    })?;
+    if storage.head() == 0 {
+        Writer::<DepositedV1>::new(storage.clone()).append(
+            1,
+            1,
+            DepositedV1 {
+                account: 1,
+                units: 12,
+            },
+        )?;
+    }
+    let txn = storage.read_txn()?;
+    let deposit = Reader::<Deposited>::new(storage.clone())
+        .get(&txn, 1)?
+        .expect("the previous release's deposit");
+    assert!(deposit.is_upcast());
+    assert_eq!(deposit.cents, 1200);
+    Ok(())
 }
 
 /// The id of the first event of the log, for the deduplicated retry.

@@ -47,7 +47,7 @@ pub fn encode_record<E>(
     key: Option<(&[u8; 32], u128)>,
 ) -> Vec<u8>
 where
-    E: for<'a> rkyv::Serialize<crate::append::EventSerializer<'a>>,
+    E: for<'a> rkyv::Serialize<crate::event::EventSerializer<'a>>,
 {
     use crate::format::record::{begin, finish, set_position, Place, RecordParts, Sealer};
     let mut buf = Vec::new();

@@ -61,10 +61,10 @@ mod subscribe;
 mod types;
 mod write;
 
-pub use append::{EventSerializer, Transaction, Writer};
+pub use append::{Transaction, Writer};
 pub use env::{Env, ReadTxn, FORMAT_VERSION};
 pub use error::{DamagedEntry, Error, HandlerError, Result};
-pub use event::{Event, Fingerprint, Layout, LayoutHasher};
+pub use event::{Event, EventSerializer, Fingerprint, Layout, LayoutHasher, Upcast, Upcaster};
 pub use format::{Envelope, OwnedEnvelope, MAX_EVENT_TYPE_LEN};
 pub use index::DEFAULT_INDEX_INTERVAL;
 pub use read::{EventView, Events, Reader, DEFAULT_MAX_TXN_AGE};

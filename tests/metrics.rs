@@ -114,6 +114,17 @@ fn prometheus_scrapes_the_example_and_counts_every_event() {
         0.0
     );
 
+    // The workload read one event of the previous version of its type, from a second store.
+    let previous = example::previous_release(summary.storage.path())
+        .canonicalize()
+        .unwrap()
+        .display()
+        .to_string();
+    let upcasts = format!(
+        "varvedb_upcasts_total{{path=\"{previous}\",type=\"Deposited\",from=\"1\",to=\"2\"}}"
+    );
+    assert_eq!(samples.get(&upcasts), Some(&1.0), "{upcasts} in\n{text}");
+
     // Every metric the library names is emitted, and nothing else under its prefix.
     let families: BTreeSet<String> = samples.keys().map(|k| family(k)).collect();
     let named: BTreeSet<String> = varvedb::metrics::ALL

@@ -117,18 +117,7 @@ pub fn contents<'t>(storage: &Storage, event: &RawEvent<'t>) -> Result<Contents<
             let key = crypto.key_for_read(rec.stream(), rec.key_version(), seq)?;
             ContentsInner::Opened(rec.open(&key, crypto.store_id())?)
         }
-        (false, Some(_)) => {
-            return Err(Error::corrupted(
-                seq,
-                "plaintext record in an encrypted store",
-            ))
-        }
-        (true, None) => {
-            return Err(Error::corrupted(
-                seq,
-                "encrypted record in a store without encryption",
-            ))
-        }
+        (false, Some(_)) | (true, None) => return Err(rec.sealing_mismatch()),
     };
     Ok(Contents { inner })
 }

@@ -5,4 +5,4 @@ mod transaction;
 mod writer;
 
 pub use transaction::Transaction;
-pub use writer::{EventSerializer, Writer};
+pub use writer::Writer;

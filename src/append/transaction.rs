@@ -4,9 +4,10 @@ use std::time::Instant;
 
 use std::sync::Arc;
 
-use super::writer::{EventSerializer, Writer};
+use super::writer::Writer;
 use crate::error::{Error, Result};
 use crate::event::Event;
+use crate::event::EventSerializer;
 use crate::types::{Appended, ExpectedVersion, IntoStreamId, NewEvent};
 use crate::write::Request;
 

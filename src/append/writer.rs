@@ -3,22 +3,17 @@
 use std::marker::PhantomData;
 use std::time::Instant;
 
-use rkyv::api::high::HighSerializer;
 use rkyv::rancor;
-use rkyv::ser::allocator::{Arena, ArenaHandle};
+use rkyv::ser::allocator::Arena;
 use tokio::sync::watch;
 
 use super::transaction::Transaction;
 use crate::error::{Error, Result};
-use crate::event::Event;
+use crate::event::{Event, EventSerializer};
 use crate::format::record::{self, RecordParts, MAX_EVENT_TYPE_LEN};
 use crate::store::Storage;
 use crate::types::{Appended, ExpectedVersion, IntoStreamId, NewEvent, StreamId};
 use crate::write::{Done, Request, Staged};
-
-/// The rkyv serializer the writer uses; an event type `E` must implement
-/// `for<'a> rkyv::Serialize<EventSerializer<'a>>`, which `#[derive(rkyv::Serialize)]` provides.
-pub type EventSerializer<'a> = HighSerializer<Vec<u8>, ArenaHandle<'a>, rancor::Error>;
 
 /// Largest per-event size the buffer of a batch is reserved for ahead: one large event must not
 /// make every later small batch reserve as much.

@@ -7,8 +7,18 @@
 //! type and its version, never a misread archive.
 
 mod layout;
+mod upcast;
 
 pub use layout::{Fingerprint, Layout, LayoutHasher};
+pub use upcast::{Upcast, Upcaster};
+
+use rkyv::api::high::HighSerializer;
+use rkyv::rancor;
+use rkyv::ser::allocator::ArenaHandle;
+
+/// The rkyv serializer events are written with; an event type `E` must implement
+/// `for<'a> rkyv::Serialize<EventSerializer<'a>>`, which `#[derive(rkyv::Serialize)]` provides.
+pub type EventSerializer<'a> = HighSerializer<Vec<u8>, ArenaHandle<'a>, rancor::Error>;
 
 /// An event type: its stable name and schema version, and (through [`Layout`]) the fingerprint
 /// of its archived layout.
@@ -38,6 +48,16 @@ pub trait Event: rkyv::Archive + Layout + 'static {
     const NAME: &'static str;
     /// The schema version stored with each event of this type.
     const VERSION: u16;
+
+    /// How the events of older versions become this type: one [`Upcaster`] per older (name,
+    /// version), made by `#[event(previous = ...)]`. None by default.
+    #[doc(hidden)]
+    fn upcasts() -> Vec<Upcaster<Self>>
+    where
+        Self: Sized,
+    {
+        Vec::new()
+    }
 }
 
 /// Primitive event types, named as the store named them before event types had names of their

@@ -551,6 +551,18 @@ impl<'a> DecodedRecord<'a> {
         self.bytes[9] & FLAG_ENCRYPTED != 0
     }
 
+    /// The error for a record whose sealing does not match the store: a plaintext record in an
+    /// encrypted store (a downgrade, refused) or a sealed one in a store without encryption.
+    #[cold]
+    pub fn sealing_mismatch(&self) -> Error {
+        let reason = if self.is_encrypted() {
+            "encrypted record in a store without encryption"
+        } else {
+            "plaintext record in an encrypted store"
+        };
+        Error::corrupted(self.seq(), reason)
+    }
+
     /// Length of the (plaintext) payload.
     fn plain_payload_len(&self) -> usize {
         let len = u32_at(self.bytes, 80) as usize;

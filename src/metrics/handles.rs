@@ -157,6 +157,19 @@ impl StoreMetrics {
         }
     }
 
+    /// An event of `event_type` stored at version `from` was read as version `to`.
+    #[cold]
+    pub(crate) fn upcast(&self, event_type: &str, from: u16, to: u16) {
+        counter!(
+            UPCASTS,
+            "path" => self.path.clone(),
+            "type" => event_type.to_string(),
+            "from" => from.to_string(),
+            "to" => to.to_string()
+        )
+        .increment(1);
+    }
+
     /// The map was grown to `map_size` bytes.
     pub(crate) fn resized(&self, map_size: usize) {
         self.with(|h| {

@@ -32,6 +32,9 @@ pub const CHECKSUM_FAILURES: &str = "varvedb_checksum_failures_total";
 pub const DECRYPTION_FAILURES: &str = "varvedb_decryption_failures_total";
 /// Counter: payloads copied because they were misaligned in the map (the zero-copy fallback).
 pub const UNALIGNED_COPIES: &str = "varvedb_unaligned_copies_total";
+/// Counter: events of an older schema version read through an upcaster, by event type (`type`)
+/// and the version read (`from`) and made (`to`).
+pub const UPCASTS: &str = "varvedb_upcasts_total";
 /// Gauge: global sequence of the last committed event.
 pub const HEAD: &str = "varvedb_head_sequence";
 /// Gauge: size of the memory map in bytes.
@@ -69,6 +72,7 @@ pub const ALL: &[&str] = &[
     CHECKSUM_FAILURES,
     DECRYPTION_FAILURES,
     UNALIGNED_COPIES,
+    UPCASTS,
     HEAD,
     MAP_SIZE,
     USED_BYTES,
@@ -146,6 +150,11 @@ pub fn describe() {
         UNALIGNED_COPIES,
         Unit::Count,
         "Payloads copied because they were misaligned in the map."
+    );
+    describe_counter!(
+        UPCASTS,
+        Unit::Count,
+        "Events of an older schema version read through an upcaster, by type and versions."
     );
     describe_gauge!(
         HEAD,

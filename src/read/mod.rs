@@ -18,11 +18,12 @@
 //!   the `read_*` iterators, subscriptions), and they go on after it. The `for_each_*` walks
 //!   stop at it, as at any event they cannot read, with its error (resume after its sequence).
 //!   Processors and projectors, which have nothing to hand a handler, pass over it.
+//! - **Events of older versions** of `E` (named by `#[event(previous = ...)]`, see
+//!   [`Upcast`](crate::Upcast)) are read as `E` through the steps between them, on every path.
 //! - **An event of an accepted type that `E` cannot read** is an error item, never skipped and
-//!   never read as `E`: one stored at another schema version than
-//!   [`Event::VERSION`](crate::Event::VERSION) is
+//!   never read as `E`: one stored at a schema version `E` has no way to read is
 //!   [`Error::UnknownSchemaVersion`](crate::Error::UnknownSchemaVersion), one whose type and
-//!   version the store recorded with another layout than `E`'s is
+//!   version the store recorded with another layout than the one the reader reads it with is
 //!   [`Error::LayoutChanged`](crate::Error::LayoutChanged). Processors stop at either, whatever
 //!   their error policy, with their checkpoint before it.
 //! - **A damaged record** is an error item, never skipped by a scan: a damaged payload is

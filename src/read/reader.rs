@@ -16,6 +16,7 @@ use super::ViewMemo;
 use crate::env::ReadTxn;
 use crate::error::{Error, Result};
 use crate::event::Event;
+use crate::event::Upcaster;
 use crate::format::index::stream_read_keys;
 use crate::format::record::{self, DecodedRecord};
 use crate::format::Envelope;
@@ -62,12 +63,56 @@ pub const DEFAULT_MAX_TXN_AGE: Duration = Duration::from_millis(100);
 /// ```
 pub struct Reader<E> {
     storage: Storage,
+    /// Every event type name the reader reads: `E`'s, those accepted as `E`, and those of the
+    /// older versions it upcasts.
     accepted: Arc<[String]>,
-    /// Per accepted name: whether the store's entry for it at `E::VERSION` was found to take
-    /// `E`'s layout (entries never change, so once is enough).
-    verified: Arc<[AtomicBool]>,
+    kinds: Arc<Kinds<E>>,
     max_txn_age: Duration,
     _event: PhantomData<fn() -> E>,
+}
+
+/// How a reader reads each name and version, and what it verified of each: whether the store's
+/// entry for it was found to take the layout the reader reads it with (entries never change, so
+/// once is enough).
+struct Kinds<E> {
+    /// The names read as `E` at `E::VERSION`: `E::NAME` first, then those accepted.
+    direct: Vec<(String, AtomicBool)>,
+    /// The older (name, version)s read through an upcaster.
+    upcasters: Vec<(Upcaster<E>, AtomicBool)>,
+}
+
+impl<E> Kinds<E> {
+    fn new(direct: Vec<String>, upcasters: Vec<Upcaster<E>>) -> (Arc<[String]>, Arc<Kinds<E>>) {
+        let mut accepted: Vec<String> = Vec::new();
+        for name in direct
+            .iter()
+            .map(String::as_str)
+            .chain(upcasters.iter().map(|u| u.name))
+        {
+            if !accepted.iter().any(|a| a == name) {
+                accepted.push(name.to_string());
+            }
+        }
+        let kinds = Kinds {
+            direct: direct
+                .into_iter()
+                .map(|n| (n, AtomicBool::new(false)))
+                .collect(),
+            upcasters: upcasters
+                .into_iter()
+                .map(|u| (u, AtomicBool::new(false)))
+                .collect(),
+        };
+        (accepted.into(), Arc::new(kinds))
+    }
+}
+
+/// How an event is read, once checked.
+enum Verdict {
+    /// As `E`, straight from its payload.
+    Current,
+    /// Through the upcaster at this index.
+    Upcast(usize),
 }
 
 impl<E> Clone for Reader<E> {
@@ -75,7 +120,7 @@ impl<E> Clone for Reader<E> {
         Reader {
             storage: self.storage.clone(),
             accepted: Arc::clone(&self.accepted),
-            verified: Arc::clone(&self.verified),
+            kinds: Arc::clone(&self.kinds),
             max_txn_age: self.max_txn_age,
             _event: PhantomData,
         }
@@ -96,12 +141,14 @@ where
     E: Event,
     E::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
 {
-    /// A reader for events of type `E`.
+    /// A reader for events of type `E`, and of its older versions, which it upcasts (see
+    /// [`Upcast`](crate::Upcast)).
     pub fn new(storage: Storage) -> Self {
+        let (accepted, kinds) = Kinds::new(vec![E::NAME.to_string()], E::upcasts());
         Reader {
             storage,
-            accepted: vec![E::NAME.to_string()].into(),
-            verified: vec![AtomicBool::new(false)].into(),
+            accepted,
+            kinds,
             max_txn_age: DEFAULT_MAX_TXN_AGE,
             _event: PhantomData,
         }
@@ -109,16 +156,22 @@ where
 
     /// Also accepts records stored under these event type names (written with
     /// [`Writer::with_event_type`](crate::Writer::with_event_type) or
-    /// [`NewEvent::with_event_type`](crate::NewEvent::with_event_type)) as archives of `E`.
+    /// [`NewEvent::with_event_type`](crate::NewEvent::with_event_type)) as archives of `E`, at
+    /// `E`'s schema version.
     pub fn accept_event_types<I, S>(mut self, names: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let mut all: Vec<String> = self.accepted.to_vec();
-        all.extend(names.into_iter().map(Into::into));
-        self.verified = all.iter().map(|_| AtomicBool::new(false)).collect();
-        self.accepted = all.into();
+        let mut direct: Vec<String> = self.kinds.direct.iter().map(|(n, _)| n.clone()).collect();
+        direct.extend(names.into_iter().map(Into::into));
+        let upcasters = self
+            .kinds
+            .upcasters
+            .iter()
+            .map(|(u, _)| u.clone())
+            .collect();
+        (self.accepted, self.kinds) = Kinds::new(direct, upcasters);
         self
     }
 
@@ -520,11 +573,17 @@ where
         memo: &mut ViewMemo,
     ) -> Result<EventView<'t, E>> {
         let version = rec.schema_version();
-        if !(memo.schema_checked && version == E::VERSION) {
+        if !(memo.schema_checked
+            && version == E::VERSION
+            && (self.accepted.len() == 1 || bytes_eq(rec.event_type_bytes(), E::NAME.as_bytes())))
+        {
             // Scalars, not `&rec`: taking the record's address would make it go through memory
             // on every record, a store-forwarding stall in the hot loop.
-            self.check_schema(txn, rec.seq(), rec.event_type_bytes(), version)?;
-            memo.schema_checked = self.accepted.len() == 1;
+            let name = rec.event_type_bytes();
+            match self.check_schema(txn, rec.seq(), name, version)? {
+                Verdict::Current => memo.schema_checked = bytes_eq(name, E::NAME.as_bytes()),
+                Verdict::Upcast(i) => return self.upcast(rec, i, memo),
+            }
         }
         let log = self.log();
         if log.crypto.is_none() {
@@ -546,9 +605,15 @@ where
     }
 }
 
-impl<E: Event> Reader<E> {
-    /// Whether the events of `rec`'s type and schema version may be read as `E`: the version is
-    /// `E`'s, and the store recorded `E`'s layout for it, or none that is known.
+impl<E> Reader<E>
+where
+    E: Event,
+    E::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
+{
+    /// How an event of type `name` at `version` is read as `E`: straight, when `version` is
+    /// `E`'s and the name one read as `E`; through an upcaster, when the reader has one for
+    /// them; and in either case only when the store recorded for them the layout the reader
+    /// reads them with, or none that is known.
     #[cold]
     #[inline(never)]
     fn check_schema(
@@ -557,24 +622,39 @@ impl<E: Event> Reader<E> {
         seq: u64,
         name: &[u8],
         version: u16,
-    ) -> Result<()> {
-        if version != E::VERSION {
-            return Err(Error::UnknownSchemaVersion {
-                seq,
-                event_type: String::from_utf8_lossy(name).into_owned(),
-                stored: version,
-                current: E::VERSION,
-            });
-        }
-        let Some(i) = self
-            .accepted
-            .iter()
-            .position(|a| bytes_eq(a.as_bytes(), name))
-        else {
-            return Err(wrong_type(seq, &self.accepted, name));
-        };
-        if self.verified[i].load(Ordering::Relaxed) {
-            return Ok(());
+    ) -> Result<Verdict> {
+        let kinds = &self.kinds;
+        let direct = (version == E::VERSION)
+            .then(|| {
+                kinds
+                    .direct
+                    .iter()
+                    .position(|(n, _)| bytes_eq(n.as_bytes(), name))
+            })
+            .flatten();
+        let (verdict, layout, verified) =
+            match direct {
+                Some(i) => (Verdict::Current, E::LAYOUT, &kinds.direct[i].1),
+                None => {
+                    let Some(i) = kinds.upcasters.iter().position(|(u, _)| {
+                        u.version == version && bytes_eq(u.name.as_bytes(), name)
+                    }) else {
+                        if !self.accepted.iter().any(|a| bytes_eq(a.as_bytes(), name)) {
+                            return Err(wrong_type(seq, &self.accepted, name));
+                        }
+                        return Err(Error::UnknownSchemaVersion {
+                            seq,
+                            event_type: String::from_utf8_lossy(name).into_owned(),
+                            stored: version,
+                            current: E::VERSION,
+                        });
+                    };
+                    let (upcaster, verified) = &kinds.upcasters[i];
+                    (Verdict::Upcast(i), upcaster.layout, verified)
+                }
+            };
+        if verified.load(Ordering::Relaxed) {
+            return Ok(verdict);
         }
         let log = &self.storage.store.log;
         let registered = log
@@ -596,9 +676,28 @@ impl<E: Event> Reader<E> {
                     ),
                 )
             })?;
-        crate::schema::check(registered, name, version, E::LAYOUT, Some(seq))?;
-        self.verified[i].store(true, Ordering::Relaxed);
-        Ok(())
+        crate::schema::check(registered, name, version, layout, Some(seq))?;
+        verified.store(true, Ordering::Relaxed);
+        Ok(verdict)
+    }
+
+    /// The view of an event of an older version, through upcaster `i`, counted in the
+    /// store's metrics.
+    #[cold]
+    #[inline(never)]
+    fn upcast<'t>(
+        &self,
+        rec: DecodedRecord<'t>,
+        i: usize,
+        memo: &mut ViewMemo,
+    ) -> Result<EventView<'t, E>> {
+        let log = &self.storage.store.log;
+        let upcaster = &self.kinds.upcasters[i].0;
+        let view = EventView::upcast(rec, log.crypto.as_ref(), &mut memo.keys, upcaster)?;
+        log.env
+            .metrics()
+            .upcast(upcaster.name, upcaster.version, E::VERSION);
+        Ok(view)
     }
 }
 

@@ -39,6 +39,9 @@ enum Payload<'t, A> {
     Copied(AlignedVec<PAYLOAD_ALIGN>),
     /// Decrypted and validated; `A` lives at the root position of the payload.
     Decrypted(Opened),
+    /// An event of an older version, upcast and archived again, validated; `A` lives at the
+    /// root position of the buffer. The decrypted record is kept for its metadata.
+    Upcast(AlignedVec<PAYLOAD_ALIGN>, Option<Opened>),
 }
 
 impl<'t, E: Archive> EventView<'t, E>
@@ -67,14 +70,7 @@ where
                 let opened = record.open(key, crypto.store_id())?;
                 Ok((Self::from_opened(record, opened)?, false))
             }
-            (false, Some(_)) => Err(Error::corrupted(
-                record.seq(),
-                "plaintext record in an encrypted store",
-            )),
-            (true, None) => Err(Error::corrupted(
-                record.seq(),
-                "encrypted record in a store without encryption",
-            )),
+            (false, Some(_)) | (true, None) => Err(record.sealing_mismatch()),
         }
     }
 
@@ -106,6 +102,53 @@ where
         Ok(EventView {
             record,
             payload: Payload::Decrypted(opened),
+        })
+    }
+
+    /// The view of an event of an older version, read as `E` through `upcaster`: its payload
+    /// verified (decrypted in an encrypted store) and handed, aligned, to the upcaster, whose
+    /// archive of `E` is validated.
+    pub(crate) fn upcast(
+        record: DecodedRecord<'t>,
+        crypto: Option<&Crypto>,
+        memo: &mut KeyMemo,
+        upcaster: &crate::event::Upcaster<E>,
+    ) -> Result<Self> {
+        let seq = record.seq();
+        let invalid = |reason: String| Error::InvalidPayload {
+            seq,
+            reason: format!(
+                "upcasting from {} v{}: {reason}",
+                upcaster.name, upcaster.version
+            ),
+        };
+        let (archive, opened) = match (record.is_encrypted(), crypto) {
+            (true, Some(crypto)) => {
+                let key =
+                    crypto.key_for_read_memo(memo, record.stream(), record.key_version(), seq)?;
+                let opened = record.open(key, crypto.store_id())?;
+                (
+                    upcaster.archive(opened.payload()).map_err(invalid)?,
+                    Some(opened),
+                )
+            }
+            (false, None) => {
+                let payload = record.payload()?;
+                let archive = if (payload.as_ptr() as usize).is_multiple_of(PAYLOAD_ALIGN) {
+                    upcaster.archive(payload)
+                } else {
+                    let mut copy = AlignedVec::<PAYLOAD_ALIGN>::with_capacity(payload.len());
+                    copy.extend_from_slice(payload);
+                    upcaster.archive(&copy)
+                };
+                (archive.map_err(invalid)?, None)
+            }
+            (false, Some(_)) | (true, None) => return Err(record.sealing_mismatch()),
+        };
+        rkyv::access::<E::Archived, rancor::Error>(&archive).map_err(|e| invalid(e.to_string()))?;
+        Ok(EventView {
+            record,
+            payload: Payload::Upcast(archive, opened),
         })
     }
 
@@ -143,7 +186,7 @@ impl<'t, E: Archive> EventView<'t, E> {
     /// store its metadata comes from the decrypted payload).
     pub fn envelope(&self) -> Envelope<'_> {
         let mut envelope = self.record.envelope();
-        if let Payload::Decrypted(opened) = &self.payload {
+        if let Payload::Decrypted(opened) | Payload::Upcast(_, Some(opened)) = &self.payload {
             envelope.metadata = opened.metadata();
         }
         envelope
@@ -179,6 +222,9 @@ impl<'t, E: Archive> EventView<'t, E> {
             Payload::Decrypted(opened) => unsafe {
                 rkyv::access_unchecked::<E::Archived>(opened.payload())
             },
+            // SAFETY: `upcast` validated exactly these bytes as an `E::Archived` with bytecheck;
+            // the buffer is 16-byte aligned, owned by the view and never mutated afterwards.
+            Payload::Upcast(bytes, _) => unsafe { rkyv::access_unchecked::<E::Archived>(bytes) },
         }
     }
 
@@ -189,9 +235,15 @@ impl<'t, E: Archive> EventView<'t, E> {
                 .record
                 .payload()
                 .expect("the payload checksum was verified when the view was made"),
-            Payload::Copied(bytes) => bytes,
+            Payload::Copied(bytes) | Payload::Upcast(bytes, _) => bytes,
             Payload::Decrypted(opened) => opened.payload(),
         }
+    }
+
+    /// Whether the event was stored at an older schema version and upcast to `E` (its
+    /// envelope's `schema_version` is the stored one).
+    pub fn is_upcast(&self) -> bool {
+        matches!(self.payload, Payload::Upcast(..))
     }
 
     /// Whether the payload had to be copied because it was misaligned in the map.

@@ -138,6 +138,22 @@ impl<E: Archive> RecordedEvent<E> {
     pub fn seq(&self) -> u64 {
         self.envelope.seq
     }
+
+    /// Deserializes the archived event into an owned `E`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidPayload`] if rkyv's deserializer fails; the archive itself was validated
+    /// when the event was read.
+    pub fn deserialize(&self) -> Result<E>
+    where
+        E::Archived: rkyv::Deserialize<E, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
+    {
+        rkyv::deserialize::<E, rkyv::rancor::Error>(&**self).map_err(|e| Error::InvalidPayload {
+            seq: self.envelope.seq,
+            reason: e.to_string(),
+        })
+    }
 }
 
 impl<E: Archive> Deref for RecordedEvent<E> {

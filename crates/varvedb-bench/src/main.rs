@@ -2,12 +2,13 @@
 //!
 //! ```text
 //! cargo run --release -p varvedb-bench [-- --events 500000 --reps 3 --no-sqlite]   # rows 1-8
-//! cargo run --release -p varvedb-bench -- --all   # also the encryption and metrics rows
+//! cargo run --release -p varvedb-bench -- --all   # also the encryption, metrics, filtered and schema rows
 //! cargo run --release -p varvedb-bench -- --only concurrent [--concurrent-secs 3]
 //! cargo run --release -p varvedb-bench -- --only processor [--live-secs 10 --live-rate 1000]
 //! cargo run --release -p varvedb-bench -- --only encryption [--rotate-streams 1000000]
 //! cargo run --release -p varvedb-bench -- --only metrics [--metrics-events 100000]
 //! cargo run --release -p varvedb-bench -- --only filtered [--filtered-events 1000000]
+//! cargo run --release -p varvedb-bench -- --only schema [--schema-events 500000]
 //! ```
 //!
 //! The table goes to stdout and to `target/bench-report.md`; progress goes to stderr. Numbers
@@ -90,6 +91,7 @@ mod metrics_cost;
 mod processor;
 mod raw;
 mod report;
+mod schema;
 mod sqlite;
 mod varve;
 
@@ -109,8 +111,8 @@ const USAGE: &str = "usage: varvedb-bench [--events N] [--small-batch-events N] 
                      [--singles N] [--streams N] [--gets N] [--reps N]
                      [--write-budget-secs N] [--concurrent-secs N] [--concurrent-reps N]
                      [--live-secs N] [--live-rate N] [--rotate-streams N]
-                     [--all | --only concurrent|classic|processor|encryption|metrics|filtered]
-                     [--metrics-events N] [--filtered-events N] [--no-sqlite]";
+                     [--all | --only concurrent|classic|processor|encryption|metrics|filtered|schema]
+                     [--metrics-events N] [--filtered-events N] [--schema-events N] [--no-sqlite]";
 
 /// Sizes of the workloads.
 #[derive(Clone, Debug)]
@@ -159,6 +161,10 @@ struct Config {
     filtered: bool,
     /// Events of each store of the filtered rows.
     filtered_events: u64,
+    /// Run the schema rows: upcasting and layout checks (`--all` or `--only schema`).
+    schema: bool,
+    /// Events of each store of the upcasting rows.
+    schema_events: u64,
 }
 
 impl Default for Config {
@@ -186,6 +192,8 @@ impl Default for Config {
             metrics_events: 100_000,
             filtered: false,
             filtered_events: 1_000_000,
+            schema: false,
+            schema_events: 500_000,
         }
     }
 }
@@ -203,6 +211,7 @@ impl Config {
                 cfg.encryption = true;
                 cfg.metrics = true;
                 cfg.filtered = true;
+                cfg.schema = true;
                 continue;
             }
             if flag == "--only" {
@@ -217,10 +226,11 @@ impl Config {
                             | "encryption"
                             | "metrics"
                             | "filtered"
+                            | "schema"
                     )
                 ) {
                     return Err(format!(
-                        "--only needs concurrent, classic, processor, encryption, metrics or filtered\n{USAGE}"
+                        "--only needs concurrent, classic, processor, encryption, metrics, filtered or schema\n{USAGE}"
                     )
                     .into());
                 }
@@ -230,6 +240,7 @@ impl Config {
                 cfg.encryption = only == Some("encryption");
                 cfg.metrics = only == Some("metrics");
                 cfg.filtered = only == Some("filtered");
+                cfg.schema = only == Some("schema");
                 continue;
             }
             if flag == "-h" || flag == "--help" {
@@ -257,6 +268,7 @@ impl Config {
                 "--live-secs" => cfg.live_time = Duration::from_secs(value_at_least_1),
                 "--metrics-events" => cfg.metrics_events = value.max(1_000),
                 "--filtered-events" => cfg.filtered_events = value.max(1_000),
+                "--schema-events" => cfg.schema_events = value.max(1_000),
                 "--live-rate" => cfg.live_rate = value.clamp(1, 1_000_000),
                 "--rotate-streams" => cfg.rotate_streams = value_at_least_1,
                 _ => return Err(format!("unknown flag {flag}\n{USAGE}").into()),
@@ -991,12 +1003,22 @@ fn run() -> Res<()> {
     } else {
         String::new()
     };
+    let schema = if cfg.schema {
+        schema::run(&schema::Settings {
+            events: cfg.schema_events,
+            types: 1_000,
+            reps: cfg.reps,
+        })?
+    } else {
+        String::new()
+    };
     final_note(&mut report, started);
 
     let mut table = report.render();
     table.push_str(&encrypted);
     table.push_str(&metrics_cost);
     table.push_str(&filtered);
+    table.push_str(&schema);
     println!("{table}");
     let path = report_path();
     std::fs::write(&path, &table)?;

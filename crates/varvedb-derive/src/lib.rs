@@ -13,7 +13,9 @@ const MAX_NAME_LEN: usize = 256;
 
 /// Derives `varvedb::Event` (and `varvedb::Layout`) for a type that also derives rkyv's
 /// `Archive`: `#[event(name = "...", version = N)]` sets the stored name (default: the type's
-/// name) and the schema version (default: 1).
+/// name) and the schema version (default: 1); `#[event(previous = Type)]` names the type of the
+/// previous version, which the type implements `varvedb::Upcast` from, so that readers of it
+/// read the events of that version and every one before it.
 #[proc_macro_derive(Event, attributes(event))]
 pub fn derive_event(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
@@ -35,7 +37,11 @@ pub fn derive_layout(input: TokenStream) -> TokenStream {
 }
 
 fn event(input: &DeriveInput) -> syn::Result<Tokens> {
-    let (name, version) = event_attrs(input)?;
+    let EventAttrs {
+        name,
+        version,
+        previous,
+    } = event_attrs(input)?;
     let ident = &input.ident;
     let name = match name {
         Some(name) => name,
@@ -56,20 +62,35 @@ fn event(input: &DeriveInput) -> syn::Result<Tokens> {
         ));
     }
     let layout = layout(input)?;
+    let upcasts = previous.map(|previous| {
+        quote! {
+            fn upcasts() -> ::std::vec::Vec<::varvedb::Upcaster<Self>> {
+                ::varvedb::Upcaster::<Self>::chain::<#previous>()
+            }
+        }
+    });
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
     Ok(quote! {
         #layout
         impl #impl_generics ::varvedb::Event for #ident #ty_generics #where_clause {
             const NAME: &'static str = #name;
             const VERSION: u16 = #version;
+            #upcasts
         }
     })
 }
 
-/// The `name` and `version` of the `#[event(...)]` attributes.
-fn event_attrs(input: &DeriveInput) -> syn::Result<(Option<LitStr>, u16)> {
+/// What the `#[event(...)]` attributes say.
+struct EventAttrs {
+    name: Option<LitStr>,
+    version: u16,
+    previous: Option<syn::Type>,
+}
+
+fn event_attrs(input: &DeriveInput) -> syn::Result<EventAttrs> {
     let mut name = None;
     let mut version = 1u16;
+    let mut previous = None;
     for attr in input.attrs.iter().filter(|a| a.path().is_ident("event")) {
         attr.parse_nested_meta(|meta| {
             if meta.path.is_ident("name") {
@@ -79,12 +100,21 @@ fn event_attrs(input: &DeriveInput) -> syn::Result<(Option<LitStr>, u16)> {
                 let lit: syn::LitInt = meta.value()?.parse()?;
                 version = lit.base10_parse()?;
                 Ok(())
+            } else if meta.path.is_ident("previous") {
+                previous = Some(meta.value()?.parse::<syn::Type>()?);
+                Ok(())
             } else {
-                Err(meta.error("expected `name = \"...\"` or `version = N`"))
+                Err(meta.error(
+                    "expected `name = \"...\"`, `version = N` or `previous = TypeOfThePreviousVersion`",
+                ))
             }
         })?;
     }
-    Ok((name, version))
+    Ok(EventAttrs {
+        name,
+        version,
+        previous,
+    })
 }
 
 fn layout(input: &DeriveInput) -> syn::Result<Tokens> {

@@ -1,0 +1,173 @@
+//! Typed upcasting: the events of an older schema version read as the current type, through
+//! steps the application writes between frozen types.
+//!
+//! Each version of an event type is a Rust type of its own, kept unchanged once its events are
+//! stored. The type of version `n + 1` names its previous version with
+//! `#[event(previous = TypeOfVersionN)]` and implements [`Upcast`] from it; the previous type may
+//! name its own, and so on. A reader of the newest type then reads every older version: the
+//! stored archive is validated as the version it was written with, deserialized, and taken
+//! through each step to the reader's type (which may also rename an event type: the previous
+//! type keeps its own name).
+
+use std::sync::Arc;
+
+use rkyv::api::high::{HighDeserializer, HighValidator};
+use rkyv::bytecheck::CheckBytes;
+use rkyv::rancor;
+use rkyv::util::AlignedVec;
+
+use super::{Event, EventSerializer, Fingerprint};
+
+/// One step up: the value of this version made from the value of the previous one.
+///
+/// ```
+/// #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event)]
+/// #[event(name = "ItemAdded", version = 1)]
+/// pub struct ItemAddedV1 { pub sku: String, pub qty: u32 }
+///
+/// #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event)]
+/// #[event(name = "ItemAdded", version = 2, previous = ItemAddedV1)]
+/// pub struct ItemAdded { pub sku: String, pub qty: u32, pub note: Option<String> }
+///
+/// impl varvedb::Upcast<ItemAddedV1> for ItemAdded {
+///     fn upcast(old: ItemAddedV1) -> Self {
+///         ItemAdded { sku: old.sku, qty: old.qty, note: None }
+///     }
+/// }
+/// ```
+pub trait Upcast<Previous>: Sized {
+    /// This version's value for `previous`.
+    fn upcast(previous: Previous) -> Self;
+}
+
+/// The archived bytes of the reader's type, made from a stored payload of an older version.
+type Convert = dyn Fn(&[u8]) -> Result<AlignedVec<16>, String> + Send + Sync;
+/// The value of a version, made from a stored payload of an older one.
+type ToValue<E> = Arc<dyn Fn(&[u8]) -> Result<E, String> + Send + Sync>;
+
+/// How events of one older (name, version) become `E`: the layout they must have been written
+/// with, and the conversion of their payload into an archive of `E`. Made by
+/// `#[derive(varvedb::Event)]` for a type with `#[event(previous = ...)]`; not for applications
+/// to build.
+pub struct Upcaster<E> {
+    pub(crate) name: &'static str,
+    pub(crate) version: u16,
+    pub(crate) layout: Fingerprint,
+    /// The stored payload (aligned) to the values of each step, the last one `E`'s.
+    convert: ToValue<E>,
+    /// `convert`, then the value archived: what a reader views.
+    archive: Arc<Convert>,
+}
+
+impl<E> Clone for Upcaster<E> {
+    fn clone(&self) -> Self {
+        Upcaster {
+            name: self.name,
+            version: self.version,
+            layout: self.layout,
+            convert: Arc::clone(&self.convert),
+            archive: Arc::clone(&self.archive),
+        }
+    }
+}
+
+impl<E> std::fmt::Debug for Upcaster<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Upcaster({} v{})", self.name, self.version)
+    }
+}
+
+impl<E> Upcaster<E>
+where
+    E: Event + for<'a> rkyv::Serialize<EventSerializer<'a>>,
+{
+    /// The upcasters of `E` from its previous version `P` and every version before it.
+    #[doc(hidden)]
+    pub fn chain<P>() -> Vec<Upcaster<E>>
+    where
+        P: Event,
+        P::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>
+            + rkyv::Deserialize<P, HighDeserializer<rancor::Error>>,
+        E: Upcast<P>,
+    {
+        let from_previous: ToValue<E> = Arc::new(|bytes: &[u8]| {
+            let archived = rkyv::access::<P::Archived, rancor::Error>(bytes)
+                .map_err(|e| format!("not a valid archive of {} v{}: {e}", P::NAME, P::VERSION))?;
+            let previous =
+                rkyv::deserialize::<P, rancor::Error>(archived).map_err(|e| e.to_string())?;
+            Ok(E::upcast(previous))
+        });
+        let mut steps = vec![Upcaster::new(P::NAME, P::VERSION, P::LAYOUT, from_previous)];
+        for older in P::upcasts() {
+            let to_previous = older.convert;
+            steps.push(Upcaster::new(
+                older.name,
+                older.version,
+                older.layout,
+                Arc::new(move |bytes: &[u8]| to_previous(bytes).map(E::upcast)),
+            ));
+        }
+        steps
+    }
+
+    fn new(
+        name: &'static str,
+        version: u16,
+        layout: Fingerprint,
+        convert: ToValue<E>,
+    ) -> Upcaster<E> {
+        let to_value = Arc::clone(&convert);
+        let archive: Arc<Convert> = Arc::new(move |bytes: &[u8]| {
+            let value = to_value(bytes)?;
+            archive(&value)
+        });
+        Upcaster {
+            name,
+            version,
+            layout,
+            convert,
+            archive,
+        }
+    }
+}
+
+impl<E> Upcaster<E> {
+    /// The archive of `E` for a stored payload (16-byte aligned) of this upcaster's version.
+    pub(crate) fn archive(&self, payload: &[u8]) -> Result<AlignedVec<16>, String> {
+        (self.archive)(payload)
+    }
+}
+
+/// `value` archived as the writer archives events, in a 16-byte aligned buffer.
+fn archive<E>(value: &E) -> Result<AlignedVec<16>, String>
+where
+    E: for<'a> rkyv::Serialize<EventSerializer<'a>>,
+{
+    thread_local! {
+        /// The serializer's scratch space, kept between events of a thread.
+        static ARENA: std::cell::RefCell<rkyv::ser::allocator::Arena> =
+            std::cell::RefCell::new(rkyv::ser::allocator::Arena::new());
+    }
+    let bytes = ARENA
+        .with(|arena| {
+            // A nested use (an upcaster that reads events itself) gets an arena of its own.
+            match arena.try_borrow_mut() {
+                Ok(mut arena) => rkyv::api::high::to_bytes_in_with_alloc::<_, _, rancor::Error>(
+                    value,
+                    Vec::new(),
+                    arena.acquire(),
+                ),
+                Err(_) => rkyv::api::high::to_bytes_in_with_alloc::<_, _, rancor::Error>(
+                    value,
+                    Vec::new(),
+                    rkyv::ser::allocator::Arena::new().acquire(),
+                ),
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    // Positions in an archive are relative to its start, which the copy puts at a multiple of
+    // 16, as the serializer assumed.
+    let mut aligned = AlignedVec::<16>::with_capacity(bytes.len());
+    aligned.extend_from_slice(&bytes);
+    Ok(aligned)
+}
