@@ -67,7 +67,7 @@ pub use error::{DamagedEntry, Error, HandlerError, Result};
 pub use event::{Event, EventSerializer, Fingerprint, Layout, LayoutHasher, Upcast, Upcaster};
 pub use format::{Envelope, OwnedEnvelope, MAX_EVENT_TYPE_LEN};
 pub use index::DEFAULT_INDEX_INTERVAL;
-pub use read::{EventView, Events, Reader, DEFAULT_MAX_TXN_AGE};
+pub use read::{EventView, Events, Readable, Reader, DEFAULT_MAX_TXN_AGE};
 pub use store::{
     Durability, Stats, Storage, StorageConfig, DEFAULT_MAP_SIZE, DEFAULT_MAX_EVENT_SIZE,
     MAX_EVENT_SIZE_LIMIT,
@@ -80,6 +80,10 @@ pub use types::{
     default_event_type, Appended, Direction, ExpectedVersion, IntoStreamId, NewEvent, Position,
     StreamId, StreamInfo,
 };
+/// `#[derive(varvedb::EventSet)]` on an enum whose variants each hold one event type: a set of
+/// event types that one reader, subscription, processor or projector reads in log order. See
+/// [`Readable`].
+pub use varvedb_derive::EventSet;
 /// `#[derive(varvedb::Event)]` and `#[derive(varvedb::Layout)]`: see the traits of the same names.
 pub use varvedb_derive::{Event, Layout};
 pub use write::GroupCommit;
@@ -106,6 +110,14 @@ pub mod engine {
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// What the derive macros' code names; not part of the public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::read::readable::same_name;
+    pub use crate::read::{Member, Record, ViewMemo};
+    pub use rkyv::Archive;
+}
 
 /// Entry points for the fuzz targets in `fuzz/`; not part of the public API.
 #[cfg(feature = "fuzzing")]

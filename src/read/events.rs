@@ -1,27 +1,21 @@
 //! The iterator of a typed read in the caller's transaction.
 
-use heed::types::Bytes;
-use rkyv::api::high::HighValidator;
-use rkyv::bytecheck::CheckBytes;
-use rkyv::rancor;
-use rkyv::Archive;
-
+use super::readable::Readable;
 use super::reader::Reader;
-use super::view::EventView;
 use super::ViewMemo;
 use crate::env::ReadTxn;
 use crate::error::{Error, Result};
-use crate::event::Event;
 use crate::format::index::parse_index_entry;
 use crate::index::tail::Entry;
 use crate::log::Scan;
 use crate::metrics::handles::ReadKind;
 use crate::types::StreamId;
+use heed::types::Bytes;
 
 /// An iterator over events, borrowing the caller's read transaction. Made by
 /// [`Reader::read_log`] and [`Reader::read_stream`].
-pub struct Events<'t, E: Archive> {
-    pub(super) reader: Reader<E>,
+pub struct Events<'t, R: Readable> {
+    pub(super) reader: Reader<R>,
     pub(super) txn: &'t ReadTxn,
     pub(super) source: Source<'t>,
     /// The stream key of the last encrypted record, for the next one.
@@ -30,7 +24,7 @@ pub struct Events<'t, E: Archive> {
     pub(super) read: u64,
 }
 
-impl<E: Archive> Drop for Events<'_, E> {
+impl<R: Readable> Drop for Events<'_, R> {
     fn drop(&mut self) {
         let kind = match self.source {
             Source::Log(_) => ReadKind::Log,
@@ -56,12 +50,8 @@ pub(super) enum Source<'t> {
     ),
 }
 
-impl<'t, E> Iterator for Events<'t, E>
-where
-    E: Event,
-    E::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
-{
-    type Item = Result<EventView<'t, E>>;
+impl<'t, R: Readable> Iterator for Events<'t, R> {
+    type Item = Result<R::View<'t>>;
 
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
@@ -76,13 +66,9 @@ where
     }
 }
 
-impl<'t, E> Events<'t, E>
-where
-    E: Event,
-    E::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
-{
+impl<'t, R: Readable> Events<'t, R> {
     #[inline]
-    fn next_item(&mut self) -> Option<Result<EventView<'t, E>>> {
+    fn next_item(&mut self) -> Option<Result<R::View<'t>>> {
         loop {
             let (stream, entry) = match &mut self.source {
                 Source::Log(scan) => {
@@ -115,7 +101,7 @@ where
         stream: StreamId,
         version: u64,
         seq: u64,
-    ) -> Result<Option<EventView<'t, E>>> {
+    ) -> Result<Option<R::View<'t>>> {
         let bytes = self
             .reader
             .log()

@@ -5,7 +5,9 @@
 //!
 //! A `Reader<E>` reads the events of `E`: those stored under a type name it accepts
 //! ([`Event::NAME`](crate::Event::NAME) and those added with [`Reader::accept_event_types`]).
-//! One rule holds for every reader of the log:
+//! A reader of a set of event types ([`Readable`], `#[derive(varvedb::EventSet)]`) reads the
+//! events of each member, each record by the member whose names it carries, under the same
+//! rules. One rule holds for every reader of the log:
 //!
 //! - **Scans pass over events of other types**, without touching their payloads: `read_log`,
 //!   `read_stream`, the `for_each_*` walks, subscriptions, processors and projectors. A store
@@ -31,6 +33,7 @@
 //!   it (its type and stream cannot be known).
 
 mod events;
+pub(crate) mod readable;
 #[allow(clippy::module_inception)]
 mod reader;
 pub(crate) mod view;
@@ -39,11 +42,15 @@ pub use events::Events;
 
 /// What a run of reads learned and can reuse for the next record: the stream key of the last
 /// encrypted record, and whether the reader's type was checked against the store's record of its
-/// layout (one accepted name, at the reader's schema version).
+/// layout (one accepted name, at the reader's schema version); for a set of types, which members
+/// were.
+#[doc(hidden)]
 #[derive(Debug, Default)]
-pub(crate) struct ViewMemo {
+pub struct ViewMemo {
     pub(crate) keys: crate::crypto::KeyMemo,
     schema_checked: bool,
+    members_checked: u64,
 }
+pub use readable::{Member, Readable, Record};
 pub use reader::{Reader, DEFAULT_MAX_TXN_AGE};
 pub use view::EventView;

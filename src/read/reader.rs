@@ -1,8 +1,6 @@
 //! The typed reader.
 
-use std::marker::PhantomData;
 use std::ops::{Bound, ControlFlow};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,12 +9,11 @@ use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
 
 use super::events::{check_place, Events, Source};
-use super::view::EventView;
+use super::readable::{wrong_type, Readable, Record};
 use super::ViewMemo;
 use crate::env::ReadTxn;
 use crate::error::{Error, Result};
 use crate::event::Event;
-use crate::event::Upcaster;
 use crate::format::index::stream_read_keys;
 use crate::format::record::{self, DecodedRecord};
 use crate::format::Envelope;
@@ -61,73 +58,27 @@ pub const DEFAULT_MAX_TXN_AGE: Duration = Duration::from_millis(100);
 /// assert_eq!(newest_first, [3, 2, 1]);
 /// # Ok::<(), varvedb::error::Error>(())
 /// ```
-pub struct Reader<E> {
+pub struct Reader<R: Readable> {
     storage: Storage,
-    /// Every event type name the reader reads: `E`'s, those accepted as `E`, and those of the
+    /// Every event type name the reader reads: `R`'s, those accepted as `R`, and those of the
     /// older versions it upcasts.
     accepted: Arc<[String]>,
-    kinds: Arc<Kinds<E>>,
+    kinds: Arc<R::Kinds>,
     max_txn_age: Duration,
-    _event: PhantomData<fn() -> E>,
 }
 
-/// How a reader reads each name and version, and what it verified of each: whether the store's
-/// entry for it was found to take the layout the reader reads it with (entries never change, so
-/// once is enough).
-struct Kinds<E> {
-    /// The names read as `E` at `E::VERSION`: `E::NAME` first, then those accepted.
-    direct: Vec<(String, AtomicBool)>,
-    /// The older (name, version)s read through an upcaster.
-    upcasters: Vec<(Upcaster<E>, AtomicBool)>,
-}
-
-impl<E> Kinds<E> {
-    fn new(direct: Vec<String>, upcasters: Vec<Upcaster<E>>) -> (Arc<[String]>, Arc<Kinds<E>>) {
-        let mut accepted: Vec<String> = Vec::new();
-        for name in direct
-            .iter()
-            .map(String::as_str)
-            .chain(upcasters.iter().map(|u| u.name))
-        {
-            if !accepted.iter().any(|a| a == name) {
-                accepted.push(name.to_string());
-            }
-        }
-        let kinds = Kinds {
-            direct: direct
-                .into_iter()
-                .map(|n| (n, AtomicBool::new(false)))
-                .collect(),
-            upcasters: upcasters
-                .into_iter()
-                .map(|u| (u, AtomicBool::new(false)))
-                .collect(),
-        };
-        (accepted.into(), Arc::new(kinds))
-    }
-}
-
-/// How an event is read, once checked.
-enum Verdict {
-    /// As `E`, straight from its payload.
-    Current,
-    /// Through the upcaster at this index.
-    Upcast(usize),
-}
-
-impl<E> Clone for Reader<E> {
+impl<R: Readable> Clone for Reader<R> {
     fn clone(&self) -> Self {
         Reader {
             storage: self.storage.clone(),
             accepted: Arc::clone(&self.accepted),
             kinds: Arc::clone(&self.kinds),
             max_txn_age: self.max_txn_age,
-            _event: PhantomData,
         }
     }
 }
 
-impl<E> std::fmt::Debug for Reader<E> {
+impl<R: Readable> std::fmt::Debug for Reader<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Reader")
             .field("path", &self.storage.path())
@@ -141,19 +92,6 @@ where
     E: Event,
     E::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
 {
-    /// A reader for events of type `E`, and of its older versions, which it upcasts (see
-    /// [`Upcast`](crate::Upcast)).
-    pub fn new(storage: Storage) -> Self {
-        let (accepted, kinds) = Kinds::new(vec![E::NAME.to_string()], E::upcasts());
-        Reader {
-            storage,
-            accepted,
-            kinds,
-            max_txn_age: DEFAULT_MAX_TXN_AGE,
-            _event: PhantomData,
-        }
-    }
-
     /// Also accepts records stored under these event type names (written with
     /// [`Writer::with_event_type`](crate::Writer::with_event_type) or
     /// [`NewEvent::with_event_type`](crate::NewEvent::with_event_type)) as archives of `E`, at
@@ -163,16 +101,25 @@ where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let mut direct: Vec<String> = self.kinds.direct.iter().map(|(n, _)| n.clone()).collect();
-        direct.extend(names.into_iter().map(Into::into));
-        let upcasters = self
-            .kinds
-            .upcasters
-            .iter()
-            .map(|(u, _)| u.clone())
-            .collect();
-        (self.accepted, self.kinds) = Kinds::new(direct, upcasters);
+        let kinds = self.kinds.accepting(names.into_iter().map(Into::into));
+        self.accepted = E::accepted(&kinds).into();
+        self.kinds = Arc::new(kinds);
         self
+    }
+}
+
+impl<R: Readable> Reader<R> {
+    /// A reader of `R`: of an event type and its older versions, which it upcasts (see
+    /// [`Upcast`](crate::Upcast)), or of a set of event types (see
+    /// [`EventSet`](crate::EventSet)).
+    pub fn new(storage: Storage) -> Self {
+        let kinds = R::kinds();
+        Reader {
+            storage,
+            accepted: R::accepted(&kinds).into(),
+            kinds: Arc::new(kinds),
+            max_txn_age: DEFAULT_MAX_TXN_AGE,
+        }
     }
 
     /// Sets how long a `for_each_*` scan may keep one read transaction open before it renews it
@@ -194,7 +141,7 @@ where
     /// [`Error::Corrupted`] when the record fails its checksum, [`Error::WrongEventType`] when it
     /// holds another type, [`Error::InvalidPayload`] when the payload is not a valid archive of
     /// `E`, [`Error::Lmdb`].
-    pub fn get<'t>(&self, txn: &'t ReadTxn, seq: u64) -> Result<Option<EventView<'t, E>>> {
+    pub fn get<'t>(&self, txn: &'t ReadTxn, seq: u64) -> Result<Option<R::View<'t>>> {
         let raw = self.raw(txn)?;
         txn.count_reads(ReadKind::Get, 1);
         match self.log().dbs.get_record(raw, seq) {
@@ -244,7 +191,7 @@ where
         &self,
         txn: &'t ReadTxn,
         stream: impl IntoStreamId,
-    ) -> Result<Option<EventView<'t, E>>> {
+    ) -> Result<Option<R::View<'t>>> {
         let stream = stream.into_stream_id()?;
         let raw = self.raw(txn)?;
         txn.count_reads(ReadKind::LastInStream, 1);
@@ -256,7 +203,7 @@ where
         &self,
         raw: &'t heed::RoTxn<'static>,
         stream: StreamId,
-    ) -> Result<Option<EventView<'t, E>>> {
+    ) -> Result<Option<R::View<'t>>> {
         let Some(head) = self.storage.head_of(raw, stream)? else {
             return Ok(None);
         };
@@ -268,13 +215,8 @@ where
                 Error::corrupted(head.last_seq, "stream head points at a missing record")
             })?;
         let view = self.view_at(raw, head.last_seq, bytes)?;
-        check_place(
-            view.seq(),
-            view.stream(),
-            view.version(),
-            stream,
-            head.version,
-        )?;
+        let (seq, found_stream, found_version) = R::place(&view);
+        check_place(seq, found_stream, found_version, stream, head.version)?;
         Ok(Some(view))
     }
 
@@ -294,7 +236,7 @@ where
         stream: impl IntoStreamId,
         from: u64,
         direction: Direction,
-    ) -> Result<Events<'t, E>> {
+    ) -> Result<Events<'t, R>> {
         let stream = stream.into_stream_id()?;
         let store = &self.storage.store;
         let index = store.log.dbs.stream_index;
@@ -335,7 +277,7 @@ where
         txn: &'t ReadTxn,
         from: u64,
         direction: Direction,
-    ) -> Result<Events<'t, E>> {
+    ) -> Result<Events<'t, R>> {
         let scan = Scan::new(
             &self.log().dbs,
             self.raw(txn)?,
@@ -382,7 +324,7 @@ where
         &self,
         from: u64,
         direction: Direction,
-        mut f: impl FnMut(EventView<'_, E>) -> ControlFlow<()>,
+        mut f: impl FnMut(R::View<'_>) -> ControlFlow<()>,
     ) -> Result<u64> {
         let mut cursor = LogCursor::new(from, direction, self.max_txn_age);
         let select = self.select();
@@ -432,7 +374,7 @@ where
         stream: impl IntoStreamId,
         from: u64,
         direction: Direction,
-        mut f: impl FnMut(EventView<'_, E>) -> ControlFlow<()>,
+        mut f: impl FnMut(R::View<'_>) -> ControlFlow<()>,
     ) -> Result<u64> {
         let stream = stream.into_stream_id()?;
         let mut next = from;
@@ -446,7 +388,7 @@ where
                 let Some(view) = events.next().transpose()? else {
                     return Ok(visited);
                 };
-                let pos = view.version();
+                let (_, _, pos) = R::place(&view);
                 visited += 1;
                 if f(view).is_break() {
                     return Ok(visited);
@@ -515,7 +457,7 @@ where
         txn: &heed::RoTxn<'_>,
         seq: u64,
         bytes: &'t [u8],
-    ) -> Result<EventView<'t, E>> {
+    ) -> Result<R::View<'t>> {
         match self.decode_own(seq, bytes)? {
             Ok(rec) => self.view_of(txn, rec, &mut ViewMemo::default()),
             Err(other) => Err(wrong_type(seq, &self.accepted, other.event_type_bytes())),
@@ -559,155 +501,16 @@ where
         }
     }
 
-    /// The typed view of a record of an accepted type whose header is verified, read in `txn`
-    /// (where the store's record of its type's layout is looked up, once): its payload
-    /// checksummed (unless done already), decrypted in an encrypted store (reusing the stream
-    /// key in `memo` when the record has the same one), and validated as an archived `E`.
-    /// Always inlined: it is the per-record work of every typed scan, and a record moved through
-    /// memory on its way into a view stalls the loop.
+    /// The view of a record of an accepted type whose header is verified, read in `txn`, by
+    /// the rules of `R` ([`Readable::view_of`]).
     #[inline(always)]
     pub(crate) fn view_of<'t>(
         &self,
         txn: &heed::RoTxn<'_>,
         rec: DecodedRecord<'t>,
         memo: &mut ViewMemo,
-    ) -> Result<EventView<'t, E>> {
-        let version = rec.schema_version();
-        if !(memo.schema_checked
-            && version == E::VERSION
-            && (self.accepted.len() == 1 || bytes_eq(rec.event_type_bytes(), E::NAME.as_bytes())))
-        {
-            // Scalars, not `&rec`: taking the record's address would make it go through memory
-            // on every record, a store-forwarding stall in the hot loop.
-            let name = rec.event_type_bytes();
-            match self.check_schema(txn, rec.seq(), name, version)? {
-                Verdict::Current => memo.schema_checked = bytes_eq(name, E::NAME.as_bytes()),
-                Verdict::Upcast(i) => return self.upcast(rec, i, memo),
-            }
-        }
-        let log = self.log();
-        if log.crypto.is_none() {
-            if let Some(view) = rec
-                .verified_plain_payload()
-                .and_then(|payload| EventView::borrowed(rec, payload))
-            {
-                return Ok(view);
-            }
-        }
-        let (view, copied) = EventView::new(rec, log.crypto.as_ref(), &mut memo.keys)?;
-        if copied {
-            self.storage
-                .store
-                .unaligned_copies
-                .fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(view)
-    }
-}
-
-impl<E> Reader<E>
-where
-    E: Event,
-    E::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
-{
-    /// How an event of type `name` at `version` is read as `E`: straight, when `version` is
-    /// `E`'s and the name one read as `E`; through an upcaster, when the reader has one for
-    /// them; and in either case only when the store recorded for them the layout the reader
-    /// reads them with, or none that is known.
-    #[cold]
-    #[inline(never)]
-    fn check_schema(
-        &self,
-        txn: &heed::RoTxn<'_>,
-        seq: u64,
-        name: &[u8],
-        version: u16,
-    ) -> Result<Verdict> {
-        let kinds = &self.kinds;
-        let direct = (version == E::VERSION)
-            .then(|| {
-                kinds
-                    .direct
-                    .iter()
-                    .position(|(n, _)| bytes_eq(n.as_bytes(), name))
-            })
-            .flatten();
-        let (verdict, layout, verified) =
-            match direct {
-                Some(i) => (Verdict::Current, E::LAYOUT, &kinds.direct[i].1),
-                None => {
-                    let Some(i) = kinds.upcasters.iter().position(|(u, _)| {
-                        u.version == version && bytes_eq(u.name.as_bytes(), name)
-                    }) else {
-                        if !self.accepted.iter().any(|a| bytes_eq(a.as_bytes(), name)) {
-                            return Err(wrong_type(seq, &self.accepted, name));
-                        }
-                        return Err(Error::UnknownSchemaVersion {
-                            seq,
-                            event_type: String::from_utf8_lossy(name).into_owned(),
-                            stored: version,
-                            current: E::VERSION,
-                        });
-                    };
-                    let (upcaster, verified) = &kinds.upcasters[i];
-                    (Verdict::Upcast(i), upcaster.layout, verified)
-                }
-            };
-        if verified.load(Ordering::Relaxed) {
-            return Ok(verdict);
-        }
-        let log = &self.storage.store.log;
-        let registered = log
-            .schemas
-            .committed(&log.dbs, txn, name, version)
-            .map_err(|e| match e {
-                Error::Damaged { entry, reason } => Error::corrupted(
-                    seq,
-                    format!("the store's record of its layout ({entry}) is damaged: {reason}"),
-                ),
-                e => e,
-            })?
-            .ok_or_else(|| {
-                Error::corrupted(
-                    seq,
-                    format!(
-                        "the store has no record of the layout of {} v{version}, which every event has",
-                        String::from_utf8_lossy(name)
-                    ),
-                )
-            })?;
-        crate::schema::check(registered, name, version, layout, Some(seq))?;
-        verified.store(true, Ordering::Relaxed);
-        Ok(verdict)
-    }
-
-    /// The view of an event of an older version, through upcaster `i`, counted in the
-    /// store's metrics.
-    #[cold]
-    #[inline(never)]
-    fn upcast<'t>(
-        &self,
-        rec: DecodedRecord<'t>,
-        i: usize,
-        memo: &mut ViewMemo,
-    ) -> Result<EventView<'t, E>> {
-        let log = &self.storage.store.log;
-        let upcaster = &self.kinds.upcasters[i].0;
-        let view = EventView::upcast(rec, log.crypto.as_ref(), &mut memo.keys, upcaster)?;
-        log.env
-            .metrics()
-            .upcast(upcaster.name, upcaster.version, E::VERSION);
-        Ok(view)
-    }
-}
-
-#[cold]
-#[inline(never)]
-fn wrong_type(seq: u64, accepted: &[String], found: &[u8]) -> Error {
-    Error::WrongEventType {
-        seq,
-        expected: accepted.join(" | "),
-        found: String::from_utf8_lossy(found).into_owned(),
+    ) -> Result<R::View<'t>> {
+        R::view_of(&self.storage, &self.kinds, txn, Record(rec), memo)
     }
 }
 

@@ -5,22 +5,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rkyv::api::high::HighValidator;
-use rkyv::bytecheck::CheckBytes;
-use rkyv::rancor;
-
 use super::handler::{ErrorPolicy, EventHandler};
 use super::processor::commit_checkpoint;
 use crate::error::{Error, HandlerError, Result};
-use crate::event::Event;
 use crate::log::{LogCursor, Step};
-use crate::read::Reader;
 use crate::read::ViewMemo;
+use crate::read::{Readable, Reader};
 use crate::types::Direction;
 
 /// The handler's work for one call of [`Batch::run`].
-pub(super) struct Batch<E> {
-    pub reader: Reader<E>,
+pub(super) struct Batch<R: Readable> {
+    pub reader: Reader<R>,
     pub name: String,
     pub policy: ErrorPolicy,
     pub checkpoint_every: u64,
@@ -44,11 +39,7 @@ pub(super) struct Outcome<H> {
 /// Events handled between two looks at the clock for a time-based checkpoint.
 const CLOCK_EVERY: u64 = 64;
 
-impl<E> Batch<E>
-where
-    E: Event,
-    E::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
-{
+impl<R: Readable> Batch<R> {
     /// Handles the events after `handled` until the log ends, the processor is stopped, or an
     /// error stops it, walking the log with the reader's cursor: events of other types are
     /// passed over without being read, shredded ones too (there is nothing to hand the handler).
@@ -57,7 +48,7 @@ where
     /// checkpoint to ride along with the next commit (when `ride_along`).
     pub(super) fn run<H, X>(self, mut handler: H, handled: u64, durable: u64) -> Outcome<H>
     where
-        H: EventHandler<E, X>,
+        H: EventHandler<R, X>,
         X: Into<HandlerError>,
     {
         let storage = self.reader.storage().clone();
@@ -80,9 +71,9 @@ where
                     handled = handled.max(seq - 1);
                     let delivered = match self.reader.view_of(txn.raw(), rec, &mut memo) {
                         Ok(view) => {
-                            let envelope = view.envelope();
+                            let envelope = R::envelope(&view);
                             self.deliver(&mut handler, &mut skipped, seq, |h| {
-                                h.handle_envelope(&envelope, &view)
+                                h.handle_envelope(&envelope, R::event(&view))
                             })
                         }
                         Err(e) => self.unreadable(&mut skipped, seq, e),

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use rkyv::Archive;
+use crate::read::Readable;
 
 use crate::error::{Error, HandlerError};
 use crate::format::Envelope;
@@ -55,13 +55,13 @@ use crate::format::Envelope;
 ///     }
 /// }
 /// ```
-pub trait EventHandler<E: Archive, X: Into<HandlerError> = Error> {
+pub trait EventHandler<R: Readable, X: Into<HandlerError> = Error> {
     /// Handles one event.
     ///
     /// # Errors
     ///
     /// Any error; the processor's [`ErrorPolicy`] decides what happens next.
-    fn handle(&mut self, event: &E::Archived) -> std::result::Result<(), X>;
+    fn handle(&mut self, event: R::Ref<'_>) -> std::result::Result<(), X>;
 
     /// Handles one event with its envelope. The default calls [`handle`](EventHandler::handle).
     ///
@@ -71,7 +71,7 @@ pub trait EventHandler<E: Archive, X: Into<HandlerError> = Error> {
     fn handle_envelope(
         &mut self,
         envelope: &Envelope<'_>,
-        event: &E::Archived,
+        event: R::Ref<'_>,
     ) -> std::result::Result<(), X> {
         let _ = envelope;
         self.handle(event)

@@ -3,9 +3,6 @@
 use std::marker::PhantomData;
 use std::time::Duration;
 
-use rkyv::api::high::HighValidator;
-use rkyv::bytecheck::CheckBytes;
-use rkyv::rancor;
 use tokio::sync::watch;
 
 use super::batch::Batch;
@@ -13,8 +10,7 @@ use super::checkpoint;
 use super::handler::{ErrorPolicy, EventHandler};
 use super::wake::{wait_for_work, StopHandle, Wake};
 use crate::error::{Error, HandlerError, Result};
-use crate::event::Event;
-use crate::read::Reader;
+use crate::read::{Readable, Reader};
 use crate::store::Storage;
 
 /// A named consumer of the log: it delivers every event after its checkpoint to its handler, in
@@ -68,8 +64,8 @@ use crate::store::Storage;
 /// task.await??;
 /// # Ok(()) }
 /// ```
-pub struct Processor<E, H, X = Error> {
-    reader: Reader<E>,
+pub struct Processor<R: Readable, H, X = Error> {
+    reader: Reader<R>,
     handler: Option<H>,
     name: String,
     wake: Wake,
@@ -80,18 +76,17 @@ pub struct Processor<E, H, X = Error> {
     _error: PhantomData<fn() -> X>,
 }
 
-impl<E, H, X> Processor<E, H, X>
+impl<R, H, X> Processor<R, H, X>
 where
-    E: Event,
-    E::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
-    H: EventHandler<E, X> + Send + 'static,
+    R: Readable,
+    H: EventHandler<R, X> + Send + 'static,
     X: Into<HandlerError> + 'static,
 {
     /// A processor named `name` that feeds `handler` from `reader`'s store, woken by `head`
     /// (from [`Writer::subscribe`](crate::Writer::subscribe) or
     /// [`Storage::subscribe`]).
     pub fn new(
-        reader: Reader<E>,
+        reader: Reader<R>,
         handler: H,
         name: impl Into<String>,
         head: watch::Receiver<u64>,

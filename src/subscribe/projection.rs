@@ -3,11 +3,7 @@
 
 use std::marker::PhantomData;
 
-use rkyv::api::high::HighValidator;
-use rkyv::bytecheck::CheckBytes;
-use rkyv::rancor;
 use rkyv::util::AlignedVec;
-use rkyv::Archive;
 use tokio::sync::watch;
 
 use super::checkpoint;
@@ -15,11 +11,10 @@ use super::processor::{committed_head, Panicked};
 use super::wake::{wait_for_work, StopHandle, Wake};
 use crate::env::{Commit, WriteKind};
 use crate::error::{Error, HandlerError, Result};
-use crate::event::Event;
 use crate::format::Envelope;
 use crate::log::Scan;
 use crate::read::view::PAYLOAD_ALIGN;
-use crate::read::Reader;
+use crate::read::{Readable, Reader};
 use crate::store::Storage;
 use crate::types::Direction;
 
@@ -31,7 +26,7 @@ use crate::types::Direction;
 ///
 /// A projection fails with an error type of its choosing, `X` (VarveDB's [`Error`] by default,
 /// so that `?` works on `heed` calls; see [`EventHandler`](crate::EventHandler)).
-pub trait Projection<E: Archive, X: Into<HandlerError> = Error> {
+pub trait Projection<R: Readable, X: Into<HandlerError> = Error> {
     /// Applies one event.
     ///
     /// # Errors
@@ -42,7 +37,7 @@ pub trait Projection<E: Archive, X: Into<HandlerError> = Error> {
         &mut self,
         txn: &mut heed::RwTxn<'_>,
         envelope: &Envelope<'_>,
-        event: &E::Archived,
+        event: R::Ref<'_>,
     ) -> std::result::Result<(), X>;
 }
 
@@ -69,8 +64,8 @@ impl Storage {
 /// reads the events, applies them, and moves the checkpoint: a crash at any moment leaves the
 /// read model and the checkpoint consistent, so no event is applied twice or lost. The write
 /// lock is held while a batch is applied, so appends wait for it: keep batches short.
-pub struct Projector<E, P, X = Error> {
-    reader: Reader<E>,
+pub struct Projector<R: Readable, P, X = Error> {
+    reader: Reader<R>,
     projection: Option<P>,
     name: String,
     wake: Wake,
@@ -78,17 +73,16 @@ pub struct Projector<E, P, X = Error> {
     _error: PhantomData<fn() -> X>,
 }
 
-impl<E, P, X> Projector<E, P, X>
+impl<R, P, X> Projector<R, P, X>
 where
-    E: Event,
-    E::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
-    P: Projection<E, X> + Send + 'static,
+    R: Readable,
+    P: Projection<R, X> + Send + 'static,
     X: Into<HandlerError> + 'static,
 {
     /// A projector named `name` (its checkpoint's name) feeding `projection` from `reader`'s
     /// store, woken by `head`.
     pub fn new(
-        reader: Reader<E>,
+        reader: Reader<R>,
         projection: P,
         name: impl Into<String>,
         head: watch::Receiver<u64>,
@@ -195,16 +189,15 @@ where
 /// Applies the events after the checkpoint in one write transaction, up to `batch` records of
 /// the log (events of other types, and shredded ones, are passed over but count), and moves the
 /// checkpoint past the last record visited.
-fn apply_batch<E, P, X>(
-    reader: &Reader<E>,
+fn apply_batch<R, P, X>(
+    reader: &Reader<R>,
     projection: &mut P,
     name: &str,
     batch: usize,
 ) -> Result<()>
 where
-    E: Event,
-    E::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
-    P: Projection<E, X>,
+    R: Readable,
+    P: Projection<R, X>,
     X: Into<HandlerError>,
 {
     let log = reader.log();
@@ -245,7 +238,7 @@ where
                 Err(e) => return Err(e),
             };
             projection
-                .apply(wtxn, &view.envelope(), &view)
+                .apply(wtxn, &R::envelope(&view), R::event(&view))
                 .map_err(|e| Error::Handler {
                     processor: name.to_string(),
                     seq,

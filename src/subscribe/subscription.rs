@@ -7,21 +7,17 @@ use std::marker::PhantomData;
 use std::ops::{ControlFlow, Deref};
 use std::sync::Arc;
 
-use rkyv::api::high::HighValidator;
-use rkyv::bytecheck::CheckBytes;
-use rkyv::rancor;
 use rkyv::util::AlignedVec;
 use rkyv::Archive;
 use tokio::sync::watch;
 
 use crate::env::Env;
 use crate::error::{Error, Result};
-use crate::event::Event;
 use crate::format::OwnedEnvelope;
 use crate::log::{LogCursor, Select, Step};
 use crate::read::view::PAYLOAD_ALIGN;
 use crate::read::ViewMemo;
-use crate::read::{EventView, Reader};
+use crate::read::{EventView, Readable, Reader};
 use crate::types::{Direction, IntoStreamId, StreamId};
 
 /// Where a subscription starts.
@@ -118,7 +114,7 @@ pub struct RecordedEvent<E: Archive> {
 }
 
 impl<E: Archive> RecordedEvent<E> {
-    fn from_view(view: &EventView<'_, E>) -> Self {
+    pub(crate) fn from_view(view: &EventView<'_, E>) -> Self {
         let bytes = view.payload_bytes();
         let mut payload = AlignedVec::with_capacity(bytes.len());
         payload.extend_from_slice(bytes);
@@ -185,17 +181,17 @@ where
 // Nearly every item is an `Event`: boxing it would add an allocation per event to save moving a
 // few hundred bytes on the rare `CaughtUp`.
 #[allow(clippy::large_enum_variant)]
-pub enum SubscriptionItem<E: Archive> {
-    /// The next matching event.
-    Event(RecordedEvent<E>),
+pub enum SubscriptionItem<R: Readable> {
+    /// The next matching event ([`RecordedEvent`] for one event type).
+    Event(R::Recorded),
     /// History is delivered: every event committed before this point was yielded; what follows
     /// is live. Yielded once.
     CaughtUp,
 }
 
-impl<E: Archive> std::fmt::Debug for SubscriptionItem<E>
+impl<R: Readable> std::fmt::Debug for SubscriptionItem<R>
 where
-    E::Archived: std::fmt::Debug,
+    R::Recorded: std::fmt::Debug,
 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -214,23 +210,19 @@ where
 /// read: events of other streams and of types the reader does not accept (or the filter does not
 /// name) are passed over without being checksummed or decrypted. An unreadable record it wants,
 /// or a shredded one, is an error item (the subscription then goes on after it).
-pub struct Subscription<E: Archive> {
-    reader: Reader<E>,
+pub struct Subscription<R: Readable> {
+    reader: Reader<R>,
     head: watch::Receiver<u64>,
     cursor: LogCursor,
     select: Select,
     memo: ViewMemo,
     batch: usize,
-    buffer: VecDeque<Result<RecordedEvent<E>>>,
+    buffer: VecDeque<Result<R::Recorded>>,
     caught_up_sent: bool,
     _open: OpenSubscription,
 }
 
-impl<E> Reader<E>
-where
-    E: Event,
-    E::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
-{
+impl<R: Readable> Reader<R> {
     /// A catch-up subscription from `start`, delivering the events that pass `filter`.
     ///
     /// ```
@@ -259,7 +251,7 @@ where
     /// # Errors
     ///
     /// [`Error::InvalidStreamId`] when the filter was given an id that is not a stream id.
-    pub fn subscribe(&self, start: StartFrom, filter: Filter) -> Result<Subscription<E>> {
+    pub fn subscribe(&self, start: StartFrom, filter: Filter) -> Result<Subscription<R>> {
         let select = filter.select(self.accepted())?;
         let storage = self.storage();
         let head = storage.subscribe();
@@ -282,11 +274,7 @@ where
     }
 }
 
-impl<E> Subscription<E>
-where
-    E: Event,
-    E::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
-{
+impl<R: Readable> Subscription<R> {
     /// Reads at most this many events per read transaction and holds at most this many in
     /// memory (default 256, at least 1).
     pub fn with_batch(mut self, batch: usize) -> Self {
@@ -323,7 +311,7 @@ where
     /// ```
     pub fn into_stream(
         self,
-    ) -> impl futures_core::Stream<Item = Result<SubscriptionItem<E>>> + Send {
+    ) -> impl futures_core::Stream<Item = Result<SubscriptionItem<R>>> + Send {
         futures_util::stream::unfold(self, |mut sub| async move {
             let item = sub.next().await?;
             Some((item, sub))
@@ -339,7 +327,7 @@ where
     /// for an unreadable record. `None` once the store is closed.
     ///
     /// Cancel-safe: dropping the future loses nothing.
-    pub async fn next(&mut self) -> Option<Result<SubscriptionItem<E>>> {
+    pub async fn next(&mut self) -> Option<Result<SubscriptionItem<R>>> {
         loop {
             if let Some(item) = self.buffer.pop_front() {
                 return Some(item.map(SubscriptionItem::Event));
@@ -382,7 +370,7 @@ where
                 buffer.push_back(
                     reader
                         .view_of(txn.raw(), rec, memo)
-                        .map(|view| RecordedEvent::from_view(&view)),
+                        .map(|view| R::record(&view)),
                 );
                 if buffer.len() >= *batch {
                     ControlFlow::Break(())

@@ -36,6 +36,232 @@ pub fn derive_layout(input: TokenStream) -> TokenStream {
     }
 }
 
+/// Derives `varvedb::Readable` for an enum whose variants each hold one event type: a set of
+/// event types read together, in log order, by one reader, subscription, processor or
+/// projector. It also writes three enums beside it, named after it: `<Name>View<'t>` (what reads
+/// yield), `<Name>Ref<'a>` (what handlers and projections get) and `<Name>Recorded` (what
+/// subscriptions yield), each with one variant per member.
+#[proc_macro_derive(EventSet)]
+pub fn derive_event_set(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    match event_set(&input) {
+        Ok(tokens) => tokens.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+/// Most members of a set (one bit each in the reader's memo).
+const MAX_MEMBERS: usize = 64;
+
+fn event_set(input: &DeriveInput) -> syn::Result<Tokens> {
+    let ident = &input.ident;
+    let vis = &input.vis;
+    let Data::Enum(data) = &input.data else {
+        return Err(syn::Error::new_spanned(
+            ident,
+            "EventSet is derived for an enum whose variants each hold one event type",
+        ));
+    };
+    if !input.generics.params.is_empty() {
+        return Err(syn::Error::new_spanned(
+            &input.generics,
+            "a set of event types is not generic",
+        ));
+    }
+    if data.variants.is_empty() || data.variants.len() > MAX_MEMBERS {
+        return Err(syn::Error::new_spanned(
+            ident,
+            format!("a set of event types has 1 to {MAX_MEMBERS} members"),
+        ));
+    }
+    let mut variants = Vec::new();
+    let mut types = Vec::new();
+    for variant in &data.variants {
+        match &variant.fields {
+            Fields::Unnamed(f) if f.unnamed.len() == 1 => {
+                variants.push(&variant.ident);
+                types.push(&f.unnamed[0].ty);
+            }
+            _ => {
+                return Err(syn::Error::new_spanned(
+                    variant,
+                    "each variant of a set holds one event type: `Variant(EventType)`",
+                ))
+            }
+        }
+    }
+    let view = quote::format_ident!("{}View", ident);
+    let reference = quote::format_ident!("{}Ref", ident);
+    let recorded = quote::format_ident!("{}Recorded", ident);
+    let index: Vec<syn::Index> = (0..types.len()).map(syn::Index::from).collect();
+    let bits: Vec<u32> = (0..types.len() as u32).collect();
+    let mut distinct = Vec::new();
+    for i in 0..types.len() {
+        for j in i + 1..types.len() {
+            let (a, b) = (types[i], types[j]);
+            let message = format!(
+                "two members of {ident} ({} and {}) have the same event name",
+                variants[i], variants[j]
+            );
+            distinct.push(quote! {
+                ::std::assert!(
+                    !::varvedb::__private::same_name(
+                        <#a as ::varvedb::Event>::NAME,
+                        <#b as ::varvedb::Event>::NAME,
+                    ),
+                    #message
+                );
+            });
+        }
+    }
+    let view_doc = format!(
+        "One event of [`{ident}`] as reads yield it: the view of its member, borrowed from the \
+         read transaction."
+    );
+    let ref_doc = format!("One event of [`{ident}`] as handlers and projections get it.");
+    let recorded_doc =
+        format!("One event of [`{ident}`] as subscriptions yield it: its member's owned copy.");
+    Ok(quote! {
+        #[doc = #view_doc]
+        #vis enum #view<'t> {
+            #(
+                #[allow(missing_docs)]
+                #variants(::varvedb::EventView<'t, #types>),
+            )*
+        }
+
+        #[doc = #ref_doc]
+        #[derive(Clone, Copy)]
+        #vis enum #reference<'a> {
+            #(
+                #[allow(missing_docs)]
+                #variants(&'a <#types as ::varvedb::__private::Archive>::Archived),
+            )*
+        }
+
+        #[doc = #recorded_doc]
+        #vis enum #recorded {
+            #(
+                #[allow(missing_docs)]
+                #variants(::varvedb::RecordedEvent<#types>),
+            )*
+        }
+
+        #[allow(dead_code)]
+        impl<'t> #view<'t> {
+            /// The event's envelope.
+            #vis fn envelope(&self) -> ::varvedb::Envelope<'_> {
+                match self { #( Self::#variants(e) => e.envelope(), )* }
+            }
+            /// Global sequence of the event.
+            #vis fn seq(&self) -> u64 {
+                match self { #( Self::#variants(e) => e.seq(), )* }
+            }
+            /// The stream of the event.
+            #vis fn stream(&self) -> ::varvedb::StreamId {
+                match self { #( Self::#variants(e) => e.stream(), )* }
+            }
+            /// Version of the event in its stream.
+            #vis fn version(&self) -> u64 {
+                match self { #( Self::#variants(e) => e.version(), )* }
+            }
+            /// Whether the event was stored at an older version of its member and upcast.
+            #vis fn is_upcast(&self) -> bool {
+                match self { #( Self::#variants(e) => e.is_upcast(), )* }
+            }
+            /// The archived event, as a reference to its member's archived type.
+            #vis fn event(&self) -> #reference<'_> {
+                match self { #( Self::#variants(e) => #reference::#variants(e.archived()), )* }
+            }
+            /// Deserializes the event into an owned value of the set.
+            ///
+            /// # Errors
+            ///
+            /// `Error::InvalidPayload` if rkyv's deserializer fails.
+            #vis fn deserialize(&self) -> ::varvedb::Result<#ident> {
+                match self { #( Self::#variants(e) => e.deserialize().map(#ident::#variants), )* }
+            }
+        }
+
+        #[allow(dead_code)]
+        impl #recorded {
+            /// The event's envelope.
+            #vis fn envelope(&self) -> &::varvedb::OwnedEnvelope {
+                match self { #( Self::#variants(e) => e.envelope(), )* }
+            }
+            /// Global sequence of the event.
+            #vis fn seq(&self) -> u64 {
+                match self { #( Self::#variants(e) => e.seq(), )* }
+            }
+            /// The archived event, as a reference to its member's archived type.
+            #vis fn event(&self) -> #reference<'_> {
+                match self { #( Self::#variants(e) => #reference::#variants(&**e), )* }
+            }
+            /// Deserializes the event into an owned value of the set.
+            ///
+            /// # Errors
+            ///
+            /// `Error::InvalidPayload` if rkyv's deserializer fails.
+            #vis fn deserialize(&self) -> ::varvedb::Result<#ident> {
+                match self { #( Self::#variants(e) => e.deserialize().map(#ident::#variants), )* }
+            }
+        }
+
+        const _: () = { #( #distinct )* };
+
+        impl ::varvedb::Readable for #ident {
+            type View<'t> = #view<'t>;
+            type Ref<'a> = #reference<'a>;
+            type Recorded = #recorded;
+            type Kinds = ( #( ::varvedb::__private::Member<#types>, )* );
+
+            fn kinds() -> Self::Kinds {
+                ( #( ::varvedb::__private::Member::new(#bits), )* )
+            }
+
+            fn accepted(kinds: &Self::Kinds) -> ::std::vec::Vec<::std::string::String> {
+                let mut names = ::std::vec::Vec::new();
+                #( kinds.#index.names_into(&mut names); )*
+                names
+            }
+
+            #[inline]
+            fn view_of<'t>(
+                storage: &::varvedb::Storage,
+                kinds: &Self::Kinds,
+                txn: &::varvedb::heed::RoTxn<'_>,
+                record: ::varvedb::__private::Record<'t>,
+                memo: &mut ::varvedb::__private::ViewMemo,
+            ) -> ::varvedb::Result<#view<'t>> {
+                #(
+                    if kinds.#index.reads(&record) {
+                        return kinds.#index.view_of(storage, txn, record, memo).map(#view::#variants);
+                    }
+                )*
+                ::std::result::Result::Err(record.not_read(&Self::accepted(kinds)))
+            }
+
+            fn envelope<'a>(view: &'a #view<'_>) -> ::varvedb::Envelope<'a> {
+                view.envelope()
+            }
+
+            fn place(view: &#view<'_>) -> (u64, ::varvedb::StreamId, u64) {
+                (view.seq(), view.stream(), view.version())
+            }
+
+            fn event<'a>(view: &'a #view<'_>) -> #reference<'a> {
+                view.event()
+            }
+
+            fn record(view: &#view<'_>) -> #recorded {
+                match view {
+                    #( #view::#variants(e) => #recorded::#variants(::varvedb::__private::Member::<#types>::record(e)), )*
+                }
+            }
+        }
+    })
+}
+
 fn event(input: &DeriveInput) -> syn::Result<Tokens> {
     let EventAttrs {
         name,
