@@ -25,10 +25,12 @@ use crate::types::{Direction, IntoStreamId, StreamId, StreamInfo};
 /// Default longest time a `for_each_*` scan keeps one read transaction open.
 pub const DEFAULT_MAX_TXN_AGE: Duration = Duration::from_millis(100);
 
-/// Reads events of type `E`: point reads, stream and log ranges, stream listings.
+/// Reads events of type `E`, or of a set of types (see [`Readable`]): point reads, stream and
+/// log ranges, stream listings.
 ///
-/// Reads return [`EventView`]s that deref to `E::Archived`, validated with bytecheck and borrowed
-/// from the read transaction without copying. Records whose event type is not one this reader
+/// Reads return [`EventView`](crate::EventView)s that deref to `E::Archived`, validated with
+/// bytecheck and borrowed from the read transaction without copying (for a set, the view of the
+/// record's member). Records whose event type is not one this reader
 /// accepts give [`Error::WrongEventType`] (by default a reader accepts the type name its
 /// [`Writer`](crate::Writer) stores, [`Event::NAME`](crate::Event::NAME)). Events of that name
 /// at another schema version are [`Error::UnknownSchemaVersion`], and those the store recorded
