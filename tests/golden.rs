@@ -518,8 +518,10 @@ fn orders_v2_as_v1_reads_v1_and_names_v2() {
 
 #[test]
 fn orders_v2_reads_as_v2_on_every_path() {
-    let f = open_fixture("orders-v2");
-    check_every_path(&f.storage, &f.want_v2(), "v2");
+    for name in ["orders-v2", "orders-v2-encrypted"] {
+        let f = open_fixture(name);
+        check_every_path(&f.storage, &f.want_v2(), "v2");
+    }
 }
 
 /// Version 3 writes beside the old events; its own read zero-copy, the old ones upcast, and the

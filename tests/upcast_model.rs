@@ -11,7 +11,8 @@
 //! - one written at `j > k` under the other name is another event type to the reader: passed
 //!   over by scans, `WrongEventType` from reads by position.
 //!
-//! `PROPTEST_CASES` overrides the number of cases (default 48).
+//! Each case checks the readers of all four versions on the same store. `PROPTEST_CASES`
+//! overrides the number of cases (default 256).
 
 mod read_paths;
 
@@ -412,7 +413,7 @@ fn every_version_reads_the_model() {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(48);
+        .unwrap_or(256);
     let mut runner = TestRunner::new(Config {
         cases,
         failure_persistence: None,
