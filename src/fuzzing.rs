@@ -88,3 +88,85 @@ where
     .expect("sealing a fuzz seed");
     buf
 }
+
+/// Reads `payload` as the archived payload of a plain record stored under `event_type` at
+/// `schema_version`, the way a `Reader<E>` reads one: as `E` itself when those are `E`'s name
+/// and version (zero-copy when the payload is aligned, else copied first), through `E`'s
+/// upcaster for them when `E` has one (`#[event(previous = ...)]`), and otherwise not at all
+/// (`None`). The record around the payload is framed with valid checksums, so that what is
+/// exercised is the payload's validation and the upcast; `misalign` puts the record one byte
+/// off 16-byte alignment in memory. The store's check of recorded layouts is not part of this:
+/// it compares fingerprints, never payload bytes.
+///
+/// Returns the event deserialized, and whether it was upcast.
+pub fn read_payload<E>(
+    event_type: &str,
+    schema_version: u16,
+    payload: &[u8],
+    misalign: bool,
+) -> Option<Result<(E, bool)>>
+where
+    E: crate::Event,
+    E::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>
+        + rkyv::Deserialize<E, rkyv::api::high::HighDeserializer<rancor::Error>>,
+{
+    use crate::format::record::{begin, finish, set_position, Place, RecordParts};
+    use crate::read::EventView;
+
+    let current = event_type == E::NAME && schema_version == E::VERSION;
+    let upcaster = if current {
+        None
+    } else {
+        Some(
+            E::upcasts()
+                .into_iter()
+                .find(|u| u.name == event_type && u.version == schema_version)?,
+        )
+    };
+
+    let mut buf = Vec::new();
+    let parts = RecordParts {
+        stream: crate::StreamId(1),
+        event_id: uuid::Uuid::from_u128(1),
+        correlation_id: None,
+        causation_id: None,
+        event_type,
+        schema_version,
+        metadata: None,
+        encrypted: false,
+    };
+    let begun = begin(&mut buf, &parts);
+    buf.extend_from_slice(payload);
+    let len = finish(&mut buf, begun.start, begun.payload_offset);
+    let place = Place {
+        seq: 1,
+        version: 1,
+        prev_seq: 0,
+        timestamp_ns: 1,
+    };
+    set_position(&mut buf[..len], begun.payload_offset, place, None)
+        .expect("a plain record needs no key");
+    let mut memory = rkyv::util::AlignedVec::<16>::with_capacity(len + 1);
+    if misalign {
+        memory.push(0);
+    }
+    memory.extend_from_slice(&buf[..len]);
+    let bytes = &memory[usize::from(misalign)..];
+
+    let read = || -> Result<(E, bool)> {
+        let rec = crate::format::record::decode_event(1, bytes)?;
+        let view = match &upcaster {
+            Some(upcaster) => EventView::upcast(rec, None, &mut Default::default(), upcaster)?,
+            // As `Reader::view_of` reads an event of its own version in a plain store.
+            None => match rec
+                .verified_plain_payload()
+                .and_then(|payload| EventView::<E>::borrowed(rec, payload))
+            {
+                Some(view) => view,
+                None => EventView::new(rec, None, &mut Default::default())?.0,
+            },
+        };
+        Ok((view.deserialize()?, view.is_upcast()))
+    };
+    Some(read())
+}

@@ -1,6 +1,7 @@
-//! Shared code of the VarveDB fuzz targets and of the seed generator (`examples/gen_seeds.rs`):
-//! the event type the targets decode, the input format, and a mirror of the record layout of
-//! `docs/format.md` used to re-seal checksums and to cross-check the library's validation.
+//! Shared code of the VarveDB fuzz targets and of the seed generators (`examples/`): the event
+//! type the record targets decode, the input format, and a mirror of the record layout of
+//! `docs/format.md` used to re-seal checksums and to cross-check the library's validation. The
+//! `upcast` target's types and input format are in [`upcast`].
 //!
 //! # Input format of `decode_record`
 //!
@@ -19,6 +20,8 @@
 
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
+
+pub mod upcast;
 
 /// Raw record bytes under a given sequence.
 pub const MODE_RAW: u8 = 0;
