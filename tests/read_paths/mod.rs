@@ -527,7 +527,8 @@ struct Collect<E>(Vec<Seen<E>>);
 impl<E> EventHandler<E> for Collect<E>
 where
     E: Event,
-    E::Archived: rkyv::Deserialize<E, HighDeserializer<rancor::Error>>,
+    E::Archived: rkyv::Deserialize<E, HighDeserializer<rancor::Error>>
+        + for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
 {
     fn handle(&mut self, _event: &E::Archived) -> varvedb::Result<()> {
         unreachable!("handle_envelope is implemented")
@@ -553,7 +554,8 @@ struct Record<E> {
 impl<E> Projection<E> for Record<E>
 where
     E: Event + Debug,
-    E::Archived: rkyv::Deserialize<E, HighDeserializer<rancor::Error>>,
+    E::Archived: rkyv::Deserialize<E, HighDeserializer<rancor::Error>>
+        + for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
 {
     fn apply(
         &mut self,
