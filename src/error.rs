@@ -282,6 +282,20 @@ pub enum Error {
         current: u16,
     },
 
+    /// An event of a type this build reads, at a version that a newer build stored under a new
+    /// name (the store records the rename): this build has no type for it. On a read, the
+    /// event's own name and version; on a write, the older name at a version the store already
+    /// keeps under the new name. Never passed over, as a type the reader does not know would be.
+    #[error("{event_type} v{version}{} is a version of an event type that a newer build of the application renamed; this build has no type for it: read and write it with the newer build's types", match seq { Some(seq) => format!(" (event at sequence {seq})"), None => String::new() })]
+    RenamedEventType {
+        /// The event type name.
+        event_type: String,
+        /// The schema version.
+        version: u16,
+        /// Global sequence of the record read, `None` on a write.
+        seq: Option<u64>,
+    },
+
     /// The payload passed its checksum but is not a valid archive of the reader's type.
     #[error("event at sequence {seq} is not a valid archive of the reader's type: {reason}")]
     InvalidPayload {
@@ -472,7 +486,7 @@ impl Error {
             | Error::Decryption { seq, .. }
             | Error::Handler { seq, .. }
             | Error::UnknownSchemaVersion { seq, .. } => Some(*seq),
-            Error::LayoutChanged { seq, .. } => *seq,
+            Error::LayoutChanged { seq, .. } | Error::RenamedEventType { seq, .. } => *seq,
             _ => None,
         }
     }

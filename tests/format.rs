@@ -194,7 +194,7 @@ fn open(dir: &Path) -> Storage {
 
 #[test]
 fn a_format_1_store_opens_reads_and_takes_appends() {
-    assert_eq!(FORMAT_VERSION, 4);
+    assert_eq!(FORMAT_VERSION, 5);
     let dir = fixture_copy();
     let storage = open(dir.path());
     assert_eq!(storage.head(), 8);
@@ -425,5 +425,32 @@ fn a_data_file_cut_short_is_refused_not_mapped() {
             assert!(e.to_string().contains("truncated"), "{e}");
         }
         other => panic!("a truncated data file: {other:?}"),
+    }
+}
+
+/// A format-4 store (the golden stores of `tests/golden.rs`, which read their events) opens,
+/// becomes format 5 and verifies clean, plain and encrypted.
+#[test]
+fn format_4_stores_are_upgraded_to_5() {
+    for (fixture, master_key) in [
+        ("orders-v2", None),
+        ("orders-v2-encrypted", Some([0x3C; 32])),
+    ] {
+        let dir = copy_fixture(fixture);
+        assert_eq!(stored_format(dir.path()), 4, "{fixture}");
+        let storage = Storage::open(StorageConfig {
+            path: dir.path().to_path_buf(),
+            encryption_enabled: master_key.is_some(),
+            master_key,
+            ..Default::default()
+        })
+        .unwrap();
+        let head = storage.head();
+        assert!(head > 0, "{fixture}");
+        let report = varvedb::admin::verify(&storage, &mut |_| {}).unwrap();
+        assert!(report.is_ok(), "{fixture}: {:?}", report.problems);
+        assert_eq!(report.records, head);
+        drop(storage);
+        assert_eq!(stored_format(dir.path()), FORMAT_VERSION, "{fixture}");
     }
 }

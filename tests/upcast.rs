@@ -204,6 +204,19 @@ fn every_path_reads_every_version(storage: &Storage, want: &[(u64, LineAdded, bo
         }
     });
     assert_eq!(delivered, expected);
+    // A filter on the type's name stands for the type: its older versions, under the name
+    // they had, are delivered too.
+    let mut named = reader
+        .subscribe(StartFrom::Start, Filter::default().event_type("LineAdded"))
+        .unwrap();
+    let seqs = rt.block_on(async {
+        let mut out = Vec::new();
+        while let SubscriptionItem::Event(e) = named.next().await.unwrap().unwrap() {
+            out.push(e.seq());
+        }
+        out
+    });
+    assert_eq!(seqs, [1, 2, 3, 4, 5, 6, 7]);
 
     struct Collect(Vec<u64>);
     impl EventHandler<LineAdded> for Collect {
@@ -246,30 +259,83 @@ fn upcasting_works_in_an_encrypted_store() {
     every_path_reads_every_version(&storage, &want);
 }
 
-/// A reader of a middle version reads the versions up to its own, and passes over the renamed
-/// newer type, which it does not know: another event type to it.
+/// A reader of a middle version reads the versions up to its own; the newer version, stored
+/// under a new name, is an error to it on every path (the store recorded the rename), never a
+/// type it passes over.
 #[test]
-fn a_middle_version_reads_up_to_itself() {
+fn a_middle_version_reads_up_to_itself_and_meets_the_renamed_version_as_errors() {
     let dir = tempfile::tempdir().unwrap();
     let storage = open(dir.path(), false);
-    fill(&storage);
+    // Made before the renamed type was ever written: scans follow renames as the store has
+    // them when they read.
     let reader = Reader::<ItemAddedV2>::new(storage.clone());
+    fill(&storage);
     let txn = storage.read_txn().unwrap();
-    let read: Vec<(u64, u32)> = reader
+    let renamed = |e: &Error, at: u64| {
+        matches!(e, Error::RenamedEventType { event_type, version: 3, seq: Some(seq) }
+            if event_type == "LineAdded" && *seq == at)
+    };
+    let read: Vec<Result<(u64, u32), Error>> = reader
         .read_log(&txn, 1, Direction::Forward)
         .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            (e.seq(), e.qty.to_native())
-        })
+        .map(|e| e.map(|e| (e.seq(), e.qty.to_native())))
         .collect();
-    assert_eq!(read, [(1, 1), (2, 2), (3, 3), (6, 6), (7, 7)]);
-    assert!(matches!(
-        reader.get(&txn, 4),
-        Err(Error::WrongEventType { seq: 4, .. })
-    ));
+    assert_eq!(read.len(), 7);
+    assert!(
+        renamed(read[3].as_ref().unwrap_err(), 4),
+        "{:?}",
+        read[3].as_ref().err()
+    );
+    assert!(renamed(read[4].as_ref().unwrap_err(), 5));
+    let ok: Vec<(u64, u32)> = read.into_iter().filter_map(Result::ok).collect();
+    assert_eq!(ok, [(1, 1), (2, 2), (3, 3), (6, 6), (7, 7)]);
+    assert!(renamed(&reader.get(&txn, 4).err().unwrap(), 4));
+    let stream1: Vec<Result<u64, Error>> = reader
+        .read_stream(&txn, 1u64, 1, Direction::Forward)
+        .unwrap()
+        .map(|e| e.map(|e| e.version()))
+        .collect();
+    assert_eq!(stream1.len(), 4);
+    assert!(renamed(stream1[3].as_ref().unwrap_err(), 4));
+    drop(txn);
+    let walked = reader.for_each_in_log(1, Direction::Forward, |_| ControlFlow::Continue(()));
+    assert!(renamed(&walked.unwrap_err(), 4));
+
+    // A processor stops there whatever its policy, its checkpoint before the event.
+    struct Nothing;
+    impl EventHandler<ItemAddedV2> for Nothing {
+        fn handle(&mut self, _: &ArchivedItemAddedV2) -> varvedb::Result<()> {
+            Ok(())
+        }
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut processor = Processor::new(reader.clone(), Nothing, "old", storage.subscribe())
+        .with_error_policy(varvedb::ErrorPolicy::Skip);
+    let stopped = rt.block_on(processor.run_until_caught_up()).unwrap_err();
+    assert!(renamed(&stopped, 4), "{stopped}");
+    assert_eq!(processor.checkpoint().unwrap(), 3);
+    let mut sub = reader
+        .subscribe(StartFrom::Start, Filter::default())
+        .unwrap();
+    let items = rt.block_on(async {
+        let mut out = Vec::new();
+        loop {
+            match sub.next().await.unwrap() {
+                Ok(SubscriptionItem::Event(e)) => out.push(Ok(e.seq())),
+                Ok(SubscriptionItem::CaughtUp) => return out,
+                Err(e) => out.push(Err(e)),
+            }
+        }
+    });
+    assert_eq!(items.len(), 7);
+    assert!(renamed(items[3].as_ref().unwrap_err(), 4));
+
     // The oldest type names the newer versions of its own name, and never reads them.
     let oldest = Reader::<ItemAddedV1>::new(storage.clone());
+    let txn = storage.read_txn().unwrap();
     assert!(matches!(
         oldest.get(&txn, 3),
         Err(Error::UnknownSchemaVersion {
@@ -279,6 +345,39 @@ fn a_middle_version_reads_up_to_itself() {
             ..
         })
     ));
+    assert!(renamed(&oldest.get(&txn, 5).err().unwrap(), 5));
+}
+
+mod other_branch {
+    /// A version 3 of `ItemAdded` of another build, which never renamed it.
+    #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event, Debug)]
+    #[event(name = "ItemAdded", version = 3)]
+    pub struct ItemAdded {
+        pub sku: String,
+    }
+}
+
+/// Once the store keeps version 3 of the type under its new name, version 3 under the old name
+/// is refused to writers: it would be another event of the same version.
+#[test]
+fn a_version_the_store_keeps_under_a_new_name_is_refused_to_writers() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = open(dir.path(), false);
+    fill(&storage);
+    let refused = Writer::<other_branch::ItemAdded>::new(storage.clone()).append(
+        3u64,
+        1,
+        other_branch::ItemAdded { sku: "x".into() },
+    );
+    assert!(
+        matches!(
+            &refused,
+            Err(Error::RenamedEventType { event_type, version: 3, seq: None }) if event_type == "ItemAdded"
+        ),
+        "{refused:?}"
+    );
+    let report = varvedb::admin::verify(&storage, &mut |_| {}).unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
 }
 
 mod edited {

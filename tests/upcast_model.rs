@@ -8,8 +8,8 @@
 //!   [`Upcast`] steps `j -> j+1 -> ... -> k`, with its stored envelope (stored name and version);
 //! - an event written at `j > k` under the reader's own name is `UnknownSchemaVersion` on every
 //!   path that reaches it, never a value;
-//! - one written at `j > k` under the other name is another event type to the reader: passed
-//!   over by scans, `WrongEventType` from reads by position.
+//! - one written at `j > k` under the other name is a newer version renamed by a newer build
+//!   (the store records the rename): `RenamedEventType` on every path, never passed over.
 //!
 //! Each case checks the readers of all four versions on the same store. `PROPTEST_CASES`
 //! overrides the number of cases (default 256).
@@ -368,12 +368,13 @@ fn want<E: Version + Clone>(storage: &Storage, log: &[Stored], encrypted: bool) 
                     },
                 }
             } else {
-                Want::Other {
+                Want::Fails {
                     seq: s.seq,
                     stream: s.stream,
-                    failure: Failure::WrongEventType {
-                        seq: s.seq,
-                        found: name_of(j).into(),
+                    failure: Failure::RenamedEventType {
+                        seq: Some(s.seq),
+                        event_type: name_of(j).into(),
+                        version: j,
                     },
                 }
             }

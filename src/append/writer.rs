@@ -1,6 +1,7 @@
 //! The typed writer.
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 use std::time::Instant;
 
 use rkyv::rancor;
@@ -49,6 +50,8 @@ const EVENT_LEN_HINT_MAX: usize = 16 << 10;
 pub struct Writer<E> {
     storage: Storage,
     event_type: String,
+    /// The names of `E`'s older versions that differ from `E`'s (see `Request::renamed_from`).
+    renamed_from: Arc<[String]>,
     buf: Vec<u8>,
     arena: Arena,
     staged: Vec<Staged>,
@@ -65,6 +68,7 @@ impl<E> Clone for Writer<E> {
         Writer {
             storage: self.storage.clone(),
             event_type: self.event_type.clone(),
+            renamed_from: Arc::clone(&self.renamed_from),
             buf: Vec::new(),
             arena: Arena::new(),
             staged: Vec::new(),
@@ -92,9 +96,16 @@ where
     /// A writer for events of type `E`, stored with its name [`Event::NAME`] and schema
     /// version [`Event::VERSION`].
     pub fn new(storage: Storage) -> Self {
+        let mut renamed_from: Vec<String> = Vec::new();
+        for upcaster in E::upcasts() {
+            if upcaster.name != E::NAME && !renamed_from.iter().any(|n| n == upcaster.name) {
+                renamed_from.push(upcaster.name.to_string());
+            }
+        }
         Writer {
             storage,
             event_type: E::NAME.to_string(),
+            renamed_from: renamed_from.into(),
             buf: Vec::new(),
             arena: Arena::new(),
             staged: Vec::new(),
@@ -288,6 +299,7 @@ where
             buf: std::mem::take(&mut self.buf),
             staged: std::mem::take(&mut self.staged),
             layout: E::LAYOUT,
+            renamed_from: Arc::clone(&self.renamed_from),
         })
     }
 

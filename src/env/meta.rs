@@ -11,10 +11,11 @@ use super::{Dbs, Env};
 use crate::error::{Error, Result};
 
 /// Version of the on-disk format this build writes (see `docs/format.md`). It also opens stores
-/// of versions 1 to 3, and upgrades them to this version on open: version 3 writes the stream
-/// index and heads behind the log, up to a watermark, and version 4 records the layout of every
-/// event type and schema version in the log, which older builds would not understand.
-pub const FORMAT_VERSION: u32 = 4;
+/// of versions 1 to 4, and upgrades them to this version on open: version 3 writes the stream
+/// index and heads behind the log, up to a watermark, version 4 records the layout of every
+/// event type and schema version in the log, and version 5 records the renames of event types,
+/// which older builds would not understand (they would pass over renamed events).
+pub const FORMAT_VERSION: u32 = 5;
 /// The oldest format version this build opens.
 const OLDEST_READABLE: u32 = 1;
 
@@ -103,11 +104,21 @@ pub(crate) fn open_databases(env: &Env, path: &Path, encrypted: bool) -> Result<
     };
     if version < 4 {
         record_schemas(env, &opened.dbs, path)?;
+    } else if version < FORMAT_VERSION {
+        // Version 4 to 5: renamed entries are new kinds of schema entries; a store of version 4
+        // has none to convert.
+        let mut wtxn = env.heed.write_txn()?;
+        opened
+            .dbs
+            .meta
+            .put(&mut wtxn, KEY_FORMAT, &FORMAT_VERSION.to_le_bytes())?;
+        wtxn.commit()?;
+        tracing::info!(path = %path.display(), from = version, to = FORMAT_VERSION, "upgraded the store's format");
     }
     Ok(opened)
 }
 
-/// The upgrade to format 4: records every (event type, schema version) the log holds events of,
+/// The upgrade to format 4 (and so 5): records every (event type, schema version) the log holds events of,
 /// with a layout that is not known (the events were written before the store kept fingerprints),
 /// and the rkyv line, then moves the version to 4. One read of every record's header; one
 /// transaction, so that a crash leaves the store at version 3, to be upgraded at the next open.

@@ -6,7 +6,13 @@
 //! key:   u16 name_len (big-endian) ‖ name (UTF-8) ‖ u16 schema_version (big-endian)
 //! value: u8 kind (0 = layout not known, 1 = fingerprint) ‖ [u8; 16] fingerprint (little-endian;
 //!        zero when not known)
+//!    or: u8 kind (2 = renamed) ‖ new name (UTF-8, 1 to 1,024 bytes)
 //! ```
+//!
+//! A renamed entry (format 5) says that the events of the key's name, from the key's version
+//! on, are stored under the new name: written when a type whose older versions have another
+//! name is first written, so that a build that knows only the older name meets the newer events
+//! as versions it cannot read instead of as a type it does not know.
 
 use crate::error::{DamagedEntry, Error, Result};
 use crate::event::Fingerprint;
@@ -22,6 +28,9 @@ pub(crate) enum Registered {
     /// Written before the store kept fingerprints, or imported without one: any layout is
     /// taken for it, validated by the archive's own checks only.
     Unknown,
+    /// The type's events from this version on are stored under another name (see the module
+    /// documentation): no event is stored under this name and version.
+    Renamed,
 }
 
 /// The key of `name` at `version`.
@@ -66,7 +75,10 @@ pub(crate) fn parse_key(key: &[u8]) -> Result<(&[u8], u16)> {
     Ok((&key[2..2 + len], version))
 }
 
-/// The value for `registered`.
+/// Kind byte of a renamed entry.
+const KIND_RENAMED: u8 = 2;
+
+/// The value for `registered` (a layout, or one not known).
 pub(crate) fn encode(registered: Registered) -> [u8; VALUE_LEN] {
     let mut value = [0u8; VALUE_LEN];
     if let Registered::Layout(fingerprint) = registered {
@@ -74,6 +86,44 @@ pub(crate) fn encode(registered: Registered) -> [u8; VALUE_LEN] {
         value[1..].copy_from_slice(&fingerprint.to_bytes());
     }
     value
+}
+
+/// The value of a renamed entry: the events are stored under `new_name` from its key's version
+/// on.
+pub(crate) fn encode_renamed(new_name: &str) -> Vec<u8> {
+    let mut value = Vec::with_capacity(1 + new_name.len());
+    value.push(KIND_RENAMED);
+    value.extend_from_slice(new_name.as_bytes());
+    value
+}
+
+/// The new name of a renamed entry's value, `None` for a value of another kind.
+///
+/// # Errors
+///
+/// [`Error::Damaged`] for a renamed entry whose name is not one.
+pub(crate) fn renamed_to<'v>(
+    name: &[u8],
+    version: u16,
+    value: &'v [u8],
+) -> Result<Option<&'v str>> {
+    if value.first() != Some(&KIND_RENAMED) {
+        return Ok(None);
+    }
+    let new_name = std::str::from_utf8(&value[1..])
+        .ok()
+        .filter(|n| !n.is_empty() && n.len() <= crate::format::record::MAX_EVENT_TYPE_LEN)
+        .ok_or_else(|| Error::Damaged {
+            entry: DamagedEntry::Schema {
+                event_type: String::from_utf8_lossy(name).into_owned(),
+                version,
+            },
+            reason: format!(
+                "a renamed entry whose new name ({} bytes) is not a valid event type name",
+                value.len() - 1
+            ),
+        })?;
+    Ok(Some(new_name))
 }
 
 /// Decodes the value of `name` at `version`.
@@ -89,6 +139,9 @@ pub(crate) fn decode(name: &[u8], version: u16, value: &[u8]) -> Result<Register
         },
         reason,
     };
+    if renamed_to(name, version, value)?.is_some() {
+        return Ok(Registered::Renamed);
+    }
     let value: &[u8; VALUE_LEN] = value
         .try_into()
         .map_err(|_| damaged(format!("a value of {} bytes, not {VALUE_LEN}", value.len())))?;
@@ -96,7 +149,7 @@ pub(crate) fn decode(name: &[u8], version: u16, value: &[u8]) -> Result<Register
     match value[0] {
         0 if fingerprint == [0; 16] => Ok(Registered::Unknown),
         1 => Ok(Registered::Layout(Fingerprint::from_bytes(fingerprint))),
-        kind => Err(damaged(format!("kind {kind} is neither 0 nor 1"))),
+        kind => Err(damaged(format!("kind {kind} is not 0, 1 or 2"))),
     }
 }
 
@@ -119,8 +172,20 @@ mod tests {
         let mut bad = encode(Registered::Unknown);
         bad[5] = 1;
         assert!(matches!(decode(b"T", 1, &bad), Err(Error::Damaged { .. })));
-        bad[0] = 2;
+        bad[0] = 3;
         assert!(matches!(decode(b"T", 1, &bad), Err(Error::Damaged { .. })));
+        let renamed = encode_renamed("LineAdded");
+        assert_eq!(decode(b"T", 1, &renamed).unwrap(), Registered::Renamed);
+        assert_eq!(renamed_to(b"T", 1, &renamed).unwrap(), Some("LineAdded"));
+        assert_eq!(
+            renamed_to(b"T", 1, &encode(Registered::Unknown)).unwrap(),
+            None
+        );
+        assert!(matches!(decode(b"T", 1, &[2]), Err(Error::Damaged { .. })));
+        assert!(matches!(
+            decode(b"T", 1, &[2, 0xFF, 0xFE]),
+            Err(Error::Damaged { .. })
+        ));
         assert!(matches!(
             decode(b"T", 1, &bad[..3]),
             Err(Error::Damaged { .. })

@@ -26,9 +26,41 @@ pub(crate) struct Select {
     pub streams: Option<Arc<foldhash::HashSet<StreamId>>>,
     /// Only records of these event types; `None`: every type.
     pub types: Option<Arc<[String]>>,
+    /// Event types (with the newest version read of each) whose newer versions, when the store
+    /// recorded them under a new name, are selected too, so that the reader meets them (as
+    /// versions it cannot read) instead of passing over them: added in each scan's transaction.
+    pub follow: Option<Arc<[(String, u16)]>>,
 }
 
 impl Select {
+    /// This selection in `txn`: its types, and the names the store keeps the newer versions
+    /// of the followed types under (`schema::renamed_after`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Lmdb`], [`Error::Damaged`] for a damaged schema entry.
+    pub(crate) fn resolved(self, dbs: &Dbs, txn: &heed::RoTxn<'_>) -> Result<Select> {
+        let (Some(follow), Some(types)) = (&self.follow, &self.types) else {
+            return Ok(self);
+        };
+        let mut extra: Vec<String> = Vec::new();
+        for (name, newest) in follow.iter() {
+            for renamed in crate::schema::renamed_after(dbs, txn, name, *newest)? {
+                if !types.contains(&renamed) && !extra.contains(&renamed) {
+                    extra.push(renamed);
+                }
+            }
+        }
+        if extra.is_empty() {
+            return Ok(self);
+        }
+        let types: Arc<[String]> = types.iter().cloned().chain(extra).collect();
+        Ok(Select {
+            types: Some(types),
+            ..self
+        })
+    }
+
     /// Whether the record is wanted.
     #[inline(always)]
     fn matches(&self, rec: &DecodedRecord<'_>) -> bool {
@@ -89,6 +121,7 @@ impl<'t> Scan<'t> {
         direction: Direction,
         select: Select,
     ) -> Result<Self> {
+        let select = select.resolved(dbs, txn)?;
         let range = match direction {
             Direction::Forward => Range::Forward(dbs.log.range(txn, &(from..))?),
             Direction::Backward => Range::Backward(dbs.log.rev_range(txn, &(..=from))?),
@@ -119,6 +152,7 @@ impl<'t> Scan<'t> {
         from: u64,
         select: Select,
     ) -> Result<Self> {
+        let select = select.resolved(dbs, txn)?;
         let streams: Vec<StreamId> = select
             .streams
             .as_deref()

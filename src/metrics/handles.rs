@@ -315,6 +315,7 @@ fn error_kind(e: &Error) -> &'static str {
         Error::Damaged { .. } => "damaged",
         Error::LayoutChanged { .. } => "layout_changed",
         Error::UnknownSchemaVersion { .. } => "unknown_schema_version",
+        Error::RenamedEventType { .. } => "renamed_event_type",
         Error::Crypto { .. } => "crypto",
         Error::Keystore { .. } => "keystore",
         Error::Lmdb(_) => "lmdb",

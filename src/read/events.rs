@@ -22,6 +22,10 @@ pub struct Events<'t, R: Readable> {
     pub(super) memo: ViewMemo,
     /// Items yielded, added to the transaction's read counts when the iterator is dropped.
     pub(super) read: u64,
+    /// For a stream read: the names newer versions of the reader's types are stored under
+    /// (renamed by newer builds), whose events are errors, not another type to pass over;
+    /// looked up at the first event of another type.
+    pub(super) renamed: Option<Vec<String>>,
 }
 
 impl<R: Readable> Drop for Events<'_, R> {
@@ -110,7 +114,8 @@ impl<'t, R: Readable> Events<'t, R> {
             .ok_or_else(|| Error::corrupted(seq, "stream index points at a missing record"))?;
         let rec = match self.reader.decode_own(seq, bytes)? {
             Ok(rec) => rec,
-            // Another type: checked against the index entry, then passed over.
+            // Another type: checked against the index entry, then passed over, unless it is
+            // the new name of newer versions of the reader's type.
             Err(other) => {
                 check_place(
                     other.seq(),
@@ -119,6 +124,18 @@ impl<'t, R: Readable> Events<'t, R> {
                     stream,
                     version,
                 )?;
+                let name = other.event_type_bytes();
+                let renamed = match &self.renamed {
+                    Some(renamed) => renamed,
+                    None => self.renamed.insert(self.reader.renamed_in(self.txn.raw())?),
+                };
+                if renamed.iter().any(|r| r.as_bytes() == name) {
+                    return Err(super::readable::renamed(
+                        other.seq(),
+                        name,
+                        other.schema_version(),
+                    ));
+                }
                 return Ok(None);
             }
         };

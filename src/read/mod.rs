@@ -22,6 +22,10 @@
 //!   Processors and projectors, which have nothing to hand a handler, pass over it.
 //! - **Events of older versions** of `E` (named by `#[event(previous = ...)]`, see
 //!   [`Upcast`](crate::Upcast)) are read as `E` through the steps between them, on every path.
+//! - **Events of newer versions stored under a new name** (a newer build renamed the type, and
+//!   the store recorded the rename) are [`Error::RenamedEventType`](crate::Error::RenamedEventType)
+//!   items on every path: scans follow the store's renames in their own transaction, so a
+//!   reader never mistakes them for a type it does not know.
 //! - **An event of an accepted type that `E` cannot read** is an error item, never skipped and
 //!   never read as `E`: one stored at a schema version `E` has no way to read is
 //!   [`Error::UnknownSchemaVersion`](crate::Error::UnknownSchemaVersion), one whose type and

@@ -108,6 +108,17 @@ pub trait Readable: Sized + 'static {
     #[doc(hidden)]
     fn accepted(kinds: &Self::Kinds) -> Vec<String>;
 
+    /// Every name the rules read, with the newest version read under it: the types whose
+    /// renames by newer builds a reader follows (see `Select::follow`).
+    #[doc(hidden)]
+    fn follow(kinds: &Self::Kinds) -> Vec<(String, u16)>;
+
+    /// The names a filter on `name` stands for: the type's own name stands for the names of its
+    /// older versions too; another name the rules read, for itself; none when the rules do not
+    /// read `name`.
+    #[doc(hidden)]
+    fn aliases(kinds: &Self::Kinds, name: &str) -> Vec<String>;
+
     /// The view of a record of an accepted name whose header is verified, read in `txn`.
     #[doc(hidden)]
     fn view_of<'t>(
@@ -146,10 +157,15 @@ impl Record<'_> {
         self.0.event_type_bytes()
     }
 
-    /// The error for a record that no member of a set reads.
+    /// The error for a record that no member of a set reads: scans select one only when the
+    /// store recorded its name as the new name of newer versions of a member's type.
     #[cold]
-    pub fn not_read(&self, accepted: &[String]) -> Error {
-        wrong_type(self.0.seq(), accepted, self.0.event_type_bytes())
+    pub fn not_read(&self) -> Error {
+        renamed(
+            self.0.seq(),
+            self.0.event_type_bytes(),
+            self.0.schema_version(),
+        )
     }
 }
 
@@ -169,6 +185,27 @@ where
 
     fn accepted(kinds: &Kinds<E>) -> Vec<String> {
         kinds.accepted.clone()
+    }
+
+    fn follow(kinds: &Kinds<E>) -> Vec<(String, u16)> {
+        kinds.follow()
+    }
+
+    fn aliases(kinds: &Kinds<E>, name: &str) -> Vec<String> {
+        if name == E::NAME {
+            // The type's own name stands for the type: with the names of its older versions.
+            let mut names = vec![name.to_string()];
+            for (upcaster, _) in &kinds.upcasters {
+                if !names.iter().any(|n| n == upcaster.name) {
+                    names.push(upcaster.name.to_string());
+                }
+            }
+            names
+        } else if kinds.accepted.iter().any(|a| a == name) {
+            vec![name.to_string()]
+        } else {
+            Vec::new()
+        }
     }
 
     /// The typed view of a record of an accepted type whose header is verified, read in `txn`
@@ -301,6 +338,26 @@ where
     E: Event,
     E::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
 {
+    /// Every name read, with the newest version read under it.
+    fn follow(&self) -> Vec<(String, u16)> {
+        self.accepted
+            .iter()
+            .map(|name| {
+                let newest = if self.direct.iter().any(|(n, _)| n == name) {
+                    E::VERSION
+                } else {
+                    self.upcasters
+                        .iter()
+                        .filter(|(u, _)| u.name == name)
+                        .map(|(u, _)| u.version)
+                        .max()
+                        .unwrap_or(0)
+                };
+                (name.clone(), newest)
+            })
+            .collect()
+    }
+
     /// How an event of type `name` at `version` is read as `E`: straight, when `version` is
     /// `E`'s and the name one read as `E`; through an upcaster, when the reader has one for
     /// them; and in either case only when the store recorded for them the layout the reader
@@ -330,7 +387,9 @@ where
                         u.version == version && bytes_eq(u.name.as_bytes(), name)
                     }) else {
                         if !self.accepted.iter().any(|a| bytes_eq(a.as_bytes(), name)) {
-                            return Err(wrong_type(seq, &self.accepted, name));
+                            // Scans select another name only when the store recorded it as
+                            // the new name of newer versions of one the reader reads.
+                            return Err(renamed(seq, name, version));
                         }
                         return Err(Error::UnknownSchemaVersion {
                             seq,
@@ -414,6 +473,20 @@ where
         }
     }
 
+    /// Adds the names this member reads, with the newest version of each, to `follow`.
+    pub fn follow_into(&self, follow: &mut Vec<(String, u16)>) {
+        for pair in self.kinds.follow() {
+            if !follow.contains(&pair) {
+                follow.push(pair);
+            }
+        }
+    }
+
+    /// The names read as the same type as `name`, or none when this member does not read it.
+    pub fn aliases(&self, name: &str) -> Vec<String> {
+        <E as Readable>::aliases(&self.kinds, name)
+    }
+
     /// Adds the names this member reads to `names`, each once.
     pub fn names_into(&self, names: &mut Vec<String>) {
         for name in &self.kinds.accepted {
@@ -473,6 +546,18 @@ pub const fn same_name(a: &str, b: &str) -> bool {
         i += 1;
     }
     true
+}
+
+/// The error for an event stored under the new name of a type the reader reads older versions
+/// of.
+#[cold]
+#[inline(never)]
+pub(crate) fn renamed(seq: u64, name: &[u8], version: u16) -> Error {
+    Error::RenamedEventType {
+        event_type: String::from_utf8_lossy(name).into_owned(),
+        version,
+        seq: Some(seq),
+    }
 }
 
 #[cold]

@@ -65,6 +65,8 @@ pub struct Reader<R: Readable> {
     /// Every event type name the reader reads: `R`'s, those accepted as `R`, and those of the
     /// older versions it upcasts.
     accepted: Arc<[String]>,
+    /// The names read with the newest version of each, whose renames scans follow.
+    follow: Arc<[(String, u16)]>,
     kinds: Arc<R::Kinds>,
     max_txn_age: Duration,
 }
@@ -74,6 +76,7 @@ impl<R: Readable> Clone for Reader<R> {
         Reader {
             storage: self.storage.clone(),
             accepted: Arc::clone(&self.accepted),
+            follow: Arc::clone(&self.follow),
             kinds: Arc::clone(&self.kinds),
             max_txn_age: self.max_txn_age,
         }
@@ -105,6 +108,7 @@ where
     {
         let kinds = self.kinds.accepting(names.into_iter().map(Into::into));
         self.accepted = E::accepted(&kinds).into();
+        self.follow = E::follow(&kinds).into();
         self.kinds = Arc::new(kinds);
         self
     }
@@ -119,6 +123,7 @@ impl<R: Readable> Reader<R> {
         Reader {
             storage,
             accepted: R::accepted(&kinds).into(),
+            follow: R::follow(&kinds).into(),
             kinds: Arc::new(kinds),
             max_txn_age: DEFAULT_MAX_TXN_AGE,
         }
@@ -262,6 +267,7 @@ impl<R: Readable> Reader<R> {
             source,
             memo: ViewMemo::default(),
             read: 0,
+            renamed: None,
         })
     }
 
@@ -294,6 +300,7 @@ impl<R: Readable> Reader<R> {
             source,
             memo: ViewMemo::default(),
             read: 0,
+            renamed: None,
         })
     }
 
@@ -436,6 +443,45 @@ impl<R: Readable> Reader<R> {
         Select {
             streams: None,
             types: Some(Arc::clone(&self.accepted)),
+            follow: Some(Arc::clone(&self.follow)),
+        }
+    }
+
+    /// The names read with the newest version of each (see `Select::follow`).
+    pub(crate) fn follow(&self) -> &Arc<[(String, u16)]> {
+        &self.follow
+    }
+
+    /// The names read as the same type as `name`, none when the reader does not read it.
+    pub(crate) fn aliases(&self, name: &str) -> Vec<String> {
+        R::aliases(&self.kinds, name)
+    }
+
+    /// The names the store keeps newer versions of the reader's types under, renamed by newer
+    /// builds, as `txn` sees them.
+    pub(crate) fn renamed_in(&self, txn: &heed::RoTxn<'_>) -> Result<Vec<String>> {
+        let resolved = self.select().resolved(&self.log().dbs, txn)?;
+        Ok(resolved
+            .types
+            .iter()
+            .flat_map(|t| t.iter())
+            .filter(|t| !self.accepted.contains(t))
+            .cloned()
+            .collect())
+    }
+
+    /// The error for a record of another type reached by position: a newer version of one of
+    /// the reader's types stored under a new name, or another type.
+    #[cold]
+    #[inline(never)]
+    fn foreign(&self, txn: &heed::RoTxn<'_>, other: &DecodedRecord<'_>) -> Error {
+        let name = other.event_type_bytes();
+        match self.renamed_in(txn) {
+            Ok(renamed) if renamed.iter().any(|r| r.as_bytes() == name) => {
+                super::readable::renamed(other.seq(), name, other.schema_version())
+            }
+            Ok(_) => wrong_type(other.seq(), &self.accepted, name),
+            Err(e) => e,
         }
     }
 
@@ -462,7 +508,7 @@ impl<R: Readable> Reader<R> {
     ) -> Result<R::View<'t>> {
         match self.decode_own(seq, bytes)? {
             Ok(rec) => self.view_of(txn, rec, &mut ViewMemo::default()),
-            Err(other) => Err(wrong_type(seq, &self.accepted, other.event_type_bytes())),
+            Err(other) => Err(self.foreign(txn, &other)),
         }
     }
 

@@ -84,6 +84,51 @@ pub(crate) fn check(
             current,
             seq,
         }),
+        Registered::Renamed => Err(Error::RenamedEventType {
+            event_type: String::from_utf8_lossy(name).into_owned(),
+            version,
+            seq,
+        }),
         _ => Ok(()),
     }
+}
+
+/// The names the store keeps the events of `name` under from a version after `after` on:
+/// the renames newer builds recorded, followed from name to name. Empty for a type never
+/// renamed after `after`.
+///
+/// # Errors
+///
+/// [`Error::Lmdb`], and [`Error::Damaged`] for a renamed entry whose name is not one.
+pub(crate) fn renamed_after(
+    dbs: &Dbs,
+    txn: &heed::RoTxn<'_>,
+    name: &str,
+    after: u16,
+) -> Result<Vec<String>> {
+    let mut found: Vec<String> = Vec::new();
+    let mut todo: Vec<(String, u16)> = vec![(name.to_string(), after)];
+    while let Some((name, after)) = todo.pop() {
+        let Some(first) = after.checked_add(1) else {
+            continue;
+        };
+        let lo = schema::key(name.as_bytes(), first);
+        let hi = schema::key(name.as_bytes(), u16::MAX);
+        let range = (
+            std::ops::Bound::Included(&lo[..]),
+            std::ops::Bound::Included(&hi[..]),
+        );
+        for entry in dbs.schemas.range(txn, &range)? {
+            let (key, value) = entry?;
+            let (_, version) = schema::parse_key(key)?;
+            if let Some(new_name) = schema::renamed_to(name.as_bytes(), version, value)? {
+                if new_name != name && !found.iter().any(|f| f == new_name) {
+                    found.push(new_name.to_string());
+                    // Every rename of the new name, whatever its version.
+                    todo.push((new_name.to_string(), 0));
+                }
+            }
+        }
+    }
+    Ok(found)
 }

@@ -149,7 +149,8 @@ impl<R: Readable> Batch<R> {
 
     /// What happens to an event that cannot be read: a shredded one is passed over (it can never
     /// be read), one that this build's event type cannot read (a changed layout, a schema
-    /// version without an upcast, a payload that is not an archive of the type) stops the
+    /// version without an upcast, a newer version stored under a new name, a payload that is not
+    /// an archive of the type) stops the
     /// processor whatever its policy, since passing over it would silently drop history; another
     /// is skipped only when the policy says so. `Err` means: stop here.
     fn unreadable(&self, skipped: &mut Vec<(u64, String)>, seq: u64, e: Error) -> Result<()> {
@@ -157,6 +158,7 @@ impl<R: Readable> Batch<R> {
             Error::Shredded { .. } => Ok(()),
             e @ (Error::LayoutChanged { .. }
             | Error::UnknownSchemaVersion { .. }
+            | Error::RenamedEventType { .. }
             | Error::InvalidPayload { .. }) => Err(e),
             e if self.policy == ErrorPolicy::Skip => {
                 tracing::warn!(processor = %self.name, seq, error = %e, "skipping unreadable event");

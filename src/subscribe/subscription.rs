@@ -66,7 +66,8 @@ impl Filter {
         self
     }
 
-    /// Only events of type `name` (adds to the type set).
+    /// Only events of type `name` (adds to the type set): of the reader's type stored under that
+    /// name, and of its older versions under the names they had.
     pub fn event_type(mut self, name: impl Into<String>) -> Self {
         self.event_types.insert(name.into());
         self
@@ -82,25 +83,40 @@ impl Filter {
         &self.event_types
     }
 
-    /// What a scan of `accepted` types selects with this filter: its streams, and the accepted
-    /// types it names. Or the error of an id given to it that is not a stream id.
-    fn select(self, accepted: &Arc<[String]>) -> Result<Select> {
+    /// What a scan by `reader` selects with this filter: its streams, and the types it names
+    /// among the reader's. Or the error of an id given to it that is not a stream id.
+    fn select<R: Readable>(self, reader: &Reader<R>) -> Result<Select> {
         if let Some(value) = self.invalid {
             return Err(Error::InvalidStreamId { value });
         }
-        let types = if self.event_types.is_empty() {
-            Arc::clone(accepted)
+        let accepted = reader.accepted();
+        let (types, follow) = if self.event_types.is_empty() {
+            (Arc::clone(accepted), Arc::clone(reader.follow()))
         } else {
-            accepted
+            // A name the filter gives stands for its type: the names of its older versions too.
+            let named: HashSet<String> = self
+                .event_types
                 .iter()
-                .filter(|t| self.event_types.contains(*t))
+                .flat_map(|t| reader.aliases(t))
+                .collect();
+            let types: Arc<[String]> = accepted
+                .iter()
+                .filter(|t| named.contains(*t))
                 .cloned()
-                .collect()
+                .collect();
+            let follow = reader
+                .follow()
+                .iter()
+                .filter(|(t, _)| named.contains(t))
+                .cloned()
+                .collect();
+            (types, follow)
         };
         Ok(Select {
             streams: (!self.streams.is_empty())
                 .then(|| Arc::new(self.streams.into_iter().collect())),
             types: Some(types),
+            follow: Some(follow),
         })
     }
 }
@@ -252,7 +268,7 @@ impl<R: Readable> Reader<R> {
     ///
     /// [`Error::InvalidStreamId`] when the filter was given an id that is not a stream id.
     pub fn subscribe(&self, start: StartFrom, filter: Filter) -> Result<Subscription<R>> {
-        let select = filter.select(self.accepted())?;
+        let select = filter.select(self)?;
         let storage = self.storage();
         let head = storage.subscribe();
         let next = match start {

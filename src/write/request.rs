@@ -1,5 +1,7 @@
 //! A batch on its way to the log: records serialized by the caller, waiting for their position.
 
+use std::sync::Arc;
+
 use uuid::Uuid;
 
 use crate::event::Fingerprint;
@@ -22,4 +24,8 @@ pub(crate) struct Request {
     /// The layout of the batch's events (one Rust type), recorded for each event type name and
     /// schema version the staged records name when the store has no entry for it yet.
     pub layout: Fingerprint,
+    /// The names the older versions of the batch's type had, where they differ from the names
+    /// its events are stored under: when an event type name is first recorded, each of these
+    /// gets a renamed entry pointing to it (see `format::schema`).
+    pub renamed_from: Arc<[String]>,
 }

@@ -116,15 +116,18 @@ impl<'a, 'w> LogTxn<'a, 'w> {
 
     /// Checks that a batch of records (staged in `buf`) of layout `layout` may be written
     /// under the event type names and schema versions they carry, and records the layout for
-    /// those the store has no entry for yet. The inner error ([`Error::LayoutChanged`]) refuses
-    /// the batch, before anything is recorded.
+    /// those the store has no entry for yet, with a renamed entry under each of `renamed_from`
+    /// at that version that has none. The inner error ([`Error::LayoutChanged`],
+    /// [`Error::RenamedEventType`]) refuses the batch, before anything is recorded.
     fn check_schemas(
         &mut self,
         buf: &[u8],
         staged: &[super::request::Staged],
         layout: Fingerprint,
+        renamed_from: &[String],
     ) -> Result<Result<()>> {
         let mut new: Vec<(Vec<u8>, Registered)> = Vec::new();
+        let mut renames: Vec<(Vec<u8>, String)> = Vec::new();
         let mut key = std::mem::take(&mut self.schema_key);
         let mut last: Option<(&[u8], u16)> = None;
         for s in staged {
@@ -144,7 +147,19 @@ impl<'a, 'w> LogTxn<'a, 'w> {
                         return Ok(Err(e));
                     }
                 }
-                None => new.push((key.clone(), Registered::Layout(layout))),
+                None => {
+                    new.push((key.clone(), Registered::Layout(layout)));
+                    for old in renamed_from {
+                        let old_key = schema::key(old.as_bytes(), version);
+                        if self
+                            .schema_entry(&old_key, old.as_bytes(), version)?
+                            .is_none()
+                        {
+                            let new_name = String::from_utf8_lossy(name).into_owned();
+                            renames.push((old_key, new_name));
+                        }
+                    }
+                }
             }
         }
         self.schema_key = key;
@@ -154,6 +169,13 @@ impl<'a, 'w> LogTxn<'a, 'w> {
                 .schemas
                 .put(self.wtxn, &key, &schema::encode(registered))?;
             self.written.schemas.push((key, registered));
+        }
+        for (key, new_name) in renames {
+            self.log
+                .dbs
+                .schemas
+                .put(self.wtxn, &key, &schema::encode_renamed(&new_name))?;
+            self.written.schemas.push((key, Registered::Renamed));
         }
         Ok(Ok(()))
     }
@@ -315,7 +337,7 @@ impl<'a, 'w> LogTxn<'a, 'w> {
                 actual: current,
             })));
         }
-        if let Err(e) = self.check_schemas(&req.buf, &req.staged, req.layout)? {
+        if let Err(e) = self.check_schemas(&req.buf, &req.staged, req.layout, &req.renamed_from)? {
             return Ok(Err(Err(e)));
         }
         Ok(Ok(tip))

@@ -99,6 +99,11 @@ pub enum Failure {
         seq: u64,
         found: String,
     },
+    RenamedEventType {
+        seq: Option<u64>,
+        event_type: String,
+        version: u16,
+    },
     LayoutChanged {
         seq: Option<u64>,
         event_type: String,
@@ -123,6 +128,15 @@ impl From<Error> for Failure {
                 current,
             },
             Error::WrongEventType { seq, found, .. } => Failure::WrongEventType { seq, found },
+            Error::RenamedEventType {
+                seq,
+                event_type,
+                version,
+            } => Failure::RenamedEventType {
+                seq,
+                event_type,
+                version,
+            },
             Error::LayoutChanged {
                 seq,
                 event_type,
@@ -408,7 +422,7 @@ where
     let stop = walk(&log_forward).last().and_then(|i| i.clone().err());
     let stop_seq = match &stop {
         Some(Failure::UnknownSchemaVersion { seq, .. }) => Some(*seq),
-        Some(Failure::LayoutChanged { seq, .. }) => *seq,
+        Some(Failure::LayoutChanged { seq, .. } | Failure::RenamedEventType { seq, .. }) => *seq,
         Some(other) => panic!("{label}: a scan cannot stop at {other:?}"),
         None => None,
     };

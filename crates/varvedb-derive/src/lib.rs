@@ -225,6 +225,22 @@ fn event_set(input: &DeriveInput) -> syn::Result<Tokens> {
                 names
             }
 
+            fn follow(kinds: &Self::Kinds) -> ::std::vec::Vec<(::std::string::String, u16)> {
+                let mut follow = ::std::vec::Vec::new();
+                #( kinds.#index.follow_into(&mut follow); )*
+                follow
+            }
+
+            fn aliases(kinds: &Self::Kinds, name: &str) -> ::std::vec::Vec<::std::string::String> {
+                #(
+                    let aliases = kinds.#index.aliases(name);
+                    if !aliases.is_empty() {
+                        return aliases;
+                    }
+                )*
+                ::std::vec::Vec::new()
+            }
+
             #[inline]
             fn view_of<'t>(
                 storage: &::varvedb::Storage,
@@ -238,7 +254,7 @@ fn event_set(input: &DeriveInput) -> syn::Result<Tokens> {
                         return kinds.#index.view_of(storage, txn, record, memo).map(#view::#variants);
                     }
                 )*
-                ::std::result::Result::Err(record.not_read(&Self::accepted(kinds)))
+                ::std::result::Result::Err(record.not_read())
             }
 
             fn envelope<'a>(view: &'a #view<'_>) -> ::varvedb::Envelope<'a> {
@@ -288,13 +304,30 @@ fn event(input: &DeriveInput) -> syn::Result<Tokens> {
         ));
     }
     let layout = layout(input)?;
-    let upcasts = previous.map(|previous| {
+    let upcasts = previous.as_ref().map(|previous| {
         quote! {
             fn upcasts() -> ::std::vec::Vec<::varvedb::Upcaster<Self>> {
                 ::varvedb::Upcaster::<Self>::chain::<#previous>()
             }
         }
     });
+    // Versions rise along a chain: readers rely on a version after theirs never being one of
+    // their own names' older versions.
+    let rising = match &previous {
+        Some(previous) if input.generics.params.is_empty() => {
+            let message = format!(
+                "the previous version of {ident} must have a lower schema version than {}",
+                version
+            );
+            quote! {
+                const _: () = ::std::assert!(
+                    <#previous as ::varvedb::Event>::VERSION < #version,
+                    #message
+                );
+            }
+        }
+        _ => Tokens::new(),
+    };
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
     Ok(quote! {
         #layout
@@ -303,6 +336,7 @@ fn event(input: &DeriveInput) -> syn::Result<Tokens> {
             const VERSION: u16 = #version;
             #upcasts
         }
+        #rising
     })
 }
 
