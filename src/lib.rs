@@ -61,7 +61,6 @@ mod subscribe;
 mod types;
 mod write;
 
-pub use admin::{MigrateError, Migration, MigrationProgress, MigrationReport};
 pub use append::{Transaction, Writer};
 pub use env::{Env, ReadTxn, FORMAT_VERSION};
 pub use error::{DamagedEntry, Error, HandlerError, Result};

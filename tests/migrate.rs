@@ -187,7 +187,9 @@ fn kept(storage: &Storage) -> Vec<Kept> {
 
 /// What a reader of the newest types reads, in log order: each event as `LineAdded` or `u32`,
 /// `None` for a shredded one; and whether any was upcast.
-fn typed(storage: &Storage) -> (Vec<(u64, Option<LineAdded>)>, Vec<(u64, u32)>, bool) {
+type Typed = (Vec<(u64, Option<LineAdded>)>, Vec<(u64, u32)>, bool);
+
+fn typed(storage: &Storage) -> Typed {
     let txn = storage.read_txn().unwrap();
     let mut upcast = false;
     let lines = Reader::<LineAdded>::new(storage.clone())
@@ -517,6 +519,27 @@ fn a_stopped_migration_leaves_nothing() {
         "{conflict:?}"
     );
     assert!(!other.exists() && !partial(&other).exists());
+
+    // A registered type that is not the one the store recorded for its own name and version.
+    let changed = Migration::new(&source, config(&other, None))
+        .upcast::<LineAddedEdited>()
+        .run();
+    assert!(
+        matches!(
+            changed,
+            Err(MigrateError::Store(Error::LayoutChanged { version: 3, .. }))
+        ),
+        "{changed:?}"
+    );
+    assert!(!other.exists() && !partial(&other).exists());
+    assert_eq!(data_file(source.path()), before);
+}
+
+/// `LineAdded` v3 edited after its events were stored.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event, Debug)]
+#[event(name = "LineAdded", version = 3)]
+pub struct LineAddedEdited {
+    pub sku: String,
 }
 
 /// A write of the target that fails at the I/O level part way fails the migration, removes the

@@ -225,7 +225,9 @@ struct Registration {
 /// stream cannot be read, so it is copied as shredded whatever its version.
 ///
 /// The source is only read, in one read transaction: the target holds exactly the events, and
-/// the checkpoints, committed before the migration began, while writers may go on. The target
+/// the checkpoints, committed before the migration began, while writers may go on (as long as
+/// the transaction is open, the source's map cannot grow in this process: an append of this
+/// process that needs it to waits, up to `resize_timeout`). The target
 /// is written into a directory beside its final one, named `.NAME.migrating` for a target
 /// `NAME`, and renamed to `NAME` once complete and synced: stopped at any point, by an error,
 /// the progress callback or a killed process, a migration leaves the source as it was and
@@ -376,8 +378,9 @@ impl Migration {
     ///   a target without a directory name;
     /// - [`MigrateError::Conflict`] when two registered types upcast the same older type;
     /// - [`MigrateError::Read`] for an event that cannot be read or upcast (among them
-    ///   [`Error::LayoutChanged`] when a registered type is not the one the source recorded for
-    ///   its own name and version, before anything is written);
+    ///   [`Error::LayoutChanged`] for one whose frozen type changed);
+    /// - [`MigrateError::Store`] with [`Error::LayoutChanged`] when a registered type is not
+    ///   the one the source recorded for its own name and version, before any event is written;
     /// - [`MigrateError::Import`], [`MigrateError::Store`] when writing the target fails,
     ///   [`MigrateError::Cancelled`], [`MigrateError::Verify`].
     ///
@@ -542,8 +545,7 @@ impl Migration {
                     registration.version,
                     registration.layout,
                     None,
-                )
-                .map_err(|error| MigrateError::Read { seq: 0, error })?;
+                )?;
             }
         }
         let total = raw::last_seq(source, &txn)?;
