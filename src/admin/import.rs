@@ -10,6 +10,7 @@ use uuid::Uuid;
 use crate::cipher::StreamKey;
 use crate::env::{Commit, WriteKind};
 use crate::error::{Error, Result};
+use crate::event::Fingerprint;
 use crate::format::record::{self, Place, RecordParts, MAX_EVENT_TYPE_LEN};
 use crate::store::Storage;
 use crate::types::StreamId;
@@ -48,6 +49,12 @@ pub struct ImportEvent {
     pub metadata: Option<Vec<u8>>,
     /// The payload bytes (an rkyv archive), stored exactly.
     pub payload: Vec<u8>,
+    /// The fingerprint of the layout `payload` is archived with, when it is known: recorded in
+    /// the target's schema registry for (`event_type`, `schema_version`) with the first event
+    /// of the pair, so that typed readers check it. An event whose pair the target already
+    /// recorded with another layout is refused. `None` records the pair's layout as not known
+    /// (readers then take any layout, validated by the archive's own checks only).
+    pub layout: Option<Fingerprint>,
     /// The event belongs to a stream that was crypto-shredded in the source: only its envelope
     /// is known. It can be imported only into an encrypted store, where it keeps its place and
     /// reads as shredded: the importer writes the stream's tombstone into the target's keystore
@@ -75,6 +82,7 @@ impl ImportEvent {
             schema_version: 1,
             metadata: None,
             payload: Vec::new(),
+            layout: None,
             shredded: false,
         }
     }
@@ -468,6 +476,14 @@ fn write_batch(
                     event.event_id
                 ),
             )));
+        }
+        let name = event.event_type.as_bytes();
+        let allowed = match event.layout {
+            Some(layout) => txn.record_layout(name, event.schema_version, layout)?,
+            None => txn.check_not_renamed(name, event.schema_version)?,
+        };
+        if let Err(e) = allowed {
+            return Ok(Err(invalid(seq, e.to_string())));
         }
         buf.clear();
         let begun = record::begin(

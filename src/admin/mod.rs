@@ -1,7 +1,8 @@
 //! Type-independent access to a store, for tools such as `varve`: raw records, verification,
-//! backup, export and import.
+//! backup, export and import; and [`Migration`], which rewrites a store with the application's
+//! current event types.
 //!
-//! Everything here works without knowing the application's event types: events are read as
+//! Everything else here works without knowing the application's event types: events are read as
 //! their verified envelope and payload bytes ([`RawEvent`]). An application that wants its
 //! payloads shown as JSON registers a decoder per event type in [`Decoders`] and hands it to the
 //! `varve` crate's `run` function, which gives it its own `varve`-like binary.
@@ -30,6 +31,7 @@ mod backup;
 mod decoders;
 mod import;
 mod info;
+mod migrate;
 mod raw;
 mod verify;
 
@@ -37,6 +39,9 @@ pub use backup::{backup, BackupInfo};
 pub use decoders::{DecodeError, Decoders, PayloadDecoder};
 pub use import::{ImportError, ImportEvent, Importer};
 pub use info::{info, ProcessorInfo, StoreInfo};
+pub use migrate::{
+    MigrateError, Migration, MigrationProgress, MigrationReport, TypeCount, UpcastCount,
+};
 pub use raw::{contents, event, last_seq, log, stream, streams, Contents, RawEvent, RawEvents};
 pub use verify::{verify, verify_with, Problem, ProblemKind, VerifyProgress, VerifyReport};
 

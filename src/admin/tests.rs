@@ -167,6 +167,43 @@ fn an_index_value_that_is_not_a_sequence_is_damage_not_a_codec_error() {
     assert!(text.iter().any(|t| t.contains("not 8")), "{text:?}");
 }
 
+/// A record stored under the key of a renamed entry is a problem: the store says that version
+/// of the type lives under another name. The renamed entry alone is counted, not a problem.
+#[test]
+fn verify_finds_a_record_under_a_renamed_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = store(dir.path());
+    let dbs = &storage.log().dbs;
+    storage
+        .env
+        .write(WriteKind::Append, |wtxn| {
+            let renamed = crate::format::schema::encode_renamed("Counter");
+            dbs.schemas
+                .put(wtxn, &crate::format::schema::key(b"Old", 2), &renamed)?;
+            Ok(Commit::Commit(()))
+        })
+        .unwrap();
+    let report = verify(&storage, &mut |_| {}).unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    assert_eq!((report.schemas, report.schemas_renamed), (1, 1));
+    storage
+        .env
+        .write(WriteKind::Append, |wtxn| {
+            let renamed = crate::format::schema::encode_renamed("Counter");
+            dbs.schemas
+                .put(wtxn, &crate::format::schema::key(b"u32", 1), &renamed)?;
+            Ok(Commit::Commit(()))
+        })
+        .unwrap();
+    let report = verify(&storage, &mut |_| {}).unwrap();
+    let found: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].contains("u32 v1, which the store keeps under a new name"),
+        "{found:?}"
+    );
+}
+
 /// `verify` checks the schema registry: an event type of the log without an entry, and an entry
 /// that does not decode, are problems; a store as written has neither.
 #[test]
@@ -196,7 +233,7 @@ fn verify_finds_a_missing_or_damaged_schema_entry() {
     assert_eq!(found.len(), 2, "{found:?}");
     assert!(found.iter().any(|(k, seq, r)| *k == ProblemKind::Schema
         && *seq == Some(1)
-        && r.contains("no recorded layout for u32 v1")));
+        && r.contains("a record of u32 v1, with no recorded layout")));
     assert!(found
         .iter()
         .any(|(k, seq, r)| *k == ProblemKind::Schema && seq.is_none() && r.contains("Other v1")));

@@ -180,6 +180,47 @@ impl<'a, 'w> LogTxn<'a, 'w> {
         Ok(Ok(()))
     }
 
+    /// Records that the events of `name` at `version` are archived with `layout` (an import
+    /// that knows it) when the store has no entry for them yet. The inner error
+    /// ([`Error::LayoutChanged`]) means the store's entry names another layout: the event must
+    /// not be written under it.
+    pub(crate) fn record_layout(
+        &mut self,
+        name: &[u8],
+        version: u16,
+        layout: Fingerprint,
+    ) -> Result<Result<()>> {
+        let key = schema::key(name, version);
+        match self.schema_entry(&key, name, version)? {
+            Some(registered) => Ok(crate::schema::check(
+                registered, name, version, layout, None,
+            )),
+            None => {
+                let registered = Registered::Layout(layout);
+                self.log
+                    .dbs
+                    .schemas
+                    .put(self.wtxn, &key, &schema::encode(registered))?;
+                self.written.schemas.push((key, registered));
+                Ok(Ok(()))
+            }
+        }
+    }
+
+    /// Whether an event of `name` at `version` may be written whatever its layout: the inner
+    /// error ([`Error::RenamedEventType`]) when the store keeps that version under a new name.
+    pub(crate) fn check_not_renamed(&mut self, name: &[u8], version: u16) -> Result<Result<()>> {
+        let key = schema::key(name, version);
+        Ok(match self.schema_entry(&key, name, version)? {
+            Some(Registered::Renamed) => Err(Error::RenamedEventType {
+                event_type: String::from_utf8_lossy(name).into_owned(),
+                version,
+                seq: None,
+            }),
+            _ => Ok(()),
+        })
+    }
+
     /// Makes sure the store has a schema entry for the event type name and schema version of
     /// a staged record about to be written: one that is not there yet (an import) is recorded
     /// with its layout not known. Cheap for a run of events of one type.

@@ -155,6 +155,9 @@ pub struct VerifyReport {
     /// Of those, the ones whose layout is not known (written before the store recorded
     /// layouts, or imported).
     pub schemas_unknown: u64,
+    /// Renamed entries of the `schemas` database: event types whose newer versions are stored
+    /// under a new name (not counted in `schemas`).
+    pub schemas_renamed: u64,
 }
 
 impl VerifyReport {

@@ -1,6 +1,6 @@
-//! The `schemas` database ([`ProblemKind::Schema`]): every entry well formed, and every event
+//! The `schemas` database ([`ProblemKind::Schema`]): every entry well formed, every event
 //! type and schema version in the log with an entry (readers check each event's type against
-//! it).
+//! it), and none under the key of a renamed entry.
 
 use std::collections::HashMap;
 
@@ -36,6 +36,7 @@ pub(super) fn check(
 ) -> Result<()> {
     let Snapshot { dbs, txn, .. } = *snap;
     let mut entries = std::collections::HashSet::new();
+    let mut renamed = std::collections::HashSet::new();
     for entry in dbs.schemas.iter(txn)? {
         let (key, value) = entry?;
         let (name, version) = match schema::parse_key(key) {
@@ -47,6 +48,10 @@ pub(super) fn check(
         };
         entries.insert(key.to_vec());
         match schema::decode(name, version, value) {
+            Ok(Registered::Renamed) => {
+                report.schemas_renamed += 1;
+                renamed.insert(key.to_vec());
+            }
             Ok(registered) => {
                 report.schemas += 1;
                 if registered == Registered::Unknown {
@@ -56,20 +61,24 @@ pub(super) fn check(
             Err(e) => report.push(ProblemKind::Schema, None, None, reason(&e)),
         }
     }
-    let mut missing: Vec<_> = log
-        .first
-        .iter()
-        .filter(|(key, _)| !entries.contains(*key))
-        .collect();
-    missing.sort_by_key(|(_, (seq, _))| *seq);
-    for (key, (seq, stream)) in missing {
+    // The log's types and versions by their first record, so that problems come in log order.
+    let mut first: Vec<_> = log.first.iter().collect();
+    first.sort_by_key(|(_, (seq, _))| *seq);
+    for (key, (seq, stream)) in first {
+        let what = if renamed.contains(key) {
+            "which the store keeps under a new name (a renamed entry): two different events claim that version"
+        } else if !entries.contains(key) {
+            "with no recorded layout: the type of this record and any later ones of it"
+        } else {
+            continue;
+        };
         let (name, version) = schema::parse_key(key)?;
         report.push(
             ProblemKind::Schema,
             Some(*seq),
             Some(*stream),
             format!(
-                "no recorded layout for {} v{version}, the type of this record and any later ones of it",
+                "a record of {} v{version}, {what}",
                 String::from_utf8_lossy(name)
             ),
         );
