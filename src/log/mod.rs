@@ -15,7 +15,7 @@ use crate::env::{Dbs, Env};
 use crate::schema::Schemas;
 
 pub(crate) use cursor::{LogCursor, Step};
-pub(crate) use scan::{bytes_eq, Scan, Select};
+pub(crate) use scan::{bytes_eq, has_name, Scan, Select};
 
 /// The log of one open store: its environment and databases, and the keys of an encrypted store.
 ///

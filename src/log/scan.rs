@@ -72,7 +72,7 @@ impl Select {
         match &self.types {
             Some(types) => {
                 let found = rec.event_type_bytes();
-                types.iter().any(|t| bytes_eq(t.as_bytes(), found))
+                has_name(types, found)
             }
             None => true,
         }
@@ -329,6 +329,13 @@ impl<'t> Iterator for Scan<'t> {
     fn next(&mut self) -> Option<Self::Item> {
         self.next_map(Ok)
     }
+}
+
+/// Whether `names` holds `found`: the one test of an event type name against a reader's or a
+/// scan's names.
+#[inline]
+pub(crate) fn has_name(names: &[String], found: &[u8]) -> bool {
+    names.iter().any(|n| bytes_eq(n.as_bytes(), found))
 }
 
 /// Byte equality for short strings such as event type names, without a call into libc's

@@ -129,7 +129,7 @@ impl<'t, R: Readable> Events<'t, R> {
                     Some(renamed) => renamed,
                     None => self.renamed.insert(self.reader.renamed_in(self.txn.raw())?),
                 };
-                if renamed.iter().any(|r| r.as_bytes() == name) {
+                if crate::log::has_name(renamed, name) {
                     return Err(super::readable::renamed(
                         other.seq(),
                         name,

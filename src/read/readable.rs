@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::event::{Event, Upcaster};
 use crate::format::record::DecodedRecord;
 use crate::format::Envelope;
-use crate::log::bytes_eq;
+use crate::log::{bytes_eq, has_name};
 use crate::store::Storage;
 use crate::subscribe::RecordedEvent;
 use crate::types::StreamId;
@@ -386,7 +386,7 @@ where
                     let Some(i) = self.upcasters.iter().position(|(u, _)| {
                         u.version == version && bytes_eq(u.name.as_bytes(), name)
                     }) else {
-                        if !self.accepted.iter().any(|a| bytes_eq(a.as_bytes(), name)) {
+                        if !has_name(&self.accepted, name) {
                             // Scans select another name only when the store recorded it as
                             // the new name of newer versions of one the reader reads.
                             return Err(renamed(seq, name, version));
@@ -499,11 +499,7 @@ where
     /// Whether this member reads records stored under the record's name.
     #[inline]
     pub fn reads(&self, record: &Record<'_>) -> bool {
-        let found = record.event_type_bytes();
-        self.kinds
-            .accepted
-            .iter()
-            .any(|a| bytes_eq(a.as_bytes(), found))
+        has_name(&self.kinds.accepted, record.event_type_bytes())
     }
 
     /// The view of the record as this member, by the member's own rules.
@@ -522,11 +518,6 @@ where
             memo.members_checked |= self.bit;
         }
         view
-    }
-
-    /// An owned copy of a view of this member.
-    pub fn record(view: &EventView<'_, E>) -> RecordedEvent<E> {
-        RecordedEvent::from_view(view)
     }
 }
 

@@ -17,7 +17,7 @@ use crate::event::Event;
 use crate::format::index::stream_read_keys;
 use crate::format::record::{self, DecodedRecord};
 use crate::format::Envelope;
-use crate::log::{bytes_eq, Log, LogCursor, Scan, Select, Step};
+use crate::log::{has_name, Log, LogCursor, Scan, Select, Step};
 use crate::metrics::handles::ReadKind;
 use crate::store::Storage;
 use crate::types::{Direction, IntoStreamId, StreamId, StreamInfo};
@@ -477,7 +477,7 @@ impl<R: Readable> Reader<R> {
     fn foreign(&self, txn: &heed::RoTxn<'_>, other: &DecodedRecord<'_>) -> Error {
         let name = other.event_type_bytes();
         match self.renamed_in(txn) {
-            Ok(renamed) if renamed.iter().any(|r| r.as_bytes() == name) => {
+            Ok(renamed) if has_name(&renamed, name) => {
                 super::readable::renamed(other.seq(), name, other.schema_version())
             }
             Ok(_) => wrong_type(other.seq(), &self.accepted, name),
@@ -494,7 +494,7 @@ impl<R: Readable> Reader<R> {
     #[inline]
     pub(crate) fn accepts(&self, rec: &DecodedRecord<'_>) -> bool {
         let found = rec.event_type_bytes();
-        self.accepted.iter().any(|a| bytes_eq(a.as_bytes(), found))
+        has_name(&self.accepted, found)
     }
 
     /// Verifies a record read by position and makes a typed view of it:

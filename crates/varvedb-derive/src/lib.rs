@@ -271,7 +271,7 @@ fn event_set(input: &DeriveInput) -> syn::Result<Tokens> {
 
             fn record(view: &#view<'_>) -> #recorded {
                 match view {
-                    #( #view::#variants(e) => #recorded::#variants(::varvedb::__private::Member::<#types>::record(e)), )*
+                    #( #view::#variants(e) => #recorded::#variants(<#types as ::varvedb::Readable>::record(e)), )*
                 }
             }
         }
