@@ -296,6 +296,21 @@ pub enum Error {
         seq: Option<u64>,
     },
 
+    /// A read of one event by position ([`Reader::get`](crate::Reader::get)) found a stored
+    /// event that an upcast ([`Split`](crate::Split)) reads as several events: read them all with
+    /// [`Reader::get_parts`](crate::Reader::get_parts). Scans hand out every part.
+    #[error("the event at sequence {seq} ({event_type} v{version}) is read as {parts} events, split by an upcast: read them with Reader::get_parts")]
+    SplitEvent {
+        /// Global sequence of the stored event.
+        seq: u64,
+        /// Its stored event type name.
+        event_type: String,
+        /// Its stored schema version.
+        version: u16,
+        /// How many events it is read as.
+        parts: u32,
+    },
+
     /// The payload passed its checksum but is not a valid archive of the reader's type.
     #[error("event at sequence {seq} is not a valid archive of the reader's type: {reason}")]
     InvalidPayload {
@@ -485,6 +500,7 @@ impl Error {
             | Error::Shredded { seq, .. }
             | Error::Decryption { seq, .. }
             | Error::Handler { seq, .. }
+            | Error::SplitEvent { seq, .. }
             | Error::UnknownSchemaVersion { seq, .. } => Some(*seq),
             Error::LayoutChanged { seq, .. } | Error::RenamedEventType { seq, .. } => *seq,
             _ => None,

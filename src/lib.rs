@@ -64,8 +64,10 @@ mod write;
 pub use append::{Transaction, Writer};
 pub use env::{Env, ReadTxn, FORMAT_VERSION};
 pub use error::{DamagedEntry, Error, HandlerError, Result};
-pub use event::{Event, EventSerializer, Fingerprint, Layout, LayoutHasher, Upcast, Upcaster};
-pub use format::{Envelope, OwnedEnvelope, MAX_EVENT_TYPE_LEN};
+pub use event::{
+    Event, EventSerializer, Fingerprint, Layout, LayoutHasher, Split, Upcast, Upcaster,
+};
+pub use format::{Envelope, OwnedEnvelope, Part, MAX_EVENT_TYPE_LEN};
 pub use index::DEFAULT_INDEX_INTERVAL;
 pub use read::{EventView, Events, Readable, Reader, DEFAULT_MAX_TXN_AGE};
 pub use store::{

@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 
 use rkyv::rancor;
 use varvedb::{
-    Error, ExpectedVersion, NewEvent, OwnedEnvelope, Reader, Storage, StorageConfig, Upcast, Uuid,
-    Writer,
+    Error, ExpectedVersion, NewEvent, OwnedEnvelope, Part, Reader, Storage, StorageConfig, Upcast,
+    Uuid, Writer,
 };
 
 use read_paths::{check_every_path, stored_envelopes, Failure, Seen, Want};
@@ -353,6 +353,7 @@ impl Row {
             metadata: self.metadata.map(<[u8]>::to_vec),
             payload_len: self.payload_len(),
             encrypted,
+            part: Part::WHOLE,
             value,
         }
     }
@@ -560,6 +561,7 @@ fn version_3_appends_to_a_golden_store() {
         metadata: Some(b"v3".to_vec()),
         payload_len: rkyv::to_bytes::<rancor::Error>(&fedex).unwrap().len() as u32,
         encrypted: false,
+        part: Part::WHOLE,
         value,
     };
     let mut v3 = f.want_v3();

@@ -1,11 +1,13 @@
-//! Model test of typed upcasting: four versions of one event (frozen types [`CounterV1`],
-//! [`CounterV2`], [`TallyV3`], [`TallyV4`], the stored name changing from `Counter` to `Tally`
-//! at version 3), random batches written under every version across a few streams, then a
-//! reader of each version `k` reads through every read path (`tests/read_paths`) and must give
-//! exactly the model:
+//! Model test of typed upcasting: five versions of one event (frozen types [`CounterV1`],
+//! [`CounterV2`], [`TallyV3`], [`TallyV4`], [`TallyV5`], the stored name changing from `Counter`
+//! to `Tally` at version 3, and version 5 splitting a tagged tally into one event per tag),
+//! random batches written under every version across a few streams, then a reader of each
+//! version `k` reads through every read path (`tests/read_paths`) and must give exactly the
+//! model:
 //!
 //! - an event written at version `j <= k` is its written value taken through the same
-//!   [`Upcast`] steps `j -> j+1 -> ... -> k`, with its stored envelope (stored name and version);
+//!   [`Upcast`] and [`Split`] steps `j -> j+1 -> ... -> k`, with its stored envelope (stored
+//!   name and version): one event, or the parts of a split, in order;
 //! - an event written at `j > k` under the reader's own name is `UnknownSchemaVersion` on every
 //!   path that reaches it, never a value;
 //! - one written at `j > k` under the other name is a newer version renamed by a newer build
@@ -21,7 +23,8 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use rkyv::rancor;
 use varvedb::{
-    Durability, Event, ExpectedVersion, NewEvent, Storage, StorageConfig, Upcast, Uuid, Writer,
+    Durability, Event, ExpectedVersion, NewEvent, Part, Split, Storage, StorageConfig, Upcast,
+    Uuid, Writer,
 };
 
 use read_paths::{check_every_path, stored_envelopes, Failure, Seen, Want};
@@ -121,6 +124,56 @@ impl Upcast<TallyV3> for TallyV4 {
     }
 }
 
+/// Version 5, current: one event per tag (an untagged tally is one event without a tag).
+#[derive(
+    rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event, Debug, Clone, PartialEq,
+)]
+#[event(name = "Tally", version = 5, previous = TallyV4, split)]
+pub struct TallyV5 {
+    pub label: String,
+    pub tag: Option<String>,
+    pub total: i128,
+    pub flagged: bool,
+}
+
+impl Split<TallyV4> for TallyV5 {
+    fn split(old: TallyV4) -> Vec<Self> {
+        match old {
+            TallyV4::Plain { label, total } => vec![TallyV5 {
+                label,
+                tag: None,
+                total,
+                flagged: false,
+            }],
+            TallyV4::Tagged {
+                label,
+                total,
+                tags,
+                flagged,
+            } if tags.is_empty() => vec![TallyV5 {
+                label,
+                tag: None,
+                total,
+                flagged,
+            }],
+            TallyV4::Tagged {
+                label,
+                total,
+                tags,
+                flagged,
+            } => tags
+                .into_iter()
+                .map(|tag| TallyV5 {
+                    label: label.clone(),
+                    tag: Some(tag),
+                    total,
+                    flagged,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// A value of any version.
 #[derive(Clone, Debug, PartialEq)]
 enum Any {
@@ -128,6 +181,7 @@ enum Any {
     V2(CounterV2),
     V3(TallyV3),
     V4(TallyV4),
+    V5(TallyV5),
 }
 
 impl Any {
@@ -137,25 +191,28 @@ impl Any {
             Any::V2(_) => 2,
             Any::V3(_) => 3,
             Any::V4(_) => 4,
+            Any::V5(_) => 5,
         }
     }
 
-    /// One step up, through the type's own `Upcast`.
-    fn up(self) -> Any {
+    /// One step up, through the type's own `Upcast` or `Split`.
+    fn up(self) -> Vec<Any> {
         match self {
-            Any::V1(v) => Any::V2(CounterV2::upcast(v)),
-            Any::V2(v) => Any::V3(TallyV3::upcast(v)),
-            Any::V3(v) => Any::V4(TallyV4::upcast(v)),
-            Any::V4(_) => panic!("no version after 4"),
+            Any::V1(v) => vec![Any::V2(CounterV2::upcast(v))],
+            Any::V2(v) => vec![Any::V3(TallyV3::upcast(v))],
+            Any::V3(v) => vec![Any::V4(TallyV4::upcast(v))],
+            Any::V4(v) => TallyV5::split(v).into_iter().map(Any::V5).collect(),
+            Any::V5(_) => panic!("no version after 5"),
         }
     }
 
-    /// The value at version `k` (at least its own).
-    fn at(mut self, k: u16) -> Any {
-        while self.version() < k {
-            self = self.up();
+    /// The values at version `k` (at least its own): one, or the parts of a split.
+    fn at(self, k: u16) -> Vec<Any> {
+        let mut values = vec![self];
+        while values[0].version() < k {
+            values = values.into_iter().flat_map(Any::up).collect();
         }
-        self
+        values
     }
 
     fn payload_len(&self) -> u32 {
@@ -164,6 +221,7 @@ impl Any {
             Any::V2(v) => rkyv::to_bytes::<rancor::Error>(v),
             Any::V3(v) => rkyv::to_bytes::<rancor::Error>(v),
             Any::V4(v) => rkyv::to_bytes::<rancor::Error>(v),
+            Any::V5(v) => rkyv::to_bytes::<rancor::Error>(v),
         };
         bytes.unwrap().len() as u32
     }
@@ -175,7 +233,8 @@ fn name_of(v: u16) -> &'static str {
         1 => CounterV1::NAME,
         2 => CounterV2::NAME,
         3 => TallyV3::NAME,
-        _ => TallyV4::NAME,
+        4 => TallyV4::NAME,
+        _ => TallyV5::NAME,
     }
 }
 
@@ -200,6 +259,7 @@ version!(CounterV1, V1);
 version!(CounterV2, V2);
 version!(TallyV3, V3);
 version!(TallyV4, V4);
+version!(TallyV5, V5);
 
 const STREAMS: [u128; 3] = [1, 2, u128::MAX >> 1];
 
@@ -252,7 +312,27 @@ fn batch() -> impl Strategy<Value = Vec<Any>> {
             })
         }),
     ];
-    prop_oneof![vec(v1, 1..4), vec(v2, 1..4), vec(v3, 1..4), vec(v4, 1..4)]
+    let v5 = (
+        text(),
+        proptest::option::of(text()),
+        any::<i128>(),
+        any::<bool>(),
+    )
+        .prop_map(|(label, tag, total, flagged)| {
+            Any::V5(TallyV5 {
+                label,
+                tag,
+                total,
+                flagged,
+            })
+        });
+    prop_oneof![
+        vec(v1, 1..4),
+        vec(v2, 1..4),
+        vec(v3, 1..4),
+        vec(v4, 1..4),
+        vec(v5, 1..4)
+    ]
 }
 
 fn write() -> impl Strategy<Value = Write> {
@@ -311,6 +391,7 @@ fn apply(storage: &Storage, write: &Write, log: &mut Vec<Stored>) {
         Any::V2(_) => append!(CounterV2, V2),
         Any::V3(_) => append!(TallyV3, V3),
         Any::V4(_) => append!(TallyV4, V4),
+        Any::V5(_) => append!(TallyV5, V5),
     }
     .unwrap();
     for ((value, metadata), pos) in write.events.iter().zip(&appended.positions) {
@@ -337,24 +418,38 @@ fn want<E: Version + Clone>(storage: &Storage, log: &[Stored], encrypted: bool) 
         .map(|(s, env)| {
             let j = s.value.version();
             if j <= k {
-                Want::Read {
-                    seen: Seen {
-                        seq: s.seq,
-                        stream: s.stream,
-                        version: s.version,
-                        prev_seq: s.prev_seq,
-                        timestamp_ns: env.timestamp_ns,
-                        event_id: Uuid::from_u128(u128::from(s.seq)),
-                        correlation_id: None,
-                        causation_id: None,
-                        event_type: name_of(j).into(),
-                        schema_version: j,
-                        metadata: s.metadata.clone(),
-                        payload_len: s.value.payload_len(),
-                        encrypted,
-                        value: E::from_any(s.value.clone().at(k)),
-                    },
-                    upcast: j < k,
+                let values = s.value.clone().at(k);
+                let count = values.len() as u32;
+                let seen = |part, value| Seen {
+                    seq: s.seq,
+                    stream: s.stream,
+                    version: s.version,
+                    prev_seq: s.prev_seq,
+                    timestamp_ns: env.timestamp_ns,
+                    event_id: Uuid::from_u128(u128::from(s.seq)),
+                    correlation_id: None,
+                    causation_id: None,
+                    event_type: name_of(j).into(),
+                    schema_version: j,
+                    metadata: s.metadata.clone(),
+                    payload_len: s.value.payload_len(),
+                    encrypted,
+                    part,
+                    value: E::from_any(value),
+                };
+                if count == 1 {
+                    Want::Read {
+                        seen: seen(Part::WHOLE, values.into_iter().next().unwrap()),
+                        upcast: j < k,
+                    }
+                } else {
+                    Want::Split {
+                        parts: values
+                            .into_iter()
+                            .zip(0..)
+                            .map(|(value, index)| seen(Part { index, count }, value))
+                            .collect(),
+                    }
                 }
             } else if name_of(j) == E::NAME {
                 Want::Fails {
@@ -406,6 +501,7 @@ fn run_case(writes: &[Write], encrypted: bool) {
     );
     check_every_path(&storage, &want::<TallyV3>(&storage, &log, encrypted), "v3");
     check_every_path(&storage, &want::<TallyV4>(&storage, &log, encrypted), "v4");
+    check_every_path(&storage, &want::<TallyV5>(&storage, &log, encrypted), "v5");
 }
 
 /// Random writes under every version, read by a reader of every version on every path.
@@ -431,8 +527,8 @@ fn every_version_reads_the_model() {
         .unwrap();
 }
 
-/// Each version's reader meets each other version at least once: one write of every version,
-/// oldest first and newest first.
+/// Each version's reader meets each other version at least once: one write of every version
+/// (two splits among them at version 5), oldest first and newest first.
 #[test]
 fn every_pair_of_versions() {
     let one = |v: Any| Write {
@@ -458,6 +554,18 @@ fn every_pair_of_versions() {
         one(Any::V4(TallyV4::Plain {
             label: "d".into(),
             total: -4,
+        })),
+        one(Any::V4(TallyV4::Tagged {
+            label: "e".into(),
+            total: 5,
+            tags: vec!["p".into(), "q".into(), "r".into()],
+            flagged: false,
+        })),
+        one(Any::V5(TallyV5 {
+            label: "f".into(),
+            tag: Some("s".into()),
+            total: 6,
+            flagged: true,
         })),
     ];
     let mut backwards = writes.clone();

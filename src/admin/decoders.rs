@@ -11,7 +11,7 @@ use rkyv::util::AlignedVec;
 use rkyv::Archive;
 
 use super::ImportEvent;
-use crate::format::Envelope;
+use crate::format::{Envelope, Part};
 
 /// The error a decoder returns: anything that can be shown.
 pub type DecodeError = Box<dyn std::error::Error + Send + Sync>;
@@ -208,6 +208,7 @@ impl Decoders {
             metadata: event.metadata.as_deref(),
             payload_len: event.payload.len() as u32,
             encrypted: false,
+            part: Part::WHOLE,
         };
         self.validate(&envelope, &event.payload)
     }
@@ -233,6 +234,7 @@ impl Decoders {
             metadata: None,
             payload_len: payload.len() as u32,
             encrypted: false,
+            part: Part::WHOLE,
         };
         self.to_json(&envelope, payload)
     }

@@ -171,6 +171,11 @@ pub struct MigrationReport {
     /// Events copied exactly, per type and version, ordered: the types no registered type
     /// upcasts (another type, the current version itself, or a version no upcaster reaches).
     pub copied: Vec<TypeCount>,
+    /// Events that a registered type reads as several events ([`Split`](crate::Split)), per
+    /// stored type and version, copied exactly (counted in `copied` too): written as their
+    /// parts, they would move every later event to another sequence. Readers of the target go on
+    /// splitting them, so the frozen types they are read through stay in the application.
+    pub split: Vec<TypeCount>,
     /// Events of shredded streams, copied as shredded (counted in `copied` too).
     pub shredded_events: u64,
     /// Streams shredded in the target because they were in the source.
@@ -193,7 +198,8 @@ struct Step {
     read: ReadUpcast,
 }
 
-type ReadUpcast = Box<dyn Fn(&ReadTxn, u64) -> crate::Result<Upcasted> + Send>;
+/// `None` for an event that a split reads as several events.
+type ReadUpcast = Box<dyn Fn(&ReadTxn, u64) -> crate::Result<Option<Upcasted>> + Send>;
 type Progress = Box<dyn FnMut(&MigrationProgress) -> ControlFlow<()> + Send>;
 
 /// An event read as its current type.
@@ -323,13 +329,19 @@ impl Migration {
             .map(|u| {
                 let reader = reader.clone();
                 let read: ReadUpcast = Box::new(move |txn: &ReadTxn, seq: u64| {
-                    let view = reader.get(txn, seq)?.ok_or_else(|| {
-                        Error::corrupted(seq, "the event vanished from the snapshot")
-                    })?;
-                    Ok(Upcasted {
-                        payload: view.payload_bytes().to_vec(),
-                        metadata: view.envelope().metadata.map(<[u8]>::to_vec),
-                    })
+                    let parts = reader.get_parts(txn, seq)?;
+                    match parts.as_slice() {
+                        [] => Err(Error::corrupted(
+                            seq,
+                            "the event vanished from the snapshot",
+                        )),
+                        [view] => Ok(Some(Upcasted {
+                            payload: view.payload_bytes().to_vec(),
+                            metadata: view.envelope().metadata.map(<[u8]>::to_vec),
+                        })),
+                        // Written as its parts, it would move every later event.
+                        _ => Ok(None),
+                    }
                 });
                 (
                     (u.name, u.version),
@@ -557,6 +569,7 @@ impl Migration {
         };
         let mut upcast: BTreeMap<(String, u16), u64> = BTreeMap::new();
         let mut copied: BTreeMap<(String, u16), u64> = BTreeMap::new();
+        let mut kept_split: BTreeMap<(String, u16), u64> = BTreeMap::new();
         let mut layouts: HashMap<(String, u16), Option<Fingerprint>> = HashMap::new();
         let mut shredded_events = 0u64;
         for event in raw::log(source, &txn, 1, Direction::Forward)? {
@@ -578,21 +591,33 @@ impl Migration {
             out.causation_id = env.causation_id;
             out.schema_version = env.schema_version;
             let key = (env.event_type.to_string(), env.schema_version);
-            let read = match steps.get(&key) {
+            let upcast_read = match steps.get(&key) {
                 Some(step) => (step.read)(&txn, seq).map(|up| {
-                    out.event_type = step.to_name.to_string();
-                    out.schema_version = step.to_version;
-                    out.layout = Some(step.to_layout);
-                    out.payload = up.payload;
-                    out.metadata = up.metadata;
-                    true
+                    up.map(|up| {
+                        out.event_type = step.to_name.to_string();
+                        out.schema_version = step.to_version;
+                        out.layout = Some(step.to_layout);
+                        out.payload = up.payload;
+                        out.metadata = up.metadata;
+                    })
+                    .is_some()
                 }),
-                None => raw::contents(source, &event).map(|contents| {
+                None => Ok(false),
+            };
+            // Split into several events, it stays as it is stored: its parts would need places
+            // of their own in the log.
+            let split = matches!(upcast_read, Ok(false)) && steps.contains_key(&key);
+            let read = match upcast_read {
+                Ok(false) => raw::contents(source, &event).map(|contents| {
                     out.payload = contents.payload().to_vec();
                     out.metadata = contents.metadata().map(<[u8]>::to_vec);
                     false
                 }),
+                read => read,
             };
+            if split {
+                *kept_split.entry(key.clone()).or_default() += 1;
+            }
             let was_upcast = match read {
                 Ok(was_upcast) => was_upcast,
                 Err(Error::Shredded { .. }) => {
@@ -658,14 +683,8 @@ impl Migration {
                     }
                 })
                 .collect(),
-            copied: copied
-                .into_iter()
-                .map(|((event_type, version), events)| TypeCount {
-                    event_type,
-                    version,
-                    events,
-                })
-                .collect(),
+            copied: type_counts(copied),
+            split: type_counts(kept_split),
             shredded_events,
             shredded_streams,
             processors,
@@ -686,6 +705,18 @@ impl Migration {
 
 /// Marks `out` as an event of a shredded stream: its lost payload and metadata stand as zero
 /// bytes of their lengths, which the target seals under a key it never stores.
+/// Counts per (type, version), ordered.
+fn type_counts(counts: BTreeMap<(String, u16), u64>) -> Vec<TypeCount> {
+    counts
+        .into_iter()
+        .map(|((event_type, version), events)| TypeCount {
+            event_type,
+            version,
+            events,
+        })
+        .collect()
+}
+
 fn shred(out: &mut ImportEvent, event: &RawEvent<'_>) {
     out.shredded = true;
     out.payload = vec![0; event.envelope.payload_len as usize];

@@ -7,7 +7,7 @@
 //! name its own, and so on. A reader of the newest type then reads every older version: the
 //! stored archive is validated as the version it was written with, deserialized, and taken
 //! through each step to the reader's type (which may also rename an event type: the previous
-//! type keeps its own name).
+//! type keeps its own name). A step may split one event into several ([`Split`]).
 
 use std::sync::Arc;
 
@@ -40,10 +40,73 @@ pub trait Upcast<Previous>: Sized {
     fn upcast(previous: Previous) -> Self;
 }
 
+/// One step up that splits: the values of this version that one value of the previous version
+/// becomes, in order. Declared with `#[event(previous = Type, split)]`.
+///
+/// A reader of the newest type reads each stored event of the previous version (or of any
+/// version before it) as the events the split makes. They all stand at the stored event's place
+/// in the log: they share its global sequence, stream version, event id, timestamp and
+/// metadata, and their envelopes tell them apart by [`Part`](crate::Part). Scans,
+/// subscriptions, processors and projectors hand them out one after another, in order (the last
+/// first when reading backwards); a processor's checkpoint passes the stored event only once all
+/// of them are handled. A split that makes no events is an error
+/// ([`Error::InvalidPayload`](crate::Error::InvalidPayload)), never an event passed over.
+///
+/// ```
+/// #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event)]
+/// #[event(name = "ItemsAdded", version = 1)]
+/// pub struct ItemsAddedV1 { pub lines: Vec<(String, u32)> }
+///
+/// // Version 2 is one event per line, under a name of its own.
+/// #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event)]
+/// #[event(name = "ItemAdded", version = 2, previous = ItemsAddedV1, split)]
+/// pub struct ItemAdded { pub sku: String, pub qty: u32 }
+///
+/// impl varvedb::Split<ItemsAddedV1> for ItemAdded {
+///     fn split(old: ItemsAddedV1) -> Vec<Self> {
+///         old.lines.into_iter().map(|(sku, qty)| ItemAdded { sku, qty }).collect()
+///     }
+/// }
+/// ```
+pub trait Split<Previous>: Sized {
+    /// This version's values for `previous`, in order; at least one.
+    fn split(previous: Previous) -> Vec<Self>;
+}
+
+/// What one stored event becomes: one value, or several when a step of its chain splits.
+pub(crate) enum Parts<T> {
+    /// The common case, without a vector.
+    One(T),
+    /// The values of a split, in order.
+    Many(Vec<T>),
+}
+
+impl<T> Parts<T> {
+    /// Each value taken through `f`, whose results are concatenated in order.
+    fn flat_map<U>(
+        self,
+        mut f: impl FnMut(T) -> Result<Parts<U>, String>,
+    ) -> Result<Parts<U>, String> {
+        match self {
+            Parts::One(value) => f(value),
+            Parts::Many(values) => {
+                let mut out = Vec::with_capacity(values.len());
+                for value in values {
+                    match f(value)? {
+                        Parts::One(v) => out.push(v),
+                        Parts::Many(vs) => out.extend(vs),
+                    }
+                }
+                Ok(Parts::Many(out))
+            }
+        }
+    }
+}
+
 /// The archived bytes of the reader's type, made from a stored payload of an older version.
-type Convert = dyn Fn(&[u8]) -> Result<AlignedVec<16>, String> + Send + Sync;
-/// The value of a version, made from a stored payload of an older one.
-type ToValue<E> = Arc<dyn Fn(&[u8]) -> Result<E, String> + Send + Sync>;
+type Convert = dyn Fn(&[u8]) -> Result<Parts<AlignedVec<16>>, String> + Send + Sync;
+/// The values of a version, made from a stored payload of an older one.
+type ToValue<E> = Arc<dyn Fn(&[u8]) -> Result<Parts<E>, String> + Send + Sync>;
 
 /// How events of one older (name, version) become `E`: the layout they must have been written
 /// with, and the conversion of their payload into an archive of `E`. Made by
@@ -55,7 +118,7 @@ pub struct Upcaster<E> {
     pub(crate) layout: Fingerprint,
     /// The stored payload (aligned) to the values of each step, the last one `E`'s.
     convert: ToValue<E>,
-    /// `convert`, then the value archived: what a reader views.
+    /// `convert`, then each value archived: what a reader views.
     archive: Arc<Convert>,
 }
 
@@ -81,7 +144,8 @@ impl<E> Upcaster<E>
 where
     E: Event + for<'a> rkyv::Serialize<EventSerializer<'a>>,
 {
-    /// The upcasters of `E` from its previous version `P` and every version before it.
+    /// The upcasters of `E` from its previous version `P` ([`Upcast`]) and every version
+    /// before it.
     #[doc(hidden)]
     pub fn chain<P>() -> Vec<Upcaster<E>>
     where
@@ -90,12 +154,36 @@ where
             + rkyv::Deserialize<P, HighDeserializer<rancor::Error>>,
         E: Upcast<P>,
     {
-        let from_previous: ToValue<E> = Arc::new(|bytes: &[u8]| {
+        Self::steps::<P>(|previous| Parts::One(E::upcast(previous)))
+    }
+
+    /// The upcasters of `E` from its previous version `P` through a [`Split`], and every version
+    /// before it.
+    #[doc(hidden)]
+    pub fn split_chain<P>() -> Vec<Upcaster<E>>
+    where
+        P: Event,
+        P::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>
+            + rkyv::Deserialize<P, HighDeserializer<rancor::Error>>,
+        E: Split<P>,
+    {
+        Self::steps::<P>(|previous| Parts::Many(E::split(previous)))
+    }
+
+    /// The upcasters of `E` through `step` from `P`, and through `P`'s own upcasters from every
+    /// version before it.
+    fn steps<P>(step: fn(P) -> Parts<E>) -> Vec<Upcaster<E>>
+    where
+        P: Event,
+        P::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>
+            + rkyv::Deserialize<P, HighDeserializer<rancor::Error>>,
+    {
+        let from_previous: ToValue<E> = Arc::new(move |bytes: &[u8]| {
             let archived = rkyv::access::<P::Archived, rancor::Error>(bytes)
                 .map_err(|e| format!("not a valid archive of {} v{}: {e}", P::NAME, P::VERSION))?;
             let previous =
                 rkyv::deserialize::<P, rancor::Error>(archived).map_err(|e| e.to_string())?;
-            Ok(E::upcast(previous))
+            Ok(step(previous))
         });
         let mut steps = vec![Upcaster::new(P::NAME, P::VERSION, P::LAYOUT, from_previous)];
         for older in P::upcasts() {
@@ -104,7 +192,9 @@ where
                 older.name,
                 older.version,
                 older.layout,
-                Arc::new(move |bytes: &[u8]| to_previous(bytes).map(E::upcast)),
+                Arc::new(move |bytes: &[u8]| {
+                    to_previous(bytes)?.flat_map(|previous| Ok(step(previous)))
+                }),
             ));
         }
         steps
@@ -118,8 +208,7 @@ where
     ) -> Upcaster<E> {
         let to_value = Arc::clone(&convert);
         let archive: Arc<Convert> = Arc::new(move |bytes: &[u8]| {
-            let value = to_value(bytes)?;
-            archive(&value)
+            to_value(bytes)?.flat_map(|value| archive(&value).map(Parts::One))
         });
         Upcaster {
             name,
@@ -132,9 +221,25 @@ where
 }
 
 impl<E> Upcaster<E> {
-    /// The archive of `E` for a stored payload (16-byte aligned) of this upcaster's version.
-    pub(crate) fn archive(&self, payload: &[u8]) -> Result<AlignedVec<16>, String> {
-        (self.archive)(payload)
+    /// The archives of `E` for a stored payload (16-byte aligned) of this upcaster's version:
+    /// the first, and the further parts of a split (none but in a split of two or more).
+    pub(crate) fn archive(
+        &self,
+        payload: &[u8],
+    ) -> Result<(AlignedVec<16>, Vec<AlignedVec<16>>), String> {
+        match (self.archive)(payload)? {
+            Parts::One(archive) => Ok((archive, Vec::new())),
+            Parts::Many(mut archives) => {
+                if archives.is_empty() {
+                    return Err(format!(
+                        "the split of {} v{} made no events",
+                        self.name, self.version
+                    ));
+                }
+                let first = archives.remove(0);
+                Ok((first, archives))
+            }
+        }
     }
 }
 

@@ -43,6 +43,37 @@ pub struct Envelope<'a> {
     pub payload_len: u32,
     /// Whether the event is stored encrypted.
     pub encrypted: bool,
+    /// Which of the events an upcast split the stored event into this one is
+    /// ([`Part::WHOLE`] for an event read as it is stored, or upcast without a split).
+    pub part: Part,
+}
+
+/// Which of the events read from one stored event an event is: an upcast that splits
+/// ([`Split`](crate::Split)) reads one stored event as several, which share its place in the log
+/// (sequence, stream version, event id) and differ by their part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Part {
+    /// The event's index among the parts, from 0.
+    pub index: u32,
+    /// How many events the stored event is read as: 1 when it is not split.
+    pub count: u32,
+}
+
+impl Part {
+    /// The one part of an event that is not split.
+    pub const WHOLE: Part = Part { index: 0, count: 1 };
+
+    /// Whether this is the last event read from its stored event (the only one when it is not
+    /// split).
+    pub fn is_last(&self) -> bool {
+        self.index + 1 == self.count
+    }
+}
+
+impl Default for Part {
+    fn default() -> Part {
+        Part::WHOLE
+    }
 }
 
 impl Envelope<'_> {
@@ -67,6 +98,7 @@ impl Envelope<'_> {
             metadata: self.metadata.map(<[u8]>::to_vec),
             payload_len: self.payload_len,
             encrypted: self.encrypted,
+            part: self.part,
         }
     }
 }
@@ -102,4 +134,6 @@ pub struct OwnedEnvelope {
     pub payload_len: u32,
     /// Whether the event is stored encrypted.
     pub encrypted: bool,
+    /// Which of the events read from its stored event this one is (see [`Envelope::part`]).
+    pub part: Part,
 }

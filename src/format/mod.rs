@@ -9,5 +9,5 @@ pub(crate) mod index;
 pub(crate) mod record;
 pub(crate) mod schema;
 
-pub use envelope::{Envelope, OwnedEnvelope};
+pub use envelope::{Envelope, OwnedEnvelope, Part};
 pub use record::MAX_EVENT_TYPE_LEN;

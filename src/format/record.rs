@@ -43,7 +43,7 @@ use uuid::Uuid;
 use crate::cipher::aead::{Nonces, TAG_LEN};
 use crate::cipher::{PlainBuf, StreamKey};
 use crate::error::{Error, Result};
-use crate::format::{checksum, Envelope};
+use crate::format::{checksum, Envelope, Part};
 use crate::types::StreamId;
 
 /// Version of the record layout, stored in every record.
@@ -542,6 +542,7 @@ impl<'a> DecodedRecord<'a> {
             metadata,
             payload_len: self.plain_payload_len() as u32,
             encrypted,
+            part: Part::WHOLE,
         }
     }
 

@@ -316,6 +316,7 @@ fn error_kind(e: &Error) -> &'static str {
         Error::LayoutChanged { .. } => "layout_changed",
         Error::UnknownSchemaVersion { .. } => "unknown_schema_version",
         Error::RenamedEventType { .. } => "renamed_event_type",
+        Error::SplitEvent { .. } => "split_event",
         Error::Crypto { .. } => "crypto",
         Error::Keystore { .. } => "keystore",
         Error::Lmdb(_) => "lmdb",

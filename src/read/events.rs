@@ -26,6 +26,10 @@ pub struct Events<'t, R: Readable> {
     /// (renamed by newer builds), whose events are errors, not another type to pass over;
     /// looked up at the first event of another type.
     pub(super) renamed: Option<Vec<String>>,
+    /// Whether the read goes backwards: the parts of a split record come last first.
+    pub(super) backward: bool,
+    /// The parts of a split record still to yield, the next one last.
+    pub(super) parts: Vec<R::View<'t>>,
 }
 
 impl<R: Readable> Drop for Events<'_, R> {
@@ -59,18 +63,46 @@ impl<'t, R: Readable> Iterator for Events<'t, R> {
 
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        let item = self.next_item();
-        if let Some(result) = &item {
+        if let Some(part) = self.parts.pop() {
             self.read += 1;
-            if let Err(e) = result {
-                self.reader.read_failed(e);
-            }
+            return Some(Ok(part));
         }
-        item
+        let item = self.next_item();
+        match item {
+            Some(Ok(view)) => {
+                self.read += 1;
+                if R::is_split(&view) {
+                    return Some(Ok(self.split(view)));
+                }
+                Some(Ok(view))
+            }
+            Some(Err(e)) => {
+                self.read += 1;
+                self.reader.read_failed(&e);
+                Some(Err(e))
+            }
+            None => None,
+        }
     }
 }
 
 impl<'t, R: Readable> Events<'t, R> {
+    /// Whether parts of a split record are still to come before the next record.
+    pub(super) fn has_parts(&self) -> bool {
+        !self.parts.is_empty()
+    }
+
+    /// The first part of a split record to yield; the others are kept for the next calls.
+    #[cold]
+    #[inline(never)]
+    fn split(&mut self, first: R::View<'t>) -> R::View<'t> {
+        let mut parts = super::parts::all::<R>(first, self.backward);
+        parts.reverse();
+        let next = parts.pop().expect("a split record has parts");
+        self.parts = parts;
+        next
+    }
+
     #[inline]
     fn next_item(&mut self) -> Option<Result<R::View<'t>>> {
         loop {

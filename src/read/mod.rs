@@ -22,6 +22,10 @@
 //!   Processors and projectors, which have nothing to hand a handler, pass over it.
 //! - **Events of older versions** of `E` (named by `#[event(previous = ...)]`, see
 //!   [`Upcast`](crate::Upcast)) are read as `E` through the steps between them, on every path.
+//!   A stored event that a step splits ([`Split`](crate::Split)) is read as each of its parts,
+//!   one after another at its place in the log, on every path that walks the log or a stream;
+//!   `get` returns [`Error::SplitEvent`](crate::Error::SplitEvent) for it, and
+//!   [`Reader::get_parts`] every part.
 //! - **Events of newer versions stored under a new name** (a newer build renamed the type, and
 //!   the store recorded the rename) are [`Error::RenamedEventType`](crate::Error::RenamedEventType)
 //!   items on every path: scans follow the store's renames in their own transaction, so a
@@ -37,6 +41,7 @@
 //!   it (its type and stream cannot be known).
 
 mod events;
+pub(crate) mod parts;
 pub(crate) mod readable;
 #[allow(clippy::module_inception)]
 mod reader;

@@ -144,6 +144,15 @@ pub trait Readable: Sized + 'static {
     /// An owned copy of a view.
     #[doc(hidden)]
     fn record(view: &Self::View<'_>) -> Self::Recorded;
+
+    /// Whether a view is the first of the parts an upcast split its record into, with the
+    /// others still in it.
+    #[doc(hidden)]
+    fn is_split(view: &Self::View<'_>) -> bool;
+
+    /// Takes the further parts of a split out of its first view, in order.
+    #[doc(hidden)]
+    fn split_off<'t>(view: &mut Self::View<'t>) -> Vec<Self::View<'t>>;
 }
 
 /// A record of an accepted type, its header verified: what [`Readable::view_of`] reads.
@@ -272,6 +281,15 @@ where
 
     fn record(view: &EventView<'_, E>) -> RecordedEvent<E> {
         RecordedEvent::from_view(view)
+    }
+
+    #[inline(always)]
+    fn is_split(view: &EventView<'_, E>) -> bool {
+        view.is_split()
+    }
+
+    fn split_off<'t>(view: &mut Self::View<'t>) -> Vec<Self::View<'t>> {
+        view.split_off()
     }
 }
 

@@ -9,6 +9,7 @@ use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
 
 use super::events::{check_place, Events, Source};
+use super::parts;
 use super::readable::{wrong_type, Readable, Record};
 use super::ViewMemo;
 use crate::env::ReadTxn;
@@ -147,8 +148,38 @@ impl<R: Readable> Reader<R> {
     ///
     /// [`Error::Corrupted`] when the record fails its checksum, [`Error::WrongEventType`] when it
     /// holds another type, [`Error::InvalidPayload`] when the payload is not a valid archive of
-    /// `E`, [`Error::Lmdb`].
+    /// `E`, [`Error::SplitEvent`] when an upcast reads it as several events (read them with
+    /// [`Reader::get_parts`]), [`Error::Lmdb`].
     pub fn get<'t>(&self, txn: &'t ReadTxn, seq: u64) -> Result<Option<R::View<'t>>> {
+        match self.at(txn, seq)? {
+            Some(view) if R::is_split(&view) => {
+                let e = split_event::<R>(view);
+                self.read_failed(&e);
+                Err(e)
+            }
+            view => Ok(view),
+        }
+    }
+
+    /// Every event read from the stored event at global sequence `seq`, in order: the event
+    /// alone, or the parts an upcast splits it into ([`Split`](crate::Split)); empty when there
+    /// is none.
+    ///
+    /// # Errors
+    ///
+    /// As [`Reader::get`], without [`Error::SplitEvent`].
+    pub fn get_parts<'t>(&self, txn: &'t ReadTxn, seq: u64) -> Result<Vec<R::View<'t>>> {
+        Ok(match self.at(txn, seq)? {
+            Some(view) if R::is_split(&view) => parts::all::<R>(view, false),
+            Some(view) => vec![view],
+            None => Vec::new(),
+        })
+    }
+
+    /// The view of the record at `seq` (the first part of a split one), counted as a read by
+    /// position.
+    #[inline]
+    fn at<'t>(&self, txn: &'t ReadTxn, seq: u64) -> Result<Option<R::View<'t>>> {
         let raw = self.raw(txn)?;
         txn.count_reads(ReadKind::Get, 1);
         match self.log().dbs.get_record(raw, seq) {
@@ -189,7 +220,8 @@ impl<R: Readable> Reader<R> {
             .map_or(0, |h| h.version))
     }
 
-    /// The last event of `stream`, or `None` when the stream has no events.
+    /// The last event of `stream`, or `None` when the stream has no events. When an upcast
+    /// splits the stream's last stored event into several, the last of them.
     ///
     /// # Errors
     ///
@@ -221,7 +253,10 @@ impl<R: Readable> Reader<R> {
             .ok_or_else(|| {
                 Error::corrupted(head.last_seq, "stream head points at a missing record")
             })?;
-        let view = self.view_at(raw, head.last_seq, bytes)?;
+        let mut view = self.view_at(raw, head.last_seq, bytes)?;
+        if R::is_split(&view) {
+            view = parts::all::<R>(view, true).swap_remove(0);
+        }
         let (seq, found_stream, found_version) = R::place(&view);
         check_place(seq, found_stream, found_version, stream, head.version)?;
         Ok(Some(view))
@@ -268,6 +303,8 @@ impl<R: Readable> Reader<R> {
             memo: ViewMemo::default(),
             read: 0,
             renamed: None,
+            backward: direction == Direction::Backward,
+            parts: Vec::new(),
         })
     }
 
@@ -301,6 +338,8 @@ impl<R: Readable> Reader<R> {
             memo: ViewMemo::default(),
             read: 0,
             renamed: None,
+            backward: direction == Direction::Backward,
+            parts: Vec::new(),
         })
     }
 
@@ -337,6 +376,7 @@ impl<R: Readable> Reader<R> {
     ) -> Result<u64> {
         let mut cursor = LogCursor::new(from, direction, self.max_txn_age);
         let select = self.select();
+        let backward = direction == Direction::Backward;
         let mut visited = 0u64;
         let mut failed = None;
         let mut memo = ViewMemo::default();
@@ -353,8 +393,10 @@ impl<R: Readable> Reader<R> {
                             return ControlFlow::Break(());
                         }
                     };
-                    visited += 1;
-                    f(view)
+                    parts::each::<R, ()>(view, backward, |part| {
+                        visited += 1;
+                        f(part)
+                    })
                 },
             )?;
             let failed = match step {
@@ -405,10 +447,16 @@ impl<R: Readable> Reader<R> {
                 next = match direction {
                     Direction::Forward if pos < u64::MAX => pos + 1,
                     Direction::Backward if pos > 1 => pos - 1,
+                    // The stream's end: only the rest of this event's parts may follow.
+                    _ if events.has_parts() => next,
                     _ => return Ok(visited),
                 };
                 in_txn += 1;
-                if in_txn.is_multiple_of(64) && opened.elapsed() > self.max_txn_age {
+                // A split record's parts all come from this transaction.
+                if in_txn.is_multiple_of(64)
+                    && opened.elapsed() > self.max_txn_age
+                    && !events.has_parts()
+                {
                     break;
                 }
             }
@@ -559,6 +607,19 @@ impl<R: Readable> Reader<R> {
         memo: &mut ViewMemo,
     ) -> Result<R::View<'t>> {
         R::view_of(&self.storage, &self.kinds, txn, Record(rec), memo)
+    }
+}
+
+/// The error for a read by position of a stored event that an upcast splits.
+#[cold]
+#[inline(never)]
+fn split_event<R: Readable>(view: R::View<'_>) -> Error {
+    let envelope = R::envelope(&view);
+    Error::SplitEvent {
+        seq: envelope.seq,
+        event_type: envelope.event_type.to_string(),
+        version: envelope.schema_version,
+        parts: envelope.part.count,
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::ops::Deref;
+use std::sync::Arc;
 
 use rkyv::api::high::HighValidator;
 use rkyv::bytecheck::CheckBytes;
@@ -13,7 +14,7 @@ use rkyv::Archive;
 use crate::crypto::{Crypto, KeyMemo};
 use crate::error::{Error, Result};
 use crate::format::record::{DecodedRecord, Opened};
-use crate::format::Envelope;
+use crate::format::{Envelope, Part};
 use crate::types::StreamId;
 
 /// Alignment VarveDB guarantees to payloads: rkyv archives need at most 16.
@@ -39,9 +40,21 @@ enum Payload<'t, A> {
     Copied(AlignedVec<PAYLOAD_ALIGN>),
     /// Decrypted and validated; `A` lives at the root position of the payload.
     Decrypted(Opened),
-    /// An event of an older version, upcast and archived again, validated; `A` lives at the
-    /// root position of the buffer. The decrypted record is kept for its metadata.
-    Upcast(AlignedVec<PAYLOAD_ALIGN>, Option<Opened>),
+    /// An event of an older version, upcast and archived again, validated. Boxed: the cold
+    /// case keeps the view small for the others.
+    Upcast(Box<Upcasted>),
+}
+
+/// An event of an older version, read as the reader's type.
+struct Upcasted {
+    /// The archive, validated; `A` lives at the root position of the buffer.
+    archive: AlignedVec<PAYLOAD_ALIGN>,
+    /// The decrypted record, kept for its metadata; shared by the parts of a split.
+    opened: Option<Arc<Opened>>,
+    /// Which of the parts of a split this is.
+    part: Part,
+    /// The further parts of a split, validated, until [`EventView::split_off`] takes them.
+    rest: Vec<AlignedVec<PAYLOAD_ALIGN>>,
 }
 
 impl<'t, E: Archive> EventView<'t, E>
@@ -122,14 +135,14 @@ where
                 upcaster.name, upcaster.version
             ),
         };
-        let (archive, opened) = match (record.is_encrypted(), crypto) {
+        let ((archive, rest), opened) = match (record.is_encrypted(), crypto) {
             (true, Some(crypto)) => {
                 let key =
                     crypto.key_for_read_memo(memo, record.stream(), record.key_version(), seq)?;
                 let opened = record.open(key, crypto.store_id())?;
                 (
                     upcaster.archive(opened.payload()).map_err(invalid)?,
-                    Some(opened),
+                    Some(Arc::new(opened)),
                 )
             }
             (false, None) => {
@@ -145,10 +158,20 @@ where
             }
             (false, Some(_)) | (true, None) => return Err(record.sealing_mismatch()),
         };
-        rkyv::access::<E::Archived, rancor::Error>(&archive).map_err(|e| invalid(e.to_string()))?;
+        for bytes in std::iter::once(&archive).chain(&rest) {
+            rkyv::access::<E::Archived, rancor::Error>(bytes)
+                .map_err(|e| invalid(e.to_string()))?;
+        }
+        let count = u32::try_from(rest.len() + 1)
+            .map_err(|_| invalid(format!("the split made {} events", rest.len() + 1)))?;
         Ok(EventView {
             record,
-            payload: Payload::Upcast(archive, opened),
+            payload: Payload::Upcast(Box::new(Upcasted {
+                archive,
+                opened,
+                part: Part { index: 0, count },
+                rest,
+            })),
         })
     }
 
@@ -186,10 +209,54 @@ impl<'t, E: Archive> EventView<'t, E> {
     /// store its metadata comes from the decrypted payload).
     pub fn envelope(&self) -> Envelope<'_> {
         let mut envelope = self.record.envelope();
-        if let Payload::Decrypted(opened) | Payload::Upcast(_, Some(opened)) = &self.payload {
-            envelope.metadata = opened.metadata();
+        match &self.payload {
+            Payload::Decrypted(opened) => envelope.metadata = opened.metadata(),
+            Payload::Upcast(upcasted) => {
+                if let Some(opened) = &upcasted.opened {
+                    envelope.metadata = opened.metadata();
+                }
+                envelope.part = upcasted.part;
+            }
+            Payload::Borrowed(_) | Payload::Copied(_) => {}
         }
         envelope
+    }
+
+    /// Which of the events an upcast split the stored event into this one is ([`Part::WHOLE`]
+    /// when it is not split).
+    pub fn part(&self) -> Part {
+        match &self.payload {
+            Payload::Upcast(upcasted) => upcasted.part,
+            _ => Part::WHOLE,
+        }
+    }
+
+    /// Whether this is the first part of a split whose further parts are still in it.
+    #[inline]
+    pub(crate) fn is_split(&self) -> bool {
+        matches!(&self.payload, Payload::Upcast(upcasted) if !upcasted.rest.is_empty())
+    }
+
+    /// Takes the further parts of a split out of its first part, in order (none for any other
+    /// view).
+    pub(crate) fn split_off(&mut self) -> Vec<EventView<'t, E>> {
+        let Payload::Upcast(upcasted) = &mut self.payload else {
+            return Vec::new();
+        };
+        let count = upcasted.part.count;
+        std::mem::take(&mut upcasted.rest)
+            .into_iter()
+            .zip(1..)
+            .map(|(archive, index)| EventView {
+                record: self.record,
+                payload: Payload::Upcast(Box::new(Upcasted {
+                    archive,
+                    opened: upcasted.opened.clone(),
+                    part: Part { index, count },
+                    rest: Vec::new(),
+                })),
+            })
+            .collect()
     }
 
     /// Global sequence of the event.
@@ -222,9 +289,13 @@ impl<'t, E: Archive> EventView<'t, E> {
             Payload::Decrypted(opened) => unsafe {
                 rkyv::access_unchecked::<E::Archived>(opened.payload())
             },
-            // SAFETY: `upcast` validated exactly these bytes as an `E::Archived` with bytecheck;
-            // the buffer is 16-byte aligned, owned by the view and never mutated afterwards.
-            Payload::Upcast(bytes, _) => unsafe { rkyv::access_unchecked::<E::Archived>(bytes) },
+            // SAFETY: `upcast` validated exactly these bytes (each part's own buffer, which
+            // `split_off` moves into that part's view unchanged) as an `E::Archived` with
+            // bytecheck; the buffer is 16-byte aligned, owned by the view and never mutated
+            // afterwards.
+            Payload::Upcast(upcasted) => unsafe {
+                rkyv::access_unchecked::<E::Archived>(&upcasted.archive)
+            },
         }
     }
 
@@ -235,7 +306,8 @@ impl<'t, E: Archive> EventView<'t, E> {
                 .record
                 .payload()
                 .expect("the payload checksum was verified when the view was made"),
-            Payload::Copied(bytes) | Payload::Upcast(bytes, _) => bytes,
+            Payload::Copied(bytes) => bytes,
+            Payload::Upcast(upcasted) => &upcasted.archive,
             Payload::Decrypted(opened) => opened.payload(),
         }
     }

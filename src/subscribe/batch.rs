@@ -9,6 +9,7 @@ use super::handler::{ErrorPolicy, EventHandler};
 use super::processor::commit_checkpoint;
 use crate::error::{Error, HandlerError, Result};
 use crate::log::{LogCursor, Step};
+use crate::read::parts;
 use crate::read::ViewMemo;
 use crate::read::{Readable, Reader};
 use crate::types::Direction;
@@ -70,12 +71,20 @@ impl<R: Readable> Batch<R> {
                     // Every record before this one was visited: handled or passed over.
                     handled = handled.max(seq - 1);
                     let delivered = match self.reader.view_of(txn.raw(), rec, &mut memo) {
-                        Ok(view) => {
+                        // Each event read from the record, the parts of a split one by one:
+                        // the checkpoint passes the record once all are handled.
+                        Ok(view) => match parts::each::<R, Error>(view, false, |view| {
                             let envelope = R::envelope(&view);
-                            self.deliver(&mut handler, &mut skipped, seq, |h| {
+                            match self.deliver(&mut handler, &mut skipped, seq, |h| {
                                 h.handle_envelope(&envelope, R::event(&view))
-                            })
-                        }
+                            }) {
+                                Ok(()) => ControlFlow::Continue(()),
+                                Err(e) => ControlFlow::Break(e),
+                            }
+                        }) {
+                            ControlFlow::Continue(()) => Ok(()),
+                            ControlFlow::Break(e) => Err(e),
+                        },
                         Err(e) => self.unreadable(&mut skipped, seq, e),
                     };
                     if let Err(e) = delivered {

@@ -2,6 +2,7 @@
 //! the same transaction as the projector's checkpoint.
 
 use std::marker::PhantomData;
+use std::ops::ControlFlow;
 
 use rkyv::util::AlignedVec;
 use tokio::sync::watch;
@@ -237,13 +238,22 @@ where
                 Err(Error::Shredded { .. }) => continue,
                 Err(e) => return Err(e),
             };
-            projection
-                .apply(wtxn, &R::envelope(&view), R::event(&view))
-                .map_err(|e| Error::Handler {
-                    processor: name.to_string(),
-                    seq,
-                    source: e.into(),
-                })?;
+            // Each event read from the record: the parts of a split one by one, all in this
+            // transaction with the checkpoint past the record.
+            let applied =
+                crate::read::parts::each::<R, Error>(view, false, |view| {
+                    match projection.apply(wtxn, &R::envelope(&view), R::event(&view)) {
+                        Ok(()) => ControlFlow::Continue(()),
+                        Err(e) => ControlFlow::Break(Error::Handler {
+                            processor: name.to_string(),
+                            seq,
+                            source: e.into(),
+                        }),
+                    }
+                });
+            if let ControlFlow::Break(e) = applied {
+                return Err(e);
+            }
         }
         checkpoint::put_in(&log.dbs, wtxn, name, last)?;
         Ok(Commit::Commit(()))

@@ -15,6 +15,7 @@ use crate::env::Env;
 use crate::error::{Error, Result};
 use crate::format::OwnedEnvelope;
 use crate::log::{LogCursor, Select, Step};
+use crate::read::parts;
 use crate::read::view::PAYLOAD_ALIGN;
 use crate::read::ViewMemo;
 use crate::read::{EventView, Readable, Reader};
@@ -383,11 +384,16 @@ impl<R: Readable> Subscription<R> {
             &reader.storage().store.index,
             select,
             |txn, rec| {
-                buffer.push_back(
-                    reader
-                        .view_of(txn.raw(), rec, memo)
-                        .map(|view| R::record(&view)),
-                );
+                match reader.view_of(txn.raw(), rec, memo) {
+                    // Each event read from the record: the parts of a split one by one.
+                    Ok(view) => {
+                        let _ = parts::each::<R, ()>(view, false, |view| {
+                            buffer.push_back(Ok(R::record(&view)));
+                            ControlFlow::Continue(())
+                        });
+                    }
+                    Err(e) => buffer.push_back(Err(e)),
+                }
                 if buffer.len() >= *batch {
                     ControlFlow::Break(())
                 } else {

@@ -6,7 +6,8 @@
 //!
 //! What each path must give follows from one description per event ([`Want`]) and the rules of
 //! `src/read/mod.rs`: an event the reader reads is a value with its stored envelope on every
-//! path; an event of an accepted type it cannot read is an error item on every path (the walks,
+//! path; one an upcast splits is each of its parts, in the order of the read, on every path but
+//! `get` (an error naming the split; `get_parts` reads them); an event of an accepted type it cannot read is an error item on every path (the walks,
 //! processors and projectors stop there); an event of another type is passed over by every scan
 //! and named by the reads by position.
 #![allow(dead_code)]
@@ -19,8 +20,8 @@ use rkyv::api::high::{HighDeserializer, HighValidator};
 use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
 use varvedb::{
-    Direction, Envelope, Error, Event, EventHandler, EventView, Filter, OwnedEnvelope, Processor,
-    Projection, Projector, Reader, StartFrom, Storage, SubscriptionItem, Uuid,
+    Direction, Envelope, Error, Event, EventHandler, EventView, Filter, OwnedEnvelope, Part,
+    Processor, Projection, Projector, Reader, StartFrom, Storage, SubscriptionItem, Uuid,
 };
 
 /// An event as a path delivers it: every field of its envelope but the payload's address, and
@@ -43,6 +44,8 @@ pub struct Seen<T> {
     /// Length of the stored (plaintext) archive.
     pub payload_len: u32,
     pub encrypted: bool,
+    /// Which of the parts of a split the event is.
+    pub part: Part,
     pub value: T,
 }
 
@@ -62,6 +65,7 @@ impl<T> Seen<T> {
             metadata: env.metadata.map(<[u8]>::to_vec),
             payload_len: env.payload_len,
             encrypted: env.encrypted,
+            part: env.part,
             value,
         }
     }
@@ -81,6 +85,7 @@ impl<T> Seen<T> {
             metadata: env.metadata.clone(),
             payload_len: env.payload_len,
             encrypted: env.encrypted,
+            part: env.part,
             value,
         }
     }
@@ -108,6 +113,12 @@ pub enum Failure {
         seq: Option<u64>,
         event_type: String,
         version: u16,
+    },
+    SplitEvent {
+        seq: u64,
+        event_type: String,
+        version: u16,
+        parts: u32,
     },
     /// Any other error: none is expected.
     Other(String),
@@ -147,6 +158,17 @@ impl From<Error> for Failure {
                 event_type,
                 version,
             },
+            Error::SplitEvent {
+                seq,
+                event_type,
+                version,
+                parts,
+            } => Failure::SplitEvent {
+                seq,
+                event_type,
+                version,
+                parts,
+            },
             e => Failure::Other(format!("{e:?}")),
         }
     }
@@ -157,6 +179,9 @@ impl From<Error> for Failure {
 pub enum Want<T> {
     /// Read as this value with this envelope on every path; `upcast`: through an upcaster.
     Read { seen: Seen<T>, upcast: bool },
+    /// Split by an upcast into these events, in order (at least two): each of them on every
+    /// path, [`Failure::SplitEvent`] from `get`.
+    Split { parts: Vec<Seen<T>> },
     /// An event of an accepted type the reader cannot read: this error on every path.
     Fails {
         seq: u64,
@@ -175,6 +200,7 @@ impl<T: Clone> Want<T> {
     fn seq(&self) -> u64 {
         match self {
             Want::Read { seen, .. } => seen.seq,
+            Want::Split { parts } => parts[0].seq,
             Want::Fails { seq, .. } | Want::Other { seq, .. } => *seq,
         }
     }
@@ -182,28 +208,60 @@ impl<T: Clone> Want<T> {
     fn stream(&self) -> u128 {
         match self {
             Want::Read { seen, .. } => seen.stream,
+            Want::Split { parts } => parts[0].stream,
             Want::Fails { stream, .. } | Want::Other { stream, .. } => *stream,
         }
     }
 
-    /// What a read by position gives.
-    fn point(&self) -> Result<(Seen<T>, bool), Failure> {
+    /// What `get` gives.
+    fn point(&self) -> Item<T> {
         match self {
             Want::Read { seen, upcast } => Ok((seen.clone(), *upcast)),
+            Want::Split { parts } => Err(Failure::SplitEvent {
+                seq: parts[0].seq,
+                event_type: parts[0].event_type.clone(),
+                version: parts[0].schema_version,
+                parts: parts.len() as u32,
+            }),
             Want::Fails { failure, .. } | Want::Other { failure, .. } => Err(failure.clone()),
         }
     }
 
-    /// What a scan gives: `None` when it passes over the event.
-    fn scanned(&self) -> Option<Result<(Seen<T>, bool), Failure>> {
+    /// What `get_parts` gives.
+    fn all_parts(&self) -> Parts<T> {
         match self {
-            Want::Other { .. } => None,
-            _ => Some(self.point()),
+            Want::Split { parts } => Ok(parts.iter().map(|p| (p.clone(), true)).collect()),
+            other => other.point().map(|item| vec![item]),
+        }
+    }
+
+    /// What `last_in_stream` gives when this is the stream's last event.
+    fn last(&self) -> Item<T> {
+        match self {
+            Want::Split { parts } => Ok((parts.last().unwrap().clone(), true)),
+            other => other.point(),
+        }
+    }
+
+    /// What a scan gives, in its direction: nothing when it passes over the event.
+    fn scanned(&self, backward: bool) -> Vec<Item<T>> {
+        match self {
+            Want::Other { .. } => Vec::new(),
+            Want::Split { parts } => {
+                let mut items: Vec<Item<T>> = parts.iter().map(|p| Ok((p.clone(), true))).collect();
+                if backward {
+                    items.reverse();
+                }
+                items
+            }
+            _ => vec![self.point()],
         }
     }
 }
 
 type Item<T> = Result<(Seen<T>, bool), Failure>;
+/// What `get_parts` gives.
+type Parts<T> = Result<Vec<(Seen<T>, bool)>, Failure>;
 
 /// The events of stream `s`, in log order.
 fn of_stream<T>(want: &[Want<T>], s: u128) -> Vec<&Want<T>>
@@ -213,9 +271,12 @@ where
     want.iter().filter(|w| w.stream() == s).collect()
 }
 
-/// What a scan over `ws` gives.
-fn scanned<'w, T: Clone + 'w>(ws: impl Iterator<Item = &'w Want<T>>) -> Vec<Item<T>> {
-    ws.filter_map(Want::scanned).collect()
+/// What a scan over `ws`, in `ws`'s order, gives.
+fn scanned<'w, T: Clone + 'w>(
+    ws: impl Iterator<Item = &'w Want<T>>,
+    backward: bool,
+) -> Vec<Item<T>> {
+    ws.flat_map(|w| w.scanned(backward)).collect()
 }
 
 /// What an iterator of views gives.
@@ -295,8 +356,8 @@ where
     let mut streams: Vec<u128> = want.iter().map(Want::stream).collect();
     streams.sort_unstable();
     streams.dedup();
-    let log_forward = scanned(want.iter());
-    let log_backward = scanned(want.iter().rev());
+    let log_forward = scanned(want.iter(), false);
+    let log_backward = scanned(want.iter().rev(), true);
 
     let reader = Reader::<E>::new(storage.clone());
     let txn = storage.read_txn().unwrap();
@@ -313,6 +374,18 @@ where
         .collect();
     let points: Vec<Item<E>> = want.iter().map(Want::point).collect();
     assert_eq!(got, points, "{label}: get");
+    let got: Vec<Parts<E>> = (1..=head)
+        .map(|seq| match reader.get_parts(&txn, seq) {
+            Ok(views) => views.into_iter().map(|v| view_item(Ok(v))).collect(),
+            Err(e) => Err(e.into()),
+        })
+        .collect();
+    let parts: Vec<_> = want.iter().map(Want::all_parts).collect();
+    assert_eq!(got, parts, "{label}: get_parts");
+    assert!(
+        reader.get_parts(&txn, head + 1).unwrap().is_empty(),
+        "{label}: get_parts past the head"
+    );
     assert!(reader.get(&txn, 0).unwrap().is_none(), "{label}: get(0)");
     assert!(
         reader.get(&txn, head + 1).unwrap().is_none(),
@@ -326,15 +399,15 @@ where
         );
         assert_eq!(
             last,
-            of_stream(want, s).last().unwrap().point(),
+            of_stream(want, s).last().unwrap().last(),
             "{label}: last_in_stream({s})"
         );
     }
 
     // Iterators in the caller's transaction.
     for &s in &streams {
-        let forward = scanned(of_stream(want, s).into_iter());
-        let backward = scanned(of_stream(want, s).into_iter().rev());
+        let forward = scanned(of_stream(want, s).into_iter(), false);
+        let backward = scanned(of_stream(want, s).into_iter().rev(), true);
         assert_eq!(
             collect(reader.read_stream(&txn, s, 1, Direction::Forward).unwrap()),
             forward,
@@ -384,7 +457,7 @@ where
             if direction == Direction::Backward {
                 ws.reverse();
             }
-            let want_items = scanned(ws.into_iter());
+            let want_items = scanned(ws.into_iter(), direction == Direction::Backward);
             let items = walked(label, |f| reader.for_each_in_stream(s, from, direction, f));
             assert_eq!(
                 items,
@@ -559,7 +632,8 @@ where
     }
 }
 
-/// A projection that writes what it is handed into its database, under the event's sequence.
+/// A projection that writes what it is handed into its database, under the event's sequence and
+/// part.
 struct Record<E> {
     db: heed::Database<'static, Bytes, Bytes>,
     _event: std::marker::PhantomData<fn() -> E>,
@@ -579,8 +653,9 @@ where
     ) -> varvedb::Result<()> {
         let value = rkyv::deserialize::<E, rancor::Error>(event).unwrap();
         let seen = format!("{:?}", Seen::of(envelope, value));
-        self.db
-            .put(txn, &envelope.seq.to_be_bytes(), seen.as_bytes())?;
+        let mut key = envelope.seq.to_be_bytes().to_vec();
+        key.extend_from_slice(&envelope.part.index.to_be_bytes());
+        self.db.put(txn, &key, seen.as_bytes())?;
         Ok(())
     }
 }

@@ -14,8 +14,9 @@ const MAX_NAME_LEN: usize = 256;
 /// Derives `varvedb::Event` (and `varvedb::Layout`) for a type that also derives rkyv's
 /// `Archive`: `#[event(name = "...", version = N)]` sets the stored name (default: the type's
 /// name) and the schema version (default: 1); `#[event(previous = Type)]` names the type of the
-/// previous version, which the type implements `varvedb::Upcast` from, so that readers of it
-/// read the events of that version and every one before it.
+/// previous version, which the type implements `varvedb::Upcast` from (or `varvedb::Split`, with
+/// `#[event(previous = Type, split)]`), so that readers of it read the events of that version and
+/// every one before it.
 #[proc_macro_derive(Event, attributes(event))]
 pub fn derive_event(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
@@ -169,6 +170,10 @@ fn event_set(input: &DeriveInput) -> syn::Result<Tokens> {
             #vis fn is_upcast(&self) -> bool {
                 match self { #( Self::#variants(e) => e.is_upcast(), )* }
             }
+            /// Which of the events an upcast split the stored event into this one is.
+            #vis fn part(&self) -> ::varvedb::Part {
+                match self { #( Self::#variants(e) => e.part(), )* }
+            }
             /// The archived event, as a reference to its member's archived type.
             #vis fn event(&self) -> #reference<'_> {
                 match self { #( Self::#variants(e) => #reference::#variants(e.archived()), )* }
@@ -274,6 +279,24 @@ fn event_set(input: &DeriveInput) -> syn::Result<Tokens> {
                     #( #view::#variants(e) => #recorded::#variants(<#types as ::varvedb::Readable>::record(e)), )*
                 }
             }
+
+            #[inline]
+            fn is_split(view: &#view<'_>) -> bool {
+                match view {
+                    #( #view::#variants(e) => <#types as ::varvedb::Readable>::is_split(e), )*
+                }
+            }
+
+            fn split_off<'t>(view: &mut Self::View<'t>) -> ::std::vec::Vec<Self::View<'t>> {
+                match view {
+                    #(
+                        #view::#variants(e) => <#types as ::varvedb::Readable>::split_off(e)
+                            .into_iter()
+                            .map(#view::#variants)
+                            .collect(),
+                    )*
+                }
+            }
         }
     })
 }
@@ -283,6 +306,7 @@ fn event(input: &DeriveInput) -> syn::Result<Tokens> {
         name,
         version,
         previous,
+        split,
     } = event_attrs(input)?;
     let ident = &input.ident;
     let name = match name {
@@ -304,10 +328,21 @@ fn event(input: &DeriveInput) -> syn::Result<Tokens> {
         ));
     }
     let layout = layout(input)?;
+    let chain = if split {
+        quote!(split_chain)
+    } else {
+        quote!(chain)
+    };
+    if split && previous.is_none() {
+        return Err(syn::Error::new_spanned(
+            ident,
+            "`split` needs the previous version: #[event(previous = Type, split)]",
+        ));
+    }
     let upcasts = previous.as_ref().map(|previous| {
         quote! {
             fn upcasts() -> ::std::vec::Vec<::varvedb::Upcaster<Self>> {
-                ::varvedb::Upcaster::<Self>::chain::<#previous>()
+                ::varvedb::Upcaster::<Self>::#chain::<#previous>()
             }
         }
     });
@@ -345,12 +380,15 @@ struct EventAttrs {
     name: Option<LitStr>,
     version: u16,
     previous: Option<syn::Type>,
+    /// The step from the previous version splits (`varvedb::Split`) instead of converting.
+    split: bool,
 }
 
 fn event_attrs(input: &DeriveInput) -> syn::Result<EventAttrs> {
     let mut name = None;
     let mut version = 1u16;
     let mut previous = None;
+    let mut split = false;
     for attr in input.attrs.iter().filter(|a| a.path().is_ident("event")) {
         attr.parse_nested_meta(|meta| {
             if meta.path.is_ident("name") {
@@ -363,9 +401,12 @@ fn event_attrs(input: &DeriveInput) -> syn::Result<EventAttrs> {
             } else if meta.path.is_ident("previous") {
                 previous = Some(meta.value()?.parse::<syn::Type>()?);
                 Ok(())
+            } else if meta.path.is_ident("split") {
+                split = true;
+                Ok(())
             } else {
                 Err(meta.error(
-                    "expected `name = \"...\"`, `version = N` or `previous = TypeOfThePreviousVersion`",
+                    "expected `name = \"...\"`, `version = N`, `previous = TypeOfThePreviousVersion` or `split`",
                 ))
             }
         })?;
@@ -374,6 +415,7 @@ fn event_attrs(input: &DeriveInput) -> syn::Result<EventAttrs> {
         name,
         version,
         previous,
+        split,
     })
 }
 
