@@ -98,13 +98,14 @@ where
 /// off 16-byte alignment in memory. The store's check of recorded layouts is not part of this:
 /// it compares fingerprints, never payload bytes.
 ///
-/// Returns the event deserialized, and whether it was upcast.
+/// Returns the events deserialized (one, or the parts of a split, in order), and whether they
+/// were upcast.
 pub fn read_payload<E>(
     event_type: &str,
     schema_version: u16,
     payload: &[u8],
     misalign: bool,
-) -> Option<Result<(E, bool)>>
+) -> Option<Result<(Vec<E>, bool)>>
 where
     E: crate::Event,
     E::Archived: for<'a> CheckBytes<HighValidator<'a, rancor::Error>>
@@ -153,9 +154,9 @@ where
     memory.extend_from_slice(&buf[..len]);
     let bytes = &memory[usize::from(misalign)..];
 
-    let read = || -> Result<(E, bool)> {
+    let read = || -> Result<(Vec<E>, bool)> {
         let rec = crate::format::record::decode_event(1, bytes)?;
-        let view = match &upcaster {
+        let mut view = match &upcaster {
             Some(upcaster) => EventView::upcast(rec, None, &mut Default::default(), upcaster)?,
             // As `Reader::view_of` reads an event of its own version in a plain store.
             None => match rec
@@ -166,7 +167,13 @@ where
                 None => EventView::new(rec, None, &mut Default::default())?.0,
             },
         };
-        Ok((view.deserialize()?, view.is_upcast()))
+        let upcast = view.is_upcast();
+        let rest = view.split_off();
+        let mut values = vec![view.deserialize()?];
+        for part in rest {
+            values.push(part.deserialize()?);
+        }
+        Ok((values, upcast))
     };
     Some(read())
 }

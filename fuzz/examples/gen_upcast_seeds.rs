@@ -10,7 +10,7 @@
 
 use std::path::PathBuf;
 
-use varvedb_fuzz::upcast::{AnyUp, UpV1, UpV2, UpV3, CASES};
+use varvedb_fuzz::upcast::{AnyUp, UpV1, UpV2, UpV3, UpV4, CASES};
 
 fn values(version: u16) -> Vec<(&'static str, AnyUp)> {
     match version {
@@ -57,7 +57,7 @@ fn values(version: u16) -> Vec<(&'static str, AnyUp)> {
                 }),
             ),
         ],
-        _ => vec![
+        3 => vec![
             (
                 "small",
                 AnyUp::V3(UpV3 {
@@ -72,8 +72,28 @@ fn values(version: u16) -> Vec<(&'static str, AnyUp)> {
                 AnyUp::V3(UpV3 {
                     label: "a label longer than an inline string".into(),
                     total: i128::MIN,
-                    tags: vec!["x".repeat(100)],
+                    tags: vec!["x".repeat(100), "y".into(), String::new()],
                     mark: Some('é'),
+                }),
+            ),
+        ],
+        _ => vec![
+            (
+                "small",
+                AnyUp::V4(UpV4 {
+                    label: String::new(),
+                    total: 0,
+                    tag: None,
+                    mark: None,
+                }),
+            ),
+            (
+                "rich",
+                AnyUp::V4(UpV4 {
+                    label: "a label longer than an inline string".into(),
+                    total: i128::MAX,
+                    tag: Some("a tag longer than an inline string".into()),
+                    mark: Some('\u{10FFFF}'),
                 }),
             ),
         ],

@@ -7,15 +7,16 @@
 //! - it yields a value exactly when the bytes are a valid archive (rkyv's bytecheck) of the type
 //!   of the version they are stored under; never a value otherwise, and a valid archive is never
 //!   refused;
-//! - the value is the archive's value taken through the same `Upcast` steps up to the reader's
-//!   version, and it is upcast exactly when it was stored at an older version;
+//! - the values are the archive's value taken through the same `Upcast` and `Split` steps up to
+//!   the reader's version (several when a step splits), and they are upcast exactly when it was
+//!   stored at an older version;
 //! - the only error is `InvalidPayload` for the record's sequence.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use varvedb::error::Error;
 use varvedb::fuzzing::read_payload;
-use varvedb_fuzz::upcast::{check_as, name_of, AnyUp, UpV2, UpV3, CASES};
+use varvedb_fuzz::upcast::{check_as, name_of, AnyUp, UpV2, UpV3, UpV4, CASES};
 
 fuzz_target!(|data: &[u8]| {
     let [select, flags, payload @ ..] = data else {
@@ -25,10 +26,15 @@ fuzz_target!(|data: &[u8]| {
     let misalign = flags & 1 == 1;
     let name = name_of(case.stored);
     let read = match case.reader {
-        2 => read_payload::<UpV2>(name, case.stored, payload, misalign)
-            .map(|r| r.map(|(v, upcast)| (AnyUp::V2(v), upcast))),
-        _ => read_payload::<UpV3>(name, case.stored, payload, misalign)
-            .map(|r| r.map(|(v, upcast)| (AnyUp::V3(v), upcast))),
+        2 => read_payload::<UpV2>(name, case.stored, payload, misalign).map(|r| {
+            r.map(|(v, upcast)| (v.into_iter().map(AnyUp::V2).collect::<Vec<_>>(), upcast))
+        }),
+        3 => read_payload::<UpV3>(name, case.stored, payload, misalign).map(|r| {
+            r.map(|(v, upcast)| (v.into_iter().map(AnyUp::V3).collect::<Vec<_>>(), upcast))
+        }),
+        _ => read_payload::<UpV4>(name, case.stored, payload, misalign).map(|r| {
+            r.map(|(v, upcast)| (v.into_iter().map(AnyUp::V4).collect::<Vec<_>>(), upcast))
+        }),
     }
     .unwrap_or_else(|| panic!("{case:?}: the reader has no way to read it"));
     let valid = check_as(case.stored, payload);

@@ -1,15 +1,16 @@
-//! The event types of the `upcast` target: three versions of one event, the stored name
-//! changing at version 3, and the input format.
+//! The event types of the `upcast` target: four versions of one event, the stored name
+//! changing at version 3 and version 4 splitting one event into one per tag, and the input
+//! format.
 //!
 //! # Input format
 //!
 //! The first byte selects a reader and the (name, version) the payload is stored under
-//! ([`CASES`], `byte % 5`); bit 0 of the second byte puts the record off 16-byte alignment in
+//! ([`CASES`], `byte % 9`); bit 0 of the second byte puts the record off 16-byte alignment in
 //! memory; the rest is the payload.
 
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
-use varvedb::Upcast;
+use varvedb::{Split, Upcast};
 
 /// Version 1, frozen: strings, a vector, an option, a bool and a char, so that bytecheck has
 /// relative pointers, lengths, UTF-8, tags, bool values and char values to validate.
@@ -123,6 +124,37 @@ impl Upcast<UpV2> for UpV3 {
     }
 }
 
+/// Version 4, current: one event per tag (one without a tag when there is none).
+#[derive(
+    rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event, Debug, Clone, PartialEq, Eq,
+)]
+#[event(name = "FuzzUpNext", version = 4, previous = UpV3, split)]
+pub struct UpV4 {
+    /// The name.
+    pub label: String,
+    /// The count, signed.
+    pub total: i128,
+    /// One tag, if any.
+    pub tag: Option<String>,
+    /// The mark, if any.
+    pub mark: Option<char>,
+}
+
+impl Split<UpV3> for UpV4 {
+    fn split(old: UpV3) -> Vec<Self> {
+        let part = |tag| UpV4 {
+            label: old.label.clone(),
+            total: old.total,
+            tag,
+            mark: old.mark,
+        };
+        if old.tags.is_empty() {
+            return vec![part(None)];
+        }
+        old.tags.iter().cloned().map(Some).map(part).collect()
+    }
+}
+
 /// A reader and the (name, version) of the stored payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Case {
@@ -132,8 +164,9 @@ pub struct Case {
     pub stored: u16,
 }
 
-/// Every reader and stored version with a way to read: current, one step, two steps.
-pub const CASES: [Case; 5] = [
+/// Every reader and stored version with a way to read: current, one step, two steps, three
+/// steps (the last one a split). The first five are the cases of the seeds.
+pub const CASES: [Case; 9] = [
     Case {
         reader: 3,
         stored: 1,
@@ -154,6 +187,22 @@ pub const CASES: [Case; 5] = [
         reader: 2,
         stored: 2,
     },
+    Case {
+        reader: 4,
+        stored: 1,
+    },
+    Case {
+        reader: 4,
+        stored: 2,
+    },
+    Case {
+        reader: 4,
+        stored: 3,
+    },
+    Case {
+        reader: 4,
+        stored: 4,
+    },
 ];
 
 /// The stored name of version `v`.
@@ -162,7 +211,8 @@ pub fn name_of(v: u16) -> &'static str {
     match v {
         1 => UpV1::NAME,
         2 => UpV2::NAME,
-        _ => UpV3::NAME,
+        3 => UpV3::NAME,
+        _ => UpV4::NAME,
     }
 }
 
@@ -175,15 +225,18 @@ pub enum AnyUp {
     V2(UpV2),
     /// Version 3.
     V3(UpV3),
+    /// Version 4.
+    V4(UpV4),
 }
 
 impl AnyUp {
-    /// The value one version up, through the type's own `Upcast`.
-    pub fn up(self) -> AnyUp {
+    /// The values one version up, through the type's own `Upcast` or `Split`.
+    pub fn up(self) -> Vec<AnyUp> {
         match self {
-            AnyUp::V1(v) => AnyUp::V2(UpV2::upcast(v)),
-            AnyUp::V2(v) => AnyUp::V3(UpV3::upcast(v)),
-            AnyUp::V3(_) => panic!("no version after 3"),
+            AnyUp::V1(v) => vec![AnyUp::V2(UpV2::upcast(v))],
+            AnyUp::V2(v) => vec![AnyUp::V3(UpV3::upcast(v))],
+            AnyUp::V3(v) => UpV4::split(v).into_iter().map(AnyUp::V4).collect(),
+            AnyUp::V4(_) => panic!("no version after 4"),
         }
     }
 
@@ -193,15 +246,17 @@ impl AnyUp {
             AnyUp::V1(_) => 1,
             AnyUp::V2(_) => 2,
             AnyUp::V3(_) => 3,
+            AnyUp::V4(_) => 4,
         }
     }
 
-    /// The value at version `k`, at least its own.
-    pub fn at(mut self, k: u16) -> AnyUp {
-        while self.version() < k {
-            self = self.up();
+    /// The values at version `k`, at least its own: one, or the parts of a split.
+    pub fn at(self, k: u16) -> Vec<AnyUp> {
+        let mut values = vec![self];
+        while values[0].version() < k {
+            values = values.into_iter().flat_map(AnyUp::up).collect();
         }
-        self
+        values
     }
 
     /// The archive of the value, as a writer of its version stores it.
@@ -210,6 +265,7 @@ impl AnyUp {
             AnyUp::V1(v) => rkyv::to_bytes::<rancor::Error>(v),
             AnyUp::V2(v) => rkyv::to_bytes::<rancor::Error>(v),
             AnyUp::V3(v) => rkyv::to_bytes::<rancor::Error>(v),
+            AnyUp::V4(v) => rkyv::to_bytes::<rancor::Error>(v),
         }
         .expect("archiving a value")
         .to_vec()
@@ -228,8 +284,11 @@ pub fn check_as(v: u16, payload: &[u8]) -> Option<AnyUp> {
         2 => rkyv::from_bytes::<UpV2, rancor::Error>(&aligned)
             .ok()
             .map(AnyUp::V2),
-        _ => rkyv::from_bytes::<UpV3, rancor::Error>(&aligned)
+        3 => rkyv::from_bytes::<UpV3, rancor::Error>(&aligned)
             .ok()
             .map(AnyUp::V3),
+        _ => rkyv::from_bytes::<UpV4, rancor::Error>(&aligned)
+            .ok()
+            .map(AnyUp::V4),
     }
 }
