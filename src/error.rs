@@ -311,6 +311,13 @@ pub enum Error {
         parts: u32,
     },
 
+    /// Internal to VarveDB: the parts of an event that an upcast splits, on their way to the
+    /// read path that hands them out one by one. No call of the API returns it; one that did
+    /// would be a bug of VarveDB.
+    #[doc(hidden)]
+    #[error("the event at sequence {} is read as {} events that were not handed out (a bug of VarveDB)", .0.seq, .0.count())]
+    Split(crate::event::SplitParts),
+
     /// The payload passed its checksum but is not a valid archive of the reader's type.
     #[error("event at sequence {seq} is not a valid archive of the reader's type: {reason}")]
     InvalidPayload {
@@ -502,6 +509,7 @@ impl Error {
             | Error::Handler { seq, .. }
             | Error::SplitEvent { seq, .. }
             | Error::UnknownSchemaVersion { seq, .. } => Some(*seq),
+            Error::Split(parts) => Some(parts.seq),
             Error::LayoutChanged { seq, .. } | Error::RenamedEventType { seq, .. } => *seq,
             _ => None,
         }

@@ -156,23 +156,29 @@ where
 
     let read = || -> Result<(Vec<E>, bool)> {
         let rec = crate::format::record::decode_event(1, bytes)?;
-        let mut view = match &upcaster {
-            Some(upcaster) => EventView::upcast(rec, None, &mut Default::default(), upcaster)?,
+        let views = match &upcaster {
+            Some(upcaster) => {
+                match EventView::upcast(rec, None, &mut Default::default(), upcaster) {
+                    Ok(view) => vec![view],
+                    // As the read paths hand out the parts of a split record.
+                    Err(crate::Error::Split(parts)) => EventView::split(rec, parts)?,
+                    Err(e) => return Err(e),
+                }
+            }
             // As `Reader::view_of` reads an event of its own version in a plain store.
-            None => match rec
+            None => vec![match rec
                 .verified_plain_payload()
                 .and_then(|payload| EventView::<E>::borrowed(rec, payload))
             {
                 Some(view) => view,
                 None => EventView::new(rec, None, &mut Default::default())?.0,
-            },
+            }],
         };
-        let upcast = view.is_upcast();
-        let rest = view.split_off();
-        let mut values = vec![view.deserialize()?];
-        for part in rest {
-            values.push(part.deserialize()?);
-        }
+        let upcast = views[0].is_upcast();
+        let values = views
+            .iter()
+            .map(EventView::deserialize)
+            .collect::<Result<Vec<E>>>()?;
         Ok((values, upcast))
     };
     Some(read())

@@ -116,6 +116,7 @@ pub struct ReadmeDoctests;
 /// What the derive macros' code names; not part of the public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::event::SplitParts;
     pub use crate::read::readable::same_name;
     pub use crate::read::{Member, Record, ViewMemo};
     pub use rkyv::Archive;

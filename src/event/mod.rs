@@ -10,7 +10,7 @@ mod layout;
 mod upcast;
 
 pub use layout::{Fingerprint, Layout, LayoutHasher};
-pub use upcast::{Split, Upcast, Upcaster};
+pub use upcast::{Split, SplitParts, Upcast, Upcaster};
 
 use rkyv::api::high::HighSerializer;
 use rkyv::rancor;

@@ -17,6 +17,7 @@ use rkyv::rancor;
 use rkyv::util::AlignedVec;
 
 use super::{Event, EventSerializer, Fingerprint};
+use crate::format::record::Opened;
 
 /// One step up: the value of this version made from the value of the previous one.
 ///
@@ -100,6 +101,33 @@ impl<T> Parts<T> {
                 Ok(Parts::Many(out))
             }
         }
+    }
+}
+
+/// The events an upcast split one stored event into, on their way from the read of the record
+/// to the path that hands them out one by one (`read/parts.rs`). They travel as the error of
+/// the record's read ([`Error::Split`](crate::Error::Split)), so that the read paths test
+/// nothing more than they do for an event that is not split: the error branch is there already.
+#[doc(hidden)]
+pub struct SplitParts {
+    /// The stored event's sequence.
+    pub(crate) seq: u64,
+    /// The archives of the parts, in order, each validated as the reader's type.
+    pub(crate) archives: Vec<AlignedVec<16>>,
+    /// The decrypted record, for its metadata.
+    pub(crate) opened: Option<Arc<Opened>>,
+}
+
+impl SplitParts {
+    /// How many events the stored event is read as.
+    pub(crate) fn count(&self) -> usize {
+        self.archives.len()
+    }
+}
+
+impl std::fmt::Debug for SplitParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SplitParts(seq {}, {} parts)", self.seq, self.count())
     }
 }
 

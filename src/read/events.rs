@@ -17,7 +17,7 @@ use heed::types::Bytes;
 pub struct Events<'t, R: Readable> {
     pub(super) reader: Reader<R>,
     pub(super) txn: &'t ReadTxn,
-    pub(super) source: Source<'t>,
+    pub(super) source: Source<'t, R>,
     /// The stream key of the last encrypted record, for the next one.
     pub(super) memo: ViewMemo,
     /// Items yielded, added to the transaction's read counts when the iterator is dropped.
@@ -28,21 +28,24 @@ pub struct Events<'t, R: Readable> {
     pub(super) renamed: Option<Vec<String>>,
     /// Whether the read goes backwards: the parts of a split record come last first.
     pub(super) backward: bool,
-    /// The parts of a split record still to yield, the next one last.
-    pub(super) parts: Vec<R::View<'t>>,
 }
 
 impl<R: Readable> Drop for Events<'_, R> {
     fn drop(&mut self) {
-        let kind = match self.source {
-            Source::Log(_) => ReadKind::Log,
+        let mut source = &self.source;
+        while let Source::Parts(_, read) = source {
+            source = read;
+        }
+        let kind = match source {
+            Source::Log(_) | Source::Done => ReadKind::Log,
             Source::StreamForward(..) | Source::StreamBackward(..) => ReadKind::Stream,
+            Source::Parts(..) => unreachable!("passed over above"),
         };
         self.txn.count_reads(kind, self.read);
     }
 }
 
-pub(super) enum Source<'t> {
+pub(super) enum Source<'t, R: Readable> {
     Log(Scan<'t>),
     /// The index on disk, then the unindexed tail's entries.
     StreamForward(
@@ -56,6 +59,10 @@ pub(super) enum Source<'t> {
         std::vec::IntoIter<Entry>,
         heed::RoRevRange<'t, Bytes, Bytes>,
     ),
+    /// The parts of a split record still to yield, then the read they interrupted.
+    Parts(std::vec::IntoIter<R::View<'t>>, Box<Source<'t, R>>),
+    /// Only while a read goes back from `Parts` to the read it interrupted.
+    Done,
 }
 
 impl<'t, R: Readable> Iterator for Events<'t, R> {
@@ -63,44 +70,61 @@ impl<'t, R: Readable> Iterator for Events<'t, R> {
 
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        if let Some(part) = self.parts.pop() {
+        let mut item = self.next_item();
+        if let Some(result) = &item {
             self.read += 1;
-            return Some(Ok(part));
-        }
-        let item = self.next_item();
-        match item {
-            Some(Ok(view)) => {
-                self.read += 1;
-                if R::is_split(&view) {
-                    return Some(Ok(self.split(view)));
-                }
-                Some(Ok(view))
+            if result.is_err() {
+                self.failed(&mut item);
             }
-            Some(Err(e)) => {
-                self.read += 1;
-                self.reader.read_failed(&e);
-                Some(Err(e))
-            }
-            None => None,
         }
+        item
     }
 }
 
 impl<'t, R: Readable> Events<'t, R> {
     /// Whether parts of a split record are still to come before the next record.
     pub(super) fn has_parts(&self) -> bool {
-        !self.parts.is_empty()
+        matches!(self.source, Source::Parts(..))
     }
 
-    /// The first part of a split record to yield; the others are kept for the next calls.
+    /// A failed item: counted in the metrics, or, for a record an upcast splits, replaced with
+    /// its first part to yield, the others kept for the next calls.
     #[cold]
     #[inline(never)]
-    fn split(&mut self, first: R::View<'t>) -> R::View<'t> {
-        let mut parts = super::parts::all::<R>(first, self.backward);
-        parts.reverse();
-        let next = parts.pop().expect("a split record has parts");
-        self.parts = parts;
-        next
+    fn failed(&mut self, item: &mut Option<Result<R::View<'t>>>) {
+        let Some(Err(e)) = item.take() else {
+            return;
+        };
+        let Error::Split(parts) = e else {
+            self.reader.read_failed(&e);
+            *item = Some(Err(e));
+            return;
+        };
+        let seq = parts.seq;
+        let views = self
+            .reader
+            .log()
+            .dbs
+            .get_record(self.txn.raw(), seq)
+            .and_then(|bytes| {
+                let bytes = bytes.ok_or_else(|| {
+                    Error::corrupted(seq, "the record vanished from the snapshot")
+                })?;
+                let rec = crate::format::record::decode_event(seq, bytes)?;
+                super::parts::of(&self.reader, rec, Error::Split(parts), self.backward)
+            });
+        match views {
+            Ok(views) => {
+                let mut views = views.into_iter();
+                *item = views.next().map(Ok);
+                let read = std::mem::replace(&mut self.source, Source::Done);
+                self.source = Source::Parts(views, Box::new(read));
+            }
+            Err(e) => {
+                self.reader.read_failed(&e);
+                *item = Some(Err(e));
+            }
+        }
     }
 
     #[inline]
@@ -119,6 +143,19 @@ impl<'t, R: Readable> Events<'t, R> {
                     Some(e) => (*stream, Ok((e.version, e.seq))),
                     None => (*stream, index_or_tail(range.next(), || None)?),
                 },
+                Source::Parts(parts, _) => match parts.next() {
+                    Some(view) => return Some(Ok(view)),
+                    None => {
+                        let Source::Parts(_, read) =
+                            std::mem::replace(&mut self.source, Source::Done)
+                        else {
+                            unreachable!("matched above")
+                        };
+                        self.source = *read;
+                        continue;
+                    }
+                },
+                Source::Done => return None,
             };
             match entry.and_then(|(version, seq)| self.stream_event(stream, version, seq)) {
                 Ok(Some(view)) => return Some(Ok(view)),

@@ -1,38 +1,30 @@
-//! The events of one record: the record's event, or the parts an upcast split it into
-//! ([`Split`](crate::Split)), handed out in the order of a read's direction.
+//! The events of a record that an upcast splits ([`Split`](crate::Split)): the read of the
+//! record fails with [`Error::Split`], which carries the parts' archives, and the read path
+//! turns it into the parts' views here, to hand them out one by one at the record's place.
+//! Carried by the error, the parts cost the paths nothing for records that are not split: each
+//! path tests for an error already.
 
-use std::ops::ControlFlow;
+use super::readable::{Readable, Record};
+use super::reader::Reader;
+use crate::error::{Error, Result};
+use crate::format::record::DecodedRecord;
 
-use super::readable::Readable;
-
-/// Calls `f` with each event read from one record, in `backward`'s order: the view itself, or,
-/// when an upcast split the record, each of its parts (the last first when `backward`). Stops
-/// at the first break of `f`, with it.
-#[inline(always)]
-pub(crate) fn each<'t, R: Readable, B>(
-    view: R::View<'t>,
-    backward: bool,
-    mut f: impl FnMut(R::View<'t>) -> ControlFlow<B>,
-) -> ControlFlow<B> {
-    if !R::is_split(&view) {
-        return f(view);
-    }
-    for part in all::<R>(view, backward) {
-        f(part)?;
-    }
-    ControlFlow::Continue(())
-}
-
-/// Every part of a split record's first view, in `backward`'s order.
+/// The views of the parts of `rec` when its read failed with a split, in `backward`'s order
+/// (the last first when `backward`); any other error as it is.
 #[cold]
 #[inline(never)]
-pub(crate) fn all<'t, R: Readable>(mut first: R::View<'t>, backward: bool) -> Vec<R::View<'t>> {
-    let rest = R::split_off(&mut first);
-    let mut parts = Vec::with_capacity(rest.len() + 1);
-    parts.push(first);
-    parts.extend(rest);
+pub(crate) fn of<'t, R: Readable>(
+    reader: &Reader<R>,
+    rec: DecodedRecord<'t>,
+    e: Error,
+    backward: bool,
+) -> Result<Vec<R::View<'t>>> {
+    let Error::Split(parts) = e else {
+        return Err(e);
+    };
+    let mut views = R::split_views(reader.kinds(), Record(rec), parts)?;
     if backward {
-        parts.reverse();
+        views.reverse();
     }
-    parts
+    Ok(views)
 }

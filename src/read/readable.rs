@@ -15,6 +15,7 @@ use rkyv::rancor;
 use super::view::EventView;
 use super::ViewMemo;
 use crate::error::{Error, Result};
+use crate::event::SplitParts;
 use crate::event::{Event, Upcaster};
 use crate::format::record::DecodedRecord;
 use crate::format::Envelope;
@@ -145,14 +146,14 @@ pub trait Readable: Sized + 'static {
     #[doc(hidden)]
     fn record(view: &Self::View<'_>) -> Self::Recorded;
 
-    /// Whether a view is the first of the parts an upcast split its record into, with the
-    /// others still in it.
+    /// The views of the parts of a record that an upcast split (the error of
+    /// [`Readable::view_of`] for it), in order.
     #[doc(hidden)]
-    fn is_split(view: &Self::View<'_>) -> bool;
-
-    /// Takes the further parts of a split out of its first view, in order.
-    #[doc(hidden)]
-    fn split_off<'t>(view: &mut Self::View<'t>) -> Vec<Self::View<'t>>;
+    fn split_views<'t>(
+        kinds: &Self::Kinds,
+        record: Record<'t>,
+        parts: SplitParts,
+    ) -> Result<Vec<Self::View<'t>>>;
 }
 
 /// A record of an accepted type, its header verified: what [`Readable::view_of`] reads.
@@ -283,13 +284,12 @@ where
         RecordedEvent::from_view(view)
     }
 
-    #[inline(always)]
-    fn is_split(view: &EventView<'_, E>) -> bool {
-        view.is_split()
-    }
-
-    fn split_off<'t>(view: &mut Self::View<'t>) -> Vec<Self::View<'t>> {
-        view.split_off()
+    fn split_views<'t>(
+        _kinds: &Kinds<E>,
+        record: Record<'t>,
+        parts: SplitParts,
+    ) -> Result<Vec<Self::View<'t>>> {
+        EventView::split(record.0, parts)
     }
 }
 
@@ -512,6 +512,15 @@ where
                 names.push(name.clone());
             }
         }
+    }
+
+    /// The views of the parts of a record this member split, by the member's own rules.
+    pub fn split_views<'t>(
+        &self,
+        record: Record<'t>,
+        parts: SplitParts,
+    ) -> Result<Vec<EventView<'t, E>>> {
+        <E as Readable>::split_views(&self.kinds, record, parts)
     }
 
     /// Whether this member reads records stored under the record's name.

@@ -15,6 +15,7 @@ use super::ViewMemo;
 use crate::env::ReadTxn;
 use crate::error::{Error, Result};
 use crate::event::Event;
+use crate::event::SplitParts;
 use crate::format::index::stream_read_keys;
 use crate::format::record::{self, DecodedRecord};
 use crate::format::Envelope;
@@ -151,13 +152,13 @@ impl<R: Readable> Reader<R> {
     /// `E`, [`Error::SplitEvent`] when an upcast reads it as several events (read them with
     /// [`Reader::get_parts`]), [`Error::Lmdb`].
     pub fn get<'t>(&self, txn: &'t ReadTxn, seq: u64) -> Result<Option<R::View<'t>>> {
-        match self.at(txn, seq)? {
-            Some(view) if R::is_split(&view) => {
-                let e = split_event::<R>(view);
+        match self.at(txn, seq) {
+            Err(Error::Split(parts)) => {
+                let e = self.split_event(txn, seq, &parts);
                 self.read_failed(&e);
                 Err(e)
             }
-            view => Ok(view),
+            read => read,
         }
     }
 
@@ -169,15 +170,17 @@ impl<R: Readable> Reader<R> {
     ///
     /// As [`Reader::get`], without [`Error::SplitEvent`].
     pub fn get_parts<'t>(&self, txn: &'t ReadTxn, seq: u64) -> Result<Vec<R::View<'t>>> {
-        Ok(match self.at(txn, seq)? {
-            Some(view) if R::is_split(&view) => parts::all::<R>(view, false),
-            Some(view) => vec![view],
-            None => Vec::new(),
-        })
+        match self.at(txn, seq) {
+            Ok(view) => Ok(view.into_iter().collect()),
+            Err(Error::Split(parts)) => self
+                .split_at(self.raw(txn)?, seq, parts, false)
+                .inspect_err(|e| self.read_failed(e)),
+            Err(e) => Err(e),
+        }
     }
 
-    /// The view of the record at `seq` (the first part of a split one), counted as a read by
-    /// position.
+    /// The view of the record at `seq`, counted as a read by position; [`Error::Split`] for a
+    /// record an upcast splits.
     #[inline]
     fn at<'t>(&self, txn: &'t ReadTxn, seq: u64) -> Result<Option<R::View<'t>>> {
         let raw = self.raw(txn)?;
@@ -188,6 +191,41 @@ impl<R: Readable> Reader<R> {
             Err(e) => Err(e),
         }
         .inspect_err(|e| self.read_failed(e))
+    }
+
+    /// The views of the parts of the record at `seq`, which an upcast split into `parts`.
+    #[cold]
+    #[inline(never)]
+    fn split_at<'t>(
+        &self,
+        raw: &'t heed::RoTxn<'static>,
+        seq: u64,
+        parts: SplitParts,
+        backward: bool,
+    ) -> Result<Vec<R::View<'t>>> {
+        let bytes = self
+            .log()
+            .dbs
+            .get_record(raw, seq)?
+            .ok_or_else(|| Error::corrupted(seq, "the record vanished from the snapshot"))?;
+        let rec = record::decode_event(seq, bytes)?;
+        parts::of(self, rec, Error::Split(parts), backward)
+    }
+
+    /// The error of [`Reader::get`] for the record at `seq`, which an upcast split.
+    #[cold]
+    #[inline(never)]
+    fn split_event(&self, txn: &ReadTxn, seq: u64, parts: &SplitParts) -> Error {
+        match self.envelope(txn, seq) {
+            Ok(Some(envelope)) => Error::SplitEvent {
+                seq,
+                event_type: envelope.event_type.to_string(),
+                version: envelope.schema_version,
+                parts: u32::try_from(parts.count()).unwrap_or(u32::MAX),
+            },
+            Ok(None) => Error::corrupted(seq, "the record vanished from the snapshot"),
+            Err(e) => e,
+        }
     }
 
     /// The envelope of the event at `seq`, without reading its payload and whatever its type.
@@ -253,10 +291,14 @@ impl<R: Readable> Reader<R> {
             .ok_or_else(|| {
                 Error::corrupted(head.last_seq, "stream head points at a missing record")
             })?;
-        let mut view = self.view_at(raw, head.last_seq, bytes)?;
-        if R::is_split(&view) {
-            view = parts::all::<R>(view, true).swap_remove(0);
-        }
+        let view = match self.view_at(raw, head.last_seq, bytes) {
+            Err(Error::Split(parts)) => self
+                .split_at(raw, head.last_seq, parts, true)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::corrupted(head.last_seq, "a split into no events"))?,
+            view => view?,
+        };
         let (seq, found_stream, found_version) = R::place(&view);
         check_place(seq, found_stream, found_version, stream, head.version)?;
         Ok(Some(view))
@@ -304,7 +346,6 @@ impl<R: Readable> Reader<R> {
             read: 0,
             renamed: None,
             backward: direction == Direction::Backward,
-            parts: Vec::new(),
         })
     }
 
@@ -339,7 +380,6 @@ impl<R: Readable> Reader<R> {
             read: 0,
             renamed: None,
             backward: direction == Direction::Backward,
-            parts: Vec::new(),
         })
     }
 
@@ -388,15 +428,23 @@ impl<R: Readable> Reader<R> {
                 |txn, rec| {
                     let view = match self.view_of(txn.raw(), rec, &mut memo) {
                         Ok(view) => view,
-                        Err(e) => {
-                            failed = Some(e);
-                            return ControlFlow::Break(());
-                        }
+                        Err(e) => match parts::of(self, rec, e, backward) {
+                            // Each part of a split record, in the walk's order.
+                            Ok(views) => {
+                                for view in views {
+                                    visited += 1;
+                                    f(view)?;
+                                }
+                                return ControlFlow::Continue(());
+                            }
+                            Err(e) => {
+                                failed = Some(e);
+                                return ControlFlow::Break(());
+                            }
+                        },
                     };
-                    parts::each::<R, ()>(view, backward, |part| {
-                        visited += 1;
-                        f(part)
-                    })
+                    visited += 1;
+                    f(view)
                 },
             )?;
             let failed = match step {
@@ -467,7 +515,15 @@ impl<R: Readable> Reader<R> {
     #[cold]
     #[inline(never)]
     pub(crate) fn read_failed(&self, e: &Error) {
-        self.storage.env.metrics().read_failed(e);
+        // The parts of a split are handed out, not a failure.
+        if !matches!(e, Error::Split(_)) {
+            self.storage.env.metrics().read_failed(e);
+        }
+    }
+
+    /// The read rules of `R` this reader applies.
+    pub(crate) fn kinds(&self) -> &R::Kinds {
+        &self.kinds
     }
 
     /// The LMDB transaction of `txn`, refusing a transaction of another store.
@@ -607,19 +663,6 @@ impl<R: Readable> Reader<R> {
         memo: &mut ViewMemo,
     ) -> Result<R::View<'t>> {
         R::view_of(&self.storage, &self.kinds, txn, Record(rec), memo)
-    }
-}
-
-/// The error for a read by position of a stored event that an upcast splits.
-#[cold]
-#[inline(never)]
-fn split_event<R: Readable>(view: R::View<'_>) -> Error {
-    let envelope = R::envelope(&view);
-    Error::SplitEvent {
-        seq: envelope.seq,
-        event_type: envelope.event_type.to_string(),
-        version: envelope.schema_version,
-        parts: envelope.part.count,
     }
 }
 

@@ -13,6 +13,7 @@ use rkyv::Archive;
 
 use crate::crypto::{Crypto, KeyMemo};
 use crate::error::{Error, Result};
+use crate::event::SplitParts;
 use crate::format::record::{DecodedRecord, Opened};
 use crate::format::{Envelope, Part};
 use crate::types::StreamId;
@@ -53,8 +54,6 @@ struct Upcasted {
     opened: Option<Arc<Opened>>,
     /// Which of the parts of a split this is.
     part: Part,
-    /// The further parts of a split, validated, until [`EventView::split_off`] takes them.
-    rest: Vec<AlignedVec<PAYLOAD_ALIGN>>,
 }
 
 impl<'t, E: Archive> EventView<'t, E>
@@ -120,7 +119,8 @@ where
 
     /// The view of an event of an older version, read as `E` through `upcaster`: its payload
     /// verified (decrypted in an encrypted store) and handed, aligned, to the upcaster, whose
-    /// archive of `E` is validated.
+    /// archive of `E` is validated. When the upcaster splits the event into several,
+    /// [`Error::Split`] with their archives, for [`EventView::split`].
     pub(crate) fn upcast(
         record: DecodedRecord<'t>,
         crypto: Option<&Crypto>,
@@ -158,21 +158,67 @@ where
             }
             (false, Some(_)) | (true, None) => return Err(record.sealing_mismatch()),
         };
-        for bytes in std::iter::once(&archive).chain(&rest) {
-            rkyv::access::<E::Archived, rancor::Error>(bytes)
-                .map_err(|e| invalid(e.to_string()))?;
+        rkyv::access::<E::Archived, rancor::Error>(&archive).map_err(|e| invalid(e.to_string()))?;
+        if !rest.is_empty() {
+            let mut archives = Vec::with_capacity(rest.len() + 1);
+            archives.push(archive);
+            archives.extend(rest);
+            return Err(Error::Split(SplitParts {
+                seq,
+                archives,
+                opened,
+            }));
         }
-        let count = u32::try_from(rest.len() + 1)
-            .map_err(|_| invalid(format!("the split made {} events", rest.len() + 1)))?;
         Ok(EventView {
             record,
             payload: Payload::Upcast(Box::new(Upcasted {
                 archive,
                 opened,
-                part: Part { index: 0, count },
-                rest,
+                part: Part::WHOLE,
             })),
         })
+    }
+
+    /// The views of the parts of a split record (`record` is the record [`EventView::upcast`]
+    /// split), in order, each validated again as an archived `E`: the parts may come from
+    /// another reader's rules than this one's, and a view is only made of bytes it validated.
+    pub(crate) fn split(record: DecodedRecord<'t>, parts: SplitParts) -> Result<Vec<Self>> {
+        let seq = record.seq();
+        if parts.seq != seq {
+            return Err(Error::corrupted(
+                seq,
+                format!(
+                    "the parts of the event at sequence {} read at {seq}",
+                    parts.seq
+                ),
+            ));
+        }
+        let count = u32::try_from(parts.count()).map_err(|_| Error::InvalidPayload {
+            seq,
+            reason: format!("an upcast split the event into {} parts", parts.count()),
+        })?;
+        let opened = parts.opened;
+        parts
+            .archives
+            .into_iter()
+            .zip(0..)
+            .map(|(archive, index)| {
+                rkyv::access::<E::Archived, rancor::Error>(&archive).map_err(|e| {
+                    Error::InvalidPayload {
+                        seq,
+                        reason: format!("part {index} of a split: {e}"),
+                    }
+                })?;
+                Ok(EventView {
+                    record,
+                    payload: Payload::Upcast(Box::new(Upcasted {
+                        archive,
+                        opened: opened.clone(),
+                        part: Part { index, count },
+                    })),
+                })
+            })
+            .collect()
     }
 
     fn plain(record: DecodedRecord<'t>) -> Result<(Self, bool)> {
@@ -231,34 +277,6 @@ impl<'t, E: Archive> EventView<'t, E> {
         }
     }
 
-    /// Whether this is the first part of a split whose further parts are still in it.
-    #[inline]
-    pub(crate) fn is_split(&self) -> bool {
-        matches!(&self.payload, Payload::Upcast(upcasted) if !upcasted.rest.is_empty())
-    }
-
-    /// Takes the further parts of a split out of its first part, in order (none for any other
-    /// view).
-    pub(crate) fn split_off(&mut self) -> Vec<EventView<'t, E>> {
-        let Payload::Upcast(upcasted) = &mut self.payload else {
-            return Vec::new();
-        };
-        let count = upcasted.part.count;
-        std::mem::take(&mut upcasted.rest)
-            .into_iter()
-            .zip(1..)
-            .map(|(archive, index)| EventView {
-                record: self.record,
-                payload: Payload::Upcast(Box::new(Upcasted {
-                    archive,
-                    opened: upcasted.opened.clone(),
-                    part: Part { index, count },
-                    rest: Vec::new(),
-                })),
-            })
-            .collect()
-    }
-
     /// Global sequence of the event.
     pub fn seq(&self) -> u64 {
         self.record.seq()
@@ -289,10 +307,9 @@ impl<'t, E: Archive> EventView<'t, E> {
             Payload::Decrypted(opened) => unsafe {
                 rkyv::access_unchecked::<E::Archived>(opened.payload())
             },
-            // SAFETY: `upcast` validated exactly these bytes (each part's own buffer, which
-            // `split_off` moves into that part's view unchanged) as an `E::Archived` with
-            // bytecheck; the buffer is 16-byte aligned, owned by the view and never mutated
-            // afterwards.
+            // SAFETY: `upcast` (or `split`, for a part of a split) validated exactly these bytes
+            // as an `E::Archived` with bytecheck; the buffer is 16-byte aligned, owned by the
+            // view and never mutated afterwards.
             Payload::Upcast(upcasted) => unsafe {
                 rkyv::access_unchecked::<E::Archived>(&upcasted.archive)
             },

@@ -71,21 +71,15 @@ impl<R: Readable> Batch<R> {
                     // Every record before this one was visited: handled or passed over.
                     handled = handled.max(seq - 1);
                     let delivered = match self.reader.view_of(txn.raw(), rec, &mut memo) {
-                        // Each event read from the record, the parts of a split one by one:
-                        // the checkpoint passes the record once all are handled.
-                        Ok(view) => match parts::each::<R, Error>(view, false, |view| {
-                            let envelope = R::envelope(&view);
-                            match self.deliver(&mut handler, &mut skipped, seq, |h| {
-                                h.handle_envelope(&envelope, R::event(&view))
-                            }) {
-                                Ok(()) => ControlFlow::Continue(()),
-                                Err(e) => ControlFlow::Break(e),
-                            }
-                        }) {
-                            ControlFlow::Continue(()) => Ok(()),
-                            ControlFlow::Break(e) => Err(e),
+                        Ok(view) => self.deliver_view(&mut handler, &mut skipped, seq, &view),
+                        Err(e) => match parts::of(&self.reader, rec, e, false) {
+                            // Each part of a split record, one by one: the checkpoint passes
+                            // the record once all are handled.
+                            Ok(views) => views.iter().try_for_each(|view| {
+                                self.deliver_view(&mut handler, &mut skipped, seq, view)
+                            }),
+                            Err(e) => self.unreadable(&mut skipped, seq, e),
                         },
-                        Err(e) => self.unreadable(&mut skipped, seq, e),
                     };
                     if let Err(e) = delivered {
                         failure = Some(e);
@@ -176,6 +170,25 @@ impl<R: Readable> Batch<R> {
             }
             e => Err(e),
         }
+    }
+
+    /// Hands one event to the handler under the error policy. `Err` means: stop here.
+    #[inline]
+    fn deliver_view<H, X>(
+        &self,
+        handler: &mut H,
+        skipped: &mut Vec<(u64, String)>,
+        seq: u64,
+        view: &R::View<'_>,
+    ) -> Result<()>
+    where
+        H: EventHandler<R, X>,
+        X: Into<HandlerError>,
+    {
+        let envelope = R::envelope(view);
+        self.deliver(handler, skipped, seq, |h| {
+            h.handle_envelope(&envelope, R::event(view))
+        })
     }
 
     /// Calls `f` on the handler under the error policy. `Err` means: stop here.

@@ -2,7 +2,6 @@
 //! the same transaction as the projector's checkpoint.
 
 use std::marker::PhantomData;
-use std::ops::ControlFlow;
 
 use rkyv::util::AlignedVec;
 use tokio::sync::watch;
@@ -233,26 +232,28 @@ where
         let mut memo = crate::read::ViewMemo::default();
         for &(seq, start, len) in &spans {
             let rec = crate::format::record::decode_event(seq, &records[start..start + len])?;
-            let view = match reader.view_of(wtxn, rec, &mut memo) {
-                Ok(view) => view,
-                Err(Error::Shredded { .. }) => continue,
-                Err(e) => return Err(e),
+            let apply = |projection: &mut P, wtxn: &mut heed::RwTxn<'_>, view: &R::View<'_>| {
+                projection
+                    .apply(wtxn, &R::envelope(view), R::event(view))
+                    .map_err(|e| Error::Handler {
+                        processor: name.to_string(),
+                        seq,
+                        source: e.into(),
+                    })
             };
-            // Each event read from the record: the parts of a split one by one, all in this
-            // transaction with the checkpoint past the record.
-            let applied =
-                crate::read::parts::each::<R, Error>(view, false, |view| {
-                    match projection.apply(wtxn, &R::envelope(&view), R::event(&view)) {
-                        Ok(()) => ControlFlow::Continue(()),
-                        Err(e) => ControlFlow::Break(Error::Handler {
-                            processor: name.to_string(),
-                            seq,
-                            source: e.into(),
-                        }),
+            match reader.view_of(wtxn, rec, &mut memo) {
+                Ok(view) => apply(projection, wtxn, &view)?,
+                Err(e) => match crate::read::parts::of(reader, rec, e, false) {
+                    // Each part of a split record, all in this transaction with the
+                    // checkpoint past the record.
+                    Ok(views) => {
+                        for view in &views {
+                            apply(projection, wtxn, view)?;
+                        }
                     }
-                });
-            if let ControlFlow::Break(e) = applied {
-                return Err(e);
+                    Err(Error::Shredded { .. }) => continue,
+                    Err(e) => return Err(e),
+                },
             }
         }
         checkpoint::put_in(&log.dbs, wtxn, name, last)?;

@@ -385,14 +385,12 @@ impl<R: Readable> Subscription<R> {
             select,
             |txn, rec| {
                 match reader.view_of(txn.raw(), rec, memo) {
-                    // Each event read from the record: the parts of a split one by one.
-                    Ok(view) => {
-                        let _ = parts::each::<R, ()>(view, false, |view| {
-                            buffer.push_back(Ok(R::record(&view)));
-                            ControlFlow::Continue(())
-                        });
-                    }
-                    Err(e) => buffer.push_back(Err(e)),
+                    Ok(view) => buffer.push_back(Ok(R::record(&view))),
+                    Err(e) => match parts::of(reader, rec, e, false) {
+                        // Each part of a split record, one by one.
+                        Ok(views) => buffer.extend(views.iter().map(|view| Ok(R::record(view)))),
+                        Err(e) => buffer.push_back(Err(e)),
+                    },
                 }
                 if buffer.len() >= *batch {
                     ControlFlow::Break(())

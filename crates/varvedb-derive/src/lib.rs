@@ -280,22 +280,19 @@ fn event_set(input: &DeriveInput) -> syn::Result<Tokens> {
                 }
             }
 
-            #[inline]
-            fn is_split(view: &#view<'_>) -> bool {
-                match view {
-                    #( #view::#variants(e) => <#types as ::varvedb::Readable>::is_split(e), )*
-                }
-            }
-
-            fn split_off<'t>(view: &mut Self::View<'t>) -> ::std::vec::Vec<Self::View<'t>> {
-                match view {
-                    #(
-                        #view::#variants(e) => <#types as ::varvedb::Readable>::split_off(e)
-                            .into_iter()
-                            .map(#view::#variants)
-                            .collect(),
-                    )*
-                }
+            fn split_views<'t>(
+                kinds: &Self::Kinds,
+                record: ::varvedb::__private::Record<'t>,
+                parts: ::varvedb::__private::SplitParts,
+            ) -> ::varvedb::Result<::std::vec::Vec<Self::View<'t>>> {
+                #(
+                    if kinds.#index.reads(&record) {
+                        return kinds.#index
+                            .split_views(record, parts)
+                            .map(|views| views.into_iter().map(#view::#variants).collect());
+                    }
+                )*
+                ::std::result::Result::Err(record.not_read())
             }
         }
     })
