@@ -161,7 +161,9 @@ where
                 match EventView::upcast(rec, None, &mut Default::default(), upcaster) {
                     Ok(view) => vec![view],
                     // As the read paths hand out the parts of a split record.
-                    Err(crate::Error::Split(parts)) => EventView::split(rec, parts)?,
+                    Err(crate::Error::Split(mut parts)) => (0..parts.count())
+                        .map(|i| EventView::split_part(rec, &mut parts, i))
+                        .collect::<Result<Vec<_>>>()?,
                     Err(e) => return Err(e),
                 }
             }

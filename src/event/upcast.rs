@@ -116,9 +116,26 @@ pub struct SplitParts {
     pub(crate) archives: Vec<AlignedVec<16>>,
     /// The decrypted record, for its metadata.
     pub(crate) opened: Option<Arc<Opened>>,
+    /// For a read that hands the parts out one per call (`Events`): the part to hand out next,
+    /// once the first is out.
+    pub(crate) next: Option<usize>,
 }
 
 impl SplitParts {
+    /// The parts of the stored event at `seq`, whose archives are `archives`.
+    pub(crate) fn new(
+        seq: u64,
+        archives: Vec<AlignedVec<16>>,
+        opened: Option<Arc<Opened>>,
+    ) -> Self {
+        SplitParts {
+            seq,
+            archives,
+            opened,
+            next: None,
+        }
+    }
+
     /// How many events the stored event is read as.
     pub(crate) fn count(&self) -> usize {
         self.archives.len()

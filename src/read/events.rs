@@ -1,15 +1,16 @@
 //! The iterator of a typed read in the caller's transaction.
 
-use super::readable::Readable;
+use super::readable::{Readable, Record};
 use super::reader::Reader;
 use super::ViewMemo;
 use crate::env::ReadTxn;
 use crate::error::{Error, Result};
+use crate::event::SplitParts;
 use crate::format::index::parse_index_entry;
 use crate::index::tail::Entry;
 use crate::log::Scan;
 use crate::metrics::handles::ReadKind;
-use crate::types::StreamId;
+use crate::types::{Direction, StreamId};
 use heed::types::Bytes;
 
 /// An iterator over events, borrowing the caller's read transaction. Made by
@@ -17,7 +18,7 @@ use heed::types::Bytes;
 pub struct Events<'t, R: Readable> {
     pub(super) reader: Reader<R>,
     pub(super) txn: &'t ReadTxn,
-    pub(super) source: Source<'t, R>,
+    pub(super) source: Source<'t>,
     /// The stream key of the last encrypted record, for the next one.
     pub(super) memo: ViewMemo,
     /// Items yielded, added to the transaction's read counts when the iterator is dropped.
@@ -26,26 +27,21 @@ pub struct Events<'t, R: Readable> {
     /// (renamed by newer builds), whose events are errors, not another type to pass over;
     /// looked up at the first event of another type.
     pub(super) renamed: Option<Vec<String>>,
-    /// Whether the read goes backwards: the parts of a split record come last first.
-    pub(super) backward: bool,
+    /// The read's direction: the parts of a split record come last first backwards.
+    pub(super) direction: Direction,
 }
 
 impl<R: Readable> Drop for Events<'_, R> {
     fn drop(&mut self) {
-        let mut source = &self.source;
-        while let Source::Parts(_, read) = source {
-            source = read;
-        }
-        let kind = match source {
-            Source::Log(_) | Source::Done => ReadKind::Log,
+        let kind = match self.source {
+            Source::Log(_) => ReadKind::Log,
             Source::StreamForward(..) | Source::StreamBackward(..) => ReadKind::Stream,
-            Source::Parts(..) => unreachable!("passed over above"),
         };
         self.txn.count_reads(kind, self.read);
     }
 }
 
-pub(super) enum Source<'t, R: Readable> {
+pub(super) enum Source<'t> {
     Log(Scan<'t>),
     /// The index on disk, then the unindexed tail's entries.
     StreamForward(
@@ -59,10 +55,6 @@ pub(super) enum Source<'t, R: Readable> {
         std::vec::IntoIter<Entry>,
         heed::RoRevRange<'t, Bytes, Bytes>,
     ),
-    /// The parts of a split record still to yield, then the read they interrupted.
-    Parts(std::vec::IntoIter<R::View<'t>>, Box<Source<'t, R>>),
-    /// Only while a read goes back from `Parts` to the read it interrupted.
-    Done,
 }
 
 impl<'t, R: Readable> Iterator for Events<'t, R> {
@@ -82,13 +74,33 @@ impl<'t, R: Readable> Iterator for Events<'t, R> {
 }
 
 impl<'t, R: Readable> Events<'t, R> {
-    /// Whether parts of a split record are still to come before the next record.
-    pub(super) fn has_parts(&self) -> bool {
-        matches!(self.source, Source::Parts(..))
+    /// A read by `reader` in `txn` of what `source` leads to, in `direction`.
+    pub(super) fn new(
+        reader: Reader<R>,
+        txn: &'t ReadTxn,
+        source: Source<'t>,
+        direction: Direction,
+    ) -> Self {
+        Events {
+            reader,
+            txn,
+            source,
+            memo: ViewMemo::default(),
+            read: 0,
+            renamed: None,
+            direction,
+        }
     }
 
-    /// A failed item: counted in the metrics, or, for a record an upcast splits, replaced with
-    /// its first part to yield, the others kept for the next calls.
+    /// Whether parts of a split record are still to come before the next record.
+    pub(super) fn has_parts(&self) -> bool {
+        self.memo.pending.is_some()
+    }
+
+    /// A failed item: counted in the metrics or, for a record an upcast splits, replaced with
+    /// its next part to hand out. The parts are handed out one per call without a test on the
+    /// path of other records: while some remain, the read is set back to the record, whose
+    /// next read hands back the rest (`ViewMemo::pending`) as this error again.
     #[cold]
     #[inline(never)]
     fn failed(&mut self, item: &mut Option<Result<R::View<'t>>>) {
@@ -100,31 +112,49 @@ impl<'t, R: Readable> Events<'t, R> {
             *item = Some(Err(e));
             return;
         };
+        *item = Some(
+            self.next_part(parts)
+                .inspect_err(|e| self.reader.read_failed(e)),
+        );
+    }
+
+    /// The next part of a split record to hand out; the rest kept for the next calls.
+    fn next_part(&mut self, mut parts: SplitParts) -> Result<R::View<'t>> {
         let seq = parts.seq;
-        let views = self
+        let count = parts.count();
+        let backward = self.direction == Direction::Backward;
+        let index = parts.next.unwrap_or(if backward { count - 1 } else { 0 });
+        let bytes = self
             .reader
             .log()
             .dbs
-            .get_record(self.txn.raw(), seq)
-            .and_then(|bytes| {
-                let bytes = bytes.ok_or_else(|| {
-                    Error::corrupted(seq, "the record vanished from the snapshot")
-                })?;
-                let rec = crate::format::record::decode_event(seq, bytes)?;
-                super::parts::of(&self.reader, rec, Error::Split(parts), self.backward)
-            });
-        match views {
-            Ok(views) => {
-                let mut views = views.into_iter();
-                *item = views.next().map(Ok);
-                let read = std::mem::replace(&mut self.source, Source::Done);
-                self.source = Source::Parts(views, Box::new(read));
-            }
-            Err(e) => {
-                self.reader.read_failed(&e);
-                *item = Some(Err(e));
-            }
+            .get_record(self.txn.raw(), seq)?
+            .ok_or_else(|| Error::corrupted(seq, "the record vanished from the snapshot"))?;
+        let rec = crate::format::record::decode_event(seq, bytes)?;
+        let view = R::split_view(self.reader.kinds(), Record(rec), &mut parts, index)?;
+        let next = if backward {
+            index.checked_sub(1)
+        } else {
+            Some(index + 1).filter(|&i| i < count)
+        };
+        if let Some(next) = next {
+            parts.next = Some(next);
+            self.memo.pending = Some(parts);
+            // Read the record again at the next call.
+            self.source = match &self.source {
+                Source::Log(_) => Source::Log(Scan::new(
+                    &self.reader.log().dbs,
+                    self.txn.raw(),
+                    seq,
+                    self.direction,
+                    self.reader.select(),
+                )?),
+                Source::StreamForward(stream, ..) | Source::StreamBackward(stream, ..) => self
+                    .reader
+                    .stream_source(self.txn.raw(), *stream, rec.version(), self.direction)?,
+            };
         }
+        Ok(view)
     }
 
     #[inline]
@@ -143,19 +173,6 @@ impl<'t, R: Readable> Events<'t, R> {
                     Some(e) => (*stream, Ok((e.version, e.seq))),
                     None => (*stream, index_or_tail(range.next(), || None)?),
                 },
-                Source::Parts(parts, _) => match parts.next() {
-                    Some(view) => return Some(Ok(view)),
-                    None => {
-                        let Source::Parts(_, read) =
-                            std::mem::replace(&mut self.source, Source::Done)
-                        else {
-                            unreachable!("matched above")
-                        };
-                        self.source = *read;
-                        continue;
-                    }
-                },
-                Source::Done => return None,
             };
             match entry.and_then(|(version, seq)| self.stream_event(stream, version, seq)) {
                 Ok(Some(view)) => return Some(Ok(view)),

@@ -59,6 +59,9 @@ pub struct ViewMemo {
     pub(crate) keys: crate::crypto::KeyMemo,
     schema_checked: bool,
     members_checked: u64,
+    /// The rest of a split record that an iterator hands out one part per call, read again at
+    /// each call (`Events`): its record's next read hands them back instead of upcasting again.
+    pub(crate) pending: Option<crate::event::SplitParts>,
 }
 pub use readable::{Member, Readable, Record};
 pub use reader::{Reader, DEFAULT_MAX_TXN_AGE};

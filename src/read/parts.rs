@@ -2,7 +2,8 @@
 //! record fails with [`Error::Split`], which carries the parts' archives, and the read path
 //! turns it into the parts' views here, to hand them out one by one at the record's place.
 //! Carried by the error, the parts cost the paths nothing for records that are not split: each
-//! path tests for an error already.
+//! path tests for an error already. (`Events`, which hands out one event per call, hands them
+//! out through `Events::next_part` instead.)
 
 use super::readable::{Readable, Record};
 use super::reader::Reader;

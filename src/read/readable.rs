@@ -146,18 +146,32 @@ pub trait Readable: Sized + 'static {
     #[doc(hidden)]
     fn record(view: &Self::View<'_>) -> Self::Recorded;
 
-    /// The views of the parts of a record that an upcast split (the error of
-    /// [`Readable::view_of`] for it), in order.
+    /// The view of part `index` of a record that an upcast split into `parts` (the error of
+    /// [`Readable::view_of`] for it), its archive taken out of `parts`.
+    #[doc(hidden)]
+    fn split_view<'t>(
+        kinds: &Self::Kinds,
+        record: Record<'t>,
+        parts: &mut SplitParts,
+        index: usize,
+    ) -> Result<Self::View<'t>>;
+
+    /// The views of every part of a record that an upcast split into `parts`, in order.
     #[doc(hidden)]
     fn split_views<'t>(
         kinds: &Self::Kinds,
         record: Record<'t>,
-        parts: SplitParts,
-    ) -> Result<Vec<Self::View<'t>>>;
+        mut parts: SplitParts,
+    ) -> Result<Vec<Self::View<'t>>> {
+        (0..parts.count())
+            .map(|index| Self::split_view(kinds, record, &mut parts, index))
+            .collect()
+    }
 }
 
 /// A record of an accepted type, its header verified: what [`Readable::view_of`] reads.
 #[doc(hidden)]
+#[derive(Clone, Copy)]
 pub struct Record<'t>(pub(crate) DecodedRecord<'t>);
 
 impl Record<'_> {
@@ -284,12 +298,13 @@ where
         RecordedEvent::from_view(view)
     }
 
-    fn split_views<'t>(
+    fn split_view<'t>(
         _kinds: &Kinds<E>,
         record: Record<'t>,
-        parts: SplitParts,
-    ) -> Result<Vec<Self::View<'t>>> {
-        EventView::split(record.0, parts)
+        parts: &mut SplitParts,
+        index: usize,
+    ) -> Result<Self::View<'t>> {
+        EventView::split_part(record.0, parts, index)
     }
 }
 
@@ -459,6 +474,10 @@ where
         i: usize,
         memo: &mut ViewMemo,
     ) -> Result<EventView<'t, E>> {
+        if let Some(parts) = memo.pending.take_if(|p| p.seq == rec.seq()) {
+            // The rest of a split being handed out one part per call: no second upcast.
+            return Err(Error::Split(parts));
+        }
         let log = storage.log();
         let upcaster = &self.upcasters[i].0;
         let view = EventView::upcast(rec, log.crypto.as_ref(), &mut memo.keys, upcaster)?;
@@ -514,13 +533,14 @@ where
         }
     }
 
-    /// The views of the parts of a record this member split, by the member's own rules.
-    pub fn split_views<'t>(
+    /// The view of part `index` of a record this member split, by the member's own rules.
+    pub fn split_view<'t>(
         &self,
         record: Record<'t>,
-        parts: SplitParts,
-    ) -> Result<Vec<EventView<'t, E>>> {
-        <E as Readable>::split_views(&self.kinds, record, parts)
+        parts: &mut SplitParts,
+        index: usize,
+    ) -> Result<EventView<'t, E>> {
+        <E as Readable>::split_view(&self.kinds, record, parts, index)
     }
 
     /// Whether this member reads records stored under the record's name.

@@ -322,30 +322,33 @@ impl<R: Readable> Reader<R> {
         direction: Direction,
     ) -> Result<Events<'t, R>> {
         let stream = stream.into_stream_id()?;
+        let source = self.stream_source(self.raw(txn)?, stream, from, direction)?;
+        Ok(Events::new(self.clone(), txn, source, direction))
+    }
+
+    /// Where a read of `stream` from version `from` on in `direction` takes its entries: the
+    /// stream index up to the snapshot's watermark, and the unindexed tail's entries.
+    pub(super) fn stream_source<'t>(
+        &self,
+        raw: &'t heed::RoTxn<'static>,
+        stream: StreamId,
+        from: u64,
+        direction: Direction,
+    ) -> Result<Source<'t>> {
         let store = &self.storage.store;
         let index = store.log.dbs.stream_index;
         let (lo, hi) = stream_read_keys(stream, from, direction);
         let bounds = (Bound::Included(&lo[..]), Bound::Included(&hi[..]));
-        let raw = self.raw(txn)?;
         let tail = store
             .index
             .tail_entries(&store.log.dbs, raw, stream, from, direction)?;
-        let source = match direction {
+        Ok(match direction {
             Direction::Forward => {
                 Source::StreamForward(stream, index.range(raw, &bounds)?, tail.into_iter())
             }
             Direction::Backward => {
                 Source::StreamBackward(stream, tail.into_iter(), index.rev_range(raw, &bounds)?)
             }
-        };
-        Ok(Events {
-            reader: self.clone(),
-            txn,
-            source,
-            memo: ViewMemo::default(),
-            read: 0,
-            renamed: None,
-            backward: direction == Direction::Backward,
         })
     }
 
@@ -372,15 +375,7 @@ impl<R: Readable> Reader<R> {
             self.select(),
         )?;
         let source = Source::Log(scan);
-        Ok(Events {
-            reader: self.clone(),
-            txn,
-            source,
-            memo: ViewMemo::default(),
-            read: 0,
-            renamed: None,
-            backward: direction == Direction::Backward,
-        })
+        Ok(Events::new(self.clone(), txn, source, direction))
     }
 
     /// Every stream, ordered by id, with its current version and first and last sequence.

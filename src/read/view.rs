@@ -163,11 +163,7 @@ where
             let mut archives = Vec::with_capacity(rest.len() + 1);
             archives.push(archive);
             archives.extend(rest);
-            return Err(Error::Split(SplitParts {
-                seq,
-                archives,
-                opened,
-            }));
+            return Err(Error::Split(SplitParts::new(seq, archives, opened)));
         }
         Ok(EventView {
             record,
@@ -179,46 +175,45 @@ where
         })
     }
 
-    /// The views of the parts of a split record (`record` is the record [`EventView::upcast`]
-    /// split), in order, each validated again as an archived `E`: the parts may come from
-    /// another reader's rules than this one's, and a view is only made of bytes it validated.
-    pub(crate) fn split(record: DecodedRecord<'t>, parts: SplitParts) -> Result<Vec<Self>> {
+    /// The view of part `index` of a split record (`record` is the record
+    /// [`EventView::upcast`] split into `parts`), its archive taken out of `parts` and
+    /// validated again as an archived `E`: the parts may come from another reader's rules than
+    /// this one's, and a view is only made of bytes it validated.
+    pub(crate) fn split_part(
+        record: DecodedRecord<'t>,
+        parts: &mut SplitParts,
+        index: usize,
+    ) -> Result<Self> {
         let seq = record.seq();
-        if parts.seq != seq {
+        if parts.seq != seq || index >= parts.count() {
             return Err(Error::corrupted(
                 seq,
                 format!(
-                    "the parts of the event at sequence {} read at {seq}",
+                    "part {index} of the {} parts of the event at sequence {} read at {seq}",
+                    parts.count(),
                     parts.seq
                 ),
             ));
         }
-        let count = u32::try_from(parts.count()).map_err(|_| Error::InvalidPayload {
+        let invalid = |reason: String| Error::InvalidPayload {
             seq,
-            reason: format!("an upcast split the event into {} parts", parts.count()),
-        })?;
-        let opened = parts.opened;
-        parts
-            .archives
-            .into_iter()
-            .zip(0..)
-            .map(|(archive, index)| {
-                rkyv::access::<E::Archived, rancor::Error>(&archive).map_err(|e| {
-                    Error::InvalidPayload {
-                        seq,
-                        reason: format!("part {index} of a split: {e}"),
-                    }
-                })?;
-                Ok(EventView {
-                    record,
-                    payload: Payload::Upcast(Box::new(Upcasted {
-                        archive,
-                        opened: opened.clone(),
-                        part: Part { index, count },
-                    })),
-                })
-            })
-            .collect()
+            reason: format!("part {index} of a split: {reason}"),
+        };
+        let count = u32::try_from(parts.count())
+            .map_err(|_| invalid(format!("the split made {} parts", parts.count())))?;
+        let archive = std::mem::take(&mut parts.archives[index]);
+        rkyv::access::<E::Archived, rancor::Error>(&archive).map_err(|e| invalid(e.to_string()))?;
+        Ok(EventView {
+            record,
+            payload: Payload::Upcast(Box::new(Upcasted {
+                archive,
+                opened: parts.opened.clone(),
+                part: Part {
+                    index: index as u32,
+                    count,
+                },
+            })),
+        })
     }
 
     fn plain(record: DecodedRecord<'t>) -> Result<(Self, bool)> {

@@ -280,16 +280,17 @@ fn event_set(input: &DeriveInput) -> syn::Result<Tokens> {
                 }
             }
 
-            fn split_views<'t>(
+            fn split_view<'t>(
                 kinds: &Self::Kinds,
                 record: ::varvedb::__private::Record<'t>,
-                parts: ::varvedb::__private::SplitParts,
-            ) -> ::varvedb::Result<::std::vec::Vec<Self::View<'t>>> {
+                parts: &mut ::varvedb::__private::SplitParts,
+                index: usize,
+            ) -> ::varvedb::Result<Self::View<'t>> {
                 #(
                     if kinds.#index.reads(&record) {
                         return kinds.#index
-                            .split_views(record, parts)
-                            .map(|views| views.into_iter().map(#view::#variants).collect());
+                            .split_view(record, parts, index)
+                            .map(#view::#variants);
                     }
                 )*
                 ::std::result::Result::Err(record.not_read())
