@@ -41,9 +41,9 @@ enum Payload<'t, A> {
     Copied(AlignedVec<PAYLOAD_ALIGN>),
     /// Decrypted and validated; `A` lives at the root position of the payload.
     Decrypted(Opened),
-    /// An event of an older version, upcast and archived again, validated. Boxed: the cold
-    /// case keeps the view small for the others.
-    Upcast(Box<Upcasted>),
+    /// An event of an older version, upcast and archived again, validated. No larger than
+    /// `Decrypted` (the decrypted record is shared), so it does not grow the view.
+    Upcast(Upcasted),
 }
 
 /// An event of an older version, read as the reader's type.
@@ -167,11 +167,11 @@ where
         }
         Ok(EventView {
             record,
-            payload: Payload::Upcast(Box::new(Upcasted {
+            payload: Payload::Upcast(Upcasted {
                 archive,
                 opened,
                 part: Part::WHOLE,
-            })),
+            }),
         })
     }
 
@@ -205,14 +205,14 @@ where
         rkyv::access::<E::Archived, rancor::Error>(&archive).map_err(|e| invalid(e.to_string()))?;
         Ok(EventView {
             record,
-            payload: Payload::Upcast(Box::new(Upcasted {
+            payload: Payload::Upcast(Upcasted {
                 archive,
                 opened: parts.opened.clone(),
                 part: Part {
                     index: index as u32,
                     count,
                 },
-            })),
+            }),
         })
     }
 
