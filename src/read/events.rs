@@ -139,7 +139,6 @@ impl<'t, R: Readable> Events<'t, R> {
         };
         if let Some(next) = next {
             parts.next = Some(next);
-            self.memo.pending = Some(parts);
             // Read the record again at the next call.
             self.source = match &self.source {
                 Source::Log(_) => Source::Log(Scan::new(
@@ -153,6 +152,7 @@ impl<'t, R: Readable> Events<'t, R> {
                     .reader
                     .stream_source(self.txn.raw(), *stream, rec.version(), self.direction)?,
             };
+            self.memo.pending = Some(parts);
         }
         Ok(view)
     }
