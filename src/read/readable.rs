@@ -252,12 +252,10 @@ where
             && version == E::VERSION
             && (kinds.single || bytes_eq(rec.event_type_bytes(), E::NAME.as_bytes())))
         {
-            // Scalars, not `&rec`: taking the record's address would make it go through memory
-            // on every record, a store-forwarding stall in the hot loop.
-            let name = rec.event_type_bytes();
-            match kinds.check_schema(storage, txn, rec.seq(), name, version)? {
-                Verdict::Current => memo.schema_checked = bytes_eq(name, E::NAME.as_bytes()),
-                Verdict::Upcast(i) => return kinds.upcast(storage, rec, i, memo),
+            // One call for everything the first record of a kind needs: the fewer calls this
+            // function holds, the fewer registers the loop around it saves on every record.
+            if let Some(view) = kinds.unchecked(storage, txn, rec, memo)? {
+                return Ok(view);
             }
         }
         let log = storage.log();
@@ -461,6 +459,28 @@ where
         crate::schema::check(registered, name, version, layout, Some(seq))?;
         verified.store(true, Ordering::Relaxed);
         Ok(verdict)
+    }
+
+    /// A record that the reader's memo does not let through unchecked: checked against the
+    /// store's record of its layout, then `None` when it reads straight as `E` (the memo notes
+    /// it), or its view through an upcaster.
+    #[cold]
+    #[inline(never)]
+    fn unchecked<'t>(
+        &self,
+        storage: &Storage,
+        txn: &heed::RoTxn<'_>,
+        rec: DecodedRecord<'t>,
+        memo: &mut ViewMemo,
+    ) -> Result<Option<EventView<'t, E>>> {
+        let name = rec.event_type_bytes();
+        match self.check_schema(storage, txn, rec.seq(), name, rec.schema_version())? {
+            Verdict::Current => {
+                memo.schema_checked = bytes_eq(name, E::NAME.as_bytes());
+                Ok(None)
+            }
+            Verdict::Upcast(i) => self.upcast(storage, rec, i, memo).map(Some),
+        }
     }
 
     /// The view of an event of an older version, through upcaster `i`, counted in the
