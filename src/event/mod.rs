@@ -10,6 +10,7 @@ mod layout;
 mod upcast;
 
 pub use layout::{Fingerprint, Layout, LayoutHasher};
+pub(crate) use upcast::Parts;
 pub use upcast::{Split, SplitParts, Upcast, Upcaster};
 
 use rkyv::api::high::HighSerializer;

@@ -267,23 +267,17 @@ where
 
 impl<E> Upcaster<E> {
     /// The archives of `E` for a stored payload (16-byte aligned) of this upcaster's version:
-    /// the first, and the further parts of a split (none but in a split of two or more).
-    pub(crate) fn archive(
-        &self,
-        payload: &[u8],
-    ) -> Result<(AlignedVec<16>, Vec<AlignedVec<16>>), String> {
+    /// one, or the parts of a split (at least two; a split into one event is that event).
+    pub(crate) fn archive(&self, payload: &[u8]) -> Result<Parts<AlignedVec<16>>, String> {
         match (self.archive)(payload)? {
-            Parts::One(archive) => Ok((archive, Vec::new())),
-            Parts::Many(mut archives) => {
-                if archives.is_empty() {
-                    return Err(format!(
-                        "the split of {} v{} made no events",
-                        self.name, self.version
-                    ));
-                }
-                let first = archives.remove(0);
-                Ok((first, archives))
+            Parts::Many(archives) if archives.is_empty() => Err(format!(
+                "the split of {} v{} made no events",
+                self.name, self.version
+            )),
+            Parts::Many(mut archives) if archives.len() == 1 => {
+                Ok(Parts::One(archives.pop().expect("one archive")))
             }
+            parts => Ok(parts),
         }
     }
 }

@@ -124,13 +124,7 @@ impl<'t, R: Readable> Events<'t, R> {
         let count = parts.count();
         let backward = self.direction == Direction::Backward;
         let index = parts.next.unwrap_or(if backward { count - 1 } else { 0 });
-        let bytes = self
-            .reader
-            .log()
-            .dbs
-            .get_record(self.txn.raw(), seq)?
-            .ok_or_else(|| Error::corrupted(seq, "the record vanished from the snapshot"))?;
-        let rec = crate::format::record::decode_event(seq, bytes)?;
+        let rec = self.reader.split_record(self.txn.raw(), seq)?;
         let view = R::split_view(self.reader.kinds(), Record(rec), &mut parts, index)?;
         let next = if backward {
             index.checked_sub(1)

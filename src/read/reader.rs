@@ -203,28 +203,38 @@ impl<R: Readable> Reader<R> {
         parts: SplitParts,
         backward: bool,
     ) -> Result<Vec<R::View<'t>>> {
+        let rec = self.split_record(raw, seq)?;
+        parts::of(self, rec, Error::Split(parts), backward)
+    }
+
+    /// The record at `seq`, read again in `raw` for the parts of its split: its read returned
+    /// them as an error, without the record.
+    pub(crate) fn split_record<'t>(
+        &self,
+        raw: &'t heed::RoTxn<'static>,
+        seq: u64,
+    ) -> Result<DecodedRecord<'t>> {
         let bytes = self
             .log()
             .dbs
             .get_record(raw, seq)?
             .ok_or_else(|| Error::corrupted(seq, "the record vanished from the snapshot"))?;
-        let rec = record::decode_event(seq, bytes)?;
-        parts::of(self, rec, Error::Split(parts), backward)
+        record::decode_event(seq, bytes)
     }
 
     /// The error of [`Reader::get`] for the record at `seq`, which an upcast split.
     #[cold]
     #[inline(never)]
     fn split_event(&self, txn: &ReadTxn, seq: u64, parts: &SplitParts) -> Error {
-        match self.envelope(txn, seq) {
-            Ok(Some(envelope)) => Error::SplitEvent {
-                seq,
-                event_type: envelope.event_type.to_string(),
-                version: envelope.schema_version,
-                parts: u32::try_from(parts.count()).unwrap_or(u32::MAX),
-            },
-            Ok(None) => Error::corrupted(seq, "the record vanished from the snapshot"),
-            Err(e) => e,
+        let rec = match self.raw(txn).and_then(|raw| self.split_record(raw, seq)) {
+            Ok(rec) => rec,
+            Err(e) => return e,
+        };
+        Error::SplitEvent {
+            seq,
+            event_type: String::from_utf8_lossy(rec.event_type_bytes()).into_owned(),
+            version: rec.schema_version(),
+            parts: u32::try_from(parts.count()).unwrap_or(u32::MAX),
         }
     }
 

@@ -13,7 +13,7 @@ use rkyv::Archive;
 
 use crate::crypto::{Crypto, KeyMemo};
 use crate::error::{Error, Result};
-use crate::event::SplitParts;
+use crate::event::{Parts, SplitParts};
 use crate::format::record::{DecodedRecord, Opened};
 use crate::format::{Envelope, Part};
 use crate::types::StreamId;
@@ -135,7 +135,7 @@ where
                 upcaster.name, upcaster.version
             ),
         };
-        let ((archive, rest), opened) = match (record.is_encrypted(), crypto) {
+        let (archives, opened) = match (record.is_encrypted(), crypto) {
             (true, Some(crypto)) => {
                 let key =
                     crypto.key_for_read_memo(memo, record.stream(), record.key_version(), seq)?;
@@ -158,13 +158,14 @@ where
             }
             (false, Some(_)) | (true, None) => return Err(record.sealing_mismatch()),
         };
+        let archive = match archives {
+            Parts::One(archive) => archive,
+            // Each part is validated when its view is made (`split_part`).
+            Parts::Many(archives) => {
+                return Err(Error::Split(SplitParts::new(seq, archives, opened)))
+            }
+        };
         rkyv::access::<E::Archived, rancor::Error>(&archive).map_err(|e| invalid(e.to_string()))?;
-        if !rest.is_empty() {
-            let mut archives = Vec::with_capacity(rest.len() + 1);
-            archives.push(archive);
-            archives.extend(rest);
-            return Err(Error::Split(SplitParts::new(seq, archives, opened)));
-        }
         Ok(EventView {
             record,
             payload: Payload::Upcast(Upcasted {
