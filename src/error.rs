@@ -52,6 +52,17 @@ pub enum DamagedEntry {
         /// The processor's name.
         processor: String,
     },
+    /// The recorded name of this stream (the `stream_names` database).
+    StreamName {
+        /// The stream.
+        stream: StreamId,
+    },
+    /// An entry of the `labels` database (the ids of categories and event types), or an entry
+    /// of the `label_index` that names no label.
+    Label {
+        /// What the entry is about.
+        what: String,
+    },
 }
 
 impl std::fmt::Display for DamagedEntry {
@@ -75,6 +86,8 @@ impl std::fmt::Display for DamagedEntry {
             DamagedEntry::Checkpoint { processor } => {
                 write!(f, "the checkpoint of processor {processor:?}")
             }
+            DamagedEntry::StreamName { stream } => write!(f, "the name of stream {stream}"),
+            DamagedEntry::Label { what } => write!(f, "the label entry of {what}"),
         }
     }
 }
@@ -161,6 +174,30 @@ pub enum Error {
     InvalidStreamId {
         /// The rejected value.
         value: i128,
+    },
+
+    /// A stream name does not parse (see [`StreamName`](crate::StreamName)): empty, too long,
+    /// with a control character, or with an empty category, entity, category type, id or
+    /// cardinal id.
+    #[error("invalid stream name {name:?}: {reason}")]
+    InvalidStreamName {
+        /// The rejected name.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
+    /// An append by name reached a stream whose id the name derives, but which the store keeps
+    /// under another name, or which was created by id without a name: two names (or a name and
+    /// an id) that map to one stream are refused, never merged. Nothing was written.
+    #[error("stream {stream} is not named {name:?}: {}", match existing { Some(n) => format!("the store keeps it as {n:?}"), None => "it was created by id, without a name".to_owned() })]
+    StreamNameConflict {
+        /// The stream the name maps to.
+        stream: StreamId,
+        /// The name the append gave.
+        name: String,
+        /// The name the store keeps for the stream; `None` for a stream created by id.
+        existing: Option<String>,
     },
 
     /// The configuration passed to [`Storage::open`](crate::Storage::open) is invalid.

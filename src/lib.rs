@@ -54,6 +54,7 @@ mod format;
 mod index;
 mod log;
 pub mod metrics;
+mod name;
 mod read;
 mod schema;
 mod store;
@@ -69,13 +70,14 @@ pub use event::{
 };
 pub use format::{Envelope, OwnedEnvelope, Part, MAX_EVENT_TYPE_LEN};
 pub use index::DEFAULT_INDEX_INTERVAL;
-pub use read::{EventView, Events, Readable, Reader, DEFAULT_MAX_TXN_AGE};
+pub use name::{StreamName, MAX_STREAM_NAME_LEN};
+pub use read::{EventView, Events, Filter, Readable, Reader, DEFAULT_MAX_TXN_AGE};
 pub use store::{
     Durability, Stats, Storage, StorageConfig, DEFAULT_MAP_SIZE, DEFAULT_MAX_EVENT_SIZE,
     MAX_EVENT_SIZE_LIMIT,
 };
 pub use subscribe::{
-    ErrorPolicy, EventHandler, Filter, Processor, Projection, Projector, RecordedEvent, StartFrom,
+    ErrorPolicy, EventHandler, Processor, Projection, Projector, RecordedEvent, StartFrom,
     StopHandle, Subscription, SubscriptionItem, MAX_PROCESSOR_NAME_LEN,
 };
 pub use types::{

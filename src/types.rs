@@ -5,6 +5,7 @@ use std::fmt;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
+use crate::name::StreamName;
 
 /// Identifies a stream: a 128-bit unsigned integer, so that integer ids and UUIDs both fit.
 ///
@@ -69,17 +70,77 @@ impl From<Uuid> for StreamId {
     }
 }
 
-/// Anything that names a stream: [`StreamId`], unsigned integers, [`Uuid`], and signed integers
-/// (so that a bare literal such as `1` works), where a negative value is
-/// [`Error::InvalidStreamId`].
+/// Anything that names a stream: [`StreamId`], unsigned integers, [`Uuid`], signed integers (so
+/// that a bare literal such as `1` works), where a negative value is
+/// [`Error::InvalidStreamId`], and names: [`StreamName`], `&str` and `String`, whose id is
+/// derived from the name ([`StreamName::stream_id`]).
+///
+/// An append by name records the name with the stream's first event; a read by name reads the
+/// stream the name derives, named or not.
+///
+/// ```
+/// use varvedb::{IntoStreamId, StreamName};
+/// let by_name = "order-123".into_stream_id()?;
+/// assert_eq!(by_name, StreamName::new("order-123")?.stream_id());
+/// assert!("-123".into_stream_id().is_err());
+/// # Ok::<(), varvedb::Error>(())
+/// ```
 pub trait IntoStreamId {
     /// Converts into a [`StreamId`].
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidStreamId`] for a negative signed integer.
+    /// [`Error::InvalidStreamId`] for a negative signed integer, [`Error::InvalidStreamName`] for
+    /// a name that does not parse.
     fn into_stream_id(self) -> Result<StreamId>;
+
+    /// Converts into a [`StreamId`] and, for a name, the parsed name, which an append records.
+    ///
+    /// # Errors
+    ///
+    /// As [`IntoStreamId::into_stream_id`].
+    fn into_named_stream(self) -> Result<(StreamId, Option<StreamName>)>
+    where
+        Self: Sized,
+    {
+        Ok((self.into_stream_id()?, None))
+    }
 }
+
+impl IntoStreamId for StreamName {
+    fn into_stream_id(self) -> Result<StreamId> {
+        Ok(self.stream_id())
+    }
+
+    fn into_named_stream(self) -> Result<(StreamId, Option<StreamName>)> {
+        Ok((self.stream_id(), Some(self)))
+    }
+}
+
+impl IntoStreamId for &StreamName {
+    fn into_stream_id(self) -> Result<StreamId> {
+        Ok(self.stream_id())
+    }
+
+    fn into_named_stream(self) -> Result<(StreamId, Option<StreamName>)> {
+        self.clone().into_named_stream()
+    }
+}
+
+macro_rules! into_stream_id_name {
+    ($($t:ty),*) => {$(
+        impl IntoStreamId for $t {
+            fn into_stream_id(self) -> Result<StreamId> {
+                StreamName::new(self).map(|n| n.stream_id())
+            }
+
+            fn into_named_stream(self) -> Result<(StreamId, Option<StreamName>)> {
+                StreamName::new(self)?.into_named_stream()
+            }
+        }
+    )*};
+}
+into_stream_id_name!(&str, String, &String);
 
 impl<T: Into<StreamId>> IntoStreamId for T {
     fn into_stream_id(self) -> Result<StreamId> {

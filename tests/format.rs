@@ -10,6 +10,10 @@
 //! the layouts of their event types: the same two streams, then two events of another type
 //! (`Other`) in stream 3, one `FixtureEvent` at schema version 2 in stream 4, the checkpoint 3
 //! of processor `fixture-processor`, and in the encrypted one a shredded stream 5.
+//!
+//! `format-v5` comes from the last format-5 build (commit `2e43786`), before stores kept stream
+//! names and the label index: five `FixtureEvent`s in stream 1, an `Other` in stream 2, then a
+//! batch of two `FixtureEvent`s in stream 2 with ids 6 and 7, and an `Other` in stream 3.
 
 use std::path::Path;
 
@@ -194,7 +198,7 @@ fn open(dir: &Path) -> Storage {
 
 #[test]
 fn a_format_1_store_opens_reads_and_takes_appends() {
-    assert_eq!(FORMAT_VERSION, 5);
+    assert_eq!(FORMAT_VERSION, 6);
     let dir = fixture_copy();
     let storage = open(dir.path());
     assert_eq!(storage.head(), 8);
@@ -429,9 +433,9 @@ fn a_data_file_cut_short_is_refused_not_mapped() {
 }
 
 /// A format-4 store (the golden stores of `tests/golden.rs`, which read their events) opens,
-/// becomes format 5 and verifies clean, plain and encrypted.
+/// becomes format 6 and verifies clean, plain and encrypted, every event in the label index.
 #[test]
-fn format_4_stores_are_upgraded_to_5() {
+fn format_4_stores_are_upgraded_to_6() {
     for (fixture, master_key) in [
         ("orders-v2", None),
         ("orders-v2-encrypted", Some([0x3C; 32])),
@@ -450,7 +454,96 @@ fn format_4_stores_are_upgraded_to_5() {
         let report = varvedb::admin::verify(&storage, &mut |_| {}).unwrap();
         assert!(report.is_ok(), "{fixture}: {:?}", report.problems);
         assert_eq!(report.records, head);
+        assert_eq!(
+            report.label_entries, head,
+            "{fixture}: one type entry per event"
+        );
         drop(storage);
         assert_eq!(stored_format(dir.path()), FORMAT_VERSION, "{fixture}");
     }
+}
+
+/// The `Other` of the format-5 fixture.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event, Debug, PartialEq)]
+#[event(name = "Other")]
+pub struct OtherV5 {
+    pub values: Vec<u64>,
+}
+
+/// A format-5 store opens, becomes format 6 with every event listed under its type in the label
+/// index (reads of a type answer from it), verifies clean, and takes appends by name.
+#[test]
+fn a_format_5_store_gets_its_label_index() {
+    use varvedb::Filter;
+    let dir = copy_fixture("format-v5");
+    assert_eq!(stored_format(dir.path()), 5);
+    let storage = open(dir.path());
+    assert_eq!(storage.head(), 9);
+    let fixture = Reader::<FixtureEvent>::new(storage.clone());
+    let other = Reader::<OtherV5>::new(storage.clone());
+    {
+        let txn = storage.read_txn().unwrap();
+        let ns: Vec<(u64, u64)> = fixture
+            .read_filtered(
+                &txn,
+                &Filter::default().event_type("FixtureEvent"),
+                1,
+                Direction::Forward,
+            )
+            .unwrap()
+            .map(|v| {
+                let v = v.unwrap();
+                (v.seq(), v.n.to_native())
+            })
+            .collect();
+        assert_eq!(ns, [(1, 1), (2, 2), (3, 3), (4, 4), (5, 5), (7, 6), (8, 7)]);
+        let others: Vec<(u64, usize)> = other
+            .read_filtered(
+                &txn,
+                &Filter::default().event_type("Other"),
+                u64::MAX,
+                Direction::Backward,
+            )
+            .unwrap()
+            .map(|v| {
+                let v = v.unwrap();
+                (v.seq(), v.values.len())
+            })
+            .collect();
+        assert_eq!(others, [(9, 1), (6, 3)]);
+    }
+    let report = varvedb::admin::verify(&storage, &mut |_| {}).unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    assert_eq!((report.records, report.label_entries), (9, 9));
+    // Named streams after the upgrade.
+    Writer::<FixtureEvent>::new(storage.clone())
+        .append(
+            "order-1",
+            1,
+            FixtureEvent {
+                n: 10,
+                text: "named".into(),
+            },
+        )
+        .unwrap();
+    // Read from the log while the label index does not list it yet, then from the index.
+    for flushed in [false, true] {
+        if flushed {
+            storage.flush_index().unwrap();
+        }
+        let txn = storage.read_txn().unwrap();
+        let named: Vec<u64> = fixture
+            .read_category(&txn, "order", 1, Direction::Forward)
+            .unwrap()
+            .map(|v| v.unwrap().seq())
+            .collect();
+        assert_eq!(named, [10]);
+        drop(txn);
+        let report = varvedb::admin::verify(&storage, &mut |_| {}).unwrap();
+        assert!(report.is_ok(), "{:?}", report.problems);
+        let listed = if flushed { 11 } else { 9 };
+        assert_eq!((report.named_streams, report.label_entries), (1, listed));
+    }
+    drop((fixture, other, storage));
+    assert_eq!(stored_format(dir.path()), FORMAT_VERSION);
 }

@@ -15,6 +15,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("types", 0),
     ("error", 0),
     ("event", 0),
+    ("name", 0),
     ("crypto", 1),
     ("env", 1),
     ("metrics::handles", 1),

@@ -12,6 +12,7 @@ use crate::env::{Commit, WriteKind};
 use crate::error::{Error, Result};
 use crate::event::Fingerprint;
 use crate::format::record::{self, Place, RecordParts, MAX_EVENT_TYPE_LEN};
+use crate::name::StreamName;
 use crate::store::Storage;
 use crate::types::StreamId;
 use crate::write::LogTxn;
@@ -29,6 +30,9 @@ pub struct ImportEvent {
     pub seq: u64,
     /// The stream.
     pub stream: StreamId,
+    /// The stream's name, when it has one (its id must be `stream`): recorded with the stream's
+    /// first event, and checked against the recorded one for a later event.
+    pub stream_name: Option<StreamName>,
     /// Version in the stream; must be the stream's next one.
     pub version: u64,
     /// The stream's previous sequence (`None` for version 1); checked, not trusted.
@@ -72,6 +76,7 @@ impl ImportEvent {
         ImportEvent {
             seq,
             stream,
+            stream_name: None,
             version,
             prev_seq: None,
             timestamp_ns: 0,
@@ -476,6 +481,23 @@ fn write_batch(
                     event.event_id
                 ),
             )));
+        }
+        if let Some(name) = &event.stream_name {
+            if name.stream_id() != event.stream {
+                return Ok(Err(invalid(
+                    seq,
+                    format!(
+                        "the stream name {name:?} derives stream {}, not {}",
+                        name.stream_id(),
+                        event.stream
+                    ),
+                )));
+            }
+            if version == 0 {
+                txn.record_name(name)?;
+            } else if let Err(e) = txn.check_name(event.stream, name)? {
+                return Ok(Err(invalid(seq, e.to_string())));
+            }
         }
         let name = event.event_type.as_bytes();
         let allowed = match event.layout {

@@ -572,6 +572,7 @@ impl Migration {
         let mut kept_split: BTreeMap<(String, u16), u64> = BTreeMap::new();
         let mut layouts: HashMap<(String, u16), Option<Fingerprint>> = HashMap::new();
         let mut shredded_events = 0u64;
+        let mut names = super::names::StreamNames::new(source, &txn);
         for event in raw::log(source, &txn, 1, Direction::Forward)? {
             let event = event.map_err(|error| MigrateError::Read {
                 seq: error.seq().unwrap_or(progress.events + 1),
@@ -584,6 +585,10 @@ impl Migration {
             }
             let read_failed = |error: Error| MigrateError::Read { seq, error };
             let mut out = ImportEvent::new(seq, env.stream, env.version, env.event_type);
+            out.stream_name = names
+                .get(env.stream)
+                .map_err(|error| MigrateError::Read { seq, error })?
+                .cloned();
             out.prev_seq = env.prev_seq;
             out.timestamp_ns = env.timestamp_ns;
             out.event_id = env.event_id;

@@ -32,6 +32,7 @@ mod decoders;
 mod import;
 mod info;
 mod migrate;
+mod names;
 mod raw;
 mod verify;
 
@@ -42,6 +43,7 @@ pub use info::{info, ProcessorInfo, StoreInfo};
 pub use migrate::{
     MigrateError, Migration, MigrationProgress, MigrationReport, TypeCount, UpcastCount,
 };
+pub use names::{categories, filtered, stream_name, StreamNames};
 pub use raw::{contents, event, last_seq, log, stream, streams, Contents, RawEvent, RawEvents};
 pub use verify::{verify, verify_with, Problem, ProblemKind, VerifyProgress, VerifyReport};
 

@@ -128,6 +128,12 @@ pub struct RawEvents<'t> {
     inner: Box<dyn Iterator<Item = Result<RawEvent<'t>>> + 't>,
 }
 
+impl<'t> RawEvents<'t> {
+    pub(crate) fn new(inner: Box<dyn Iterator<Item = Result<RawEvent<'t>>> + 't>) -> Self {
+        RawEvents { inner }
+    }
+}
+
 impl<'t> Iterator for RawEvents<'t> {
     type Item = Result<RawEvent<'t>>;
 

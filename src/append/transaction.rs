@@ -127,10 +127,14 @@ where
         version: u64,
         event: impl Into<NewEvent<E>>,
     ) -> Result<&mut Self> {
-        let stream = stream.into_stream_id()?;
+        let (id, name) = stream.into_named_stream()?;
         if version == 0 {
-            return Err(Error::InvalidVersion { stream, version });
+            return Err(Error::InvalidVersion {
+                stream: id,
+                version,
+            });
         }
+        let stream = super::writer::Stream { id, name };
         self.append_batch(stream, ExpectedVersion::Exact(version - 1), [event])
     }
 

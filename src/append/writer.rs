@@ -12,6 +12,7 @@ use super::transaction::Transaction;
 use crate::error::{Error, Result};
 use crate::event::{Event, EventSerializer};
 use crate::format::record::{self, RecordParts, MAX_EVENT_TYPE_LEN};
+use crate::name::StreamName;
 use crate::store::Storage;
 use crate::types::{Appended, ExpectedVersion, IntoStreamId, NewEvent, StreamId};
 use crate::write::{Done, Request, Staged};
@@ -270,7 +271,7 @@ where
         I: IntoIterator<Item = T>,
         T: Into<NewEvent<E>>,
     {
-        let stream = stream.into_stream_id()?;
+        let (stream, name) = stream.into_named_stream()?;
         self.buf.clear();
         self.staged.clear();
         self.ids.clear();
@@ -295,6 +296,7 @@ where
         }
         Ok(Request {
             stream,
+            name,
             expected,
             buf: std::mem::take(&mut self.buf),
             staged: std::mem::take(&mut self.staged),
@@ -366,10 +368,29 @@ where
 
 /// The stream and expectation of a single append at `version` (the stream's current version
 /// must be `version - 1`).
-fn single(stream: impl IntoStreamId, version: u64) -> Result<(StreamId, ExpectedVersion)> {
-    let stream = stream.into_stream_id()?;
+fn single(stream: impl IntoStreamId, version: u64) -> Result<(Stream, ExpectedVersion)> {
+    let (id, name) = stream.into_named_stream()?;
     if version == 0 {
-        return Err(Error::InvalidVersion { stream, version });
+        return Err(Error::InvalidVersion {
+            stream: id,
+            version,
+        });
     }
-    Ok((stream, ExpectedVersion::Exact(version - 1)))
+    Ok((Stream { id, name }, ExpectedVersion::Exact(version - 1)))
+}
+
+/// A stream with the name it was given, if any: what [`single`] hands on to `append_batch`.
+pub(crate) struct Stream {
+    pub(crate) id: StreamId,
+    pub(crate) name: Option<StreamName>,
+}
+
+impl IntoStreamId for Stream {
+    fn into_stream_id(self) -> Result<StreamId> {
+        Ok(self.id)
+    }
+
+    fn into_named_stream(self) -> Result<(StreamId, Option<StreamName>)> {
+        Ok((self.id, self.name))
+    }
 }

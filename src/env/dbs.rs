@@ -28,6 +28,12 @@ pub(crate) struct Dbs {
     /// The recorded layout of each (event type, schema version) in the log
     /// (`format::schema`).
     pub schemas: Database<'static, Bytes, Bytes>,
+    /// The name of each stream created by name, with its parse (`format::name`, version 6).
+    pub stream_names: Database<'static, Bytes, Bytes>,
+    /// The dense id of each category and event type (`format::name`).
+    pub labels: Database<'static, Bytes, Bytes>,
+    /// The events of each category and event type, by label id and sequence.
+    pub label_index: Database<'static, Bytes, Bytes>,
     /// Records longer than this go to `log_large` (see `record::inline_limit`).
     pub inline_limit: usize,
 }

@@ -11,11 +11,13 @@ use super::{Dbs, Env};
 use crate::error::{Error, Result};
 
 /// Version of the on-disk format this build writes (see `docs/format.md`). It also opens stores
-/// of versions 1 to 4, and upgrades them to this version on open: version 3 writes the stream
+/// of versions 1 to 5, and upgrades them to this version on open: version 3 writes the stream
 /// index and heads behind the log, up to a watermark, version 4 records the layout of every
-/// event type and schema version in the log, and version 5 records the renames of event types,
-/// which older builds would not understand (they would pass over renamed events).
-pub const FORMAT_VERSION: u32 = 5;
+/// event type and schema version in the log, version 5 records the renames of event types,
+/// which older builds would not understand (they would pass over renamed events), and version 6
+/// records stream names and lists the events of each category and event type in the label
+/// index, which older builds would not keep up to date.
+pub const FORMAT_VERSION: u32 = 6;
 /// The oldest format version this build opens.
 const OLDEST_READABLE: u32 = 1;
 
@@ -70,6 +72,9 @@ pub(crate) fn open_databases(env: &Env, path: &Path, encrypted: bool) -> Result<
             let checkpoints = opener.create_database(wtxn, Some("checkpoints"))?;
             let log_large = opener.create_database(wtxn, Some("log_large"))?;
             let schemas = opener.create_database(wtxn, Some("schemas"))?;
+            let stream_names = opener.create_database(wtxn, Some("stream_names"))?;
+            let labels = opener.create_database(wtxn, Some("labels"))?;
+            let label_index = opener.create_database(wtxn, Some("label_index"))?;
             found = check_or_init(meta, log, wtxn, path, encrypted)?;
             Ok(CommitOrAbort::<_, ()>::Commit((
                 meta,
@@ -80,10 +85,21 @@ pub(crate) fn open_databases(env: &Env, path: &Path, encrypted: bool) -> Result<
                 checkpoints,
                 log_large,
                 schemas,
+                (stream_names, labels, label_index),
             )))
         })?
         .unwrap_commit();
-    let (meta, log, heads, stream_index, event_ids, checkpoints, log_large, schemas) = dbs;
+    let (
+        meta,
+        log,
+        heads,
+        stream_index,
+        event_ids,
+        checkpoints,
+        log_large,
+        schemas,
+        (stream_names, labels, label_index),
+    ) = dbs;
     let page_size = env.heed.unnamed_database_stat().page_size as usize;
     let (store_id, encrypted, empty, version) = found;
     let opened = Opened {
@@ -96,41 +112,48 @@ pub(crate) fn open_databases(env: &Env, path: &Path, encrypted: bool) -> Result<
             checkpoints,
             log_large,
             schemas,
+            stream_names,
+            labels,
+            label_index,
             inline_limit: crate::format::record::inline_limit(page_size),
         },
         store_id,
         encrypted,
         empty,
     };
-    if version < 4 {
-        record_schemas(env, &opened.dbs, path)?;
-    } else if version < FORMAT_VERSION {
-        // Version 4 to 5: renamed entries are new kinds of schema entries; a store of version 4
-        // has none to convert.
-        let mut wtxn = env.heed.write_txn()?;
-        opened
-            .dbs
-            .meta
-            .put(&mut wtxn, KEY_FORMAT, &FORMAT_VERSION.to_le_bytes())?;
-        wtxn.commit()?;
-        tracing::info!(path = %path.display(), from = version, to = FORMAT_VERSION, "upgraded the store's format");
+    if version < FORMAT_VERSION {
+        upgrade(env, &opened.dbs, path, version)?;
     }
     Ok(opened)
 }
 
-/// The upgrade to format 4 (and so 5): records every (event type, schema version) the log holds events of,
-/// with a layout that is not known (the events were written before the store kept fingerprints),
-/// and the rkyv line, then moves the version to 4. One read of every record's header; one
-/// transaction, so that a crash leaves the store at version 3, to be upgraded at the next open.
-/// A record whose header cannot be read is left for `verify` and the readers to report.
-fn record_schemas(env: &Env, dbs: &Dbs, path: &Path) -> Result<()> {
+/// Brings a store of an older version to this one, in one transaction (a crash before its commit
+/// leaves the store as it was, to be upgraded again at the next open), with one read of every
+/// record's header:
+///
+/// - from version 3 (or 1 and 2, just brought to 3): records every (event type, schema version)
+///   the log holds events of, with a layout that is not known (the events were written before
+///   the store kept fingerprints), and the rkyv line (version 4);
+/// - version 5 adds renamed entries, of which older stores have none;
+/// - from version 5 and older: lists every event up to the index watermark under its event
+///   type in the label index (version 6; the flush lists the later ones, as it writes their
+///   stream index entries); no stream has a name yet, so no category has events.
+///
+/// A record whose header cannot be read is left out, for `verify` and the readers to report.
+fn upgrade(env: &Env, dbs: &Dbs, path: &Path, from: u32) -> Result<()> {
+    use crate::format::name::LabelKind;
     use crate::format::schema;
     let started = std::time::Instant::now();
     let mut wtxn = env.heed.write_txn()?;
-    // The schema keys of the pairs found.
+    // The schema keys of the pairs found, and the label of each event type.
     let mut pairs: foldhash::HashSet<Vec<u8>> = foldhash::HashSet::default();
+    let mut types: foldhash::HashMap<Vec<u8>, u32> = foldhash::HashMap::default();
+    let mut entries: Vec<(u32, u64)> = Vec::new();
     let mut key = Vec::new();
     let mut damaged = 0u64;
+    // The label index holds the events up to the index watermark, as the stream index does;
+    // the flush lists the later ones.
+    let watermark = dbs.watermark(&wtxn)?;
     for entry in dbs.log.iter(&wtxn)? {
         let (seq, value) = entry?;
         let header = dbs
@@ -138,10 +161,25 @@ fn record_schemas(env: &Env, dbs: &Dbs, path: &Path) -> Result<()> {
             .and_then(|bytes| crate::format::record::decode_header(seq, bytes));
         match header {
             Ok(rec) => {
-                schema::key_into(&mut key, rec.event_type_bytes(), rec.schema_version());
-                if !pairs.contains(&key[..]) {
-                    pairs.insert(key.clone());
+                if from < 4 {
+                    schema::key_into(&mut key, rec.event_type_bytes(), rec.schema_version());
+                    if !pairs.contains(&key[..]) {
+                        pairs.insert(key.clone());
+                    }
                 }
+                if seq > watermark {
+                    continue;
+                }
+                let name = rec.event_type_bytes();
+                let label = match types.get(name) {
+                    Some(&label) => label,
+                    None => {
+                        let label = types.len() as u32 + 1;
+                        types.insert(name.to_vec(), label);
+                        label
+                    }
+                };
+                entries.push((label, seq));
             }
             Err(_) => damaged += 1,
         }
@@ -152,14 +190,33 @@ fn record_schemas(env: &Env, dbs: &Dbs, path: &Path) -> Result<()> {
                 .put(&mut wtxn, key, &schema::encode(schema::Registered::Unknown))?;
         }
     }
-    dbs.meta.put(&mut wtxn, KEY_RKYV, RKYV_VERSION)?;
+    // Labels in the order the log first used them; the store had none before.
+    let mut named: Vec<(&Vec<u8>, &u32)> = types.iter().collect();
+    named.sort_by_key(|(_, &label)| label);
+    for (name, &label) in named {
+        let given = dbs.label_or_new(&mut wtxn, LabelKind::EventType, name)?;
+        if given != label {
+            return Err(Error::corrupted(
+                0,
+                format!("the store already lists event types in its label index (found id {given}, not {label}) though its format version is {from}"),
+            ));
+        }
+    }
+    // Sorted keys: each page of the index is written once.
+    entries.sort_unstable();
+    for (label, seq) in entries {
+        dbs.put_label_entry(&mut wtxn, label, seq)?;
+    }
+    if from < 4 {
+        dbs.meta.put(&mut wtxn, KEY_RKYV, RKYV_VERSION)?;
+    }
     dbs.meta
         .put(&mut wtxn, KEY_FORMAT, &FORMAT_VERSION.to_le_bytes())?;
     wtxn.commit()?;
     if damaged > 0 {
-        tracing::warn!(path = %path.display(), damaged, "records whose header cannot be read were left out of the schema registry; run `varve verify`");
+        tracing::warn!(path = %path.display(), damaged, "records whose header cannot be read were left out of the schema registry and the label index; run `varve verify`");
     }
-    tracing::info!(path = %path.display(), to = FORMAT_VERSION, event_types = pairs.len(), took = ?started.elapsed(), "upgraded the store's format");
+    tracing::info!(path = %path.display(), from, to = FORMAT_VERSION, event_types = types.len(), took = ?started.elapsed(), "upgraded the store's format");
     Ok(())
 }
 

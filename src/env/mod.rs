@@ -8,6 +8,7 @@ mod dbs;
 mod env;
 mod gate;
 mod meta;
+mod names;
 mod poison;
 mod truncation;
 mod write;

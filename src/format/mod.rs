@@ -6,6 +6,7 @@ pub(crate) mod checkpoint;
 pub(crate) mod checksum;
 mod envelope;
 pub(crate) mod index;
+pub(crate) mod name;
 pub(crate) mod record;
 pub(crate) mod schema;
 

@@ -465,6 +465,12 @@ pub(crate) struct DecodedRecord<'a> {
 const PAYLOAD_CHECKED: u32 = 1 << 31;
 
 impl<'a> DecodedRecord<'a> {
+    /// The whole record.
+    #[inline]
+    pub(crate) fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
     /// Global sequence of the record.
     #[inline]
     pub fn seq(&self) -> u64 {

@@ -1,5 +1,5 @@
-//! The deferred flush: the index entries and stream heads of the events after the watermark,
-//! written sorted in one durable transaction.
+//! The deferred flush: the index entries and stream heads of the events after the watermark, and
+//! their entries in the label index, written sorted in one durable transaction.
 
 use super::heads::read_head;
 use super::tail::merge_head;
@@ -10,7 +10,7 @@ use crate::format::index::stream_version_key;
 
 impl StreamIndex {
     /// Writes the index entries and stream heads of every event after the watermark, sorted by
-    /// stream, and moves the watermark to the end of the log, in one durable transaction. Returns the
+    /// stream, and their label index entries, and moves the watermark to the end of the log, in one durable transaction. Returns the
     /// new watermark, or `None` when everything was indexed already.
     ///
     /// Appends of this process must not run meanwhile (the write path calls it holding its commit
@@ -52,6 +52,7 @@ impl StreamIndex {
                 dbs.heads
                     .put(wtxn, &stream.to_key(), &head.encode(*stream))?;
             }
+            super::labels::write_entries(dbs, wtxn, mark + 1, last)?;
             dbs.set_watermark(wtxn, last)?;
             Ok(Commit::Commit(Some(last)))
         })?;

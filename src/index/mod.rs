@@ -15,6 +15,7 @@
 
 mod flush;
 mod heads;
+mod labels;
 mod merge;
 pub(crate) mod tail;
 

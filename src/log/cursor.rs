@@ -97,7 +97,9 @@ impl LogCursor {
         let txn = log.env.read_txn()?;
         let opened = Instant::now();
         let through_index = match &select.streams {
-            Some(streams) if self.direction == Direction::Forward => {
+            Some(streams)
+                if self.direction == Direction::Forward && select.categories.is_none() =>
+            {
                 Scan::prefers_index(&log.dbs, txn.raw(), streams)?
             }
             _ => false,
@@ -113,15 +115,34 @@ impl LogCursor {
         } else {
             None
         };
-        let mut scan = match walk {
-            Some(scan) => scan,
-            None => Scan::new(
+        let log_scan = || {
+            Scan::new(
                 &log.dbs,
                 txn.raw(),
                 self.next,
                 self.direction,
                 select.clone(),
-            )?,
+            )
+        };
+        let mut scan = match walk {
+            Some(scan) => scan,
+            // A label index whose walk cannot even begin (a damaged label) leaves the log.
+            None if Scan::walk_of(select).is_some() => {
+                match Scan::of(
+                    &log.dbs,
+                    txn.raw(),
+                    self.next,
+                    self.direction,
+                    select.clone(),
+                ) {
+                    Ok(scan) => scan,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the label index is damaged; reading the log instead");
+                        log_scan()?
+                    }
+                }
+            }
+            None => log_scan()?,
         };
         let mut yielded = 0u64;
         let step = self.visit_all(
@@ -173,8 +194,8 @@ impl LogCursor {
                             return Ok(Step::Stopped);
                         }
                     }
-                    // The walk through the stream index met an entry that does not lead where
-                    // it says (a damaged index): the index cannot be trusted for where to go
+                    // The walk through the stream or label index met an entry that does not
+                    // lead where it says (a damaged index): the index cannot be trusted for where to go
                     // on. The rest of the step reads the log itself, from right after the last
                     // record the visitor got, so nothing is skipped or handed over twice; the
                     // log then reports whatever is damaged in it.

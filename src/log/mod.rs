@@ -7,6 +7,7 @@
 //! header is damaged cannot be judged, and is reported to every scan that reaches it.
 
 mod cursor;
+mod labels;
 pub(crate) mod prefetch;
 mod scan;
 

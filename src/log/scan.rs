@@ -5,9 +5,11 @@ use std::sync::Arc;
 use heed::byteorder::BigEndian;
 use heed::types::{Bytes, U64};
 
+use super::labels::{in_categories, LabelWalk, Labels};
 use super::prefetch;
 use crate::env::Dbs;
 use crate::error::{Error, Result};
+use crate::format::name::LabelKind;
 use crate::format::record::{self, DecodedRecord};
 use crate::index::{Merged, StreamIndex};
 use crate::types::{Direction, StreamId};
@@ -22,8 +24,14 @@ const MERGE_SHARE: u64 = 16;
 /// Which records a scan yields, decided on the verified header alone.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Select {
-    /// Only records of these streams; `None`: every stream.
+    /// Only records of these streams; `None`: every stream (unless `categories` is given).
     pub streams: Option<Arc<foldhash::HashSet<StreamId>>>,
+    /// Only records of streams in these categories, besides those of `streams`: (categories ∪
+    /// streams); `None`: no category. A scan of categories alone walks the label index.
+    pub categories: Option<Arc<[String]>>,
+    /// The types were named by the reader's filter: a scan of no stream and no category walks
+    /// their entries of the label index instead of the log.
+    pub walk_types: bool,
     /// Only records of these event types; `None`: every type.
     pub types: Option<Arc<[String]>>,
     /// Event types (with the newest version read of each) whose newer versions, when the store
@@ -62,10 +70,12 @@ impl Select {
     }
 
     /// Whether the record is wanted.
+    /// (A select with categories also wants the records of streams it does not name: the scan
+    /// looks up their categories in [`Scan::next_scoped`].)
     #[inline(always)]
     fn matches(&self, rec: &DecodedRecord<'_>) -> bool {
         if let Some(streams) = &self.streams {
-            if !streams.contains(&rec.stream()) {
+            if !streams.contains(&rec.stream()) && self.categories.is_none() {
                 return false;
             }
         }
@@ -84,6 +94,43 @@ enum Range<'t> {
     Backward(heed::RoRevRange<'t, U64<BigEndian>, Bytes>),
     /// Forward through the selected streams' entries of the stream index, merged by sequence.
     Streams(Box<Merged<'t>>),
+    /// The log, for a select with categories: each record's stream is looked up
+    /// ([`Scan::in_scope`]), off the path of other scans.
+    Scoped(Box<Scoped<'t>>),
+    /// Through the selected categories' or types' entries of the label index (which holds the
+    /// events up to the index watermark), merged by sequence, in either direction.
+    Labels(Box<LabelWalk<'t>>),
+}
+
+/// The log range of a scan of categories, and what it knows of the streams it met.
+struct Scoped<'t> {
+    range: LogRange<'t>,
+    /// Whether each stream met is in one of the select's categories.
+    known: foldhash::HashMap<StreamId, bool>,
+}
+
+enum LogRange<'t> {
+    Forward(heed::RoRange<'t, U64<BigEndian>, Bytes>),
+    Backward(heed::RoRevRange<'t, U64<BigEndian>, Bytes>),
+}
+
+impl<'t> LogRange<'t> {
+    fn next(&mut self) -> Option<heed::Result<(u64, &'t [u8])>> {
+        match self {
+            LogRange::Forward(range) => range.next(),
+            LogRange::Backward(range) => range.next(),
+        }
+    }
+}
+
+/// What a walk through the label index goes on with when its range ends: the label index
+/// holds the events up to the index watermark, and the log holds the rest.
+#[derive(Clone, Copy, Debug)]
+enum Then {
+    /// Forward: the log from this sequence (the one after the watermark).
+    Log(u64),
+    /// Backward: the label index from this sequence (the watermark) down.
+    Labels(u64),
 }
 
 /// The records of the log from a sequence on, in a direction, in the caller's transaction, that
@@ -106,6 +153,10 @@ pub(crate) struct Scan<'t> {
     visited: Option<u64>,
     /// Records the scan may still visit (`u64::MAX`: no limit).
     budget: u64,
+    /// The scan's direction.
+    direction: Direction,
+    /// What a scan through the label index goes on with when its range ends.
+    then: Option<Then>,
 }
 
 impl<'t> Scan<'t> {
@@ -122,11 +173,12 @@ impl<'t> Scan<'t> {
         select: Select,
     ) -> Result<Self> {
         let select = select.resolved(dbs, txn)?;
-        let range = match direction {
-            Direction::Forward => Range::Forward(dbs.log.range(txn, &(from..))?),
-            Direction::Backward => Range::Backward(dbs.log.rev_range(txn, &(..=from))?),
+        let within = match direction {
+            Direction::Forward => from..=u64::MAX,
+            Direction::Backward => 0..=from,
         };
-        let one_pass = select.streams.is_none();
+        let range = Scan::log_range(dbs, txn, &select, within, direction)?;
+        let one_pass = select.streams.is_none() && select.categories.is_none();
         Ok(Scan {
             dbs: *dbs,
             txn,
@@ -135,7 +187,161 @@ impl<'t> Scan<'t> {
             one_pass,
             visited: None,
             budget: u64::MAX,
+            direction,
+            then: None,
         })
+    }
+
+    /// The log's records in `within`, in `direction` (from its end backwards), for `select`.
+    fn log_range(
+        dbs: &Dbs,
+        txn: &'t heed::RoTxn<'t>,
+        select: &Select,
+        within: std::ops::RangeInclusive<u64>,
+        direction: Direction,
+    ) -> Result<Range<'t>> {
+        let range = match direction {
+            Direction::Forward => LogRange::Forward(dbs.log.range(txn, &within)?),
+            Direction::Backward => LogRange::Backward(dbs.log.rev_range(txn, &within)?),
+        };
+        Ok(match (range, select.categories.is_some()) {
+            (range, true) => Range::Scoped(Box::new(Scoped {
+                range,
+                known: foldhash::HashMap::default(),
+            })),
+            (LogRange::Forward(range), false) => Range::Forward(range),
+            (LogRange::Backward(range), false) => Range::Backward(range),
+        })
+    }
+
+    /// A scan of what `select` wants from `from` in `direction`: through the label index when it
+    /// names categories and no stream, or types it was told to walk ([`Scan::walk_of`]); through
+    /// the log otherwise. The label index holds the events up to the index watermark: a walk
+    /// forward goes on with the log after it, one backward begins with the log down to it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Lmdb`] when a range cannot be opened, [`Error::Damaged`] for a damaged label or
+    /// watermark.
+    pub(crate) fn of(
+        dbs: &Dbs,
+        txn: &'t heed::RoTxn<'t>,
+        from: u64,
+        direction: Direction,
+        select: Select,
+    ) -> Result<Self> {
+        if Scan::walk_of(&select).is_none() {
+            return Scan::new(dbs, txn, from, direction, select);
+        }
+        let select = select.resolved(dbs, txn)?;
+        let watermark = dbs.watermark(txn)?;
+        let (range, then) = match direction {
+            Direction::Forward if from <= watermark => (
+                Scan::label_range(dbs, txn, &select, from, watermark, direction)?,
+                Some(Then::Log(watermark + 1)),
+            ),
+            Direction::Forward => (
+                Scan::log_range(dbs, txn, &select, from..=u64::MAX, direction)?,
+                None,
+            ),
+            Direction::Backward if from > watermark => (
+                Scan::log_range(dbs, txn, &select, watermark + 1..=from, direction)?,
+                Some(Then::Labels(watermark)),
+            ),
+            Direction::Backward => (
+                Scan::label_range(dbs, txn, &select, from, watermark, direction)?,
+                None,
+            ),
+        };
+        Ok(Scan {
+            dbs: *dbs,
+            txn,
+            range,
+            select,
+            one_pass: false,
+            visited: None,
+            budget: u64::MAX,
+            direction,
+            then,
+        })
+    }
+
+    /// A walk of the label index for `select` from `from`, up to `watermark`.
+    fn label_range(
+        dbs: &Dbs,
+        txn: &'t heed::RoTxn<'t>,
+        select: &Select,
+        from: u64,
+        watermark: u64,
+        direction: Direction,
+    ) -> Result<Range<'t>> {
+        let labels = Scan::walk_of(select).expect("a select that walks the label index");
+        let walk = LabelWalk::new(dbs, txn, labels, from.min(watermark), watermark, direction)?;
+        Ok(Range::Labels(Box::new(walk)))
+    }
+
+    /// Moves a scan through the label index on to its next part when its range ends: `true`
+    /// when there is one.
+    #[cold]
+    #[inline(never)]
+    fn next_part(&mut self) -> Result<bool> {
+        let Some(then) = self.then.take() else {
+            return Ok(false);
+        };
+        self.range = match then {
+            Then::Log(from) => Scan::log_range(
+                &self.dbs,
+                self.txn,
+                &self.select,
+                from..=u64::MAX,
+                self.direction,
+            )?,
+            Then::Labels(watermark) => Scan::label_range(
+                &self.dbs,
+                self.txn,
+                &self.select,
+                watermark,
+                watermark,
+                self.direction,
+            )?,
+        };
+        Ok(true)
+    }
+
+    /// The labels a scan of `select` walks, if it walks the label index: its categories when it
+    /// names no stream; the types it was told to walk when it names neither.
+    pub(crate) fn walk_of(select: &Select) -> Option<Labels> {
+        if select.streams.is_some() {
+            return None;
+        }
+        if let Some(categories) = &select.categories {
+            return Some(Labels {
+                kind: LabelKind::Category,
+                names: categories.to_vec(),
+            });
+        }
+        match &select.types {
+            Some(types) if select.walk_types => Some(Labels {
+                kind: LabelKind::EventType,
+                names: types.to_vec(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// The same scan, started again at `from` in the same transaction.
+    ///
+    /// # Errors
+    ///
+    /// As [`Scan::of`].
+    pub(crate) fn again_at(&self, from: u64) -> Result<Scan<'t>> {
+        Scan::of(
+            &self.dbs,
+            self.txn,
+            from,
+            self.direction,
+            self.select.clone(),
+        )
     }
 
     /// A forward scan from `from` of the few streams `select` names, through the stream index
@@ -167,6 +373,8 @@ impl<'t> Scan<'t> {
             one_pass: false,
             visited: None,
             budget: u64::MAX,
+            direction: Direction::Forward,
+            then: None,
         })
     }
 
@@ -184,9 +392,9 @@ impl<'t> Scan<'t> {
         Ok(streams.len() as u64 * MERGE_SHARE <= known)
     }
 
-    /// Whether the scan walks the stream index rather than the log.
+    /// Whether the scan walks the stream index or the label index rather than the log.
     pub(crate) fn walks_index(&self) -> bool {
-        matches!(self.range, Range::Streams(_))
+        matches!(self.range, Range::Streams(_) | Range::Labels(_))
     }
 
     /// Ends the scan after it visited `records` records, yielded or passed over.
@@ -247,6 +455,105 @@ impl<'t> Scan<'t> {
         Some(self.wanted(rec))
     }
 
+    /// The next record of a walk through the label index: `Some(None)` for one that is not
+    /// wanted (or when the walk moved on to its next part), `None` at the end.
+    #[inline(never)]
+    fn next_labeled(&mut self) -> Option<Option<Result<DecodedRecord<'t>>>> {
+        let Range::Labels(walk) = &mut self.range else {
+            unreachable!("called on a walk through the label index")
+        };
+        let seq = match walk.next_seq() {
+            Some(Ok(seq)) => seq,
+            Some(Err(e)) => return Some(Some(Err(e))),
+            None => {
+                // Every event of the labels up to the watermark (or back to the start) was
+                // visited.
+                let end = match self.direction {
+                    Direction::Forward => walk.end(),
+                    Direction::Backward => 1,
+                };
+                self.visited = Some(end);
+                return match self.next_part() {
+                    Ok(true) => Some(None),
+                    Ok(false) => None,
+                    Err(e) => Some(Some(Err(e))),
+                };
+            }
+        };
+        self.visited = Some(seq);
+        let rec = self
+            .dbs
+            .get_record(self.txn, seq)
+            .and_then(|bytes| {
+                bytes.ok_or_else(|| {
+                    Error::corrupted(seq, "the label index lists an event the log does not hold")
+                })
+            })
+            .and_then(|bytes| record::decode_verified(seq, bytes, false))
+            .and_then(|rec| walk.check(&rec).map(|()| rec));
+        let rec = match rec {
+            Ok(rec) => rec,
+            Err(e) => return Some(Some(Err(e))),
+        };
+        // The walk checked the record's label (its category or type); the select's types are
+        // checked here.
+        if !self.select.matches(&rec) {
+            return Some(None);
+        }
+        Some(self.wanted(rec))
+    }
+
+    /// The next record of a scan of the log for a select with categories: `Some(None)` for one
+    /// that is not wanted (or when the scan moved on to its next part), `None` at the end.
+    #[inline(never)]
+    fn next_scoped(&mut self) -> Option<Option<Result<DecodedRecord<'t>>>> {
+        let Range::Scoped(scoped) = &mut self.range else {
+            unreachable!("called on a scan of categories")
+        };
+        let next = scoped.range.next();
+        let (seq, value) = match next {
+            Some(Ok(entry)) => entry,
+            Some(Err(e)) => return Some(Some(Err(e.into()))),
+            None => {
+                return match self.next_part() {
+                    Ok(true) => Some(None),
+                    Ok(false) => None,
+                    Err(e) => Some(Some(Err(e))),
+                }
+            }
+        };
+        self.visited = Some(seq);
+        let rec = match self
+            .dbs
+            .record(self.txn, seq, value)
+            .and_then(|bytes| record::decode_verified(seq, bytes, false))
+        {
+            Ok(rec) => rec,
+            Err(e) => return Some(Some(Err(e))),
+        };
+        if !self.select.matches(&rec) {
+            return Some(None);
+        }
+        let stream = rec.stream();
+        let listed = self
+            .select
+            .streams
+            .as_ref()
+            .is_some_and(|s| s.contains(&stream));
+        if !listed {
+            let Range::Scoped(scoped) = &mut self.range else {
+                unreachable!("called on a scan of categories")
+            };
+            let categories = self.select.categories.as_deref().unwrap_or(&[]);
+            match in_categories(&self.dbs, self.txn, &mut scoped.known, categories, stream) {
+                Ok(true) => {}
+                Ok(false) => return Some(None),
+                Err(e) => return Some(Some(Err(e))),
+            }
+        }
+        Some(self.wanted(rec))
+    }
+
     /// The next record the scan yields, handed to `f`, whose result is the item: the one loop of
     /// every scan, inlined into its caller so that a record never goes through memory on its
     /// way from the map to the caller's view of it.
@@ -268,8 +575,25 @@ impl<'t> Scan<'t> {
                     }
                     entry
                 }
-                Range::Backward(range) => range.next()?,
+                Range::Backward(range) => match range.next() {
+                    Some(entry) => entry,
+                    None => match self.next_part() {
+                        Ok(true) => continue,
+                        Ok(false) => return None,
+                        Err(e) => return Some(Err(e)),
+                    },
+                },
                 Range::Streams(_) => match self.next_indexed()? {
+                    Some(Ok(rec)) => return Some(f(rec)),
+                    Some(Err(e)) => return Some(Err(e)),
+                    None => continue,
+                },
+                Range::Scoped(_) => match self.next_scoped()? {
+                    Some(Ok(rec)) => return Some(f(rec)),
+                    Some(Err(e)) => return Some(Err(e)),
+                    None => continue,
+                },
+                Range::Labels(_) => match self.next_labeled()? {
                     Some(Ok(rec)) => return Some(f(rec)),
                     Some(Err(e)) => return Some(Err(e)),
                     None => continue,

@@ -307,6 +307,8 @@ fn error_kind(e: &Error) -> &'static str {
         Error::EventTooLarge { .. } => "event_too_large",
         Error::InvalidEventType { .. } => "invalid_event_type",
         Error::InvalidStreamId { .. } => "invalid_stream_id",
+        Error::InvalidStreamName { .. } => "invalid_stream_name",
+        Error::StreamNameConflict { .. } => "stream_name_conflict",
         Error::Serialize { .. } => "serialize",
         Error::MapFull { .. } => "map_full",
         Error::Poisoned => "poisoned",

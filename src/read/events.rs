@@ -41,6 +41,9 @@ impl<R: Readable> Drop for Events<'_, R> {
     }
 }
 
+/// Where an [`Events`] read takes its records from.
+// The scan of the log is the hot path of every typed read: kept inline, not boxed.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Source<'t> {
     Log(Scan<'t>),
     /// The index on disk, then the unindexed tail's entries.
@@ -135,13 +138,7 @@ impl<'t, R: Readable> Events<'t, R> {
             parts.next = Some(next);
             // Read the record again at the next call.
             self.source = match &self.source {
-                Source::Log(_) => Source::Log(Scan::new(
-                    &self.reader.log().dbs,
-                    self.txn.raw(),
-                    seq,
-                    self.direction,
-                    self.reader.select(),
-                )?),
+                Source::Log(scan) => Source::Log(scan.again_at(seq)?),
                 Source::StreamForward(stream, ..) | Source::StreamBackward(stream, ..) => self
                     .reader
                     .stream_source(self.txn.raw(), *stream, rec.version(), self.direction)?,

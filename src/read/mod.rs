@@ -41,6 +41,7 @@
 //!   it (its type and stream cannot be known).
 
 mod events;
+mod filter;
 pub(crate) mod parts;
 pub(crate) mod readable;
 #[allow(clippy::module_inception)]
@@ -48,6 +49,7 @@ mod reader;
 pub(crate) mod view;
 
 pub use events::Events;
+pub use filter::Filter;
 
 /// What a run of reads learned and can reuse for the next record: the stream key of the last
 /// encrypted record, and whether the reader's type was checked against the store's record of its

@@ -9,6 +9,7 @@ use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
 
 use super::events::{check_place, Events, Source};
+use super::filter::Filter;
 use super::parts;
 use super::readable::{wrong_type, Readable, Record};
 use super::ViewMemo;
@@ -21,6 +22,7 @@ use crate::format::record::{self, DecodedRecord};
 use crate::format::Envelope;
 use crate::log::{has_name, Log, LogCursor, Scan, Select, Step};
 use crate::metrics::handles::ReadKind;
+use crate::name::StreamName;
 use crate::store::Storage;
 use crate::types::{Direction, IntoStreamId, StreamId, StreamInfo};
 
@@ -388,6 +390,86 @@ impl<R: Readable> Reader<R> {
         Ok(Events::new(self.clone(), txn, source, direction))
     }
 
+    /// The events of the log that `filter` takes, from sequence `from` on (inclusive), in
+    /// `direction`: those of its streams and of the streams in its categories, of its event
+    /// types (see [`Filter`]). Use `u64::MAX` with [`Direction::Backward`] to start at the
+    /// newest event.
+    ///
+    /// A filter of categories and no stream, or of event types and neither, is answered from
+    /// the label index: only the records it lists are read.
+    ///
+    /// ```
+    /// use varvedb::{Direction, ExpectedVersion, Filter, Reader, Storage, StorageConfig, Writer};
+    /// let dir = tempfile::tempdir()?;
+    /// let storage = Storage::open(StorageConfig { path: dir.path().into(), ..Default::default() })?;
+    /// let mut writer = Writer::<u64>::new(storage.clone());
+    /// writer.append_batch("order-1", ExpectedVersion::NoStream, [10u64, 11])?;
+    /// writer.append_batch("invoice-1", ExpectedVersion::NoStream, [20u64])?;
+    /// writer.append_batch("order-2", ExpectedVersion::NoStream, [30u64])?;
+    /// let reader = Reader::<u64>::new(storage.clone());
+    /// let txn = storage.read_txn()?;
+    /// let orders: Vec<u64> = reader
+    ///     .read_filtered(&txn, &Filter::default().category("order"), 1, Direction::Forward)?
+    ///     .map(|e| e.map(|e| e.to_native()))
+    ///     .collect::<Result<_, _>>()?;
+    /// assert_eq!(orders, [10, 11, 30]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The call fails on [`Error::InvalidStreamId`] or [`Error::InvalidStreamName`] for what the
+    /// filter was given, or [`Error::Lmdb`]; each item fails as [`Reader::get`] does, or with
+    /// [`Error::Corrupted`] when the label index disagrees with the log.
+    pub fn read_filtered<'t>(
+        &self,
+        txn: &'t ReadTxn,
+        filter: &Filter,
+        from: u64,
+        direction: Direction,
+    ) -> Result<Events<'t, R>> {
+        let select = filter.clone().select(self)?;
+        let scan = Scan::of(&self.log().dbs, self.raw(txn)?, from, direction, select)?;
+        Ok(Events::new(self.clone(), txn, Source::Log(scan), direction))
+    }
+
+    /// The events of the streams in `category` (the part of their names before the first `-`),
+    /// in global order from sequence `from` on (inclusive), in `direction`: a
+    /// [`Reader::read_filtered`] of that category alone, answered from the label index.
+    ///
+    /// # Errors
+    ///
+    /// As [`Reader::read_filtered`].
+    pub fn read_category<'t>(
+        &self,
+        txn: &'t ReadTxn,
+        category: &str,
+        from: u64,
+        direction: Direction,
+    ) -> Result<Events<'t, R>> {
+        self.read_filtered(txn, &Filter::default().category(category), from, direction)
+    }
+
+    /// The name `stream` was created with, with its parts as the store recorded them; `None`
+    /// for a stream created by id, or without events.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidStreamId`], [`Error::InvalidStreamName`], [`Error::Lmdb`], and
+    /// [`Error::Damaged`] for a damaged name entry.
+    pub fn stream_name(
+        &self,
+        txn: &ReadTxn,
+        stream: impl IntoStreamId,
+    ) -> Result<Option<StreamName>> {
+        let stream = stream.into_stream_id()?;
+        Ok(self
+            .log()
+            .dbs
+            .stream_name(self.raw(txn)?, stream)?
+            .map(|(name, _)| name))
+    }
+
     /// Every stream, ordered by id, with its current version and first and last sequence.
     ///
     /// # Errors
@@ -551,6 +633,8 @@ impl<R: Readable> Reader<R> {
     pub(crate) fn select(&self) -> Select {
         Select {
             streams: None,
+            categories: None,
+            walk_types: false,
             types: Some(Arc::clone(&self.accepted)),
             follow: Some(Arc::clone(&self.follow)),
         }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::handler::{ErrorPolicy, EventHandler};
 use super::processor::commit_checkpoint;
 use crate::error::{Error, HandlerError, Result};
-use crate::log::{LogCursor, Step};
+use crate::log::{LogCursor, Select, Step};
 use crate::read::parts;
 use crate::read::ViewMemo;
 use crate::read::{Readable, Reader};
@@ -17,6 +17,8 @@ use crate::types::Direction;
 /// The handler's work for one call of [`Batch::run`].
 pub(super) struct Batch<R: Readable> {
     pub reader: Reader<R>,
+    /// What the handler gets: the reader's types, or what the processor's filter takes.
+    pub select: Select,
     pub name: String,
     pub policy: ErrorPolicy,
     pub checkpoint_every: u64,
@@ -54,7 +56,7 @@ impl<R: Readable> Batch<R> {
     {
         let storage = self.reader.storage().clone();
         let log = self.reader.log();
-        let select = self.reader.select();
+        let select = &self.select;
         let mut cursor = LogCursor::new(handled + 1, Direction::Forward, self.reader.max_txn_age());
         let mut memo = ViewMemo::default();
         let mut skipped = Vec::new();
@@ -66,7 +68,7 @@ impl<R: Readable> Batch<R> {
             loop {
                 let mut failure = None;
                 let mut checkpoint_due = false;
-                let step = cursor.step(log, &storage.store.index, &select, |txn, rec| {
+                let step = cursor.step(log, &storage.store.index, select, |txn, rec| {
                     let seq = rec.seq();
                     // Every record before this one was visited: handled or passed over.
                     handled = handled.max(seq - 1);

@@ -15,5 +15,5 @@ pub(crate) use checkpoint::CheckpointBoard;
 pub use handler::{ErrorPolicy, EventHandler};
 pub use processor::Processor;
 pub use projection::{Projection, Projector};
-pub use subscription::{Filter, RecordedEvent, StartFrom, Subscription, SubscriptionItem};
+pub use subscription::{RecordedEvent, StartFrom, Subscription, SubscriptionItem};
 pub use wake::StopHandle;

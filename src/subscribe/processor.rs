@@ -10,7 +10,7 @@ use super::checkpoint;
 use super::handler::{ErrorPolicy, EventHandler};
 use super::wake::{wait_for_work, StopHandle, Wake};
 use crate::error::{Error, HandlerError, Result};
-use crate::read::{Readable, Reader};
+use crate::read::{Filter, Readable, Reader};
 use crate::store::Storage;
 
 /// A named consumer of the log: it delivers every event after its checkpoint to its handler, in
@@ -73,6 +73,8 @@ pub struct Processor<R: Readable, H, X = Error> {
     checkpoint_every: u64,
     checkpoint_interval: Duration,
     skipped: Vec<(u64, String)>,
+    /// Which events the handler gets; `None`: every event of the reader's types.
+    filter: Option<Filter>,
     _error: PhantomData<fn() -> X>,
 }
 
@@ -100,8 +102,22 @@ where
             checkpoint_every: 10_000,
             checkpoint_interval: Duration::from_secs(1),
             skipped: Vec::new(),
+            filter: None,
             _error: PhantomData,
         }
+    }
+
+    /// Hands the handler only the events `filter` takes (see [`Filter`]): a processor of one
+    /// category, or of some event types, reads their events from the label index and passes
+    /// over the rest of the log without reading it. Its checkpoint is a global position as
+    /// always, so the filter can change between runs: the processor goes on after its
+    /// checkpoint with the new one.
+    ///
+    /// A stream or category the filter was given that is not one fails [`Processor::run`] with
+    /// [`Error::InvalidStreamId`] or [`Error::InvalidStreamName`].
+    pub fn with_filter(mut self, filter: Filter) -> Self {
+        self.filter = Some(filter);
+        self
     }
 
     /// Sets what happens when the handler fails (default [`ErrorPolicy::Stop`]).
@@ -262,8 +278,13 @@ where
             .handler
             .take()
             .expect("handler present between batches");
+        let select = match &self.filter {
+            Some(filter) => filter.clone().select(&self.reader)?,
+            None => self.reader.select(),
+        };
         let job = Batch {
             reader: self.reader.clone(),
+            select,
             name: self.name.clone(),
             policy: self.policy,
             checkpoint_every: self.checkpoint_every,

@@ -2,10 +2,9 @@
 //! duplicate at the switch, woken by the store's head instead of polling.
 #![allow(unsafe_code)]
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::ops::{ControlFlow, Deref};
-use std::sync::Arc;
 
 use rkyv::util::AlignedVec;
 use rkyv::Archive;
@@ -18,8 +17,8 @@ use crate::log::{LogCursor, Select, Step};
 use crate::read::parts;
 use crate::read::view::PAYLOAD_ALIGN;
 use crate::read::ViewMemo;
-use crate::read::{EventView, Readable, Reader};
-use crate::types::{Direction, IntoStreamId, StreamId};
+use crate::read::{EventView, Filter, Readable, Reader};
+use crate::types::Direction;
 
 /// Where a subscription starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,96 +29,6 @@ pub enum StartFrom {
     End,
     /// The event with this global sequence (inclusive).
     Seq(u64),
-}
-
-/// Which events a subscription delivers. Empty sets mean "all". Filters combine with AND.
-///
-/// Streams are named as everywhere else in the API ([`IntoStreamId`]): a bare integer literal, an
-/// unsigned integer, a [`StreamId`] or a UUID. An id that is not a stream id (a negative
-/// integer) is reported by [`Reader::subscribe`] as [`Error::InvalidStreamId`].
-///
-/// ```
-/// use varvedb::Filter;
-/// let filter = Filter::default().stream(3).stream(4u64).event_type("Deposited");
-/// assert_eq!(filter.streams().len(), 2);
-/// ```
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Filter {
-    streams: HashSet<StreamId>,
-    event_types: HashSet<String>,
-    /// The first id given that is not a stream id, reported when the filter is used.
-    invalid: Option<i128>,
-}
-
-impl Filter {
-    /// Only events of `stream` (adds to the stream set).
-    pub fn stream(mut self, stream: impl IntoStreamId) -> Self {
-        match stream.into_stream_id() {
-            Ok(stream) => {
-                self.streams.insert(stream);
-            }
-            Err(Error::InvalidStreamId { value }) => {
-                self.invalid.get_or_insert(value);
-            }
-            // `into_stream_id` fails only on ids that are not stream ids.
-            Err(_) => {}
-        }
-        self
-    }
-
-    /// Only events of type `name` (adds to the type set): of the reader's type stored under that
-    /// name, and of its older versions under the names they had.
-    pub fn event_type(mut self, name: impl Into<String>) -> Self {
-        self.event_types.insert(name.into());
-        self
-    }
-
-    /// The streams this filter delivers (empty: every stream).
-    pub fn streams(&self) -> &HashSet<StreamId> {
-        &self.streams
-    }
-
-    /// The event type names this filter delivers (empty: every type).
-    pub fn event_types(&self) -> &HashSet<String> {
-        &self.event_types
-    }
-
-    /// What a scan by `reader` selects with this filter: its streams, and the types it names
-    /// among the reader's. Or the error of an id given to it that is not a stream id.
-    fn select<R: Readable>(self, reader: &Reader<R>) -> Result<Select> {
-        if let Some(value) = self.invalid {
-            return Err(Error::InvalidStreamId { value });
-        }
-        let accepted = reader.accepted();
-        let (types, follow) = if self.event_types.is_empty() {
-            (Arc::clone(accepted), Arc::clone(reader.follow()))
-        } else {
-            // A name the filter gives stands for its type: the names of its older versions too.
-            let named: HashSet<String> = self
-                .event_types
-                .iter()
-                .flat_map(|t| reader.aliases(t))
-                .collect();
-            let types: Arc<[String]> = accepted
-                .iter()
-                .filter(|t| named.contains(*t))
-                .cloned()
-                .collect();
-            let follow = reader
-                .follow()
-                .iter()
-                .filter(|(t, _)| named.contains(t))
-                .cloned()
-                .collect();
-            (types, follow)
-        };
-        Ok(Select {
-            streams: (!self.streams.is_empty())
-                .then(|| Arc::new(self.streams.into_iter().collect())),
-            types: Some(types),
-            follow: Some(follow),
-        })
-    }
 }
 
 /// An event delivered by a [`Subscription`]: its envelope and its validated archive, copied out

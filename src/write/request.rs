@@ -5,6 +5,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use crate::event::Fingerprint;
+use crate::name::StreamName;
 use crate::types::{ExpectedVersion, StreamId};
 
 /// A serialized record waiting for its position, inside a batch buffer.
@@ -18,6 +19,9 @@ pub(crate) struct Staged {
 /// One caller's batch: staged records for one stream, with the caller's expectation.
 pub(crate) struct Request {
     pub stream: StreamId,
+    /// The stream's name, when the caller gave one: recorded with the stream's first event,
+    /// checked against the recorded one after.
+    pub name: Option<StreamName>,
     pub expected: ExpectedVersion,
     pub buf: Vec<u8>,
     pub staged: Vec<Staged>,

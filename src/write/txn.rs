@@ -18,10 +18,12 @@ use crate::cipher::aead::Nonces;
 use crate::cipher::StreamKey;
 use crate::error::{Error, Result};
 use crate::event::Fingerprint;
+use crate::format::name::LabelKind;
 use crate::format::record::{self, Place, Sealer};
 use crate::format::schema::{self, Registered};
 use crate::index::{read_head, StreamIndex};
 use crate::log::Log;
+use crate::name::StreamName;
 use crate::types::{Appended, Position, StreamId};
 
 /// Where a stream stands for the write path: its version, checked against the expected one, and
@@ -371,6 +373,13 @@ impl<'a, 'w> LogTxn<'a, 'w> {
                     "the batch mixes stored event ids with new ones; retry exactly the original batch",
             })));
         }
+        if let Some(name) = &req.name {
+            if current > 0 {
+                if let Err(e) = self.check_name(stream, name)? {
+                    return Ok(Err(Err(e)));
+                }
+            }
+        }
         if !req.expected.matches(current) {
             return Ok(Err(Err(Error::ConcurrencyConflict {
                 stream,
@@ -394,6 +403,11 @@ impl<'a, 'w> LogTxn<'a, 'w> {
         let stream = req.stream;
         let current = tip.map_or(0, |t| t.version);
 
+        if current == 0 {
+            if let Some(name) = &req.name {
+                self.record_name(name)?;
+            }
+        }
         let (next_seq, last_ts) = self.next_position()?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -486,6 +500,31 @@ impl<'a, 'w> LogTxn<'a, 'w> {
             .push((place.seq, stream, place.version));
         self.next = Some((place.seq + 1, place.timestamp_ns));
         Ok(())
+    }
+
+    /// Checks that the name an append gave `stream`, which has events, is the name the store
+    /// keeps for it. The inner error ([`Error::StreamNameConflict`]) refuses the batch: the
+    /// stream was created under another name that derives the same id, or by id.
+    pub(crate) fn check_name(&mut self, stream: StreamId, name: &StreamName) -> Result<Result<()>> {
+        let recorded = self.log.dbs.stream_name(self.wtxn, stream)?;
+        Ok(match recorded {
+            Some((found, _)) if found.as_str() == name.as_str() => Ok(()),
+            other => Err(Error::StreamNameConflict {
+                stream,
+                name: name.as_str().to_owned(),
+                existing: other.map(|(found, _)| found.as_str().to_owned()),
+            }),
+        })
+    }
+
+    /// Records the name of a stream about to get its first event, with the label of its
+    /// category (a new one for a category the store has not seen): in the transaction of that
+    /// event, so that no event of a named stream is ever without its name.
+    pub(crate) fn record_name(&mut self, name: &StreamName) -> Result<()> {
+        let dbs = &self.log.dbs;
+        let category =
+            dbs.label_or_new(self.wtxn, LabelKind::Category, name.category().as_bytes())?;
+        dbs.put_stream_name(self.wtxn, name, category)
     }
 
     /// Ends the log's part of the transaction: what it wrote, for after the commit. The write

@@ -22,21 +22,35 @@ pub enum Command {
         /// The store's directory.
         path: PathBuf,
     },
-    /// Every stream with its version and first and last sequence.
+    /// Every stream with its version, first and last sequence, and its name and category when
+    /// it was created by name.
     Streams {
         /// The store's directory.
         path: PathBuf,
         /// List at most this many streams.
         #[arg(long)]
         limit: Option<u64>,
+        /// Only the streams of this category (repeat for several).
+        #[arg(long = "category")]
+        categories: Vec<String>,
     },
-    /// The events of one stream.
+    /// The events of one stream; or, with --category or --type and no stream, the events of
+    /// those categories and types in log order.
     Read {
         /// The store's directory.
         path: PathBuf,
-        /// The stream: an integer or a UUID.
-        stream: String,
-        /// First version to show (default: the first, or the last with --backward).
+        /// The stream: its name (`order-123`), or an id as an integer or a UUID.
+        #[arg(required_unless_present_any = ["categories", "types"])]
+        stream: Option<String>,
+        /// Only events of streams in this category (repeat for several); read from the label
+        /// index, in log order.
+        #[arg(long = "category", conflicts_with = "stream")]
+        categories: Vec<String>,
+        /// Only events of this event type (repeat for several).
+        #[arg(long = "type")]
+        types: Vec<String>,
+        /// First version of the stream to show, or first sequence with --category or --type
+        /// (default: the first, or the last with --backward).
         #[arg(long)]
         from: Option<u64>,
         /// Newest first.
@@ -59,6 +73,12 @@ pub enum Command {
         /// How many of the last events to show first.
         #[arg(long, short = 'n', default_value_t = 10)]
         limit: u64,
+        /// Only events of streams in this category (repeat for several).
+        #[arg(long = "category")]
+        categories: Vec<String>,
+        /// Only events of this event type (repeat for several).
+        #[arg(long = "type")]
+        types: Vec<String>,
         /// How often to look for new events with --follow, in milliseconds.
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
         interval_ms: u64,
@@ -162,7 +182,7 @@ pub enum Command {
     Shred {
         /// The store's directory.
         path: PathBuf,
-        /// The stream: an integer or a UUID.
+        /// The stream: its name (`order-123`), or an id as an integer or a UUID.
         stream: String,
         /// File holding the master key (32 raw bytes or 64 hex characters); default: the
         /// VARVE_MASTER_KEY environment variable (hex).

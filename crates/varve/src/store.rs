@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
-use varvedb::StreamId;
 use varvedb::{Storage, StorageConfig};
+use varvedb::{StreamId, StreamName};
 
 use crate::error::{CliError, CliResult};
 
@@ -70,16 +70,33 @@ pub fn open(
     .map_err(|e| CliError::store(path, e))
 }
 
-/// Parses a stream id: a decimal integer or a UUID.
+/// Parses a stream: a decimal integer or a UUID is an id; anything else is a stream name
+/// (`order-123`), whose id is derived from it.
 pub fn parse_stream(store: &Path, text: &str) -> CliResult<StreamId> {
     if let Ok(n) = text.parse::<u128>() {
         return Ok(StreamId(n));
     }
-    varvedb::Uuid::parse_str(text)
-        .map(StreamId::from)
-        .map_err(|_| {
-            CliError::new(store, format!("{text:?} is not a stream id")).hint(
-                "give a stream as an unsigned integer or a UUID, as `varve streams` lists them",
+    if let Ok(uuid) = varvedb::Uuid::parse_str(text) {
+        return Ok(StreamId::from(uuid));
+    }
+    StreamName::new(text)
+        .map(|name| name.stream_id())
+        .map_err(|e| {
+            CliError::new(store, format!("{text:?} is not a stream: {e}")).hint(
+                "give a stream by its name (`order-123`), or by its id as an unsigned integer or a UUID, as `varve streams` lists them",
             )
         })
+}
+
+/// Checks that each of `categories` is one: the part of a stream name before its first `-`.
+pub fn check_labels(store: &Path, categories: &[String]) -> CliResult<()> {
+    for category in categories {
+        let parsed = StreamName::new(category);
+        if !matches!(&parsed, Ok(name) if name.id().is_none()) {
+            return Err(CliError::new(store, format!("{category:?} is not a category")).hint(
+                "a category is the part of a stream name before its first '-': `order` for `order-123`",
+            ));
+        }
+    }
+    Ok(())
 }

@@ -15,6 +15,7 @@ mod checkpoints;
 mod event_ids;
 mod heads;
 mod keystore;
+mod labels;
 mod log_order;
 mod payloads;
 mod records;
@@ -54,6 +55,10 @@ struct Snapshot<'t> {
 /// - checkpoints: intact and not past the log's end;
 /// - `schemas`: every entry well formed, and an entry for every event type and schema version
 ///   in the log;
+/// - stream names and the label index: every name intact, of a stream with events, with its
+///   category's label; every label intact, with an id of its own; every entry of the label
+///   index listing an event under its own type or its stream's category, and every event
+///   listed under both;
 /// - every record's encryption flag against the store's: in an encrypted store every record is
 ///   sealed, and decrypts and authenticates under its stream's key ([`ProblemKind::Record`]
 ///   otherwise, naming [`Error::Decryption`](crate::error::Error::Decryption) for a tampered one); every stream with events has a
@@ -127,6 +132,13 @@ pub fn verify_with(
     event_ids::check(&snap, &mut report, &log.damaged, &mut tick)?;
     checkpoints::check(storage, txn, &mut report, &mut tick)?;
     schemas::check(&snap, &mut report, &types)?;
+    labels::check(
+        &snap,
+        &mut report,
+        &|stream| log.all.contains_key(&stream),
+        &log.damaged,
+        &mut tick,
+    )?;
     // The records were decrypted in the pass over the log; now the keystore's own entries.
     keys.keystore(
         &mut report,

@@ -46,6 +46,10 @@ pub enum ProblemKind {
     /// The `schemas` database: the recorded layout of each event type and schema version in
     /// the log.
     Schema,
+    /// Stream names and the label index: the recorded name of each stream created by name, the
+    /// ids of categories and event types, and the entries that list each event under its type
+    /// and its stream's category.
+    Labels,
 }
 
 impl fmt::Display for ProblemKind {
@@ -60,6 +64,7 @@ impl fmt::Display for ProblemKind {
             ProblemKind::Keystore => "keystore",
             ProblemKind::Payload => "payload",
             ProblemKind::Schema => "schema registry",
+            ProblemKind::Labels => "names and label index",
         })
     }
 }
@@ -158,6 +163,12 @@ pub struct VerifyReport {
     /// Renamed entries of the `schemas` database: event types whose newer versions are stored
     /// under a new name (not counted in `schemas`).
     pub schemas_renamed: u64,
+    /// Streams with a recorded name.
+    pub named_streams: u64,
+    /// Categories and event types with an id.
+    pub labels: u64,
+    /// Entries of the label index checked.
+    pub label_entries: u64,
 }
 
 impl VerifyReport {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use serde_json::json;
-use varvedb::admin::{self, RawEvent};
+use varvedb::admin::{self, RawEvent, StreamNames};
 use varvedb::error::Error;
 use varvedb::Direction;
 use varvedb::Storage;
@@ -29,12 +29,17 @@ pub struct Args<'a> {
 }
 
 /// The line of an event: its plaintext (decrypted in an encrypted store), or a shredded marker.
-fn line_of(storage: &Storage, event: &RawEvent<'_>) -> Result<Line, Error> {
+fn line_of(
+    storage: &Storage,
+    names: &mut StreamNames<'_>,
+    event: &RawEvent<'_>,
+) -> Result<Line, Error> {
     let e = &event.envelope;
     let b64 = base64::engine::general_purpose::STANDARD;
     let mut line = Line {
         seq: e.seq,
         stream: e.stream.to_string(),
+        stream_name: names.get(e.stream)?.map(|n| n.as_str().to_owned()),
         version: e.version,
         prev_seq: e.prev_seq,
         timestamp_ns: e.timestamp_ns,
@@ -120,9 +125,10 @@ pub fn run(args: &Args<'_>, json: bool, out: &mut dyn Write) -> CliResult<u8> {
     while next <= head {
         let txn = storage.env.read_txn().map_err(err)?;
         let opened = Instant::now();
+        let mut names = StreamNames::new(&storage, &txn);
         for item in admin::log(&storage, &txn, next, Direction::Forward).map_err(err)? {
             let (seq, line) = match item {
-                Ok(event) => (event.envelope.seq, line_of(&storage, &event)),
+                Ok(event) => (event.envelope.seq, line_of(&storage, &mut names, &event)),
                 Err(e) => match e.seq() {
                     Some(seq) => (seq, Err(e)),
                     None => return Err(err(e)),

@@ -3,7 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 /// One exported event: every field of its envelope and its exact payload bytes. `stream` is a
-/// decimal integer or a UUID, as `varve streams` shows it; byte strings are standard base64.
+/// decimal integer or a UUID, as `varve streams` shows it; `stream_name`, present for a stream
+/// created by name (format 2), is its name; byte strings are standard base64.
 ///
 /// An event of a shredded stream (its key destroyed) is a marker: `shredded` is `true`,
 /// `payload` is absent and `metadata` null, and `payload_len` and `metadata_len` (absent when
@@ -13,6 +14,8 @@ use serde::{Deserialize, Serialize};
 pub struct Line {
     pub seq: u64,
     pub stream: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_name: Option<String>,
     pub version: u64,
     pub prev_seq: Option<u64>,
     pub timestamp_ns: u64,
@@ -64,8 +67,9 @@ pub struct Trailer {
     pub crc32c: String,
 }
 
-/// The version of the export format this build writes and reads.
-pub const FORMAT: u32 = 1;
+/// The version of the export format this build writes; it reads this one and the ones before
+/// (format 1 had no stream names).
+pub const FORMAT: u32 = 2;
 
 impl Trailer {
     /// Whether leaving out the skipped records leaves a gap: they are not all at the end.

@@ -24,10 +24,16 @@ pub fn dispatch(cli: Cli, decoders: &Decoders, out: &mut dyn Write) -> CliResult
     let json = cli.json;
     match cli.command {
         Command::Info { path } => info::run(&path, json, out),
-        Command::Streams { path, limit } => streams::run(&path, limit, json, out),
+        Command::Streams {
+            path,
+            limit,
+            categories,
+        } => streams::run(&path, limit, &categories, json, out),
         Command::Read {
             path,
             stream,
+            categories,
+            types,
             from,
             backward,
             limit,
@@ -35,7 +41,9 @@ pub fn dispatch(cli: Cli, decoders: &Decoders, out: &mut dyn Write) -> CliResult
         } => read::run(
             &read::Args {
                 path: &path,
-                stream: &stream,
+                stream: stream.as_deref(),
+                categories: &categories,
+                types: &types,
                 from,
                 backward,
                 limit,
@@ -49,13 +57,19 @@ pub fn dispatch(cli: Cli, decoders: &Decoders, out: &mut dyn Write) -> CliResult
             path,
             follow,
             limit,
+            categories,
+            types,
             interval_ms,
             payload,
         } => tail::run(
-            &path,
-            follow,
-            limit,
-            interval_ms,
+            &tail::Args {
+                path: &path,
+                follow,
+                limit,
+                categories: &categories,
+                types: &types,
+                interval_ms,
+            },
             payload.payload,
             json,
             decoders,

@@ -142,11 +142,11 @@ fn check(
         return Ok((found.lines - u64::from(incomplete), None));
     };
     let events = found.lines - 1;
-    if trailer.format != FORMAT {
+    if !(1..=FORMAT).contains(&trailer.format) {
         return Err(CliError::new(
             store,
             format!(
-                "{name}: the trailer says export format {}; this varve reads format {FORMAT}",
+                "{name}: the trailer says export format {}; this varve reads formats 1 to {FORMAT}",
                 trailer.format
             ),
         )

@@ -4,8 +4,8 @@ use std::path::Path;
 
 use base64::Engine;
 use varvedb::admin::ImportEvent;
-use varvedb::Uuid;
 use varvedb::MAX_EVENT_SIZE_LIMIT;
+use varvedb::{StreamName, Uuid};
 
 use super::failure::LineError;
 use crate::cmd::format::Line;
@@ -27,6 +27,17 @@ pub fn parse(path: &Path, text: &str) -> Result<ImportEvent, LineError> {
     let stream = parse_stream(path, &line.stream)
         .map_err(|_| LineError(format!("stream {:?} is not a stream id", line.stream)))?;
     let mut event = ImportEvent::new(line.seq, stream, line.version, line.event_type);
+    if let Some(name) = &line.stream_name {
+        let name = StreamName::new(name).map_err(|e| LineError(e.to_string()))?;
+        if name.stream_id() != stream {
+            return Err(LineError(format!(
+                "stream_name {:?} is the name of stream {}, not of {stream}",
+                name.as_str(),
+                name.stream_id()
+            )));
+        }
+        event.stream_name = Some(name);
+    }
     event.prev_seq = line.prev_seq;
     event.timestamp_ns = line.timestamp_ns;
     event.event_id = uuid("event_id", &line.event_id)?;

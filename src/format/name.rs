@@ -1,0 +1,237 @@
+//! The layouts of stream names and labels (`docs/format.md`): the `stream_names` entry that
+//! records a stream's name and its parse, the `labels` entries that give each category and event
+//! type a dense id, and the keys of the `label_index`, which lists the events of each label by
+//! global sequence.
+
+use super::checksum::crc32c;
+use crate::error::{DamagedEntry, Error, Result};
+use crate::name::StreamName;
+use crate::types::StreamId;
+
+/// Version of the `stream_names` entry layout.
+const NAME_ENTRY_VERSION: u8 = 1;
+/// Bytes of a `stream_names` entry before the name.
+const NAME_HEAD: usize = 13;
+
+/// What a label names: a category or an event type. The first byte of its `labels` key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum LabelKind {
+    /// A stream category (`order` of `order-123`).
+    Category,
+    /// An event type name.
+    EventType,
+}
+
+impl LabelKind {
+    fn byte(self) -> u8 {
+        match self {
+            LabelKind::Category => b'c',
+            LabelKind::EventType => b't',
+        }
+    }
+
+    fn of(byte: u8) -> Option<LabelKind> {
+        match byte {
+            b'c' => Some(LabelKind::Category),
+            b't' => Some(LabelKind::EventType),
+            _ => None,
+        }
+    }
+}
+
+/// The `stream_names` value of a stream named `name`, whose category has label id `category`.
+pub(crate) fn encode_name(name: &StreamName, category: u32) -> Vec<u8> {
+    let text = name.as_str().as_bytes();
+    let (c, e, k) = name.recorded_parts();
+    let mut out = Vec::with_capacity(NAME_HEAD + text.len() + 4);
+    out.push(NAME_ENTRY_VERSION);
+    out.extend_from_slice(&(text.len() as u16).to_le_bytes());
+    out.extend_from_slice(&c.to_le_bytes());
+    out.extend_from_slice(&e.to_le_bytes());
+    out.extend_from_slice(&k.to_le_bytes());
+    out.extend_from_slice(&category.to_le_bytes());
+    out.extend_from_slice(text);
+    let crc = crc32c(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Decodes the `stream_names` value of `stream`: its name, with the parts recorded, and the label
+/// id of its category.
+///
+/// # Errors
+///
+/// [`Error::Damaged`] naming the stream's name entry when the bytes fail their checksum, are cut,
+/// or record parts that do not fit the name, or when the name does not derive `stream`.
+pub(crate) fn decode_name(stream: StreamId, bytes: &[u8]) -> Result<(StreamName, u32)> {
+    let damaged = |reason: String| Error::Damaged {
+        entry: DamagedEntry::StreamName { stream },
+        reason,
+    };
+    if bytes.len() < NAME_HEAD + 4 {
+        return Err(damaged(format!("{} bytes, too short", bytes.len())));
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    let crc = u32::from_le_bytes(crc.try_into().expect("4 bytes"));
+    if crc32c(body) != crc {
+        return Err(damaged("checksum mismatch".into()));
+    }
+    if body[0] != NAME_ENTRY_VERSION {
+        return Err(damaged(format!("unknown entry version {}", body[0])));
+    }
+    let u16_at = |i: usize| u16::from_le_bytes([body[i], body[i + 1]]);
+    let len = usize::from(u16_at(1));
+    if body.len() != NAME_HEAD + len {
+        return Err(damaged(format!(
+            "a name of {len} bytes in an entry of {} bytes",
+            bytes.len()
+        )));
+    }
+    let category = u32::from_le_bytes(body[9..13].try_into().expect("4 bytes"));
+    let text = std::str::from_utf8(&body[NAME_HEAD..])
+        .map_err(|_| damaged("the name is not UTF-8".into()))?;
+    let name = StreamName::from_recorded(text, u16_at(3), u16_at(5), u16_at(7))
+        .ok_or_else(|| damaged(format!("the recorded parts do not fit the name {text:?}")))?;
+    if name.stream_id() != stream {
+        return Err(damaged(format!(
+            "the name {text:?} belongs to stream {}",
+            name.stream_id()
+        )));
+    }
+    Ok((name, category))
+}
+
+/// The `labels` key of a category or event type.
+pub(crate) fn label_key(kind: LabelKind, text: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + text.len());
+    key.push(kind.byte());
+    key.extend_from_slice(text);
+    key
+}
+
+/// What a `labels` key names.
+pub(crate) fn parse_label_key(key: &[u8]) -> Option<(LabelKind, &str)> {
+    let (&kind, text) = key.split_first()?;
+    Some((LabelKind::of(kind)?, std::str::from_utf8(text).ok()?))
+}
+
+/// The `labels` value under `key`: the id, and a checksum of the key and the id.
+pub(crate) fn encode_label(key: &[u8], id: u32) -> [u8; 8] {
+    let mut out = [0u8; 8];
+    out[..4].copy_from_slice(&id.to_le_bytes());
+    let crc = super::checksum::crc32c_append(crc32c(key), &out[..4]);
+    out[4..].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Decodes the `labels` value under `key`: the label's id.
+///
+/// # Errors
+///
+/// [`Error::Damaged`] naming the label when the value is not 8 bytes or fails its checksum.
+pub(crate) fn decode_label(key: &[u8], value: &[u8]) -> Result<u32> {
+    let damaged = |reason: &str| Error::Damaged {
+        entry: DamagedEntry::Label {
+            what: label_description(key),
+        },
+        reason: reason.to_owned(),
+    };
+    let value: [u8; 8] = value
+        .try_into()
+        .map_err(|_| damaged("a value that is not 8 bytes"))?;
+    let id = u32::from_le_bytes(value[..4].try_into().expect("4 bytes"));
+    if encode_label(key, id) != value {
+        return Err(damaged("checksum mismatch"));
+    }
+    Ok(id)
+}
+
+/// How a `labels` key reads in a message: `category "order"`.
+pub(crate) fn label_description(key: &[u8]) -> String {
+    match parse_label_key(key) {
+        Some((LabelKind::Category, text)) => format!("category {text:?}"),
+        Some((LabelKind::EventType, text)) => format!("event type {text:?}"),
+        None => format!("the key {key:?}"),
+    }
+}
+
+/// Key of the `label_index`: label id (big-endian u32), then global sequence (big-endian u64), so
+/// that a label's events are adjacent and in log order.
+#[inline]
+pub(crate) fn label_index_key(label: u32, seq: u64) -> [u8; 12] {
+    let mut key = [0u8; 12];
+    key[..4].copy_from_slice(&label.to_be_bytes());
+    key[4..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// Splits a `label_index` key into its label id and sequence.
+///
+/// # Errors
+///
+/// [`Error::Damaged`] for a key that is not 12 bytes.
+#[inline]
+pub(crate) fn parse_label_index_key(key: &[u8]) -> Result<(u32, u64)> {
+    let key: &[u8; 12] = key.try_into().map_err(|_| Error::Damaged {
+        entry: DamagedEntry::Label {
+            what: "the label index".into(),
+        },
+        reason: format!("a key of {} bytes, not 12", key.len()),
+    })?;
+    Ok((
+        u32::from_be_bytes(key[..4].try_into().expect("4 bytes")),
+        u64::from_be_bytes(key[4..].try_into().expect("8 bytes")),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_entry_round_trips_and_every_flipped_bit_is_caught() {
+        let name = StreamName::new("account:command-12+3").unwrap();
+        let stream = name.stream_id();
+        let bytes = encode_name(&name, 7);
+        let (back, category) = decode_name(stream, &bytes).unwrap();
+        assert_eq!(back, name);
+        assert_eq!(back.cardinal_id(), Some("12"));
+        assert_eq!(category, 7);
+        for bit in 0..bytes.len() * 8 {
+            let mut bad = bytes.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            assert!(decode_name(stream, &bad).is_err(), "bit {bit}");
+        }
+        for len in 0..bytes.len() {
+            assert!(decode_name(stream, &bytes[..len]).is_err(), "cut at {len}");
+        }
+        // An intact entry under another stream's key is refused too.
+        assert!(decode_name(StreamId(1), &bytes).is_err());
+    }
+
+    #[test]
+    fn a_label_round_trips_and_is_bound_to_its_key() {
+        let key = label_key(LabelKind::Category, b"order");
+        let value = encode_label(&key, 42);
+        assert_eq!(decode_label(&key, &value).unwrap(), 42);
+        let other = label_key(LabelKind::EventType, b"order");
+        assert!(decode_label(&other, &value).is_err());
+        for bit in 0..64 {
+            let mut bad = value;
+            bad[bit / 8] ^= 1 << (bit % 8);
+            assert!(decode_label(&key, &bad).is_err(), "bit {bit}");
+        }
+        assert_eq!(parse_label_key(&key), Some((LabelKind::Category, "order")));
+        assert_eq!(label_description(&other), "event type \"order\"");
+    }
+
+    #[test]
+    fn label_index_keys_sort_by_label_then_sequence() {
+        let a = label_index_key(1, 500);
+        let b = label_index_key(2, 3);
+        let c = label_index_key(2, 256);
+        assert!(a < b && b < c);
+        assert_eq!(parse_label_index_key(&c).unwrap(), (2, 256));
+        assert!(parse_label_index_key(&c[..11]).is_err());
+    }
+}

@@ -1,0 +1,232 @@
+//! A walk through the label index: the events of some categories, or of some event types, in
+//! global order from a sequence on, in either direction. A reader of a category or a type walks
+//! it instead of the log, and reads only the records it lists.
+//!
+//! Each entry is checked against the record it leads to (`LabelWalk::check`): an entry that
+//! lists an event under a label it does not have (a damaged index) is an error, never another
+//! category's or type's event.
+
+use std::ops::Bound;
+
+use heed::types::Bytes;
+
+use crate::env::Dbs;
+use crate::error::{Error, Result};
+use crate::format::name::{label_index_key, parse_label_index_key, LabelKind};
+use crate::format::record::DecodedRecord;
+use crate::types::{Direction, StreamId};
+
+/// One label's entries from the walk's start, with the next one read ahead.
+struct Lane<'t> {
+    label: u32,
+    range: LaneRange<'t>,
+    /// The sequence of the next entry; `None` once the lane is exhausted.
+    next: Option<u64>,
+}
+
+enum LaneRange<'t> {
+    Forward(heed::RoRange<'t, Bytes, Bytes>),
+    Backward(heed::RoRevRange<'t, Bytes, Bytes>),
+}
+
+impl Lane<'_> {
+    /// Reads the lane's next entry ahead.
+    fn advance(&mut self) -> Result<()> {
+        let entry = match &mut self.range {
+            LaneRange::Forward(range) => range.next(),
+            LaneRange::Backward(range) => range.next(),
+        };
+        self.next = match entry {
+            Some(entry) => {
+                let (key, _) = entry?;
+                let (label, seq) = parse_label_index_key(key)?;
+                if label != self.label {
+                    return Err(Error::corrupted(
+                        seq,
+                        format!(
+                            "the label index lists it under label {label} in the range of label {}",
+                            self.label
+                        ),
+                    ));
+                }
+                Some(seq)
+            }
+            None => None,
+        };
+        Ok(())
+    }
+}
+
+/// What a walk lists: the events of these categories, or of these event types.
+#[derive(Clone, Debug)]
+pub(crate) struct Labels {
+    pub kind: LabelKind,
+    pub names: Vec<String>,
+}
+
+/// The events of some labels in global order (see the module documentation).
+pub(crate) struct LabelWalk<'t> {
+    dbs: Dbs,
+    txn: &'t heed::RoTxn<'t>,
+    lanes: Vec<Lane<'t>>,
+    labels: Labels,
+    direction: Direction,
+    /// The index watermark in the walk's transaction: the label index lists the events up to
+    /// here, and a walk forward that is exhausted has listed every event of its labels up to it.
+    watermark: u64,
+    /// Whether each stream met is in one of the categories walked (a category walk).
+    streams: foldhash::HashMap<StreamId, bool>,
+}
+
+impl<'t> LabelWalk<'t> {
+    /// A walk of `labels` from `from` (inclusive, at most `watermark`) in `direction`, in `txn`,
+    /// through the entries up to `watermark`. A label the store has no id for has no events in
+    /// the index yet.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Lmdb`], [`Error::Damaged`] for a damaged label entry.
+    pub(crate) fn new(
+        dbs: &Dbs,
+        txn: &'t heed::RoTxn<'t>,
+        labels: Labels,
+        from: u64,
+        watermark: u64,
+        direction: Direction,
+    ) -> Result<Self> {
+        let mut lanes = Vec::with_capacity(labels.names.len());
+        for name in &labels.names {
+            let Some(label) = dbs.label(txn, labels.kind, name.as_bytes())? else {
+                continue;
+            };
+            if lanes.iter().any(|l: &Lane<'_>| l.label == label) {
+                continue;
+            }
+            let range = match direction {
+                Direction::Forward => {
+                    let lo = label_index_key(label, from);
+                    let hi = label_index_key(label, watermark);
+                    let bounds = (Bound::Included(&lo[..]), Bound::Included(&hi[..]));
+                    LaneRange::Forward(dbs.label_index.range(txn, &bounds)?)
+                }
+                Direction::Backward => {
+                    let lo = label_index_key(label, 0);
+                    let hi = label_index_key(label, from);
+                    let bounds = (Bound::Included(&lo[..]), Bound::Included(&hi[..]));
+                    LaneRange::Backward(dbs.label_index.rev_range(txn, &bounds)?)
+                }
+            };
+            let mut lane = Lane {
+                label,
+                range,
+                next: None,
+            };
+            lane.advance()?;
+            lanes.push(lane);
+        }
+        Ok(LabelWalk {
+            dbs: *dbs,
+            txn,
+            lanes,
+            labels,
+            direction,
+            watermark,
+            streams: foldhash::HashMap::default(),
+        })
+    }
+
+    /// The last sequence the walk covers: the index watermark.
+    pub(crate) fn end(&self) -> u64 {
+        self.watermark
+    }
+
+    /// The sequence of the next event listed, in the walk's direction; `None` at the end.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Lmdb`], [`Error::Corrupted`] for a damaged entry.
+    pub(crate) fn next_seq(&mut self) -> Option<Result<u64>> {
+        let forward = self.direction == Direction::Forward;
+        let mut best: Option<(usize, u64)> = None;
+        for (i, lane) in self.lanes.iter().enumerate() {
+            if let Some(seq) = lane.next {
+                let better = match best {
+                    None => true,
+                    Some((_, b)) => (forward && seq < b) || (!forward && seq > b),
+                };
+                if better {
+                    best = Some((i, seq));
+                }
+            }
+        }
+        let (i, seq) = best?;
+        if let Err(e) = self.lanes[i].advance() {
+            self.lanes[i].next = None;
+            return Some(Err(e));
+        }
+        Some(Ok(seq))
+    }
+
+    /// Checks that the record an entry led to has the entry's label: its event type, or its
+    /// stream's category.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupted`] when it does not, [`Error::Damaged`] for a damaged stream name.
+    pub(crate) fn check(&mut self, rec: &DecodedRecord<'_>) -> Result<()> {
+        let listed = match self.labels.kind {
+            LabelKind::EventType => {
+                let found = rec.event_type_bytes();
+                self.labels
+                    .names
+                    .iter()
+                    .any(|n| super::bytes_eq(n.as_bytes(), found))
+            }
+            LabelKind::Category => in_categories(
+                &self.dbs,
+                self.txn,
+                &mut self.streams,
+                &self.labels.names,
+                rec.stream(),
+            )?,
+        };
+        if listed {
+            return Ok(());
+        }
+        let what = match self.labels.kind {
+            LabelKind::EventType => "event types",
+            LabelKind::Category => "categories",
+        };
+        Err(Error::corrupted(
+            rec.seq(),
+            format!(
+                "the label index lists it among the events of the {what} {:?}, which it is not of",
+                self.labels.names
+            ),
+        ))
+    }
+}
+
+/// Whether `stream` is in one of `categories`, as its recorded name says (a stream without a
+/// name is in none), remembered in `known`.
+///
+/// # Errors
+///
+/// [`Error::Lmdb`], [`Error::Damaged`] for a damaged stream name.
+pub(crate) fn in_categories(
+    dbs: &Dbs,
+    txn: &heed::RoTxn<'_>,
+    known: &mut foldhash::HashMap<StreamId, bool>,
+    categories: &[String],
+    stream: StreamId,
+) -> Result<bool> {
+    if let Some(&found) = known.get(&stream) {
+        return Ok(found);
+    }
+    let found = match dbs.stream_name(txn, stream)? {
+        Some((name, _)) => categories.iter().any(|c| c == name.category()),
+        None => false,
+    };
+    known.insert(stream, found);
+    Ok(found)
+}
