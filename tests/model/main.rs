@@ -57,6 +57,8 @@ const REACHED: &[&str] = &[
     "tx_async_ok",
     "flush",
     "reopen",
+    "filtered",
+    "filtered_empty",
 ];
 
 /// Outcomes only a plain store reaches.

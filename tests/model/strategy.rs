@@ -4,8 +4,8 @@
 use proptest::prelude::*;
 
 use crate::harness::ops::{
-    Dir, ExpSel, Fresh, Mutation, Op, Part, Pick, RetryExp, Reuse, Stream, VersionSel, Via,
-    MAX_BATCH, MAX_PARTS, MAX_STOP_AFTER, STREAMS,
+    Cat, Dir, ExpSel, Fresh, Mutation, Op, Part, Pick, RetryExp, Reuse, Stream, Ty, VersionSel,
+    Via, CATEGORIES, MAX_BATCH, MAX_PARTS, MAX_STOP_AFTER, STREAMS, TYPES,
 };
 
 fn pick() -> impl Strategy<Value = Pick> {
@@ -122,6 +122,18 @@ pub fn op(encrypted: bool) -> impl Strategy<Value = Op> {
         2 => (stream(), from(), dir())
             .prop_map(|(stream, from, dir)| Op::ReadStream { stream, from, dir }),
         2 => (from(), dir()).prop_map(|(from, dir)| Op::ReadLog { from, dir }),
+        3 => (
+            proptest::option::weighted(0.8, (0..CATEGORIES.len() as u8).prop_map(Cat)),
+            proptest::option::weighted(0.5, (0..TYPES.len() as u8).prop_map(Ty)),
+            from(),
+            dir(),
+        )
+            .prop_map(|(category, event_type, from, dir)| Op::ReadFiltered {
+                category,
+                event_type,
+                from,
+                dir,
+            }),
         2 => (from(), dir(), stop_after())
             .prop_map(|(from, dir, stop_after)| Op::ForEachLog { from, dir, stop_after }),
         2 => (stream(), from(), dir(), stop_after()).prop_map(

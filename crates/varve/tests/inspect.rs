@@ -175,9 +175,16 @@ fn bad_input_gets_a_clear_error_and_creates_nothing() {
 
     let path = dir.path().join("store");
     fill(&open(&path), 1, 2);
-    let out = varve(&[&"read", &path, &"not-a-stream"]);
+    let out = varve(&[&"read", &path, &"order-"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("is not a stream id"));
+    assert!(stderr(&out).contains("is not a stream"), "{}", stderr(&out));
+    let out = varve(&[&"read", &path, &"order-1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("stream order-1 has no events"),
+        "{}",
+        stderr(&out)
+    );
     let out = varve(&[&"read", &path, &"42", &"--json"]);
     assert_eq!(out.status.code(), Some(1));
     let err: serde_json::Value = serde_json::from_str(stderr(&out).trim()).unwrap();

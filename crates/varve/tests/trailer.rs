@@ -54,7 +54,7 @@ fn every_export_ends_with_a_trailer_of_its_count_and_checksum() {
     assert_eq!(
         trailer,
         serde_json::json!({"trailer": {
-            "format": 1,
+            "format": 2,
             "events": 12,
             "head": 12,
             "skipped": [],

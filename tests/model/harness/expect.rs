@@ -71,7 +71,11 @@ impl Expect<'_> {
             .rposition(|r| r.stream == rec.stream)
             .map(|i| i as u64 + 1);
         assert_eq!(env.prev_seq, prev, "prev_seq at seq {seq}");
-        assert_eq!(env.event_type, "Ev");
+        assert_eq!(
+            env.event_type,
+            super::model::type_of(rec.ev.n),
+            "type at seq {seq}"
+        );
         assert_eq!(env.schema_version, 1);
         assert_eq!(env.metadata, None);
         assert_eq!(env.correlation_id, None);

@@ -29,7 +29,8 @@ impl Harness {
         assert_eq!(storage.stats().indexed_through, len, "index after open");
         self.model.flushed = len;
         self.writer = Some(Writer::new(storage.clone()));
-        self.reader = Some(Reader::new(storage.clone()));
+        // Every third event is stored as `EvB` (see `model::type_of`): the reader reads it as `Ev`.
+        self.reader = Some(Reader::new(storage.clone()).accept_event_types(["EvB"]));
         self.storage = Some(storage);
     }
 

@@ -98,6 +98,12 @@ impl Harness {
             Op::Envelope(seq) => self.envelope(*seq),
             Op::ReadStream { stream, from, dir } => self.read_stream(*stream, *from, *dir),
             Op::ReadLog { from, dir } => self.read_log(*from, *dir),
+            Op::ReadFiltered {
+                category,
+                event_type,
+                from,
+                dir,
+            } => self.read_filtered(*category, *event_type, *from, *dir),
             Op::ForEachLog {
                 from,
                 dir,

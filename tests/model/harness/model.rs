@@ -30,6 +30,43 @@ pub fn payload(counter: u64) -> Ev {
     }
 }
 
+/// The event type name the `n`-th event is stored under: every third one under `EvB` (read by
+/// the harness's reader as `Ev`, which it accepts), so that the log holds two types. Single
+/// appends, which take no `NewEvent`, always store `Ev`: the harness gives them payloads of
+/// `Ev`'s.
+pub fn type_of(n: u64) -> &'static str {
+    if n.is_multiple_of(3) {
+        "EvB"
+    } else {
+        "Ev"
+    }
+}
+
+/// The category of stream `id`: the part of its name before the first `-`; none for a stream
+/// written by id.
+pub fn category_of(id: u128) -> Option<&'static str> {
+    super::ops::name_of(id).map(|name| name.split('-').next().expect("a category"))
+}
+
+/// The sequences of the events of `category` (any: `None`) and `event_type` (any: `None`) that
+/// a read from `from` in `dir` yields, in its order.
+pub fn filtered_seqs(
+    log: &[Rec],
+    category: Option<&str>,
+    event_type: Option<&str>,
+    from: u64,
+    dir: Direction,
+) -> Vec<u64> {
+    log_seqs(log, from, dir)
+        .into_iter()
+        .filter(|&seq| {
+            let r = &log[seq as usize - 1];
+            category.is_none_or(|c| category_of(r.stream) == Some(c))
+                && event_type.is_none_or(|t| type_of(r.ev.n) == t)
+        })
+        .collect()
+}
+
 /// One stored event, as the model knows it.
 #[derive(Clone, Debug)]
 pub struct Rec {

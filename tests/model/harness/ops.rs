@@ -9,9 +9,78 @@
 use arbitrary::Arbitrary;
 use varvedb::Direction;
 
-/// The streams the ops pick from (one of them beyond u64, to exercise UUID-sized ids and the
-/// big-endian listing order).
-pub const STREAMS: [u128; 5] = [0, 1, 2, 7, 1 << 100];
+/// The names of the streams the ops pick from that are written by name (`None`: by id): two
+/// categories, one with two streams, and a category no stream has (for reads).
+pub const NAMES: [Option<&str>; 5] = [
+    None,
+    Some("order-1"),
+    Some("order-2"),
+    Some("invoice-1"),
+    None,
+];
+
+/// The categories reads pick from; `nobody` has no stream.
+pub const CATEGORIES: [&str; 3] = ["order", "invoice", "nobody"];
+
+/// The event type names events are stored under (see `model::type_of`).
+pub const TYPES: [&str; 2] = ["Ev", "EvB"];
+
+/// The streams the ops pick from: ids, and the ids of the names of [`NAMES`] (one of them beyond
+/// u64, to exercise UUID-sized ids and the big-endian listing order; named ones are too).
+pub static STREAMS: std::sync::LazyLock<[u128; 5]> = std::sync::LazyLock::new(|| {
+    let ids = [0, 0, 0, 0, 1 << 100];
+    std::array::from_fn(|i| match NAMES[i] {
+        Some(name) => varvedb::StreamName::new(name)
+            .expect("a stream name")
+            .stream_id()
+            .as_u128(),
+        None => ids[i],
+    })
+});
+
+/// The name of stream `id` when it is written by name.
+pub fn name_of(id: u128) -> Option<&'static str> {
+    STREAMS.iter().position(|s| *s == id).and_then(|i| NAMES[i])
+}
+
+/// A stream as the writes name it: by its name when it has one, so that the store records it.
+#[derive(Clone, Copy, Debug)]
+pub struct Target(pub u128);
+
+impl varvedb::IntoStreamId for Target {
+    fn into_stream_id(self) -> varvedb::Result<varvedb::StreamId> {
+        Ok(varvedb::StreamId(self.0))
+    }
+
+    fn into_named_stream(
+        self,
+    ) -> varvedb::Result<(varvedb::StreamId, Option<varvedb::StreamName>)> {
+        match name_of(self.0) {
+            Some(name) => name.into_named_stream(),
+            None => Ok((varvedb::StreamId(self.0), None)),
+        }
+    }
+}
+
+/// One of [`CATEGORIES`].
+#[derive(Arbitrary, Clone, Copy, Debug)]
+pub struct Cat(pub u8);
+
+impl Cat {
+    pub fn name(self) -> &'static str {
+        CATEGORIES[usize::from(self.0) % CATEGORIES.len()]
+    }
+}
+
+/// One of [`TYPES`].
+#[derive(Arbitrary, Clone, Copy, Debug)]
+pub struct Ty(pub u8);
+
+impl Ty {
+    pub fn name(self) -> &'static str {
+        TYPES[usize::from(self.0) % TYPES.len()]
+    }
+}
 
 /// Most events in a fresh batch (its count is taken modulo this plus one: 0 is an empty batch).
 pub const MAX_BATCH: u8 = 4;
@@ -179,6 +248,15 @@ pub enum Op {
         dir: Dir,
     },
     ReadLog {
+        /// A sequence (`None`: `u64::MAX`).
+        from: Option<Pick>,
+        dir: Dir,
+    },
+    /// `read_filtered` of a category and an event type (`None`: any), through the label index
+    /// up to the watermark and the log after it.
+    ReadFiltered {
+        category: Option<Cat>,
+        event_type: Option<Ty>,
         /// A sequence (`None`: `u64::MAX`).
         from: Option<Pick>,
         dir: Dir,

@@ -2,7 +2,7 @@
 
 use std::ops::ControlFlow;
 
-use varvedb::{Direction, StreamId, StreamInfo};
+use varvedb::{Direction, Filter, StreamId, StreamInfo};
 
 use super::expect::Expect;
 use varvedb::EventView;
@@ -10,8 +10,8 @@ use varvedb::ReadTxn;
 
 use super::coverage;
 use super::errors::to_merr;
-use super::model::{log_seqs, stream_seqs, streams_in, version_in, Ev, Rec};
-use super::ops::{Dir, Pick, Stream, MAX_STOP_AFTER, STREAMS};
+use super::model::{filtered_seqs, log_seqs, stream_seqs, streams_in, version_in, Ev, Rec};
+use super::ops::{Cat, Dir, Pick, Stream, Ty, CATEGORIES, MAX_STOP_AFTER, STREAMS, TYPES};
 use super::Harness;
 
 /// A position to read from: one of 0..=limit+1, or `u64::MAX` for `None`.
@@ -100,6 +100,38 @@ impl Harness {
         let got = self.reader().read_log(&txn, from, dir).expect("read_log");
         self.expect()
             .list(got, &want, &format!("read_log({from}, {dir:?})"));
+    }
+
+    pub(super) fn read_filtered(
+        &self,
+        category: Option<Cat>,
+        event_type: Option<Ty>,
+        from: Option<Pick>,
+        dir: Dir,
+    ) {
+        let (category, event_type) = (category.map(Cat::name), event_type.map(Ty::name));
+        let from = resolve_from(from, self.model.log.len() as u64);
+        let dir = Direction::from(dir);
+        let want = filtered_seqs(&self.model.log, category, event_type, from, dir);
+        let mut filter = Filter::default();
+        if let Some(category) = category {
+            filter = filter.category(category);
+        }
+        if let Some(event_type) = event_type {
+            filter = filter.event_type(event_type);
+        }
+        let txn = self.storage().env.read_txn().unwrap();
+        let got = self
+            .reader()
+            .read_filtered(&txn, &filter, from, dir)
+            .expect("read_filtered");
+        let what = format!("read_filtered({category:?}, {event_type:?}, {from}, {dir:?})");
+        self.expect().list(got, &want, &what);
+        coverage::hit(if want.is_empty() {
+            "filtered_empty"
+        } else {
+            "filtered"
+        });
     }
 
     pub(super) fn for_each_in_log(&self, from: Option<Pick>, dir: Dir, stop_after: u8) {
@@ -215,7 +247,7 @@ impl Harness {
             "read_log on a snapshot",
         );
         assert_eq!(self.listed(txn), streams_in(log), "streams() on a snapshot");
-        for s in STREAMS {
+        for s in *STREAMS {
             assert_eq!(
                 reader.stream_version(txn, StreamId(s)).unwrap(),
                 version_in(log, s),
@@ -234,7 +266,7 @@ impl Harness {
         let all = log_seqs(log, 1, Direction::Forward);
         let got = reader.read_log(&txn, 0, Direction::Forward).unwrap();
         expect.list(got, &all, "full log");
-        for s in STREAMS {
+        for s in *STREAMS {
             let want = stream_seqs(log, s, 0, Direction::Forward);
             let got = reader
                 .read_stream(&txn, StreamId(s), 0, Direction::Forward)
@@ -242,5 +274,28 @@ impl Harness {
             expect.list(got, &want, "full stream");
         }
         assert_eq!(self.listed(&txn), streams_in(log), "streams()");
+        for category in CATEGORIES.iter().map(Some).chain([None]) {
+            for event_type in TYPES.iter().map(Some).chain([None]) {
+                for dir in [Direction::Forward, Direction::Backward] {
+                    let from = if dir == Direction::Forward {
+                        0
+                    } else {
+                        u64::MAX
+                    };
+                    let want =
+                        filtered_seqs(log, category.copied(), event_type.copied(), from, dir);
+                    let mut filter = Filter::default();
+                    if let Some(category) = category {
+                        filter = filter.category(*category);
+                    }
+                    if let Some(event_type) = event_type {
+                        filter = filter.event_type(*event_type);
+                    }
+                    let got = reader.read_filtered(&txn, &filter, from, dir).unwrap();
+                    let what = format!("full read of {category:?} and {event_type:?} {dir:?}");
+                    expect.list(got, &want, &what);
+                }
+            }
+        }
     }
 }

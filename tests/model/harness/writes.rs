@@ -1,14 +1,14 @@
 //! The writes: single appends, batches, retries of earlier batches and multi-stream
 //! transactions, each through the blocking or the async API.
 
-use varvedb::{ExpectedVersion, NewEvent, StreamId, Uuid};
+use varvedb::{ExpectedVersion, NewEvent, Uuid};
 
 use super::coverage;
 use super::errors::to_merr;
-use super::model::{Ev, Rec, Submitted};
+use super::model::{type_of, Ev, Rec, Submitted};
 use super::ops::{
-    ExpSel, Fresh, Mutation, Part, RetryExp, Reuse, Stream, VersionSel, Via, MAX_BATCH, MAX_PARTS,
-    STREAMS,
+    ExpSel, Fresh, Mutation, Part, RetryExp, Reuse, Stream, Target, VersionSel, Via, MAX_BATCH,
+    MAX_PARTS, STREAMS,
 };
 use super::Harness;
 
@@ -30,9 +30,11 @@ fn resolve_exp(sel: &ExpSel, current: u64) -> ExpectedVersion {
 }
 
 fn new_events(events: &[(Uuid, Ev)]) -> impl Iterator<Item = NewEvent<Ev>> + '_ {
-    events
-        .iter()
-        .map(|(id, ev)| NewEvent::new(ev.clone()).with_id(*id))
+    events.iter().map(|(id, ev)| {
+        NewEvent::new(ev.clone())
+            .with_id(*id)
+            .with_event_type(type_of(ev.n))
+    })
 }
 
 impl Harness {
@@ -46,10 +48,14 @@ impl Harness {
             VersionSel::Ahead(k) => current + 1 + u64::from(*k).max(1),
             VersionSel::Behind(k) => (current + 1).saturating_sub(u64::from(*k).max(1)).max(1),
         };
-        let (_, ev) = self.fresh();
+        // A single append stores its writer's type: a payload of that type's (see `type_of`).
+        let (_, mut ev) = self.fresh();
+        while type_of(ev.n) != "Ev" {
+            (_, ev) = self.fresh();
+        }
         let want = self.model.append(stream, version);
         let writer = self.writer.as_mut().expect("open store");
-        let sid = StreamId(stream);
+        let sid = Target(stream);
         let got = match via {
             Via::Sync => writer.append(sid, version, ev.clone()),
             Via::Async => self
@@ -173,7 +179,7 @@ impl Harness {
         } = &batch;
         let want = self.model.batch(*stream, *expected, events);
         let writer = self.writer.as_mut().expect("open store");
-        let sid = StreamId(*stream);
+        let sid = Target(*stream);
         let got = match via {
             Via::Sync => writer.append_batch(sid, *expected, new_events(events)),
             Via::Async => {
@@ -210,7 +216,7 @@ impl Harness {
                     .add_part(&mut model_tx, batch.stream, batch.expected, &batch.events);
             let got = tx
                 .append_batch(
-                    StreamId(batch.stream),
+                    Target(batch.stream),
                     batch.expected,
                     new_events(&batch.events),
                 )
