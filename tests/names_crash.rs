@@ -9,11 +9,11 @@
 //! unless `VARVE_NAMES_CRASH_DIR` is set). `VARVE_NAMES_CRASH_KILLS` (default 12) changes the
 //! number of kills.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use varvedb::{
@@ -92,17 +92,7 @@ fn run_child(dir: &Path, first: u64, acks: usize) -> Vec<String> {
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Some(rest) = line.strip_prefix(MARK) {
-                if tx.send(rest.to_owned()).is_err() {
-                    break;
-                }
-            }
-        }
-    });
+    let (rx, reader) = common::marked_lines(stdout, MARK);
     let mut acked = Vec::new();
     while acked.len() < acks {
         // Generous: a slow machine acknowledges slowly, but it does acknowledge.

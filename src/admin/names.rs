@@ -97,6 +97,7 @@ pub fn filtered<'t>(
         categories: (!categories.is_empty()).then(|| Arc::from(categories)),
         types: (!event_types.is_empty()).then(|| Arc::from(event_types)),
         walk_types: !event_types.is_empty(),
+        group: None,
         follow: None,
     };
     let scan = Scan::of(&storage.log().dbs, raw, from, direction, select)?;

@@ -30,6 +30,25 @@ impl Dbs {
             .transpose()
     }
 
+    /// Whether the recorded name of `stream` is `name`, compared as bytes without decoding the
+    /// entry: `None` when the stream has no name entry. A `false` (another name, or an entry
+    /// too damaged to hold one) is for [`Dbs::stream_name`] to explain.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Lmdb`].
+    pub(crate) fn stream_named(
+        &self,
+        txn: &heed::RoTxn<'_>,
+        stream: StreamId,
+        name: &StreamName,
+    ) -> Result<Option<bool>> {
+        Ok(self
+            .stream_names
+            .get(txn, &stream.to_key())?
+            .map(|bytes| crate::format::name::names_equal(bytes, name)))
+    }
+
     /// Records the name of `stream`, whose category has label id `category`.
     pub(crate) fn put_stream_name(
         &self,

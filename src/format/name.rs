@@ -101,6 +101,18 @@ pub(crate) fn decode_name(stream: StreamId, bytes: &[u8]) -> Result<(StreamName,
     Ok((name, category))
 }
 
+/// Whether a `stream_names` value holds `name` (its bytes, where the layout puts them, and the
+/// length it records), without checking the rest of the entry: a fast test for an append that
+/// names a stream the store knows. A name that derives the stream's id and equals the recorded
+/// one is that stream's name whatever else the entry holds; `verify` and the readers check the
+/// rest.
+pub(crate) fn names_equal(bytes: &[u8], name: &StreamName) -> bool {
+    let text = name.as_str().as_bytes();
+    bytes.len() == NAME_HEAD + text.len() + 4
+        && bytes[1..3] == (text.len() as u16).to_le_bytes()
+        && &bytes[NAME_HEAD..NAME_HEAD + text.len()] == text
+}
+
 /// The `labels` key of a category or event type.
 pub(crate) fn label_key(kind: LabelKind, text: &[u8]) -> Vec<u8> {
     let mut key = Vec::with_capacity(1 + text.len());

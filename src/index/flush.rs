@@ -7,6 +7,7 @@ use super::StreamIndex;
 use crate::env::{Commit, Dbs, Env, WriteKind};
 use crate::error::{Error, Result};
 use crate::format::index::stream_version_key;
+use crate::log::NamedStreams;
 
 impl StreamIndex {
     /// Writes the index entries and stream heads of every event after the watermark, sorted by
@@ -15,7 +16,7 @@ impl StreamIndex {
     ///
     /// Appends of this process must not run meanwhile (the write path calls it holding its commit
     /// lock, or at close); appends of other processes are serialised by LMDB and caught up first.
-    pub(crate) fn flush(&self, env: &Env, dbs: &Dbs) -> Result<Option<u64>> {
+    pub(crate) fn flush(&self, env: &Env, dbs: &Dbs, named: &NamedStreams) -> Result<Option<u64>> {
         let done = env.write(WriteKind::IndexFlush, |wtxn| {
             let last = dbs.last_seq(wtxn)?;
             let mark = dbs.watermark(wtxn)?;
@@ -52,7 +53,7 @@ impl StreamIndex {
                 dbs.heads
                     .put(wtxn, &stream.to_key(), &head.encode(*stream))?;
             }
-            super::labels::write_entries(dbs, wtxn, mark + 1, last)?;
+            super::labels::write_entries(dbs, wtxn, named, mark + 1, last)?;
             dbs.set_watermark(wtxn, last)?;
             Ok(Commit::Commit(Some(last)))
         })?;

@@ -4,13 +4,15 @@
 
 use crate::env::Dbs;
 use crate::error::Result;
-use crate::format::name::{label_index_key, LabelKind};
+use crate::format::name::LabelKind;
 use crate::format::record;
+use crate::log::NamedStreams;
 use crate::types::StreamId;
 
-/// Writes the label index entries of the events with sequences `from..=to`, sorted by key, in
-/// `wtxn`: an event type the store has no label for gets one. Each record's header is read
-/// (verified) for its type and stream.
+/// Writes the label index entries of the events with sequences `from..=to` in `wtxn`, label by
+/// label in key order (each label's new entries follow its older ones): an event type the store
+/// has no label for gets one. Each record's header is read (verified) for its type and stream;
+/// a stream's category comes from `named`, or from its name entry (then remembered there).
 ///
 /// # Errors
 ///
@@ -20,10 +22,11 @@ use crate::types::StreamId;
 pub(crate) fn write_entries(
     dbs: &Dbs,
     wtxn: &mut heed::RwTxn<'_>,
+    named: &NamedStreams,
     from: u64,
     to: u64,
 ) -> Result<usize> {
-    // The type name and stream of each event, the names kept once.
+    // The type name and stream of each event, in sequence order, the names kept once.
     let mut names: Vec<Vec<u8>> = Vec::new();
     let mut events: Vec<(u64, usize, StreamId)> = Vec::new();
     for entry in dbs.log.range(wtxn, &(from..=to))? {
@@ -43,26 +46,35 @@ pub(crate) fn write_entries(
     for name in &names {
         types.push(dbs.label_or_new(wtxn, LabelKind::EventType, name)?);
     }
-    let mut categories: foldhash::HashMap<StreamId, Option<u32>> = foldhash::HashMap::default();
-    let mut keys: Vec<[u8; 12]> = Vec::with_capacity(events.len() * 2);
+    // Each label's sequences, ascending as the log is.
+    let mut lists: foldhash::HashMap<u32, Vec<u64>> = foldhash::HashMap::default();
+    let mut last: Option<(StreamId, Option<u32>)> = None;
     for (seq, at, stream) in events {
-        keys.push(label_index_key(types[at], seq));
-        let category = match categories.get(&stream) {
-            Some(&category) => category,
-            None => {
-                let category = dbs.stream_name(wtxn, stream)?.map(|(_, c)| c);
-                categories.insert(stream, category);
-                category
-            }
+        lists.entry(types[at]).or_default().push(seq);
+        let category = match last {
+            Some((s, category)) if s == stream => category,
+            _ => match named.get(stream) {
+                Some(category) => category,
+                None => {
+                    let category = dbs.stream_name(wtxn, stream)?.map(|(_, c)| c);
+                    named.remember(&[(stream, category)]);
+                    category
+                }
+            },
         };
+        last = Some((stream, category));
         if let Some(category) = category {
-            keys.push(label_index_key(category, seq));
+            lists.entry(category).or_default().push(seq);
         }
     }
-    // Sorted keys: each page of the index is written once.
-    keys.sort_unstable();
-    for key in &keys {
-        dbs.label_index.put(wtxn, key, &[])?;
+    let mut labels: Vec<u32> = lists.keys().copied().collect();
+    labels.sort_unstable();
+    let mut written = 0;
+    for label in labels {
+        for &seq in &lists[&label] {
+            dbs.put_label_entry(wtxn, label, seq)?;
+            written += 1;
+        }
     }
-    Ok(keys.len())
+    Ok(written)
 }

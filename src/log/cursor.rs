@@ -97,9 +97,7 @@ impl LogCursor {
         let txn = log.env.read_txn()?;
         let opened = Instant::now();
         let through_index = match &select.streams {
-            Some(streams)
-                if self.direction == Direction::Forward && select.categories.is_none() =>
-            {
+            Some(streams) if self.direction == Direction::Forward && !select.scoped() => {
                 Scan::prefers_index(&log.dbs, txn.raw(), streams)?
             }
             _ => false,

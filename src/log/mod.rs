@@ -8,6 +8,7 @@
 
 mod cursor;
 mod labels;
+mod named;
 pub(crate) mod prefetch;
 mod scan;
 
@@ -16,6 +17,7 @@ use crate::env::{Dbs, Env};
 use crate::schema::Schemas;
 
 pub(crate) use cursor::{LogCursor, Step};
+pub(crate) use named::NamedStreams;
 pub(crate) use scan::{bytes_eq, has_name, Scan, Select};
 
 /// The log of one open store: its environment and databases, and the keys of an encrypted store.
@@ -32,4 +34,6 @@ pub(crate) struct Log {
     pub store_id: u128,
     /// The recorded layouts of the event types in the log.
     pub schemas: Schemas,
+    /// The streams known to be recorded under their names.
+    pub named: NamedStreams,
 }

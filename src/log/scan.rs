@@ -32,6 +32,9 @@ pub(crate) struct Select {
     /// The types were named by the reader's filter: a scan of no stream and no category walks
     /// their entries of the label index instead of the log.
     pub walk_types: bool,
+    /// Only records of the streams that member `.0` of a consumer group of `.1` members
+    /// handles (`StreamName::group_member`): decided per stream, off the path of other scans.
+    pub group: Option<(u32, u32)>,
     /// Only records of these event types; `None`: every type.
     pub types: Option<Arc<[String]>>,
     /// Event types (with the newest version read of each) whose newer versions, when the store
@@ -69,6 +72,12 @@ impl Select {
         })
     }
 
+    /// Whether the select decides on each record's stream beyond its ids: by its category or
+    /// its consumer group member, which a scan looks up per stream ([`Scan::next_scoped`]).
+    pub(crate) fn scoped(&self) -> bool {
+        self.categories.is_some() || self.group.is_some()
+    }
+
     /// Whether the record is wanted.
     /// (A select with categories also wants the records of streams it does not name: the scan
     /// looks up their categories in [`Scan::next_scoped`].)
@@ -94,8 +103,9 @@ enum Range<'t> {
     Backward(heed::RoRevRange<'t, U64<BigEndian>, Bytes>),
     /// Forward through the selected streams' entries of the stream index, merged by sequence.
     Streams(Box<Merged<'t>>),
-    /// The log, for a select with categories: each record's stream is looked up
-    /// ([`Scan::in_scope`]), off the path of other scans.
+    /// The log, for a select with categories (each record's stream is looked up), or before a
+    /// walk of the label index backwards: off the path of other scans
+    /// ([`Scan::next_scoped`]).
     Scoped(Box<Scoped<'t>>),
     /// Through the selected categories' or types' entries of the label index (which holds the
     /// events up to the index watermark), merged by sequence, in either direction.
@@ -157,6 +167,9 @@ pub(crate) struct Scan<'t> {
     direction: Direction,
     /// What a scan through the label index goes on with when its range ends.
     then: Option<Then>,
+    /// The consumer group member of each stream met (a select with a group; made at the
+    /// first).
+    members: Option<Box<foldhash::HashMap<StreamId, u32>>>,
 }
 
 impl<'t> Scan<'t> {
@@ -177,8 +190,8 @@ impl<'t> Scan<'t> {
             Direction::Forward => from..=u64::MAX,
             Direction::Backward => 0..=from,
         };
-        let range = Scan::log_range(dbs, txn, &select, within, direction)?;
-        let one_pass = select.streams.is_none() && select.categories.is_none();
+        let range = Scan::log_range(dbs, txn, &select, within, direction, false)?;
+        let one_pass = select.streams.is_none() && !select.scoped();
         Ok(Scan {
             dbs: *dbs,
             txn,
@@ -189,22 +202,26 @@ impl<'t> Scan<'t> {
             budget: u64::MAX,
             direction,
             then: None,
+            members: None,
         })
     }
 
-    /// The log's records in `within`, in `direction` (from its end backwards), for `select`.
+    /// The log's records in `within`, in `direction` (from its end backwards), for `select`;
+    /// `scoped` when a part of the scan comes after it (a scan through the label index), so
+    /// that its end is seen off the path of plain scans.
     fn log_range(
         dbs: &Dbs,
         txn: &'t heed::RoTxn<'t>,
         select: &Select,
         within: std::ops::RangeInclusive<u64>,
         direction: Direction,
+        scoped: bool,
     ) -> Result<Range<'t>> {
         let range = match direction {
             Direction::Forward => LogRange::Forward(dbs.log.range(txn, &within)?),
             Direction::Backward => LogRange::Backward(dbs.log.rev_range(txn, &within)?),
         };
-        Ok(match (range, select.categories.is_some()) {
+        Ok(match (range, scoped || select.scoped()) {
             (range, true) => Range::Scoped(Box::new(Scoped {
                 range,
                 known: foldhash::HashMap::default(),
@@ -241,11 +258,11 @@ impl<'t> Scan<'t> {
                 Some(Then::Log(watermark + 1)),
             ),
             Direction::Forward => (
-                Scan::log_range(dbs, txn, &select, from..=u64::MAX, direction)?,
+                Scan::log_range(dbs, txn, &select, from..=u64::MAX, direction, false)?,
                 None,
             ),
             Direction::Backward if from > watermark => (
-                Scan::log_range(dbs, txn, &select, watermark + 1..=from, direction)?,
+                Scan::log_range(dbs, txn, &select, watermark + 1..=from, direction, true)?,
                 Some(Then::Labels(watermark)),
             ),
             Direction::Backward => (
@@ -263,6 +280,7 @@ impl<'t> Scan<'t> {
             budget: u64::MAX,
             direction,
             then,
+            members: None,
         })
     }
 
@@ -295,6 +313,7 @@ impl<'t> Scan<'t> {
                 &self.select,
                 from..=u64::MAX,
                 self.direction,
+                false,
             )?,
             Then::Labels(watermark) => Scan::label_range(
                 &self.dbs,
@@ -375,6 +394,7 @@ impl<'t> Scan<'t> {
             budget: u64::MAX,
             direction: Direction::Forward,
             then: None,
+            members: None,
         })
     }
 
@@ -434,6 +454,20 @@ impl<'t> Scan<'t> {
         Some(Ok(rec))
     }
 
+    /// The next record of a scan that is not a plain one of the log: `Some(None)` for one that
+    /// is not wanted, `None` at the end.
+    #[inline(never)]
+    fn next_other(&mut self) -> Option<Option<Result<DecodedRecord<'t>>>> {
+        match self.range {
+            Range::Streams(_) => self.next_indexed(),
+            Range::Scoped(_) => self.next_scoped(),
+            Range::Labels(_) => self.next_labeled(),
+            Range::Forward(_) | Range::Backward(_) => {
+                unreachable!("a plain scan of the log is read in `next_map`")
+            }
+        }
+    }
+
     /// The next record of a walk through the stream index: `Some(None)` for one that is not
     /// wanted, `None` at the end.
     #[inline(never)]
@@ -481,30 +515,29 @@ impl<'t> Scan<'t> {
             }
         };
         self.visited = Some(seq);
-        let rec = self
-            .dbs
-            .get_record(self.txn, seq)
-            .and_then(|bytes| {
-                bytes.ok_or_else(|| {
-                    Error::corrupted(seq, "the label index lists an event the log does not hold")
-                })
-            })
+        let rec = walk
+            .record(seq)
             .and_then(|bytes| record::decode_verified(seq, bytes, false))
             .and_then(|rec| walk.check(&rec).map(|()| rec));
         let rec = match rec {
             Ok(rec) => rec,
             Err(e) => return Some(Some(Err(e))),
         };
-        // The walk checked the record's label (its category or type); the select's types are
-        // checked here.
+        // The walk checked the record's label (its category or type); the select's types and
+        // group are checked here.
         if !self.select.matches(&rec) {
             return Some(None);
         }
-        Some(self.wanted(rec))
+        match self.in_group(rec.stream()) {
+            Ok(true) => Some(self.wanted(rec)),
+            Ok(false) => Some(None),
+            Err(e) => Some(Some(Err(e))),
+        }
     }
 
-    /// The next record of a scan of the log for a select with categories: `Some(None)` for one
-    /// that is not wanted (or when the scan moved on to its next part), `None` at the end.
+    /// The next record of a scoped scan of the log (a select with categories, or a part of a
+    /// walk through the label index): `Some(None)` for one that is not wanted (or when the scan
+    /// moved on to its next part), `None` at the end.
     #[inline(never)]
     fn next_scoped(&mut self) -> Option<Option<Result<DecodedRecord<'t>>>> {
         let Range::Scoped(scoped) = &mut self.range else {
@@ -535,11 +568,12 @@ impl<'t> Scan<'t> {
             return Some(None);
         }
         let stream = rec.stream();
-        let listed = self
-            .select
-            .streams
-            .as_ref()
-            .is_some_and(|s| s.contains(&stream));
+        let listed = self.select.categories.is_none()
+            || self
+                .select
+                .streams
+                .as_ref()
+                .is_some_and(|s| s.contains(&stream));
         if !listed {
             let Range::Scoped(scoped) = &mut self.range else {
                 unreachable!("called on a scan of categories")
@@ -551,7 +585,32 @@ impl<'t> Scan<'t> {
                 Err(e) => return Some(Some(Err(e))),
             }
         }
-        Some(self.wanted(rec))
+        match self.in_group(stream) {
+            Ok(true) => Some(self.wanted(rec)),
+            Ok(false) => Some(None),
+            Err(e) => Some(Some(Err(e))),
+        }
+    }
+
+    /// Whether `stream` is handled by the select's consumer group member (always, without a
+    /// group): by the cardinal id of its recorded name, or by its id for a stream without one,
+    /// remembered per stream.
+    fn in_group(&mut self, stream: StreamId) -> Result<bool> {
+        let Some((member, members)) = self.select.group else {
+            return Ok(true);
+        };
+        let members_of = self.members.get_or_insert_with(Box::default);
+        if let Some(&found) = members_of.get(&stream) {
+            return Ok(found == member);
+        }
+        let found = match self.dbs.stream_name(self.txn, stream)? {
+            Some((name, _)) => name.group_member(members),
+            None => crate::name::group_member_of(&stream.to_key(), members),
+        };
+        self.members
+            .get_or_insert_with(Box::default)
+            .insert(stream, found);
+        Ok(found == member)
     }
 
     /// The next record the scan yields, handed to `f`, whose result is the item: the one loop of
@@ -575,29 +634,16 @@ impl<'t> Scan<'t> {
                     }
                     entry
                 }
-                Range::Backward(range) => match range.next() {
-                    Some(entry) => entry,
-                    None => match self.next_part() {
-                        Ok(true) => continue,
-                        Ok(false) => return None,
-                        Err(e) => return Some(Err(e)),
-                    },
-                },
-                Range::Streams(_) => match self.next_indexed()? {
-                    Some(Ok(rec)) => return Some(f(rec)),
-                    Some(Err(e)) => return Some(Err(e)),
-                    None => continue,
-                },
-                Range::Scoped(_) => match self.next_scoped()? {
-                    Some(Ok(rec)) => return Some(f(rec)),
-                    Some(Err(e)) => return Some(Err(e)),
-                    None => continue,
-                },
-                Range::Labels(_) => match self.next_labeled()? {
-                    Some(Ok(rec)) => return Some(f(rec)),
-                    Some(Err(e)) => return Some(Err(e)),
-                    None => continue,
-                },
+                Range::Backward(range) => range.next()?,
+                // The walks through an index and the scoped scans, out of the loop of plain
+                // scans: one arm, so that the loop is the same as without them.
+                Range::Streams(_) | Range::Scoped(_) | Range::Labels(_) => {
+                    match self.next_other()? {
+                        Some(Ok(rec)) => return Some(f(rec)),
+                        Some(Err(e)) => return Some(Err(e)),
+                        None => continue,
+                    }
+                }
             };
             let (seq, value) = match entry {
                 Ok(entry) => entry,

@@ -15,4 +15,5 @@
 
 mod parse;
 
+pub(crate) use parse::group_member_of;
 pub use parse::{StreamName, MAX_STREAM_NAME_LEN};

@@ -47,6 +47,8 @@ const ID_DOMAIN: &[u8] = b"varvedb stream name\0";
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct StreamName {
     text: Arc<str>,
+    /// The id the name derives, computed once.
+    id: StreamId,
     /// End of the category: the first `-`, or the end of the name.
     category_end: u16,
     /// End of the entity: the `:` in the category, or the end of the category.
@@ -115,6 +117,7 @@ impl StreamName {
         };
         Ok(StreamName {
             text: Arc::from(name),
+            id: stream_id_of(name),
             category_end: category_end as u16,
             entity_end: entity_end as u16,
             cardinal_end: cardinal_end as u16,
@@ -144,6 +147,7 @@ impl StreamName {
             && [c, e, k].iter().all(|&i| text.is_char_boundary(i));
         fits.then(|| StreamName {
             text: Arc::from(text),
+            id: stream_id_of(text),
             category_end,
             entity_end,
             cardinal_end,
@@ -198,8 +202,44 @@ impl StreamName {
     /// and the name. The same name gives the same id on every machine and in every release (the
     /// derivation is part of the format).
     pub fn stream_id(&self) -> StreamId {
-        stream_id_of(self.as_str())
+        self.id
     }
+}
+
+/// What consumer groups hash a stream by: the domain of the hash.
+const GROUP_DOMAIN: &[u8] = b"varvedb consumer group\0";
+
+impl StreamName {
+    /// The member of a consumer group of `members` that handles this stream's events (see
+    /// [`Filter::group`](crate::Filter::group)): its cardinal id (its whole name when it has no
+    /// id) hashed, modulo `members`. Streams that share a cardinal id (`account-123` and
+    /// `account:command-123+9`) go to the same member.
+    ///
+    /// ```
+    /// use varvedb::StreamName;
+    /// let a = StreamName::new("account-123")?;
+    /// let b = StreamName::new("account:command-123+9")?;
+    /// assert_eq!(a.group_member(4), b.group_member(4));
+    /// assert!(a.group_member(4) < 4);
+    /// # Ok::<(), varvedb::Error>(())
+    /// ```
+    pub fn group_member(&self, members: u32) -> u32 {
+        let cardinal = self.cardinal_id().unwrap_or(self.as_str());
+        group_member_of(cardinal.as_bytes(), members)
+    }
+}
+
+/// The member of a group of `members` for a stream whose cardinal bytes are `cardinal`: the
+/// first 8 bytes (big-endian) of SHA-256 over a fixed prefix and them, modulo `members`. A
+/// stream created by id is hashed by its id's 16 big-endian bytes. Part of the format of a
+/// group's checkpoints: changing it would move streams between members.
+pub(crate) fn group_member_of(cardinal: &[u8], members: u32) -> u32 {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    ctx.update(GROUP_DOMAIN);
+    ctx.update(cardinal);
+    let digest = ctx.finish();
+    let hash = u64::from_be_bytes(digest.as_ref()[..8].try_into().expect("8 bytes"));
+    (hash % u64::from(members.max(1))) as u32
 }
 
 /// The id a stream name derives (see [`StreamName::stream_id`]).
@@ -406,6 +446,26 @@ mod tests {
         // The derivation is part of the format: this value must never change.
         assert_eq!(format!("{:032x}", a.as_u128()), EXPECTED_ORDER_1);
     }
+
+    #[test]
+    fn group_members_follow_the_cardinal_id_and_spread() {
+        let member = |n: &str| StreamName::new(n).unwrap().group_member(4);
+        assert_eq!(member("account-123"), member("account-123+456"));
+        assert_eq!(member("account-123"), member("account:command-123"));
+        // The hash is part of the format: this value must never change.
+        assert_eq!(group_member_of(b"123", 1 << 31), EXPECTED_123 % (1 << 31));
+        let mut counts = [0u32; 4];
+        for i in 0..4000 {
+            counts[member(&format!("order-{i}")) as usize] += 1;
+        }
+        assert!(
+            counts.iter().all(|&c| (800..1200).contains(&c)),
+            "{counts:?}"
+        );
+    }
+
+    /// SHA-256("varvedb consumer group\0123"), first 8 bytes, as an integer modulo 2^31.
+    const EXPECTED_123: u32 = 2_143_515_673;
 
     /// SHA-256("varvedb stream name\0order-1"), first 16 bytes.
     const EXPECTED_ORDER_1: &str = "be557f64e36bd378b393cd8776dca4e3";

@@ -11,7 +11,8 @@ use crate::name::StreamName;
 use crate::types::{IntoStreamId, StreamId};
 
 /// Which events a read ([`Reader::read_filtered`]), a subscription or a processor takes:
-/// **(categories ∪ streams) AND event types**. An empty set means "all".
+/// **(categories ∪ streams) AND event types**, and, for a member of a consumer group
+/// ([`Filter::group`]), the streams of that member. An empty set means "all".
 ///
 /// Streams are named as everywhere else in the API ([`IntoStreamId`]): a name such as
 /// `"order-123"`, a bare integer literal, an unsigned integer, a [`StreamId`] or a UUID. A
@@ -37,6 +38,8 @@ pub struct Filter {
     streams: HashSet<StreamId>,
     categories: HashSet<String>,
     event_types: HashSet<String>,
+    /// Member `.0` of a consumer group of `.1`.
+    group: Option<(u32, u32)>,
     /// The first stream or category given that is not one (a negative id, a name that does not
     /// parse), reported when the filter is used.
     invalid: Option<Invalid>,
@@ -47,6 +50,7 @@ pub struct Filter {
 enum Invalid {
     Id(i128),
     Name(String, &'static str),
+    Group(u32, u32),
 }
 
 impl Filter {
@@ -100,6 +104,42 @@ impl Filter {
         self
     }
 
+    /// Only events of the streams that member `member` of a consumer group of `members` handles
+    /// (members are numbered from 0): each stream goes to the member its cardinal id hashes to
+    /// ([`StreamName::group_member`]; a stream created by id is hashed by its id), so all its
+    /// events go to one member, in order. Combines with the rest of the filter: give each
+    /// member the same categories, streams and types.
+    ///
+    /// Each member is a processor (or subscription) of its own, with a checkpoint of its own
+    /// (give each a name of its own, such as `billing-2-of-4`), in this process or another; a
+    /// member that restarts goes on after its own checkpoint.
+    ///
+    /// **Changing the number of members** moves streams between members: a stream's events
+    /// after the change go to the member its hash now names. To change it without losing an
+    /// event, stop every member, start the new members each from the lowest checkpoint of the
+    /// old ones (`Storage::reset_processor`), and let them go: events between that checkpoint
+    /// and a stream's old member's checkpoint are handled again (at least once, as after any
+    /// restart), none is passed over.
+    ///
+    /// ```
+    /// use varvedb::Filter;
+    /// let member = Filter::default().category("account").group(2, 4);
+    /// assert_eq!(member.group_of(), Some((2, 4)));
+    /// ```
+    pub fn group(mut self, member: u32, members: u32) -> Self {
+        if member >= members {
+            self.invalid.get_or_insert(Invalid::Group(member, members));
+        } else {
+            self.group = Some((member, members));
+        }
+        self
+    }
+
+    /// The consumer group member this filter takes the streams of, and the group's size.
+    pub fn group_of(&self) -> Option<(u32, u32)> {
+        self.group
+    }
+
     /// The streams this filter names (with the categories empty too: every stream).
     pub fn streams(&self) -> &HashSet<StreamId> {
         &self.streams
@@ -123,6 +163,14 @@ impl Filter {
             Some(Invalid::Id(value)) => return Err(Error::InvalidStreamId { value }),
             Some(Invalid::Name(name, reason)) => {
                 return Err(Error::InvalidStreamName { name, reason })
+            }
+            Some(Invalid::Group(member, members)) => {
+                return Err(Error::InvalidConfig {
+                    reason: format!(
+                        "consumer group member {member} of {members}: members are numbered from 0 to {}",
+                        members.saturating_sub(1)
+                    ),
+                })
             }
             None => {}
         }
@@ -157,6 +205,7 @@ impl Filter {
                 .then(|| Arc::new(self.streams.into_iter().collect())),
             categories: (!categories.is_empty()).then(|| categories.into()),
             walk_types,
+            group: self.group,
             types: Some(types),
             follow: Some(follow),
         })

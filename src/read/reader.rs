@@ -635,6 +635,7 @@ impl<R: Readable> Reader<R> {
             streams: None,
             categories: None,
             walk_types: false,
+            group: None,
             types: Some(Arc::clone(&self.accepted)),
             follow: Some(Arc::clone(&self.follow)),
         }

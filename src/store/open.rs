@@ -65,6 +65,7 @@ pub(super) fn open_new(mut config: StorageConfig, path: PathBuf) -> Result<Stora
         env: env.clone(),
         store_id,
         schemas: Schemas::new(),
+        named: crate::log::NamedStreams::default(),
     });
     let index = Arc::new(index);
     let writes = WritePath::new(

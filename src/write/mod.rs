@@ -168,6 +168,7 @@ impl WritePath {
             self.log
                 .schemas
                 .remember(std::mem::take(&mut written.schemas));
+            self.log.named.remember(&written.named);
             if self.index.committed(&written.entries) {
                 self.committer.request_flush(self);
             }
@@ -411,7 +412,8 @@ impl WritePath {
     /// reaches (`None` when it was up to date).
     pub(crate) fn flush_index(&self) -> Result<Option<u64>> {
         let _guard = self.committer.lock_commits();
-        self.index.flush(&self.log.env, &self.log.dbs)
+        self.index
+            .flush(&self.log.env, &self.log.dbs, &self.log.named)
     }
 
     /// Stops the commit thread once its queue is empty, and indexes what the tail holds, so

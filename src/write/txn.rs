@@ -34,12 +34,14 @@ pub(crate) struct Tip {
     pub last_seq: u64,
 }
 
-/// The events a committed [`LogTxn`] wrote, as (seq, stream, version) in sequence order, and
-/// the schema entries it recorded.
+/// The events a committed [`LogTxn`] wrote, as (seq, stream, version) in sequence order, the
+/// schema entries it recorded, and the streams it found or recorded under their names.
 #[derive(Debug, Default)]
 pub(crate) struct Written {
     pub entries: Vec<(u64, StreamId, u64)>,
     pub schemas: Vec<(Vec<u8>, Registered)>,
+    /// Streams found or recorded under their names, with their categories' labels.
+    pub named: Vec<(StreamId, Option<u32>)>,
 }
 
 impl Written {
@@ -506,6 +508,12 @@ impl<'a, 'w> LogTxn<'a, 'w> {
     /// keeps for it. The inner error ([`Error::StreamNameConflict`]) refuses the batch: the
     /// stream was created under another name that derives the same id, or by id.
     pub(crate) fn check_name(&mut self, stream: StreamId, name: &StreamName) -> Result<Result<()>> {
+        if matches!(self.log.named.get(stream), Some(Some(_))) {
+            return Ok(Ok(()));
+        }
+        if self.log.dbs.stream_named(self.wtxn, stream, name)? == Some(true) {
+            return Ok(Ok(()));
+        }
         let recorded = self.log.dbs.stream_name(self.wtxn, stream)?;
         Ok(match recorded {
             Some((found, _)) if found.as_str() == name.as_str() => Ok(()),
@@ -524,7 +532,9 @@ impl<'a, 'w> LogTxn<'a, 'w> {
         let dbs = &self.log.dbs;
         let category =
             dbs.label_or_new(self.wtxn, LabelKind::Category, name.category().as_bytes())?;
-        dbs.put_stream_name(self.wtxn, name, category)
+        dbs.put_stream_name(self.wtxn, name, category)?;
+        self.written.named.push((name.stream_id(), Some(category)));
+        Ok(())
     }
 
     /// Ends the log's part of the transaction: what it wrote, for after the commit. The write

@@ -18,3 +18,28 @@ pub fn crc32c(data: &[u8]) -> u32 {
     }
     !crc
 }
+
+/// The lines a child process prints after `mark` on its stdout, sent one by one as they come (on
+/// a thread that ends with the stream). The test harness of a child that is a test prints its own
+/// words before the first line, on the same line: a line is taken from the mark on.
+pub fn marked_lines(
+    stdout: std::process::ChildStdout,
+    mark: &'static str,
+) -> (
+    std::sync::mpsc::Receiver<String>,
+    std::thread::JoinHandle<()>,
+) {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(rest) = line.find(mark).map(|at| &line[at + mark.len()..]) {
+                if tx.send(rest.to_owned()).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    (rx, reader)
+}

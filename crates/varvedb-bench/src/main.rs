@@ -9,6 +9,7 @@
 //! cargo run --release -p varvedb-bench -- --only metrics [--metrics-events 100000]
 //! cargo run --release -p varvedb-bench -- --only filtered [--filtered-events 1000000]
 //! cargo run --release -p varvedb-bench -- --only schema [--schema-events 500000]
+//! cargo run --release -p varvedb-bench -- --only names [--names-events 500000]
 //! ```
 //!
 //! The table goes to stdout and to `target/bench-report.md`; progress goes to stderr. Numbers
@@ -88,6 +89,7 @@ mod common;
 mod encryption;
 mod filtered;
 mod metrics_cost;
+mod names;
 mod processor;
 mod raw;
 mod report;
@@ -111,8 +113,9 @@ const USAGE: &str = "usage: varvedb-bench [--events N] [--small-batch-events N] 
                      [--singles N] [--streams N] [--gets N] [--reps N]
                      [--write-budget-secs N] [--concurrent-secs N] [--concurrent-reps N]
                      [--live-secs N] [--live-rate N] [--rotate-streams N]
-                     [--all | --only concurrent|classic|processor|encryption|metrics|filtered|schema]
-                     [--metrics-events N] [--filtered-events N] [--schema-events N] [--no-sqlite]";
+                     [--all | --only concurrent|classic|processor|encryption|metrics|filtered|schema|names]
+                     [--metrics-events N] [--filtered-events N] [--schema-events N]
+                     [--names-events N] [--no-sqlite]";
 
 /// Sizes of the workloads.
 #[derive(Clone, Debug)]
@@ -163,6 +166,10 @@ struct Config {
     filtered_events: u64,
     /// Run the schema rows: upcasting and layout checks (`--all` or `--only schema`).
     schema: bool,
+    /// Run the stream names and label index rows (`--all` or `--only names`).
+    names: bool,
+    /// Events of the names rows.
+    names_events: u64,
     /// Events of each store of the upcasting rows.
     schema_events: u64,
 }
@@ -194,6 +201,8 @@ impl Default for Config {
             filtered_events: 1_000_000,
             schema: false,
             schema_events: 500_000,
+            names: false,
+            names_events: 500_000,
         }
     }
 }
@@ -212,6 +221,7 @@ impl Config {
                 cfg.metrics = true;
                 cfg.filtered = true;
                 cfg.schema = true;
+                cfg.names = true;
                 continue;
             }
             if flag == "--only" {
@@ -227,10 +237,11 @@ impl Config {
                             | "metrics"
                             | "filtered"
                             | "schema"
+                            | "names"
                     )
                 ) {
                     return Err(format!(
-                        "--only needs concurrent, classic, processor, encryption, metrics, filtered or schema\n{USAGE}"
+                        "--only needs concurrent, classic, processor, encryption, metrics, filtered, schema or names\n{USAGE}"
                     )
                     .into());
                 }
@@ -241,6 +252,7 @@ impl Config {
                 cfg.metrics = only == Some("metrics");
                 cfg.filtered = only == Some("filtered");
                 cfg.schema = only == Some("schema");
+                cfg.names = only == Some("names");
                 continue;
             }
             if flag == "-h" || flag == "--help" {
@@ -269,6 +281,7 @@ impl Config {
                 "--metrics-events" => cfg.metrics_events = value.max(1_000),
                 "--filtered-events" => cfg.filtered_events = value.max(1_000),
                 "--schema-events" => cfg.schema_events = value.max(1_000),
+                "--names-events" => cfg.names_events = value.max(10_000),
                 "--live-rate" => cfg.live_rate = value.clamp(1, 1_000_000),
                 "--rotate-streams" => cfg.rotate_streams = value_at_least_1,
                 _ => return Err(format!("unknown flag {flag}\n{USAGE}").into()),
@@ -1012,6 +1025,14 @@ fn run() -> Res<()> {
     } else {
         String::new()
     };
+    let names = if cfg.names {
+        names::run(&names::Settings {
+            events: cfg.names_events,
+            reps: cfg.reps,
+        })?
+    } else {
+        String::new()
+    };
     final_note(&mut report, started);
 
     let mut table = report.render();
@@ -1019,6 +1040,7 @@ fn run() -> Res<()> {
     table.push_str(&metrics_cost);
     table.push_str(&filtered);
     table.push_str(&schema);
+    table.push_str(&names);
     println!("{table}");
     let path = report_path();
     std::fs::write(&path, &table)?;
