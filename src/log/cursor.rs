@@ -96,52 +96,7 @@ impl LogCursor {
         }
         let txn = log.env.read_txn()?;
         let opened = Instant::now();
-        let through_index = match &select.streams {
-            Some(streams) if self.direction == Direction::Forward && !select.scoped() => {
-                Scan::prefers_index(&log.dbs, txn.raw(), streams)?
-            }
-            _ => false,
-        };
-        let walk = if through_index {
-            // A stream index whose walk cannot even begin (a damaged head, watermark or entry)
-            // leaves the log itself, which holds everything.
-            Scan::streams(&log.dbs, index, txn.raw(), self.next, select.clone())
-                .inspect_err(|e| {
-                    tracing::warn!(error = %e, "the stream index is damaged; reading the log instead");
-                })
-                .ok()
-        } else {
-            None
-        };
-        let log_scan = || {
-            Scan::new(
-                &log.dbs,
-                txn.raw(),
-                self.next,
-                self.direction,
-                select.clone(),
-            )
-        };
-        let mut scan = match walk {
-            Some(scan) => scan,
-            // A label index whose walk cannot even begin (a damaged label) leaves the log.
-            None if Scan::walk_of(select).is_some() => {
-                match Scan::of(
-                    &log.dbs,
-                    txn.raw(),
-                    self.next,
-                    self.direction,
-                    select.clone(),
-                ) {
-                    Ok(scan) => scan,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "the label index is damaged; reading the log instead");
-                        log_scan()?
-                    }
-                }
-            }
-            None => log_scan()?,
-        };
+        let mut scan = self.open_scan(log, index, select, &txn)?;
         let mut yielded = 0u64;
         let step = self.visit_all(
             log,
@@ -154,6 +109,55 @@ impl LogCursor {
         );
         txn.count_reads(ReadKind::Log, yielded);
         step
+    }
+
+    /// The scan of a step, in `txn`: through the stream index for a forward read of a few
+    /// streams, through the label index for one of categories or named types, through the log
+    /// otherwise. An index whose walk cannot even begin (a damaged head, watermark, entry or
+    /// label) leaves the log itself, which holds everything. Out of line: the step's loop is
+    /// the same whichever it is.
+    #[inline(never)]
+    fn open_scan<'t>(
+        &self,
+        log: &Log,
+        index: &StreamIndex,
+        select: &Select,
+        txn: &'t ReadTxn,
+    ) -> Result<Scan<'t>> {
+        let through_index = match &select.streams {
+            Some(streams) if self.direction == Direction::Forward && !select.scoped() => {
+                Scan::prefers_index(&log.dbs, txn.raw(), streams)?
+            }
+            _ => false,
+        };
+        if through_index {
+            match Scan::streams(&log.dbs, index, txn.raw(), self.next, select.clone()) {
+                Ok(scan) => return Ok(scan),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the stream index is damaged; reading the log instead");
+                }
+            }
+        } else if Scan::walk_of(select).is_some() {
+            match Scan::of(
+                &log.dbs,
+                txn.raw(),
+                self.next,
+                self.direction,
+                select.clone(),
+            ) {
+                Ok(scan) => return Ok(scan),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the label index is damaged; reading the log instead");
+                }
+            }
+        }
+        Scan::new(
+            &log.dbs,
+            txn.raw(),
+            self.next,
+            self.direction,
+            select.clone(),
+        )
     }
 
     #[inline(always)]
