@@ -144,9 +144,13 @@ impl<'t> LabelWalk<'t> {
         })
     }
 
-    /// The last sequence the walk covers: the index watermark.
-    pub(crate) fn end(&self) -> u64 {
-        self.watermark
+    /// The sequence up to which (forward: the index watermark) or down to which (backward: 1)
+    /// a walk that is exhausted has listed every event of its labels.
+    pub(crate) fn covered(&self) -> u64 {
+        match self.direction {
+            Direction::Forward => self.watermark,
+            Direction::Backward => 1,
+        }
     }
 
     /// The sequence of the next event listed, in the walk's direction; `None` at the end.

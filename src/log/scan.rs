@@ -101,22 +101,45 @@ impl Select {
 enum Range<'t> {
     Forward(heed::RoRange<'t, U64<BigEndian>, Bytes>),
     Backward(heed::RoRevRange<'t, U64<BigEndian>, Bytes>),
-    /// Forward through the selected streams' entries of the stream index, merged by sequence.
-    Streams(Box<Merged<'t>>),
-    /// The log, for a select with categories (each record's stream is looked up), or before a
-    /// walk of the label index backwards: off the path of other scans
-    /// ([`Scan::next_scoped`]).
-    Scoped(Box<Scoped<'t>>),
-    /// Through the selected categories' or types' entries of the label index (which holds the
-    /// events up to the index watermark), merged by sequence, in either direction.
-    Labels(Box<LabelWalk<'t>>),
+    /// Every other kind of scan, out of the loop of plain ones ([`Scan::next_other`]).
+    Other(Box<Other<'t>>),
 }
 
-/// The log range of a scan of categories, and what it knows of the streams it met.
+/// A scan that is not a plain one of the log, with what it needs beyond a plain scan.
+struct Other<'t> {
+    kind: OtherKind<'t>,
+    direction: Direction,
+    /// What a scan through the label index goes on with when its range ends.
+    then: Option<Then>,
+    /// The consumer group member of each stream met (a select with a group).
+    members: foldhash::HashMap<StreamId, u32>,
+}
+
+enum OtherKind<'t> {
+    /// Forward through the selected streams' entries of the stream index, merged by sequence.
+    Streams(Merged<'t>),
+    /// The log, for a select that decides on each record's stream beyond its id (its category,
+    /// its group member), or before a walk of the label index backwards.
+    Scoped(Scoped<'t>),
+    /// Through the selected categories' or types' entries of the label index (which holds the
+    /// events up to the index watermark), merged by sequence, in either direction.
+    Labels(LabelWalk<'t>),
+}
+
+/// The log range of a scoped scan, and what it knows of the streams it met.
 struct Scoped<'t> {
     range: LogRange<'t>,
     /// Whether each stream met is in one of the select's categories.
     known: foldhash::HashMap<StreamId, bool>,
+}
+
+impl<'t> Scoped<'t> {
+    fn new(range: LogRange<'t>) -> Self {
+        Scoped {
+            range,
+            known: foldhash::HashMap::default(),
+        }
+    }
 }
 
 enum LogRange<'t> {
@@ -163,13 +186,6 @@ pub(crate) struct Scan<'t> {
     visited: Option<u64>,
     /// Records the scan may still visit (`u64::MAX`: no limit).
     budget: u64,
-    /// The scan's direction.
-    direction: Direction,
-    /// What a scan through the label index goes on with when its range ends.
-    then: Option<Then>,
-    /// The consumer group member of each stream met (a select with a group; made at the
-    /// first).
-    members: Option<Box<foldhash::HashMap<StreamId, u32>>>,
 }
 
 impl<'t> Scan<'t> {
@@ -190,7 +206,11 @@ impl<'t> Scan<'t> {
             Direction::Forward => from..=u64::MAX,
             Direction::Backward => 0..=from,
         };
-        let range = Scan::log_range(dbs, txn, &select, within, direction, false)?;
+        let range = match Scan::log_range(dbs, txn, within, direction)? {
+            LogRange::Forward(range) if !select.scoped() => Range::Forward(range),
+            LogRange::Backward(range) if !select.scoped() => Range::Backward(range),
+            range => Scan::other(OtherKind::Scoped(Scoped::new(range)), direction, None),
+        };
         let one_pass = select.streams.is_none() && !select.scoped();
         Ok(Scan {
             dbs: *dbs,
@@ -200,35 +220,30 @@ impl<'t> Scan<'t> {
             one_pass,
             visited: None,
             budget: u64::MAX,
-            direction,
-            then: None,
-            members: None,
         })
     }
 
-    /// The log's records in `within`, in `direction` (from its end backwards), for `select`;
-    /// `scoped` when a part of the scan comes after it (a scan through the label index), so
-    /// that its end is seen off the path of plain scans.
+    /// The log's records in `within`, in `direction` (from its end backwards).
     fn log_range(
         dbs: &Dbs,
         txn: &'t heed::RoTxn<'t>,
-        select: &Select,
         within: std::ops::RangeInclusive<u64>,
         direction: Direction,
-        scoped: bool,
-    ) -> Result<Range<'t>> {
-        let range = match direction {
+    ) -> Result<LogRange<'t>> {
+        Ok(match direction {
             Direction::Forward => LogRange::Forward(dbs.log.range(txn, &within)?),
             Direction::Backward => LogRange::Backward(dbs.log.rev_range(txn, &within)?),
-        };
-        Ok(match (range, scoped || select.scoped()) {
-            (range, true) => Range::Scoped(Box::new(Scoped {
-                range,
-                known: foldhash::HashMap::default(),
-            })),
-            (LogRange::Forward(range), false) => Range::Forward(range),
-            (LogRange::Backward(range), false) => Range::Backward(range),
         })
+    }
+
+    /// A range of another kind than a plain scan of the log.
+    fn other(kind: OtherKind<'t>, direction: Direction, then: Option<Then>) -> Range<'t> {
+        Range::Other(Box::new(Other {
+            kind,
+            direction,
+            then,
+            members: foldhash::HashMap::default(),
+        }))
     }
 
     /// A scan of what `select` wants from `from` in `direction`: through the label index when it
@@ -247,26 +262,33 @@ impl<'t> Scan<'t> {
         direction: Direction,
         select: Select,
     ) -> Result<Self> {
-        if Scan::walk_of(&select).is_none() {
+        if Scan::walk_of(&select).is_none()
+            || (direction == Direction::Forward && {
+                // Forward past the watermark, the label index lists nothing to read.
+                from > dbs.watermark(txn)?
+            })
+        {
             return Scan::new(dbs, txn, from, direction, select);
         }
         let select = select.resolved(dbs, txn)?;
         let watermark = dbs.watermark(txn)?;
-        let (range, then) = match direction {
-            Direction::Forward if from <= watermark => (
-                Scan::label_range(dbs, txn, &select, from, watermark, direction)?,
+        let range = match direction {
+            Direction::Forward => Scan::other(
+                Scan::label_walk(dbs, txn, &select, from, watermark, direction)?,
+                direction,
                 Some(Then::Log(watermark + 1)),
             ),
-            Direction::Forward => (
-                Scan::log_range(dbs, txn, &select, from..=u64::MAX, direction, false)?,
-                None,
-            ),
-            Direction::Backward if from > watermark => (
-                Scan::log_range(dbs, txn, &select, watermark + 1..=from, direction, true)?,
-                Some(Then::Labels(watermark)),
-            ),
-            Direction::Backward => (
-                Scan::label_range(dbs, txn, &select, from, watermark, direction)?,
+            Direction::Backward if from > watermark => {
+                let range = Scan::log_range(dbs, txn, watermark + 1..=from, direction)?;
+                Scan::other(
+                    OtherKind::Scoped(Scoped::new(range)),
+                    direction,
+                    Some(Then::Labels(watermark)),
+                )
+            }
+            Direction::Backward => Scan::other(
+                Scan::label_walk(dbs, txn, &select, from, watermark, direction)?,
+                direction,
                 None,
             ),
         };
@@ -278,53 +300,21 @@ impl<'t> Scan<'t> {
             one_pass: false,
             visited: None,
             budget: u64::MAX,
-            direction,
-            then,
-            members: None,
         })
     }
 
     /// A walk of the label index for `select` from `from`, up to `watermark`.
-    fn label_range(
+    fn label_walk(
         dbs: &Dbs,
         txn: &'t heed::RoTxn<'t>,
         select: &Select,
         from: u64,
         watermark: u64,
         direction: Direction,
-    ) -> Result<Range<'t>> {
+    ) -> Result<OtherKind<'t>> {
         let labels = Scan::walk_of(select).expect("a select that walks the label index");
         let walk = LabelWalk::new(dbs, txn, labels, from.min(watermark), watermark, direction)?;
-        Ok(Range::Labels(Box::new(walk)))
-    }
-
-    /// Moves a scan through the label index on to its next part when its range ends: `true`
-    /// when there is one.
-    #[cold]
-    #[inline(never)]
-    fn next_part(&mut self) -> Result<bool> {
-        let Some(then) = self.then.take() else {
-            return Ok(false);
-        };
-        self.range = match then {
-            Then::Log(from) => Scan::log_range(
-                &self.dbs,
-                self.txn,
-                &self.select,
-                from..=u64::MAX,
-                self.direction,
-                false,
-            )?,
-            Then::Labels(watermark) => Scan::label_range(
-                &self.dbs,
-                self.txn,
-                &self.select,
-                watermark,
-                watermark,
-                self.direction,
-            )?,
-        };
-        Ok(true)
+        Ok(OtherKind::Labels(walk))
     }
 
     /// The labels a scan of `select` walks, if it walks the label index: its categories when it
@@ -348,6 +338,15 @@ impl<'t> Scan<'t> {
         }
     }
 
+    /// The scan's direction.
+    fn direction(&self) -> Direction {
+        match &self.range {
+            Range::Forward(_) => Direction::Forward,
+            Range::Backward(_) => Direction::Backward,
+            Range::Other(other) => other.direction,
+        }
+    }
+
     /// The same scan, started again at `from` in the same transaction.
     ///
     /// # Errors
@@ -358,7 +357,7 @@ impl<'t> Scan<'t> {
             &self.dbs,
             self.txn,
             from,
-            self.direction,
+            self.direction(),
             self.select.clone(),
         )
     }
@@ -387,14 +386,11 @@ impl<'t> Scan<'t> {
         Ok(Scan {
             dbs: *dbs,
             txn,
-            range: Range::Streams(Box::new(merged)),
+            range: Scan::other(OtherKind::Streams(merged), Direction::Forward, None),
             select,
             one_pass: false,
             visited: None,
             budget: u64::MAX,
-            direction: Direction::Forward,
-            then: None,
-            members: None,
         })
     }
 
@@ -414,7 +410,10 @@ impl<'t> Scan<'t> {
 
     /// Whether the scan walks the stream index or the label index rather than the log.
     pub(crate) fn walks_index(&self) -> bool {
-        matches!(self.range, Range::Streams(_) | Range::Labels(_))
+        matches!(
+            &self.range,
+            Range::Other(other) if matches!(other.kind, OtherKind::Streams(_) | OtherKind::Labels(_))
+        )
     }
 
     /// Ends the scan after it visited `records` records, yielded or passed over.
@@ -438,179 +437,37 @@ impl<'t> Scan<'t> {
         self.visited
     }
 
-    /// Whether `select` wants a decoded record: `Some` with the record (or the error of a type
-    /// name that is not UTF-8, when no name was compared with a known one), `None` to pass it
-    /// over.
-    #[inline(always)]
-    fn wanted(&self, rec: DecodedRecord<'t>) -> Option<Result<DecodedRecord<'t>>> {
-        if !self.select.matches(&rec) {
-            return None;
-        }
-        if self.select.types.is_none() {
-            if let Err(e) = rec.check_type_name() {
-                return Some(Err(e));
-            }
-        }
-        Some(Ok(rec))
-    }
-
     /// The next record of a scan that is not a plain one of the log: `Some(None)` for one that
-    /// is not wanted, `None` at the end.
+    /// is not wanted (or when the scan moved on to its next part), `None` at the end.
     #[inline(never)]
     fn next_other(&mut self) -> Option<Option<Result<DecodedRecord<'t>>>> {
-        match self.range {
-            Range::Streams(_) => self.next_indexed(),
-            Range::Scoped(_) => self.next_scoped(),
-            Range::Labels(_) => self.next_labeled(),
-            Range::Forward(_) | Range::Backward(_) => {
-                unreachable!("a plain scan of the log is read in `next_map`")
-            }
+        let Range::Other(other) = &mut self.range else {
+            unreachable!("a plain scan of the log is read in `next_map`")
+        };
+        let cx = Ctx {
+            dbs: &self.dbs,
+            txn: self.txn,
+            select: &self.select,
+        };
+        let item = match &mut other.kind {
+            OtherKind::Streams(merged) => next_indexed(&cx, merged, &mut self.visited),
+            OtherKind::Scoped(scoped) => next_scoped(&cx, scoped, &mut self.visited),
+            OtherKind::Labels(walk) => next_labeled(&cx, walk, &mut self.visited),
+        };
+        match item {
+            // The part ended: the next one, if any.
+            None => match other.next_part(&cx) {
+                Ok(true) => Some(None),
+                Ok(false) => None,
+                Err(e) => Some(Some(Err(e))),
+            },
+            Some(Some(Ok(rec))) => match other.in_group(&cx, rec.stream()) {
+                Ok(true) => Some(Some(Ok(rec))),
+                Ok(false) => Some(None),
+                Err(e) => Some(Some(Err(e))),
+            },
+            item => item,
         }
-    }
-
-    /// The next record of a walk through the stream index: `Some(None)` for one that is not
-    /// wanted, `None` at the end.
-    #[inline(never)]
-    fn next_indexed(&mut self) -> Option<Option<Result<DecodedRecord<'t>>>> {
-        let Range::Streams(merged) = &mut self.range else {
-            unreachable!("called on a walk through the stream index")
-        };
-        let rec = match merged.next() {
-            Some(Ok(rec)) => rec,
-            Some(Err(e)) => return Some(Some(Err(e))),
-            None => {
-                // Every event of the streams up to the head was visited.
-                let head = merged.head();
-                self.visited = Some(self.visited.map_or(head, |v| v.max(head)));
-                return None;
-            }
-        };
-        self.visited = Some(rec.seq());
-        Some(self.wanted(rec))
-    }
-
-    /// The next record of a walk through the label index: `Some(None)` for one that is not
-    /// wanted (or when the walk moved on to its next part), `None` at the end.
-    #[inline(never)]
-    fn next_labeled(&mut self) -> Option<Option<Result<DecodedRecord<'t>>>> {
-        let Range::Labels(walk) = &mut self.range else {
-            unreachable!("called on a walk through the label index")
-        };
-        let seq = match walk.next_seq() {
-            Some(Ok(seq)) => seq,
-            Some(Err(e)) => return Some(Some(Err(e))),
-            None => {
-                // Every event of the labels up to the watermark (or back to the start) was
-                // visited.
-                let end = match self.direction {
-                    Direction::Forward => walk.end(),
-                    Direction::Backward => 1,
-                };
-                self.visited = Some(end);
-                return match self.next_part() {
-                    Ok(true) => Some(None),
-                    Ok(false) => None,
-                    Err(e) => Some(Some(Err(e))),
-                };
-            }
-        };
-        self.visited = Some(seq);
-        let rec = walk
-            .record(seq)
-            .and_then(|bytes| record::decode_verified(seq, bytes, false))
-            .and_then(|rec| walk.check(&rec).map(|()| rec));
-        let rec = match rec {
-            Ok(rec) => rec,
-            Err(e) => return Some(Some(Err(e))),
-        };
-        // The walk checked the record's label (its category or type); the select's types and
-        // group are checked here.
-        if !self.select.matches(&rec) {
-            return Some(None);
-        }
-        match self.in_group(rec.stream()) {
-            Ok(true) => Some(self.wanted(rec)),
-            Ok(false) => Some(None),
-            Err(e) => Some(Some(Err(e))),
-        }
-    }
-
-    /// The next record of a scoped scan of the log (a select with categories, or a part of a
-    /// walk through the label index): `Some(None)` for one that is not wanted (or when the scan
-    /// moved on to its next part), `None` at the end.
-    #[inline(never)]
-    fn next_scoped(&mut self) -> Option<Option<Result<DecodedRecord<'t>>>> {
-        let Range::Scoped(scoped) = &mut self.range else {
-            unreachable!("called on a scan of categories")
-        };
-        let next = scoped.range.next();
-        let (seq, value) = match next {
-            Some(Ok(entry)) => entry,
-            Some(Err(e)) => return Some(Some(Err(e.into()))),
-            None => {
-                return match self.next_part() {
-                    Ok(true) => Some(None),
-                    Ok(false) => None,
-                    Err(e) => Some(Some(Err(e))),
-                }
-            }
-        };
-        self.visited = Some(seq);
-        let rec = match self
-            .dbs
-            .record(self.txn, seq, value)
-            .and_then(|bytes| record::decode_verified(seq, bytes, false))
-        {
-            Ok(rec) => rec,
-            Err(e) => return Some(Some(Err(e))),
-        };
-        if !self.select.matches(&rec) {
-            return Some(None);
-        }
-        let stream = rec.stream();
-        let listed = self.select.categories.is_none()
-            || self
-                .select
-                .streams
-                .as_ref()
-                .is_some_and(|s| s.contains(&stream));
-        if !listed {
-            let Range::Scoped(scoped) = &mut self.range else {
-                unreachable!("called on a scan of categories")
-            };
-            let categories = self.select.categories.as_deref().unwrap_or(&[]);
-            match in_categories(&self.dbs, self.txn, &mut scoped.known, categories, stream) {
-                Ok(true) => {}
-                Ok(false) => return Some(None),
-                Err(e) => return Some(Some(Err(e))),
-            }
-        }
-        match self.in_group(stream) {
-            Ok(true) => Some(self.wanted(rec)),
-            Ok(false) => Some(None),
-            Err(e) => Some(Some(Err(e))),
-        }
-    }
-
-    /// Whether `stream` is handled by the select's consumer group member (always, without a
-    /// group): by the cardinal id of its recorded name, or by its id for a stream without one,
-    /// remembered per stream.
-    fn in_group(&mut self, stream: StreamId) -> Result<bool> {
-        let Some((member, members)) = self.select.group else {
-            return Ok(true);
-        };
-        let members_of = self.members.get_or_insert_with(Box::default);
-        if let Some(&found) = members_of.get(&stream) {
-            return Ok(found == member);
-        }
-        let found = match self.dbs.stream_name(self.txn, stream)? {
-            Some((name, _)) => name.group_member(members),
-            None => crate::name::group_member_of(&stream.to_key(), members),
-        };
-        self.members
-            .get_or_insert_with(Box::default)
-            .insert(stream, found);
-        Ok(found == member)
     }
 
     /// The next record the scan yields, handed to `f`, whose result is the item: the one loop of
@@ -637,13 +494,11 @@ impl<'t> Scan<'t> {
                 Range::Backward(range) => range.next()?,
                 // The walks through an index and the scoped scans, out of the loop of plain
                 // scans: one arm, so that the loop is the same as without them.
-                Range::Streams(_) | Range::Scoped(_) | Range::Labels(_) => {
-                    match self.next_other()? {
-                        Some(Ok(rec)) => return Some(f(rec)),
-                        Some(Err(e)) => return Some(Err(e)),
-                        None => continue,
-                    }
-                }
+                Range::Other(_) => match self.next_other()? {
+                    Some(Ok(rec)) => return Some(f(rec)),
+                    Some(Err(e)) => return Some(Err(e)),
+                    None => continue,
+                },
             };
             let (seq, value) = match entry {
                 Ok(entry) => entry,
@@ -690,6 +545,168 @@ impl<'t> Scan<'t> {
         }
         Some(e)
     }
+}
+
+/// What the other kinds of scan read with.
+struct Ctx<'a, 't> {
+    dbs: &'a Dbs,
+    txn: &'t heed::RoTxn<'t>,
+    select: &'a Select,
+}
+
+impl<'t> Ctx<'_, 't> {
+    /// Whether the select wants a record whose header is verified (see `Scan::next_map`): `Some`
+    /// with it (or the error of a type name that is not UTF-8, when no name was compared with a
+    /// known one), `None` to pass it over.
+    fn wanted(&self, rec: DecodedRecord<'t>) -> Option<Result<DecodedRecord<'t>>> {
+        if !self.select.matches(&rec) {
+            return None;
+        }
+        if self.select.types.is_none() {
+            if let Err(e) = rec.check_type_name() {
+                return Some(Err(e));
+            }
+        }
+        Some(Ok(rec))
+    }
+}
+
+impl<'t> Other<'t> {
+    /// Moves a scan through the label index on to its next part when its range ends: `true`
+    /// when there is one.
+    fn next_part(&mut self, cx: &Ctx<'_, 't>) -> Result<bool> {
+        let Some(then) = self.then.take() else {
+            return Ok(false);
+        };
+        self.kind = match then {
+            Then::Log(from) => OtherKind::Scoped(Scoped::new(Scan::log_range(
+                cx.dbs,
+                cx.txn,
+                from..=u64::MAX,
+                self.direction,
+            )?)),
+            Then::Labels(watermark) => Scan::label_walk(
+                cx.dbs,
+                cx.txn,
+                cx.select,
+                watermark,
+                watermark,
+                self.direction,
+            )?,
+        };
+        Ok(true)
+    }
+
+    /// Whether `stream` is handled by the select's consumer group member (always, without a
+    /// group): by the cardinal id of its recorded name, or by its id for a stream without one,
+    /// remembered per stream.
+    fn in_group(&mut self, cx: &Ctx<'_, 't>, stream: StreamId) -> Result<bool> {
+        let Some((member, members)) = cx.select.group else {
+            return Ok(true);
+        };
+        if let Some(&found) = self.members.get(&stream) {
+            return Ok(found == member);
+        }
+        let found = match cx.dbs.stream_name(cx.txn, stream)? {
+            Some((name, _)) => name.group_member(members),
+            None => crate::name::group_member_of(&stream.to_key(), members),
+        };
+        self.members.insert(stream, found);
+        Ok(found == member)
+    }
+}
+
+/// The next record of a walk through the stream index: `Some(None)` for one that is not
+/// wanted, `None` at the end.
+fn next_indexed<'t>(
+    cx: &Ctx<'_, 't>,
+    merged: &mut Merged<'t>,
+    visited: &mut Option<u64>,
+) -> Option<Option<Result<DecodedRecord<'t>>>> {
+    match merged.next() {
+        Some(Ok(rec)) => {
+            *visited = Some(rec.seq());
+            Some(cx.wanted(rec))
+        }
+        Some(Err(e)) => Some(Some(Err(e))),
+        None => {
+            // Every event of the streams up to the head was visited.
+            let head = merged.head();
+            *visited = Some(visited.map_or(head, |v| v.max(head)));
+            None
+        }
+    }
+}
+
+/// The next record of a walk through the label index: `Some(None)` for one that is not
+/// wanted, `None` at the end of the walk.
+fn next_labeled<'t>(
+    cx: &Ctx<'_, 't>,
+    walk: &mut LabelWalk<'t>,
+    visited: &mut Option<u64>,
+) -> Option<Option<Result<DecodedRecord<'t>>>> {
+    let seq = match walk.next_seq() {
+        Some(Ok(seq)) => seq,
+        Some(Err(e)) => return Some(Some(Err(e))),
+        None => {
+            // Every event of the labels up to the watermark (or back to the start) was visited.
+            *visited = Some(walk.covered());
+            return None;
+        }
+    };
+    *visited = Some(seq);
+    let rec = walk
+        .record(seq)
+        .and_then(|bytes| record::decode_verified(seq, bytes, false))
+        .and_then(|rec| walk.check(&rec).map(|()| rec));
+    match rec {
+        // The walk checked the record's label (its category or type); the select's types are
+        // checked here.
+        Ok(rec) => Some(cx.wanted(rec)),
+        Err(e) => Some(Some(Err(e))),
+    }
+}
+
+/// The next record of a scoped scan of the log (a select that decides on each record's stream,
+/// or a part of a walk through the label index): `Some(None)` for one that is not wanted,
+/// `None` at the end of its range.
+fn next_scoped<'t>(
+    cx: &Ctx<'_, 't>,
+    scoped: &mut Scoped<'t>,
+    visited: &mut Option<u64>,
+) -> Option<Option<Result<DecodedRecord<'t>>>> {
+    let (seq, value) = match scoped.range.next()? {
+        Ok(entry) => entry,
+        Err(e) => return Some(Some(Err(e.into()))),
+    };
+    *visited = Some(seq);
+    let rec = match cx
+        .dbs
+        .record(cx.txn, seq, value)
+        .and_then(|bytes| record::decode_verified(seq, bytes, false))
+    {
+        Ok(rec) => rec,
+        Err(e) => return Some(Some(Err(e))),
+    };
+    if !cx.select.matches(&rec) {
+        return Some(None);
+    }
+    let stream = rec.stream();
+    let listed = cx.select.categories.is_none()
+        || cx
+            .select
+            .streams
+            .as_ref()
+            .is_some_and(|s| s.contains(&stream));
+    if !listed {
+        let categories = cx.select.categories.as_deref().unwrap_or(&[]);
+        match in_categories(cx.dbs, cx.txn, &mut scoped.known, categories, stream) {
+            Ok(true) => {}
+            Ok(false) => return Some(None),
+            Err(e) => return Some(Some(Err(e))),
+        }
+    }
+    Some(cx.wanted(rec))
 }
 
 impl<'t> Iterator for Scan<'t> {

@@ -67,7 +67,7 @@ fn every_export_ends_with_a_trailer_of_its_count_and_checksum() {
     let out = varve(&[&"export", &empty]);
     assert_eq!(
         stdout(&out),
-        "{\"trailer\":{\"format\":1,\"events\":0,\"head\":0,\"skipped\":[],\"crc32c\":\"00000000\"}}\n"
+        "{\"trailer\":{\"format\":2,\"events\":0,\"head\":0,\"skipped\":[],\"crc32c\":\"00000000\"}}\n"
     );
     let out = varve_stdin(&[&"import", &dir.path().join("empty2")], &out.stdout);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
