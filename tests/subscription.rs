@@ -280,3 +280,53 @@ async fn a_few_streams_of_many_deliver_what_the_whole_log_holds_for_them() {
         .unwrap();
     assert_eq!(take(&mut sub, 1).await, (vec![live.first().seq], None));
 }
+
+/// A subscription reads the announced head and the store's while commits publish new heads
+/// without pause: both are one watch's lock, and reading them must never wait for a commit that
+/// waits for the reader (it deadlocked when the two borrows overlapped).
+#[test]
+fn reading_the_head_while_commits_publish_never_deadlocks() {
+    use std::sync::mpsc;
+    let dir = tempfile::tempdir().unwrap();
+    let storage = varvedb::Storage::open(varvedb::StorageConfig {
+        path: dir.path().to_path_buf(),
+        durability: varvedb::Durability::Relaxed {
+            sync_interval: None,
+        },
+        ..Default::default()
+    })
+    .unwrap();
+    const EVENTS: u64 = 100_000;
+    let writer = {
+        let mut writer = Writer::<u64>::new(storage.clone());
+        std::thread::spawn(move || {
+            for n in 1..=EVENTS {
+                writer.append(n % 7, n.div_ceil(7), n).unwrap();
+            }
+        })
+    };
+    let (done, finished) = mpsc::channel();
+    let reader = Reader::<u64>::new(storage.clone());
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut sub = reader
+            .subscribe(StartFrom::Start, Filter::default())
+            .unwrap()
+            .with_batch(1);
+        let mut last = 0;
+        while last < EVENTS {
+            if let Ok(SubscriptionItem::Event(e)) = runtime.block_on(sub.next()).unwrap() {
+                last = e.seq();
+            }
+        }
+        done.send(last).unwrap();
+    });
+    // Generous: a slow machine is slow; a deadlock never ends.
+    let last = finished
+        .recv_timeout(Duration::from_secs(300))
+        .expect("the subscription stopped: reading the head deadlocked with a commit");
+    assert_eq!(last, EVENTS);
+    writer.join().unwrap();
+}

@@ -258,7 +258,11 @@ impl<R: Readable> Subscription<R> {
             if let Some(item) = self.buffer.pop_front() {
                 return Some(item.map(SubscriptionItem::Event));
             }
-            let head = (*self.head.borrow_and_update()).max(self.reader.storage().head());
+            // The announced head is read out before the store's: a watch's borrow holds its
+            // read lock, and a second borrow of the same lock while a commit waits to publish
+            // would wait for that commit forever.
+            let announced = *self.head.borrow_and_update();
+            let head = announced.max(self.reader.storage().head());
             if self.cursor.position() <= head {
                 if let Err(e) = self.fill(head) {
                     return Some(Err(e));

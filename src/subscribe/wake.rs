@@ -48,7 +48,10 @@ impl Wake {
 
     /// The committed head, marking the bus as seen.
     pub(crate) fn head(&mut self, storage: &Storage) -> u64 {
-        (*self.head.borrow_and_update()).max(storage.head())
+        // One borrow at a time: a watch's borrow holds its read lock, and a second borrow of
+        // the same lock while a commit waits to publish would wait for that commit forever.
+        let announced = *self.head.borrow_and_update();
+        announced.max(storage.head())
     }
 
     /// The stop request, for the batch running on the blocking pool.
