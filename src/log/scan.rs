@@ -73,14 +73,14 @@ impl Select {
     }
 
     /// Whether the select decides on each record's stream beyond its ids: by its category or
-    /// its consumer group member, which a scan looks up per stream ([`Scan::next_scoped`]).
+    /// its consumer group member, which a scan looks up per stream (`next_scoped`).
     pub(crate) fn scoped(&self) -> bool {
         self.categories.is_some() || self.group.is_some()
     }
 
     /// Whether the record is wanted.
     /// (A select with categories also wants the records of streams it does not name: the scan
-    /// looks up their categories in [`Scan::next_scoped`].)
+    /// looks up their categories in `next_scoped`.)
     #[inline(always)]
     fn matches(&self, rec: &DecodedRecord<'_>) -> bool {
         if let Some(streams) = &self.streams {
