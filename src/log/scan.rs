@@ -212,7 +212,18 @@ impl<'t> Scan<'t> {
             range => Scan::other(OtherKind::Scoped(Scoped::new(range)), direction, None),
         };
         let one_pass = select.streams.is_none() && !select.scoped();
-        Ok(Scan {
+        Ok(Scan::with(dbs, txn, range, select, one_pass))
+    }
+
+    /// A scan of `range` for `select`, that has visited nothing yet and has no budget.
+    fn with(
+        dbs: &Dbs,
+        txn: &'t heed::RoTxn<'t>,
+        range: Range<'t>,
+        select: Select,
+        one_pass: bool,
+    ) -> Self {
+        Scan {
             dbs: *dbs,
             txn,
             range,
@@ -220,7 +231,7 @@ impl<'t> Scan<'t> {
             one_pass,
             visited: None,
             budget: u64::MAX,
-        })
+        }
     }
 
     /// The log's records in `within`, in `direction` (from its end backwards).
@@ -262,16 +273,15 @@ impl<'t> Scan<'t> {
         direction: Direction,
         select: Select,
     ) -> Result<Self> {
-        if Scan::walk_of(&select).is_none()
-            || (direction == Direction::Forward && {
-                // Forward past the watermark, the label index lists nothing to read.
-                from > dbs.watermark(txn)?
-            })
-        {
+        if Scan::walk_of(&select).is_none() {
+            return Scan::new(dbs, txn, from, direction, select);
+        }
+        let watermark = dbs.watermark(txn)?;
+        if direction == Direction::Forward && from > watermark {
+            // Forward past the watermark, the label index lists nothing to read.
             return Scan::new(dbs, txn, from, direction, select);
         }
         let select = select.resolved(dbs, txn)?;
-        let watermark = dbs.watermark(txn)?;
         let range = match direction {
             Direction::Forward => Scan::other(
                 Scan::label_walk(dbs, txn, &select, from, watermark, direction)?,
@@ -292,15 +302,7 @@ impl<'t> Scan<'t> {
                 None,
             ),
         };
-        Ok(Scan {
-            dbs: *dbs,
-            txn,
-            range,
-            select,
-            one_pass: false,
-            visited: None,
-            budget: u64::MAX,
-        })
+        Ok(Scan::with(dbs, txn, range, select, false))
     }
 
     /// A walk of the label index for `select` from `from`, up to `watermark`.
@@ -383,15 +385,8 @@ impl<'t> Scan<'t> {
             .map(|s| s.iter().copied().collect())
             .unwrap_or_default();
         let merged = index.merged(dbs, txn, &streams, from)?;
-        Ok(Scan {
-            dbs: *dbs,
-            txn,
-            range: Scan::other(OtherKind::Streams(merged), Direction::Forward, None),
-            select,
-            one_pass: false,
-            visited: None,
-            budget: u64::MAX,
-        })
+        let range = Scan::other(OtherKind::Streams(merged), Direction::Forward, None);
+        Ok(Scan::with(dbs, txn, range, select, false))
     }
 
     /// Whether a forward scan of `streams` from a position is best made through the stream
