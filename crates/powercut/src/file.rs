@@ -52,7 +52,9 @@ impl Pending {
     /// its end and past a pending shrink).
     fn read_durable(&self, page: u64, at: usize, buf: &mut [u8]) -> io::Result<()> {
         let start = page * PAGE + at as u64;
-        let limit = self.zero_from.map_or(self.durable_len, |z| z.min(self.durable_len));
+        let limit = self
+            .zero_from
+            .map_or(self.durable_len, |z| z.min(self.durable_len));
         buf.fill(0);
         if start < limit {
             let n = ((limit - start) as usize).min(buf.len());

@@ -16,6 +16,7 @@ use fuser::{
 };
 
 use crate::file::Pending;
+use crate::Keep;
 
 /// Attributes and entries are never cached by the kernel: every `stat` sees the current length.
 const TTL: Duration = Duration::ZERO;
@@ -54,7 +55,10 @@ pub(crate) struct State {
     /// Open handles: whether writes through them are durable at once.
     handles: HashMap<u64, bool>,
     next_handle: u64,
-    off: bool,
+    /// What the cut did, once the power is off.
+    off: Option<CutReport>,
+    /// A cut to make before the write or sync that brings `writes + syncs` to this number.
+    armed: Option<(u64, Keep)>,
     counters: Counters,
 }
 
@@ -68,7 +72,8 @@ impl State {
             files: HashMap::new(),
             handles: HashMap::new(),
             next_handle: 1,
-            off: false,
+            off: None,
+            armed: None,
             counters: Counters::default(),
         }
     }
@@ -154,15 +159,57 @@ impl State {
         }
     }
 
-    pub(crate) fn cut(&mut self, keep: &mut dyn FnMut(u64) -> bool) -> io::Result<CutReport> {
-        self.off = true;
+    /// Turns the power off. A second cut finds nothing left to lose.
+    pub(crate) fn cut(&mut self, keep: Keep) -> io::Result<CutReport> {
+        let mut x = match keep {
+            Keep::Nothing => None,
+            Keep::Random(seed) => Some(seed),
+        };
+        let mut keep_page = |_page: u64| {
+            let Some(x) = x.as_mut() else {
+                return false;
+            };
+            // SplitMix64.
+            *x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = *x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            (z ^ (z >> 31)) & 1 == 1
+        };
+        let first = self.off.is_none();
+        if first {
+            self.off = Some(CutReport::default());
+        }
+        self.armed = None;
         let mut report = CutReport::default();
         for pending in self.files.values_mut() {
-            let (kept, lost) = pending.cut(&mut *keep)?;
+            let (kept, lost) = pending.cut(&mut keep_page)?;
             report.pages_kept += kept;
             report.pages_lost += lost;
         }
+        if first {
+            self.off = Some(report);
+        }
         Ok(report)
+    }
+
+    pub(crate) fn arm(&mut self, ops: u64, keep: Keep) {
+        self.armed = Some((ops, keep));
+    }
+
+    pub(crate) fn cut_report(&self) -> Option<CutReport> {
+        self.off
+    }
+
+    /// Counts a write or sync about to happen; false when the power is (now) off.
+    fn next_op(&mut self) -> bool {
+        if let Some((at, keep)) = self.armed {
+            if self.counters.writes + self.counters.syncs + 1 >= at {
+                // A cut that cannot write a kept page keeps fewer: the power is off either way.
+                let _ = self.cut(keep);
+            }
+        }
+        self.off.is_none()
     }
 
     pub(crate) fn counters(&self) -> Counters {
@@ -186,7 +233,7 @@ impl LossyFs {
     /// The state, or `None` (with the request counted as refused) when the power is off.
     fn on(&self) -> Option<MutexGuard<'_, State>> {
         let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if state.off {
+        if state.off.is_some() {
             state.counters.refused += 1;
             return None;
         }
@@ -410,6 +457,10 @@ impl Filesystem for LossyFs {
         reply: ReplyWrite,
     ) {
         let mut s = on_or_eio!(self, reply);
+        if !s.next_op() {
+            s.counters.refused += 1;
+            return reply.error(libc::EIO);
+        }
         let durable = s.handles.get(&fh).copied().unwrap_or(false);
         s.counters.writes += 1;
         let offset = offset.max(0) as u64;
@@ -451,6 +502,10 @@ impl Filesystem for LossyFs {
         // here would make durable the other writes the program never synced.
         if s.handles.get(&fh).copied().unwrap_or(false) {
             return reply.ok();
+        }
+        if !s.next_op() {
+            s.counters.refused += 1;
+            return reply.error(libc::EIO);
         }
         try_reply!(s.file(ino).and_then(Pending::sync), reply);
         s.counters.syncs += 1;

@@ -116,21 +116,19 @@ impl PowerCut {
     ///
     /// When a kept page cannot be written to the backing file.
     pub fn cut(&self, keep: Keep) -> io::Result<CutReport> {
-        let mut state = self.lock();
-        match keep {
-            Keep::Nothing => state.cut(&mut |_| false),
-            Keep::Random(seed) => {
-                let mut x = seed;
-                state.cut(&mut |_| {
-                    // SplitMix64.
-                    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-                    let mut z = x;
-                    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-                    (z ^ (z >> 31)) & 1 == 1
-                })
-            }
-        }
+        self.lock().cut(keep)
+    }
+
+    /// Arms a cut at a point chosen by count: the power goes off just before the filesystem's
+    /// `ops`-th write or sync (counting from when it was mounted), which is refused. Returns at
+    /// once; [`PowerCut::cut_report`] tells when it has happened.
+    pub fn arm(&self, ops: u64, keep: Keep) {
+        self.lock().arm(ops, keep);
+    }
+
+    /// What the cut did, once the power is off.
+    pub fn cut_report(&self) -> Option<CutReport> {
+        self.lock().cut_report()
     }
 
     /// Unmounts the filesystem and stops serving it. Processes using it should be gone first.

@@ -220,3 +220,27 @@ fn directories_and_renames_pass_through() {
     assert_eq!(read(disk.path(), "d/final"), b"renamed");
     assert!(!disk.path().join("gone").exists());
 }
+
+#[test]
+fn an_armed_cut_happens_before_the_chosen_write_or_sync() {
+    let m = mount();
+    let mut f = std::fs::File::create(m.at("f")).unwrap();
+    // Ops: write 1, sync 2, write 3, sync 4 (refused: the power goes before it).
+    m.fs.arm(4, Keep::Nothing);
+    f.write_all(b"one ").unwrap();
+    f.sync_data().unwrap();
+    f.write_all(b"two").unwrap();
+    assert_eq!(m.fs.cut_report(), None);
+    assert!(f.sync_data().is_err());
+    assert_eq!(
+        m.fs.cut_report(),
+        Some(powercut::CutReport {
+            pages_kept: 0,
+            pages_lost: 1
+        })
+    );
+    assert!(f.write_all(b"three").is_err());
+    drop(f);
+    let disk = m.cut(Keep::Nothing);
+    assert_eq!(read(disk.path(), "f"), b"one ");
+}
