@@ -15,7 +15,7 @@ pub(crate) mod keystore;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use zeroize::Zeroizing;
@@ -44,6 +44,19 @@ struct Master {
     version: u32,
 }
 
+/// The master keys readers unwrap stream keys with: the one in force and, while a rotation
+/// commits, the one it puts in force. Readers never take the writers' lock ([`Crypto::master`]):
+/// a rotation holds it while it waits for the store's write lock, which a reader may hold (a
+/// projector reads events inside its write transaction).
+struct Published {
+    current: Arc<Master>,
+    next: Option<Arc<Master>>,
+}
+
+/// How often a reader re-reads a key entry that a rotation re-wrapped after the reader's
+/// snapshot was taken: once is enough unless rotations follow each other that fast.
+const STALE_ENTRY_RETRIES: usize = 8;
+
 /// Counters of the key cache.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct KeyStats {
@@ -58,7 +71,10 @@ pub(crate) struct Crypto {
     keystore: Keystore,
     /// Held while the keystore is written (creating, shredding, re-wrapping keys), so that keys
     /// are always wrapped under the master key the keystore says is in force.
-    master: Mutex<Master>,
+    /// The master key in force, for the writers of the keystore (key creation, shredding,
+    /// rotation), which hold it for their whole transaction so that none interleaves.
+    master: Mutex<Arc<Master>>,
+    published: RwLock<Published>,
     cache: Mutex<Cache>,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -153,12 +169,17 @@ impl Crypto {
                 ))),
             }
         })?;
+        let master = Arc::new(Master {
+            key: master,
+            version,
+        });
         Ok(Crypto {
             store_id,
             keystore,
-            master: Mutex::new(Master {
-                key: master,
-                version,
+            master: Mutex::new(Arc::clone(&master)),
+            published: RwLock::new(Published {
+                current: master,
+                next: None,
             }),
             cache: Mutex::new(Cache::new(cache_capacity)),
             hits: AtomicU64::new(0),
@@ -171,8 +192,44 @@ impl Crypto {
         self.store_id
     }
 
-    fn master(&self) -> MutexGuard<'_, Master> {
+    fn master(&self) -> MutexGuard<'_, Arc<Master>> {
         self.master.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The master key in force, for readers.
+    fn current(&self) -> Arc<Master> {
+        let published = self
+            .published
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(&published.current)
+    }
+
+    /// The master key that unwraps `e` for a reader: the one in force, or the one a rotation is
+    /// putting in force. `None` when `e` was read in a snapshot taken before a rotation that is
+    /// now complete: read it again.
+    fn master_for_read(&self, stream: StreamId, e: &WrappedEntry) -> Result<Option<Arc<Master>>> {
+        let published = self
+            .published
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        if e.master_version == published.current.version {
+            return Ok(Some(Arc::clone(&published.current)));
+        }
+        if let Some(next) = published
+            .next
+            .as_ref()
+            .filter(|n| n.version == e.master_version)
+        {
+            return Ok(Some(Arc::clone(next)));
+        }
+        if e.master_version < published.current.version {
+            return Ok(None);
+        }
+        Err(self.keystore.damaged(format!(
+            "the key of stream {stream} is wrapped under master key version {}, but version {} is in force",
+            e.master_version, published.current.version
+        )))
     }
 
     fn cache(&self) -> MutexGuard<'_, Cache> {
@@ -181,7 +238,7 @@ impl Crypto {
 
     /// Whether `key` is the master key in force (a trial unwrap of the check value).
     pub(crate) fn accepts(&self, key: &[u8; KEY_LEN]) -> bool {
-        let version = self.master().version;
+        let version = self.current().version;
         let Ok(txn) = self.keystore.env.read_txn() else {
             return false;
         };
@@ -201,7 +258,7 @@ impl Crypto {
 
     /// The version of the master key in force.
     pub(crate) fn master_version(&self) -> u32 {
-        self.master().version
+        self.current().version
     }
 
     /// Cache and shredding counters.
@@ -217,11 +274,6 @@ impl Crypto {
     pub(crate) fn shredded_count(&self) -> Result<u64> {
         let txn = self.keystore.env.read_txn()?;
         Ok(self.keystore.shredded.len(&txn)?)
-    }
-
-    /// Unwraps a stored entry under the master key in force.
-    fn unwrap_entry(&self, stream: StreamId, e: &WrappedEntry) -> Result<Arc<StreamKey>> {
-        self.unwrap_with(&self.master(), stream, e)
     }
 
     fn unwrap_with(
@@ -300,9 +352,25 @@ impl Crypto {
             }
         };
         self.misses.fetch_add(1, Ordering::Relaxed);
-        let txn = self.keystore.env.read_txn()?;
-        let entry = self.keystore.entry(&txn, stream)?;
-        drop(txn);
+        let mut retries = 0;
+        let (entry, master) = loop {
+            let txn = self.keystore.env.read_txn()?;
+            let entry = self.keystore.entry(&txn, stream)?;
+            drop(txn);
+            let Entry::Key(e) = &entry else {
+                break (entry, None);
+            };
+            match self.master_for_read(stream, e)? {
+                Some(master) => break (entry, Some(master)),
+                None if retries < STALE_ENTRY_RETRIES => retries += 1,
+                None => {
+                    return Err(self.keystore.damaged(format!(
+                        "the key of stream {stream} is wrapped under master key version {}, older than the one in force",
+                        e.master_version
+                    )))
+                }
+            }
+        };
         match entry {
             Entry::Key(e) => {
                 if e.key_version != key_version {
@@ -311,7 +379,8 @@ impl Crypto {
                         e.key_version
                     )));
                 }
-                let key = self.unwrap_entry(stream, &e)?;
+                let master = master.expect("a key entry has its master key");
+                let key = self.unwrap_with(&master, stream, &e)?;
                 self.cache()
                     .insert_if(generation, stream, Slot::Key(Arc::clone(&key)));
                 Ok(key)
@@ -455,12 +524,22 @@ impl Crypto {
     /// key; after, only the new key opens it. Returns the number of keys re-wrapped.
     pub(crate) fn rotate(&self, new_key: &[u8; KEY_LEN]) -> Result<u64> {
         let mut master = self.master();
-        let new = SealingKey::new(new_key);
         let old_version = master.version;
         let new_version = old_version.checked_add(1).ok_or_else(|| {
             self.keystore
                 .damaged("the master key version cannot grow past u32::MAX")
         })?;
+        let next = Arc::new(Master {
+            key: SealingKey::new(new_key),
+            version: new_version,
+        });
+        let new = &next.key;
+        // Readers see the re-wrapped entries as soon as the transaction commits, before the new
+        // key is put in force below: they find it here meanwhile.
+        self.published
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .next = Some(Arc::clone(&next));
         let rewrapped = self.keystore.write(WriteKind::KeyRotation, |wtxn| {
         let mut rewrapped = 0u64;
         let mut after: Option<[u8; 16]> = None;
@@ -528,11 +607,16 @@ impl Crypto {
         meta.put(wtxn, META_MASTER_VERSION, &new_version.to_le_bytes())?;
         meta.put(wtxn, META_MASTER_CHECK, &check)?;
         Ok(Commit::Commit(rewrapped))
-        })?;
-        *master = Master {
-            key: new,
-            version: new_version,
-        };
+        });
+        let mut published = self
+            .published
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        published.next = None;
+        let rewrapped = rewrapped?;
+        published.current = Arc::clone(&next);
+        drop(published);
+        *master = next;
         tracing::info!(
             rewrapped,
             master_version = new_version,
@@ -554,7 +638,7 @@ impl Crypto {
         stream: StreamId,
         e: &WrappedEntry,
     ) -> Result<Arc<StreamKey>> {
-        self.unwrap_entry(stream, e)
+        self.unwrap_with(&self.current(), stream, e)
     }
 
     /// A random data key that is never stored anywhere: `crate::admin`'s import seals the
