@@ -11,12 +11,13 @@
 //!
 //! Environment: `VARVE_CRASH_ITERATIONS` (default 32) and `VARVE_CRASH_SEED` change the run.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use varvedb::error::Error;
@@ -601,51 +602,19 @@ fn run_child(
     retry: &str,
     stop: Stop<'_>,
 ) -> (Vec<String>, Option<CutReport>) {
-    let exe = std::env::current_exe().unwrap();
-    let mut child = Command::new(exe)
-        .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
-        .env(ENV_DIR, path)
-        .env(ENV_ITER, iter.to_string())
-        .env(ENV_RETRY, retry)
-        .env_remove("RUST_BACKTRACE")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn child");
-    let stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel::<String>();
-    let out_thread = std::thread::spawn(move || {
-        let mut lines = Vec::new();
-        let mut reader = BufReader::new(stdout);
-        let mut buf = String::new();
-        loop {
-            buf.clear();
-            match reader.read_line(&mut buf) {
-                Ok(0) | Err(_) => break,
-                // A line cut short by the kill is not an acknowledgement.
-                Ok(_) if !buf.ends_with('\n') => break,
-                Ok(_) => {
-                    if let Some(at) = buf.find(MARK) {
-                        let line = buf[at + MARK.len()..].trim_end().to_string();
-                        let _ = tx.send(line.clone());
-                        lines.push(line);
-                    }
-                }
-            }
-        }
-        lines
-    });
-    let err_thread = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
+    let child = common::Watched::spawn(
+        Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+            .env(ENV_DIR, path)
+            .env(ENV_ITER, iter.to_string())
+            .env(ENV_RETRY, retry)
+            .env_remove("RUST_BACKTRACE"),
+        MARK,
+    );
     let (cut, failure) = match stop {
         Stop::Kill { wait_ready, delay } => {
             let ready = || loop {
-                match rx.recv_timeout(Duration::from_secs(30)) {
+                match child.rx.recv_timeout(Duration::from_secs(30)) {
                     Ok(line) if line == "READY" => return true,
                     Ok(_) => {}
                     Err(_) => return false,
@@ -664,54 +633,20 @@ fn run_child(
             ops,
             keep,
         } => {
-            if acks == 0 {
-                fs.arm(ops, keep);
-            }
-            let started = Instant::now();
-            let mut seen = 0;
-            let failure = loop {
-                if fs.cut_report().is_some() {
-                    break None;
-                }
-                match rx.recv_timeout(Duration::from_millis(5)) {
-                    Ok(line) if line.starts_with("ACK") || line.starts_with("RETRY") => {
-                        seen += 1;
-                        if seen == acks {
-                            let c = fs.counters();
-                            fs.arm(c.writes + c.syncs + ops, keep);
-                        }
-                    }
-                    Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
-                    Err(mpsc::RecvTimeoutError::Disconnected) => {
-                        // It may have ended on the errors of a cut that just happened.
-                        break fs
-                            .cut_report()
-                            .is_none()
-                            .then(|| format!("ended before the cut ({seen} acknowledgements)"));
-                    }
-                }
-                if started.elapsed() > Duration::from_secs(120) {
-                    break Some(format!(
-                        "made no progress to cut on ({seen} acknowledgements)"
-                    ));
-                }
-            };
-            // Cut now if the armed cut has not happened (then the test fails anyway).
-            let report = fs.cut_report().map_or_else(|| fs.cut(keep), Ok);
-            (Some(report.expect("cut the power")), failure)
+            let is_ack = |l: &str| l.starts_with("ACK") || l.starts_with("RETRY");
+            let (report, failure) = child.cut_on_progress(fs, is_ack, acks, ops, keep);
+            (Some(report), failure)
         }
     };
-    child.kill().expect("kill child");
-    let status = child.wait().expect("wait for child");
-    let lines = out_thread.join().unwrap();
-    let stderr = err_thread.join().unwrap();
+    let (status, lines, stderr) = child.finish();
     if let Some(what) = failure {
         panic!("child {iter} {what} ({status}); stderr:\n{stderr}");
     }
-    // Once the power is off every request fails, and a child may end on the error before the
-    // kill reaches it; before that, a child only ends by being killed.
+    // Once the power is off every request fails, and a child may die of the errors before the
+    // kill reaches it (a failed sync, or SIGBUS on a page of its map that can no longer be
+    // read); before that, a child only ends by being killed.
     assert!(
-        status.signal() == Some(libc::SIGKILL) || (cut.is_some() && status.code() == Some(101)),
+        status.signal() == Some(libc::SIGKILL) || cut.is_some(),
         "child {iter} ended on its own ({status}) before it was stopped; stderr:\n{stderr}"
     );
     (lines, cut)
