@@ -131,7 +131,7 @@ impl Pending {
     pub fn set_len(&mut self, len: u64) -> io::Result<()> {
         if len < self.len {
             self.dirty.retain(|&page, _| page * PAGE < len);
-            if len % PAGE != 0 {
+            if !len.is_multiple_of(PAGE) {
                 let at = (len % PAGE) as usize;
                 self.dirty_page(len / PAGE)?[at..].fill(0);
             }
