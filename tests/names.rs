@@ -511,3 +511,63 @@ fn a_label_entry_that_lists_another_event_is_an_error_never_that_event() {
         .collect();
     assert_eq!(labels, [Some(2), Some(2)], "{:?}", report.problems);
 }
+
+/// A processor's checkpoint interval counts the events handed to its handler: one whose filter
+/// takes one category of ten commits as often per handled event as one that takes everything,
+/// not once per `checkpoint_every` events of the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filtered_processor_checkpoints_by_the_events_it_handles() {
+    /// Records, for each event, the checkpoint committed when it was handled.
+    struct Watch {
+        storage: Storage,
+        seen: Vec<(u64, u64)>,
+    }
+    impl EventHandler<Placed> for Watch {
+        fn handle(&mut self, _event: &ArchivedPlaced) -> varvedb::Result<()> {
+            unreachable!("handle_envelope is implemented")
+        }
+        fn handle_envelope(
+            &mut self,
+            envelope: &varvedb::Envelope<'_>,
+            _event: &ArchivedPlaced,
+        ) -> varvedb::Result<()> {
+            let checkpoint = self
+                .storage
+                .processors()?
+                .into_iter()
+                .find(|(name, _)| name == "one-category")
+                .map_or(0, |(_, c)| c);
+            self.seen.push((envelope.seq, checkpoint));
+            Ok(())
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let storage = open(&dir);
+    let mut writer = Writer::<Placed>::new(storage.clone());
+    for n in 0..1_000u64 {
+        let stream = format!("cat{}-{}", n % 10, n % 70);
+        writer
+            .append(stream.as_str(), n / 70 + 1, Placed { n })
+            .unwrap();
+    }
+    let mut processor = Processor::new(
+        Reader::<Placed>::new(storage.clone()),
+        Watch {
+            storage: storage.clone(),
+            seen: Vec::new(),
+        },
+        "one-category",
+        storage.subscribe(),
+    )
+    .with_filter(Filter::default().category("cat3"))
+    .with_checkpoint_every(10)
+    .with_checkpoint_interval(std::time::Duration::from_secs(3600));
+    processor.run_until_caught_up().await.unwrap();
+    let seen = &processor.handler().seen;
+    assert_eq!(seen.len(), 100, "one event in ten is of cat3");
+    // The checkpoint moves after every tenth handled event, to that event.
+    for (i, &(_, checkpoint)) in seen.iter().enumerate() {
+        let want = if i < 10 { 0 } else { seen[i / 10 * 10 - 1].0 };
+        assert_eq!(checkpoint, want, "checkpoint when handling the {i}th event");
+    }
+}

@@ -46,9 +46,10 @@ impl<R: Readable> Batch<R> {
     /// Handles the events after `handled` until the log ends, the processor is stopped, or an
     /// error stops it, walking the log with the reader's cursor: events of other types are
     /// passed over without being read, shredded ones too (there is nothing to hand the handler).
-    /// Commits the checkpoint every `checkpoint_every` events or `checkpoint_interval`, between
-    /// the cursor's read transactions, and on stop or error; at the end of the log it posts the
-    /// checkpoint to ride along with the next commit (when `ride_along`).
+    /// Commits the checkpoint every `checkpoint_every` events handed to the handler or
+    /// `checkpoint_interval`, between the cursor's read transactions, and on stop or error; at
+    /// the end of the log it posts the checkpoint to ride along with the next commit (when
+    /// `ride_along`).
     pub(super) fn run<H, X>(self, mut handler: H, handled: u64, durable: u64) -> Outcome<H>
     where
         H: EventHandler<R, X>,
@@ -64,6 +65,10 @@ impl<R: Readable> Batch<R> {
         let mut durable = durable;
         let mut committed_at = Instant::now();
         let mut seen = 0u64;
+        // Events handed to the handler since the last checkpoint: what the checkpoint interval
+        // counts, so that a processor whose filter passes over most of the log commits as often
+        // per handled event as one that takes everything.
+        let mut since_checkpoint = 0u64;
         let result = (|| -> Result<()> {
             loop {
                 let mut failure = None;
@@ -89,7 +94,8 @@ impl<R: Readable> Batch<R> {
                     }
                     handled = seq;
                     seen += 1;
-                    checkpoint_due = handled - durable >= self.checkpoint_every
+                    since_checkpoint += 1;
+                    checkpoint_due = since_checkpoint >= self.checkpoint_every
                         || (seen.is_multiple_of(CLOCK_EVERY)
                             && committed_at.elapsed() >= self.checkpoint_interval);
                     if checkpoint_due || self.stop.load(Ordering::Acquire) {
@@ -121,6 +127,7 @@ impl<R: Readable> Batch<R> {
                     commit_checkpoint(&storage, &self.name, handled)?;
                     durable = handled;
                     committed_at = Instant::now();
+                    since_checkpoint = 0;
                 }
                 if matches!(step, Step::End) {
                     if durable < handled && self.ride_along {
