@@ -1114,8 +1114,12 @@ fn peer_rows(cfg: &Config, peers: &Peers, report: &mut Report) -> Res<()> {
     };
     concurrent_row(cfg, peers, &runtime, set, report)?;
     random_stream_batches(cfg, peers, false, report)?;
+    let postgres = peers
+        .postgres
+        .as_ref()
+        .map_or_else(|| "not run".to_string(), |c| c.version().to_string());
     report.note(format!(
-        "Engines: VarveDB through its public API; raw heed writing VarveDB's four LMDB databases; SQLite in WAL mode with synchronous=FULL; fjall with one `WriteBatch` per txn persisted with `PersistMode::SyncData`; PostgreSQL with synchronous_commit=on and fsync=on on a throwaway cluster on loopback, one autocommit statement per txn. Every engine stores the same {}-byte values and each commit is durable before it counts.",
+        "Engines: VarveDB through its public API; raw heed writing VarveDB's four LMDB databases; SQLite in WAL mode with synchronous=FULL; fjall with one `WriteBatch` per txn persisted with `PersistMode::SyncData`; PostgreSQL ({postgres}) with synchronous_commit=on and fsync=on on a throwaway cluster on loopback, one autocommit statement per txn. Every engine stores the same {}-byte values and each commit is durable before it counts.",
         record_len()
     ));
     report.note(format!(

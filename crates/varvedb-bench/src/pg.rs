@@ -69,6 +69,8 @@ pub struct Cluster {
     /// The user the server runs as when the benchmark runs as root.
     run_as: Option<&'static str>,
     started: bool,
+    /// `server_version` as the server reports it.
+    version: String,
     databases: Cell<u32>,
     dir: TempDir,
 }
@@ -95,6 +97,7 @@ impl Cluster {
             port: free_port()?,
             run_as,
             started: false,
+            version: String::new(),
             databases: Cell::new(0),
             dir,
         };
@@ -132,7 +135,7 @@ impl Cluster {
             return Err(format!("{e}\nserver log:\n{tail}").into());
         }
         let mut client = cluster.connect("postgres")?;
-        let version: String = client.query_one("SHOW server_version", &[])?.get(0);
+        cluster.version = client.query_one("SHOW server_version", &[])?.get(0);
         for setting in ["fsync", "synchronous_commit", "full_page_writes"] {
             let value: String = client.query_one(&format!("SHOW {setting}"), &[])?.get(0);
             if value != "on" {
@@ -140,11 +143,17 @@ impl Cluster {
             }
         }
         eprintln!(
-            "PostgreSQL {version} started on 127.0.0.1:{} in {}",
+            "PostgreSQL {} started on 127.0.0.1:{} in {}",
+            cluster.version,
             cluster.port,
             cluster.dir.path().display()
         );
         Ok(cluster)
+    }
+
+    /// The server's version, as it reports it.
+    pub fn version(&self) -> &str {
+        &self.version
     }
 
     /// Runs one of the cluster's programs, as the server's user when there is one.
