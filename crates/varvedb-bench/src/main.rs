@@ -1114,12 +1114,27 @@ fn peer_rows(cfg: &Config, peers: &Peers, report: &mut Report) -> Res<()> {
     };
     concurrent_row(cfg, peers, &runtime, set, report)?;
     random_stream_batches(cfg, peers, false, report)?;
-    let postgres = peers
-        .postgres
-        .as_ref()
-        .map_or_else(|| "not run".to_string(), |c| c.version().to_string());
+    let mut engines = vec![
+        "VarveDB through its public API".to_string(),
+        "raw heed writing VarveDB's four LMDB databases".to_string(),
+    ];
+    if peers.sqlite {
+        engines.push("SQLite in WAL mode with synchronous=FULL".into());
+    }
+    if peers.fjall {
+        engines.push(
+            "fjall with one `WriteBatch` per txn persisted with `PersistMode::SyncData`".into(),
+        );
+    }
+    if let Some(cluster) = &peers.postgres {
+        engines.push(format!(
+            "PostgreSQL {} with synchronous_commit=on and fsync=on on a throwaway cluster on loopback, one autocommit statement per txn",
+            cluster.version()
+        ));
+    }
     report.note(format!(
-        "Engines: VarveDB through its public API; raw heed writing VarveDB's four LMDB databases; SQLite in WAL mode with synchronous=FULL; fjall with one `WriteBatch` per txn persisted with `PersistMode::SyncData`; PostgreSQL ({postgres}) with synchronous_commit=on and fsync=on on a throwaway cluster on loopback, one autocommit statement per txn. Every engine stores the same {}-byte values and each commit is durable before it counts.",
+        "Engines: {}. Every engine stores the same {}-byte values and each commit is durable before it counts.",
+        engines.join("; "),
         record_len()
     ));
     report.note(format!(
