@@ -444,6 +444,24 @@ where
     Ok(Burst::new(tallies, elapsed))
 }
 
+/// Runs `writers` writers on their own threads for `duration` (see [`run_threads`]); `make`
+/// builds each one, before the start, from the stream it appends to under `contention`.
+pub fn run_writers<F>(
+    writers: usize,
+    contention: Contention,
+    duration: Duration,
+    make: impl FnMut(u64) -> Res<F>,
+) -> Res<Burst>
+where
+    F: FnMut() -> Res<u64> + Send,
+{
+    let jobs = (0..writers)
+        .map(|i| contention.stream(i))
+        .map(make)
+        .collect::<Res<Vec<F>>>()?;
+    run_threads(jobs, duration)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

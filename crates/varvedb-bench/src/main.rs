@@ -1,7 +1,8 @@
-//! VarveDB against raw heed (LMDB) and SQLite, in one process, one table.
+//! VarveDB against raw heed (LMDB), SQLite, fjall and PostgreSQL, in one run, one table.
 //!
 //! ```text
 //! cargo run --release -p varvedb-bench [-- --events 500000 --reps 3 --no-sqlite]   # rows 1-8
+//! cargo run --release -p varvedb-bench -- --only peers   # rows 1b, 2, 7 (64 writers) and 1d, all engines
 //! cargo run --release -p varvedb-bench -- --all   # also the encryption, metrics, filtered and schema rows
 //! cargo run --release -p varvedb-bench -- --only concurrent [--concurrent-secs 3]
 //! cargo run --release -p varvedb-bench -- --only processor [--live-secs 10 --live-rate 1000]
@@ -19,8 +20,8 @@
 //!
 //! Every engine stores the same events: a [`BenchEvent`](common::BenchEvent) of about 100 bytes
 //! archived, which VarveDB wraps into a record of [`record_len`](common::record_len) bytes (its
-//! header, event type name and payload, padded to 16). Raw heed and SQLite store opaque values of
-//! exactly that length, so each engine moves the same bytes. Streams are drawn from one
+//! header, event type name and payload, padded to 16). Raw heed, SQLite, fjall and PostgreSQL
+//! store opaque values of exactly that length, so each engine moves the same bytes. Streams are drawn from one
 //! deterministic generator, so each engine sees the same streams in the same order, and each write
 //! workload starts from a fresh store. Every write transaction is durable (fsync on commit).
 //!
@@ -28,17 +29,45 @@
 //! the log (big-endian u64 seq → record, `APPEND`), the (stream, version) → seq index, the
 //! stream heads (stream → 28 bytes, read and rewritten per batch), and a UUIDv7 event id → seq
 //! index (`NO_OVERWRITE`). It skips what VarveDB adds on top: rkyv serialization, CRC-32C
-//! checksums, the idempotency lookups of event ids before writing, validation on read.
+//! checksums, the idempotency lookups of event ids before writing, validation on read. Its keys
+//! and sequences are `u64::to_be_bytes` arrays through heed's `Bytes` codec, as VarveDB's own
+//! write path passes them, so no key encode allocates.
+//!
+//! # The peers
+//!
+//! The write rows (1, 2 and 7) also run two engines a user would weigh against VarveDB (leave
+//! them out with `--no-fjall` and `--no-postgres`, SQLite with `--no-sqlite`):
+//!
+//! - **fjall** (an LSM tree with a journal; see [`fjall_store`]): one database with the same four
+//!   maps as raw heed, each a keyspace, the same keys and values. A transaction is one atomic
+//!   `WriteBatch` across the four keyspaces, persisted with `PersistMode::SyncData` (an
+//!   `fdatasync` of the journal) before the commit returns; heads changed earlier in the same
+//!   batch are kept in memory, since a batch cannot read its own writes. Event ids are written
+//!   blind (no uniqueness lookup). Background flushes and compactions use fjall's defaults.
+//! - **PostgreSQL** (see [`pg`]): the benchmark makes a throwaway cluster with `initdb` from
+//!   Debian's `postgresql` package (the newest `/usr/lib/postgresql/*/bin`; without it the run
+//!   fails and says `apt-get install postgresql`, unless `--no-postgres`) in a temporary
+//!   directory that also holds its unix socket, starts it with `pg_ctl` on 127.0.0.1 at a free
+//!   port with `fsync=on`, `synchronous_commit=on`, `full_page_writes=on`,
+//!   `shared_buffers=1GB` and `max_wal_size=8GB` (no forced checkpoint in a run), and stops and
+//!   deletes it when the run ends, on error as well. As root, `initdb` and `postgres` run as the
+//!   `postgres` user (through `runuser`) in a directory it owns. Each store is a fresh database
+//!   with one table like SQLite's (seq primary key, stream, version, UNIQUE(stream, version), a
+//!   unique uuid event id, bytea payload), written over loopback TCP with prepared statements in
+//!   autocommit, so each statement is one transaction whose commit waits for its WAL flush: one
+//!   event is one `INSERT`; a transaction of 10 or 1,000 events is one `INSERT .. SELECT FROM
+//!   unnest(..)` with every row in arrays (one statement, one round trip, one commit).
 //!
 //! # Rows
 //!
 //! 1. **Batched appends.** `append_batch` appends to one stream: 1,000 events to one random
 //!    stream (out of 10,000) per transaction, and 10 events to one random stream per
-//!    transaction. Raw heed and SQLite run both shapes identically. "1,000 events on 1,000
+//!    transaction. Raw heed and the peers run both shapes identically. "1,000 events on 1,000
 //!    random streams in one transaction" is a VarveDB multi-stream `transaction()` with one part
-//!    per event, against raw heed (log + index as in DESIGN.md, and all four databases) and
-//!    SQLite.
-//! 2. **Single appends.** One event per durable transaction (`append(stream, version)`).
+//!    per event, against raw heed (log + index as in DESIGN.md, and all four databases) and the
+//!    peers.
+//! 2. **Single appends.** One event per durable transaction (`append(stream, version)`), in every
+//!    engine.
 //! 3. **Point reads.** Random sequences over the 1,000-event-batch store; one read transaction
 //!    per 10,000 gets in every engine. VarveDB: typed `reader.get` (checksums, event type check,
 //!    bytecheck validation, zero-copy view), touching `amount`. Raw heed: `log.get`, touching the
@@ -61,10 +90,15 @@
 //!    2 workers. Raw heed: one thread per writer, one event per durable write transaction (LMDB's
 //!    writer mutex serializes them; the stream head is read inside the transaction, so it never
 //!    conflicts). SQLite: one thread and connection per writer, one event per `BEGIN IMMEDIATE`
-//!    transaction; a UNIQUE(stream, version) violation is a conflict. These rows are fsync-bound,
-//!    so each engine runs for a fixed wall time (`--concurrent-secs`), engine after engine, the
-//!    order reversed on every other repetition (`--concurrent-reps`), on fresh stores per row;
-//!    the rate is successful appends over wall time. Also shown: per-append latency (retries
+//!    transaction; a UNIQUE(stream, version) violation is a conflict. fjall: one thread per
+//!    writer, one durable batch per event, the head and next seq read under a commit lock (so,
+//!    like raw heed, it never conflicts; fjall's journal lock serializes the `fdatasync`s).
+//!    PostgreSQL: one thread and connection per writer (64 connections for 64 writers), one
+//!    autocommit `INSERT` per event with the seq from an identity column (PostgreSQL's own group
+//!    commit shares WAL flushes); a UNIQUE(stream, version) violation is a conflict. These rows
+//!    are fsync-bound, so each engine runs for a fixed wall time (`--concurrent-secs`), engine
+//!    after engine, the order reversed on every other repetition (`--concurrent-reps`), on fresh
+//!    stores per row; the rate is successful appends over wall time. Also shown: per-append latency (retries
 //!    included), VarveDB's average commit group from `Stats`, and conflicts.
 //! 8. **Processors** (VarveDB only, their own tables; see [`processor`]). Catch-up: a store of
 //!    `--events` events (1,000 per `append_batch`) read by a full typed scan (`for_each_in_log`,
@@ -76,10 +110,18 @@
 //!    time from its envelope's commit timestamp to the handler call (or `next()` returning), next
 //!    to the append's own call-to-return latency and its commit-timestamp-to-return time.
 //!
+//! `--only peers` runs just the comparison with the peers, every engine in one table with
+//! VarveDB's ratio to each: 10 events to one stream per transaction (row 1b), 1 event per
+//! transaction (row 2), 64 concurrent writers with 1 event per transaction each to its own stream
+//! (row 7, VarveDB's threads only; its latencies go to a note), and 1,000 events per transaction
+//! each to a random stream (row 1d, raw heed with all four databases).
+//!
 //! Writes run once per row, interleaved transaction by transaction across the engines (each timed
 //! over its own transactions only), so that disk noise falls on all alike. A row stops starting
 //! transactions after `--write-budget-secs` of wall time, so a slow disk shortens it rather than
-//! the run; row names give the events actually written. Reads are warmed by a full scan, run
+//! the run; row names give the events actually written. After each write row every store is
+//! read back (its events counted, fjall's index entries too); a count other than the events
+//! written, or than the appends the writers counted, is a warning in the notes. Reads are warmed by a full scan, run
 //! interleaved (VarveDB, heed, SQLite, repeated), and report the median of the repetitions; every
 //! engine must read the same number of events, else a warning is added to the notes. The notes
 //! also give VarveDB's count of payloads copied because they were misaligned (zero-copy evidence),
@@ -88,8 +130,10 @@
 mod common;
 mod encryption;
 mod filtered;
+mod fjall_store;
 mod metrics_cost;
 mod names;
+mod pg;
 mod processor;
 mod raw;
 mod report;
@@ -104,6 +148,8 @@ use common::{
     append_interleaved, interleaved, payload_len, pick_streams, random_seqs, record_len, Appender,
     Burst, Contention, Plan, Rate, Res, Spread,
 };
+use fjall_store::FjallStore;
+use pg::{Cluster, PgStore};
 use raw::{Indexes, RawStore, Touch};
 use report::{ratio, Concurrent, Report, Workload};
 use sqlite::SqliteStore;
@@ -113,9 +159,9 @@ const USAGE: &str = "usage: varvedb-bench [--events N] [--small-batch-events N] 
                      [--singles N] [--streams N] [--gets N] [--reps N]
                      [--write-budget-secs N] [--concurrent-secs N] [--concurrent-reps N]
                      [--live-secs N] [--live-rate N] [--rotate-streams N]
-                     [--all | --only concurrent|classic|processor|encryption|metrics|filtered|schema|names]
+                     [--all | --only peers|concurrent|classic|processor|encryption|metrics|filtered|schema|names]
                      [--metrics-events N] [--filtered-events N] [--schema-events N]
-                     [--names-events N] [--no-sqlite]";
+                     [--names-events N] [--no-sqlite] [--no-fjall] [--no-postgres]";
 
 /// Sizes of the workloads.
 #[derive(Clone, Debug)]
@@ -136,6 +182,12 @@ struct Config {
     reps: usize,
     /// Run SQLite too.
     sqlite: bool,
+    /// Run fjall too (write rows).
+    fjall: bool,
+    /// Run PostgreSQL too (write rows), on a cluster the benchmark starts.
+    postgres: bool,
+    /// Run only the four peer rows, all engines in one table (`--only peers`).
+    peers: bool,
     /// Wall time after which a write row stops starting transactions (all engines together).
     write_budget: Duration,
     /// Run rows 1 to 6.
@@ -185,6 +237,9 @@ impl Default for Config {
             gets: 1_000_000,
             reps: 3,
             sqlite: true,
+            fjall: true,
+            postgres: true,
+            peers: false,
             write_budget: Duration::from_secs(20),
             classic: true,
             concurrent: true,
@@ -216,6 +271,14 @@ impl Config {
                 cfg.sqlite = false;
                 continue;
             }
+            if flag == "--no-fjall" {
+                cfg.fjall = false;
+                continue;
+            }
+            if flag == "--no-postgres" {
+                cfg.postgres = false;
+                continue;
+            }
             if flag == "--all" {
                 cfg.encryption = true;
                 cfg.metrics = true;
@@ -230,7 +293,8 @@ impl Config {
                 if !matches!(
                     only,
                     Some(
-                        "concurrent"
+                        "peers"
+                            | "concurrent"
                             | "classic"
                             | "processor"
                             | "encryption"
@@ -241,10 +305,11 @@ impl Config {
                     )
                 ) {
                     return Err(format!(
-                        "--only needs concurrent, classic, processor, encryption, metrics, filtered, schema or names\n{USAGE}"
+                        "--only needs peers, concurrent, classic, processor, encryption, metrics, filtered, schema or names\n{USAGE}"
                     )
                     .into());
                 }
+                cfg.peers = only == Some("peers");
                 cfg.classic = only == Some("classic");
                 cfg.concurrent = only == Some("concurrent");
                 cfg.processor = only == Some("processor");
@@ -291,28 +356,137 @@ impl Config {
     }
 }
 
+/// The peers beside VarveDB and raw heed that this run includes, and the PostgreSQL cluster
+/// their stores live in.
+struct Peers {
+    sqlite: bool,
+    fjall: bool,
+    /// Started once per run; every PostgreSQL store is a fresh database of it.
+    postgres: Option<Cluster>,
+}
+
+impl Peers {
+    /// Starts PostgreSQL when it runs and a write row needs it.
+    fn start(cfg: &Config) -> Res<Peers> {
+        let writes = cfg.peers || cfg.classic || cfg.concurrent;
+        Ok(Peers {
+            sqlite: cfg.sqlite,
+            fjall: cfg.fjall,
+            postgres: if cfg.postgres && writes {
+                Some(Cluster::start()?)
+            } else {
+                None
+            },
+        })
+    }
+}
+
+/// Fresh stores of the peers that run, in the order their rates follow VarveDB's and raw heed's:
+/// SQLite, fjall, PostgreSQL.
+struct PeerStores {
+    sqlite: Option<SqliteStore>,
+    fjall: Option<FjallStore>,
+    postgres: Option<PgStore>,
+}
+
+impl PeerStores {
+    fn open(peers: &Peers) -> Res<PeerStores> {
+        Ok(PeerStores {
+            sqlite: peers
+                .sqlite
+                .then(|| SqliteStore::open(record_len()))
+                .transpose()?,
+            fjall: peers
+                .fjall
+                .then(|| FjallStore::open(record_len()))
+                .transpose()?,
+            postgres: peers
+                .postgres
+                .as_ref()
+                .map(|c| c.store(record_len()))
+                .transpose()?,
+        })
+    }
+
+    /// Adds the peers to the engines of an interleaved row.
+    fn push<'a>(&'a mut self, engines: &mut Vec<&'a mut dyn Appender>) {
+        if let Some(db) = self.sqlite.as_mut() {
+            engines.push(db);
+        }
+        if let Some(db) = self.fjall.as_mut() {
+            engines.push(db);
+        }
+        if let Some(db) = self.postgres.as_mut() {
+            engines.push(db);
+        }
+    }
+
+    /// Sets the peers' rates on `row` from `rates`, the rates of the engines [`push`](Self::push)
+    /// added, in order.
+    fn rates(&self, row: Workload, rates: &[Rate]) -> Workload {
+        let mut rates = rates.iter().map(|r| r.per_sec());
+        let mut next = |runs: bool| if runs { rates.next() } else { None };
+        let sqlite = next(self.sqlite.is_some());
+        let fjall = next(self.fjall.is_some());
+        let postgres = next(self.postgres.is_some());
+        row.sqlite(sqlite).fjall(fjall).postgres(postgres)
+    }
+
+    /// Reads back how many events each peer holds, with its name.
+    fn stored(&mut self) -> Res<Vec<(&'static str, u64)>> {
+        let mut out = Vec::new();
+        if let Some(db) = &self.sqlite {
+            out.push(("SQLite", db.events()?));
+        }
+        if let Some(db) = &self.fjall {
+            out.push(("fjall", db.events()?));
+        }
+        if let Some(db) = self.postgres.as_mut() {
+            out.push(("PostgreSQL", db.events()?));
+        }
+        Ok(out)
+    }
+}
+
+/// Adds a warning to the notes for every engine of a write row that holds other than `expected`
+/// events once the row has run.
+fn check_stored(
+    row: &str,
+    expected: u64,
+    stored: impl IntoIterator<Item = (&'static str, u64)>,
+    report: &mut Report,
+) {
+    for (engine, events) in stored {
+        if events != expected {
+            report.note(format!(
+                "WARNING: {engine} holds {events} events instead of {expected} after \"{row}\""
+            ));
+        }
+    }
+}
+
 /// One store per engine, filled by the same plan.
 struct Stores {
     varve: VarveStore,
     heed: RawStore,
-    sqlite: Option<SqliteStore>,
+    peers: PeerStores,
     /// What was written to each of them.
     plan: Plan,
 }
 
 impl Stores {
     /// Fresh stores; raw heed maintains all of VarveDB's databases.
-    fn open(cfg: &Config) -> Res<Stores> {
+    fn open(peers: &Peers) -> Res<Stores> {
         Ok(Stores {
             varve: VarveStore::open()?,
             heed: RawStore::open(record_len(), Indexes::Full)?,
-            sqlite: open_sqlite(cfg)?,
+            peers: PeerStores::open(peers)?,
             plan: Plan::new(0, 1, Spread::OneStream, 1, 0),
         })
     }
 
-    /// Runs `plan` as batched appends on the three stores, interleaved, and adds the row named
-    /// by `name` (given the number of events that ran).
+    /// Runs `plan` as batched appends on every store, interleaved, checks what each store holds
+    /// after it, and adds the row named by `name` (given the number of events that ran).
     fn append_batches(
         &mut self,
         cfg: &Config,
@@ -322,30 +496,22 @@ impl Stores {
     ) -> Res<()> {
         let mut varve = self.varve.batch_appender();
         let mut engines: Vec<&mut dyn Appender> = vec![&mut varve, &mut self.heed];
-        if let Some(db) = self.sqlite.as_mut() {
-            engines.push(db);
-        }
+        self.peers.push(&mut engines);
         let (rates, done) = append_interleaved(plan, cfg.write_budget, &mut engines)?;
-        report.add(row(name(done.events()), &rates));
+        let name = name(done.events());
+        let mut stored = vec![
+            ("VarveDB", self.varve.head()),
+            ("raw heed", self.heed.events()?),
+        ];
+        stored.extend(self.peers.stored()?);
+        check_stored(&name, done.events(), stored, report);
+        let row = Workload::new(name)
+            .varvedb(rates[0].per_sec())
+            .heed(rates[1].per_sec());
+        report.add(self.peers.rates(row, &rates[2..]));
         self.plan = done;
         Ok(())
     }
-}
-
-fn open_sqlite(cfg: &Config) -> Res<Option<SqliteStore>> {
-    Ok(if cfg.sqlite {
-        Some(SqliteStore::open(record_len())?)
-    } else {
-        None
-    })
-}
-
-/// A row from the rates of VarveDB, raw heed and (when it ran) SQLite, in that order.
-fn row(name: String, rates: &[Rate]) -> Workload {
-    Workload::new(name)
-        .varvedb(rates[0].per_sec())
-        .heed(rates[1].per_sec())
-        .sqlite(rates.get(2).map(|r| r.per_sec()))
 }
 
 const SEED_BIG_BATCHES: u64 = 0x5EED_0001;
@@ -355,7 +521,7 @@ const SEED_SINGLES: u64 = 0x5EED_0004;
 const SEED_READS: u64 = 0x5EED_0005;
 
 /// Rows 1a and 1b; returns the filled stores for the reads.
-fn batched_appends(cfg: &Config, report: &mut Report) -> Res<(Stores, Stores)> {
+fn batched_appends(cfg: &Config, peers: &Peers, report: &mut Report) -> Res<(Stores, Stores)> {
     eprintln!("batched appends, 1,000 per txn ...");
     let plan = Plan::new(
         cfg.events,
@@ -364,7 +530,7 @@ fn batched_appends(cfg: &Config, report: &mut Report) -> Res<(Stores, Stores)> {
         cfg.streams,
         SEED_BIG_BATCHES,
     );
-    let mut big = Stores::open(cfg)?;
+    let mut big = Stores::open(peers)?;
     big.append_batches(
         cfg,
         &plan,
@@ -377,6 +543,12 @@ fn batched_appends(cfg: &Config, report: &mut Report) -> Res<(Stores, Stores)> {
         },
         report,
     )?;
+    let small = small_batches(cfg, peers, report)?;
+    Ok((big, small))
+}
+
+/// Row 1b: 10 events to one random stream per transaction; returns the filled stores.
+fn small_batches(cfg: &Config, peers: &Peers, report: &mut Report) -> Res<Stores> {
     eprintln!("batched appends, 10 per txn ...");
     let plan = Plan::new(
         cfg.small_batch_events,
@@ -385,7 +557,7 @@ fn batched_appends(cfg: &Config, report: &mut Report) -> Res<(Stores, Stores)> {
         cfg.streams,
         SEED_SMALL_BATCHES,
     );
-    let mut small = Stores::open(cfg)?;
+    let mut small = Stores::open(peers)?;
     small.append_batches(
         cfg,
         &plan,
@@ -397,13 +569,18 @@ fn batched_appends(cfg: &Config, report: &mut Report) -> Res<(Stores, Stores)> {
         },
         report,
     )?;
-    Ok((big, small))
+    Ok(small)
 }
 
 /// Rows 1c and 1d: 1,000 events on 1,000 random streams per transaction. VarveDB commits each
 /// as one multi-stream transaction (one part per event); raw heed as in DESIGN.md (log and
-/// index only) and with all four databases; SQLite as everywhere.
-fn random_stream_batches(cfg: &Config, report: &mut Report) -> Res<()> {
+/// index only, unless `index_only` is false) and with all four databases; the peers as everywhere.
+fn random_stream_batches(
+    cfg: &Config,
+    peers: &Peers,
+    index_only: bool,
+    report: &mut Report,
+) -> Res<()> {
     eprintln!("batched appends, random stream per event ...");
     let plan = Plan::new(
         cfg.random_events,
@@ -414,13 +591,18 @@ fn random_stream_batches(cfg: &Config, report: &mut Report) -> Res<()> {
     );
     let varve = VarveStore::open()?;
     let mut transactions = varve.transaction_appender();
-    let mut index_only = RawStore::open(record_len(), Indexes::LogAndIndex)?;
+    let mut log_and_index = if index_only {
+        Some(RawStore::open(record_len(), Indexes::LogAndIndex)?)
+    } else {
+        None
+    };
     let mut full = RawStore::open(record_len(), Indexes::Full)?;
-    let mut sqlite = open_sqlite(cfg)?;
-    let mut engines: Vec<&mut dyn Appender> = vec![&mut transactions, &mut index_only, &mut full];
-    if let Some(db) = sqlite.as_mut() {
-        engines.push(db);
+    let mut others = PeerStores::open(peers)?;
+    let mut engines: Vec<&mut dyn Appender> = vec![&mut transactions, &mut full];
+    if let Some(heed) = log_and_index.as_mut() {
+        engines.push(heed);
     }
+    others.push(&mut engines);
     let (rates, done) = append_interleaved(&plan, cfg.write_budget, &mut engines)?;
     let name = |what: &str| {
         format!(
@@ -429,42 +611,53 @@ fn random_stream_batches(cfg: &Config, report: &mut Report) -> Res<()> {
             thousands(done.events())
         )
     };
-    report.add(
-        Workload::new(name(
-            "VarveDB `transaction()` against heed log + index only, as DESIGN.md",
-        ))
-        .varvedb(rates[0].per_sec())
-        .heed(rates[1].per_sec()),
-    );
-    report.add(
-        Workload::new(name("against heed log + index + heads + ids"))
+    let mut stored = vec![("VarveDB", varve.head()), ("raw heed", full.events()?)];
+    if let Some(heed) = &log_and_index {
+        stored.push(("raw heed, log + index", heed.events()?));
+    }
+    stored.extend(others.stored()?);
+    check_stored(&name(""), done.events(), stored, report);
+    let peer_rates = if index_only {
+        report.add(
+            Workload::new(name(
+                "VarveDB `transaction()` against heed log + index only, as DESIGN.md",
+            ))
             .varvedb(rates[0].per_sec())
-            .heed(rates[2].per_sec())
-            .sqlite(rates.get(3).map(|r| r.per_sec())),
-    );
+            .heed(rates[2].per_sec()),
+        );
+        &rates[3..]
+    } else {
+        &rates[2..]
+    };
+    let row = Workload::new(name("against heed log + index + heads + ids"))
+        .varvedb(rates[0].per_sec())
+        .heed(rates[1].per_sec());
+    report.add(others.rates(row, peer_rates));
     Ok(())
 }
 
 /// Row 2: one event per durable transaction, fresh stores.
-fn single_appends(cfg: &Config, report: &mut Report) -> Res<()> {
+fn single_appends(cfg: &Config, peers: &Peers, report: &mut Report) -> Res<()> {
     eprintln!("single appends ...");
     let plan = Plan::new(cfg.singles, 1, Spread::OneStream, cfg.streams, SEED_SINGLES);
     let varve = VarveStore::open()?;
     let mut singles = varve.single_appender();
     let mut heed = RawStore::open(record_len(), Indexes::Full)?;
-    let mut sqlite = open_sqlite(cfg)?;
+    let mut others = PeerStores::open(peers)?;
     let mut engines: Vec<&mut dyn Appender> = vec![&mut singles, &mut heed];
-    if let Some(db) = sqlite.as_mut() {
-        engines.push(db);
-    }
+    others.push(&mut engines);
     let (rates, done) = append_interleaved(&plan, cfg.write_budget, &mut engines)?;
-    report.add(row(
-        format!(
-            "Single append, durable: 1 event per txn (`append(stream, version)`), random streams; {} events",
-            thousands(done.events())
-        ),
-        &rates,
-    ));
+    let name = format!(
+        "Single append, durable: 1 event per txn (`append(stream, version)`), random streams; {} events",
+        thousands(done.events())
+    );
+    let mut stored = vec![("VarveDB", varve.head()), ("raw heed", heed.events()?)];
+    stored.extend(others.stored()?);
+    check_stored(&name, done.events(), stored, report);
+    let row = Workload::new(name)
+        .varvedb(rates[0].per_sec())
+        .heed(rates[1].per_sec());
+    report.add(others.rates(row, &rates[2..]));
     Ok(())
 }
 
@@ -494,31 +687,68 @@ enum Contender {
     VarveTasks,
     Heed,
     Sqlite,
+    Fjall,
+    Postgres,
+}
+
+/// How a concurrent row set shows up in the report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shown {
+    /// In the concurrent-writers table, with latencies, batches per commit and conflicts.
+    Concurrent,
+    /// As a plain row of the main table (`--only peers`), the latencies in a note.
+    Plain,
 }
 
 /// Row 7: every row set of [`CONCURRENT`].
-fn concurrent_writers(cfg: &Config, report: &mut Report) -> Res<Vec<ConcurrentRates>> {
+fn concurrent_writers(
+    cfg: &Config,
+    peers: &Peers,
+    report: &mut Report,
+) -> Res<Vec<ConcurrentRates>> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .build()?;
     CONCURRENT
         .iter()
         .map(|&(writers, contention, tasks)| {
-            concurrent_row(cfg, &runtime, writers, contention, tasks, report)
+            let set = RowSet {
+                writers,
+                contention,
+                tasks,
+                shown: Shown::Concurrent,
+            };
+            concurrent_row(cfg, peers, &runtime, set, report)
         })
         .collect()
 }
 
-/// One row set of row 7: fresh stores, each contender run `concurrent_reps` times for
-/// `concurrent_time`, contender after contender.
-fn concurrent_row(
-    cfg: &Config,
-    runtime: &tokio::runtime::Runtime,
+/// One set of concurrent rows.
+#[derive(Clone, Copy, Debug)]
+struct RowSet {
     writers: usize,
     contention: Contention,
+    /// Whether VarveDB also runs as tokio tasks.
     tasks: bool,
+    shown: Shown,
+}
+
+/// One row set of row 7: fresh stores, each contender run `concurrent_reps` times for
+/// `concurrent_time`, contender after contender; then each store's events are counted against
+/// the appends its writers counted.
+fn concurrent_row(
+    cfg: &Config,
+    peers: &Peers,
+    runtime: &tokio::runtime::Runtime,
+    set: RowSet,
     report: &mut Report,
 ) -> Res<ConcurrentRates> {
+    let RowSet {
+        writers,
+        contention,
+        tasks,
+        shown,
+    } = set;
     let what = match contention {
         Contention::OwnStream => "each its own stream",
         Contention::OneStream => "all on one stream",
@@ -531,33 +761,49 @@ fn concurrent_row(
         None
     };
     let heed = RawStore::open(record_len(), Indexes::Full)?;
-    let sqlite = open_sqlite(cfg)?;
+    let mut others = PeerStores::open(peers)?;
     let mut order = vec![Contender::VarveThreads];
     if tasks {
         order.push(Contender::VarveTasks);
     }
     order.push(Contender::Heed);
-    if sqlite.is_some() {
-        order.push(Contender::Sqlite);
+    for (runs, contender) in [
+        (others.sqlite.is_some(), Contender::Sqlite),
+        (others.fjall.is_some(), Contender::Fjall),
+        (others.postgres.is_some(), Contender::Postgres),
+    ] {
+        if runs {
+            order.push(contender);
+        }
     }
     let mut bursts: Vec<Burst> = order.iter().map(|_| Burst::default()).collect();
     let time = cfg.concurrent_time;
+    const MISSING: &str = "contender without a store";
     for rep in 0..cfg.concurrent_reps {
         let mut turn: Vec<usize> = (0..order.len()).collect();
         if rep % 2 == 1 {
             turn.reverse();
         }
         for i in turn {
-            let burst = match (order[i], &varve_tasks, &sqlite) {
-                (Contender::VarveThreads, _, _) => {
-                    varve.concurrent_threads(writers, contention, time)?
+            let burst = match order[i] {
+                Contender::VarveThreads => varve.concurrent_threads(writers, contention, time)?,
+                Contender::VarveTasks => varve_tasks
+                    .as_ref()
+                    .ok_or(MISSING)?
+                    .concurrent_tasks(runtime, writers, contention, time)?,
+                Contender::Heed => heed.concurrent(writers, contention, time)?,
+                Contender::Sqlite => {
+                    let db = others.sqlite.as_ref().ok_or(MISSING)?;
+                    db.concurrent(writers, contention, time)?
                 }
-                (Contender::VarveTasks, Some(store), _) => {
-                    store.concurrent_tasks(runtime, writers, contention, time)?
+                Contender::Fjall => {
+                    let db = others.fjall.as_ref().ok_or(MISSING)?;
+                    db.concurrent(writers, contention, time)?
                 }
-                (Contender::Heed, _, _) => heed.concurrent(writers, contention, time)?,
-                (Contender::Sqlite, _, Some(db)) => db.concurrent(writers, contention, time)?,
-                _ => return Err("contender without a store".into()),
+                Contender::Postgres => {
+                    let db = others.postgres.as_ref().ok_or(MISSING)?;
+                    db.concurrent(writers, contention, time)?
+                }
             };
             eprintln!(
                 "    {:?}: {:.0} appends/s, {} conflicts",
@@ -568,23 +814,23 @@ fn concurrent_row(
             bursts[i].merge(burst);
         }
     }
-    let stored = [
-        Some(varve.head()),
-        varve_tasks.as_ref().map(VarveStore::head),
-        Some(heed.events()?),
-        sqlite.as_ref().map(SqliteStore::events).transpose()?,
-    ];
     for (i, contender) in order.iter().enumerate() {
-        let index = match contender {
-            Contender::VarveThreads => 0,
-            Contender::VarveTasks => 1,
-            Contender::Heed => 2,
-            Contender::Sqlite => 3,
+        let stored = match contender {
+            Contender::VarveThreads => Some(varve.head()),
+            Contender::VarveTasks => varve_tasks.as_ref().map(VarveStore::head),
+            Contender::Heed => Some(heed.events()?),
+            Contender::Sqlite => others
+                .sqlite
+                .as_ref()
+                .map(SqliteStore::events)
+                .transpose()?,
+            Contender::Fjall => others.fjall.as_ref().map(FjallStore::events).transpose()?,
+            Contender::Postgres => others.postgres.as_mut().map(PgStore::events).transpose()?,
         };
-        if stored[index] != Some(bursts[i].appends) {
+        if stored != Some(bursts[i].appends) {
             report.note(format!(
-                "WARNING: {contender:?} counted {} successful appends with {writers} writers but its store holds {:?} events",
-                bursts[i].appends, stored[index]
+                "WARNING: {contender:?} counted {} successful appends with {writers} writers but its store holds {stored:?} events",
+                bursts[i].appends
             ));
         }
     }
@@ -597,43 +843,56 @@ fn concurrent_row(
     let mut threads = take(Contender::VarveThreads).unwrap_or_default();
     let mut on_tasks = take(Contender::VarveTasks);
     let mut heed_burst = take(Contender::Heed).unwrap_or_default();
-    let mut sqlite_burst = take(Contender::Sqlite);
-    let peers = |varve: &mut Burst, heed: &mut Burst, sqlite: &mut Option<Burst>| Concurrent {
-        latency: [
-            varve.latency(),
-            heed.latency(),
-            sqlite.as_mut().and_then(Burst::latency),
-        ],
-        conflicts: [
-            Some(varve.conflicts),
-            Some(heed.conflicts),
-            sqlite.as_ref().map(|b| b.conflicts),
-        ],
-        group: varve.group_size(),
+    let mut peer_bursts = [
+        take(Contender::Sqlite),
+        take(Contender::Fjall),
+        take(Contender::Postgres),
+    ];
+    let [sqlite_rate, fjall_rate, postgres_rate] = peer_bursts
+        .each_ref()
+        .map(|b| b.as_ref().map(Burst::per_sec));
+    let extras = |varve: &mut Burst, heed: &mut Burst, peers: &mut [Option<Burst>; 3]| {
+        let [s, f, p] = peers
+            .each_mut()
+            .map(|b| b.as_mut().and_then(Burst::latency));
+        let [cs, cf, cp] = peers.each_ref().map(|b| b.as_ref().map(|b| b.conflicts));
+        Concurrent {
+            latency: [varve.latency(), heed.latency(), s, f, p],
+            conflicts: [Some(varve.conflicts), Some(heed.conflicts), cs, cf, cp],
+            group: varve.group_size(),
+        }
     };
     let shape = match contention {
-        Contention::OwnStream => "each to its own stream, 1 event per append (raw heed, SQLite: 1 event per txn)".to_string(),
-        Contention::OneStream => "all to ONE stream: append at the version last seen + 1, retry on conflict (raw heed reads the head inside its txn, so never conflicts)".to_string(),
+        Contention::OwnStream => "each to its own stream, 1 event per append (the peers: 1 event per txn)".to_string(),
+        Contention::OneStream => "all to ONE stream: append at the version last seen + 1, retry on conflict (raw heed and fjall read the head inside their commit lock, so never conflict)".to_string(),
     };
     let plural = if writers == 1 { "" } else { "s" };
-    let sqlite_rate = sqlite_burst.as_ref().map(Burst::per_sec);
-    let extra = peers(&mut threads, &mut heed_burst, &mut sqlite_burst);
-    report.add(
-        Workload::new(format!("{writers} writer thread{plural}, {shape}"))
-            .varvedb(threads.per_sec())
-            .heed(heed_burst.per_sec())
-            .sqlite(sqlite_rate)
-            .concurrent(extra),
-    );
+    let name = format!("{writers} writer thread{plural}, {shape}");
+    let extra = extras(&mut threads, &mut heed_burst, &mut peer_bursts);
+    let row = Workload::new(name.clone())
+        .varvedb(threads.per_sec())
+        .heed(heed_burst.per_sec())
+        .sqlite(sqlite_rate)
+        .fjall(fjall_rate)
+        .postgres(postgres_rate);
+    match shown {
+        Shown::Concurrent => report.add(row.concurrent(extra)),
+        Shown::Plain => {
+            report.add(row);
+            latency_note(&name, &extra, report);
+        }
+    }
     if let Some(tasks) = on_tasks.as_mut() {
-        let extra = peers(tasks, &mut heed_burst, &mut sqlite_burst);
+        let extra = extras(tasks, &mut heed_burst, &mut peer_bursts);
         report.add(
             Workload::new(format!(
-                "{writers} tokio tasks on 2 runtime workers, `append_async`, {what} (raw heed, SQLite: the {writers} threads above)"
+                "{writers} tokio tasks on 2 runtime workers, `append_async`, {what} (the peers: the {writers} threads above)"
             ))
             .varvedb(tasks.per_sec())
             .heed(heed_burst.per_sec())
             .sqlite(sqlite_rate)
+            .fjall(fjall_rate)
+            .postgres(postgres_rate)
             .concurrent(extra),
         );
     }
@@ -647,11 +906,28 @@ fn concurrent_row(
     })
 }
 
+/// The per-append latencies of a concurrent row shown in the main table, as a note.
+fn latency_note(row: &str, extra: &Concurrent, report: &mut Report) {
+    let engines = ["VarveDB", "raw heed", "SQLite", "fjall", "PostgreSQL"];
+    let latencies: Vec<String> = engines
+        .iter()
+        .zip(extra.latency)
+        .filter_map(|(engine, l)| l.map(|l| format!("{engine} {}", report::latency(Some(l)))))
+        .collect();
+    report.note(format!(
+        "\"{row}\": per-append latency p50 / p99 (max), ms: {}; VarveDB batches per commit {}.",
+        latencies.join(", "),
+        extra
+            .group
+            .map_or_else(|| "–".into(), |g| format!("{g:.1}"))
+    ));
+}
+
 /// Warms every store with one full scan.
 fn warm(stores: &Stores) -> Res<()> {
     stores.varve.scan()?;
     stores.heed.scan(Touch::Length)?;
-    if let Some(db) = &stores.sqlite {
+    if let Some(db) = &stores.peers.sqlite {
         db.scan()?;
     }
     Ok(())
@@ -681,7 +957,7 @@ fn read_row(
     eprintln!("{} ...", spec.name);
     let mut v = || varve(&stores.varve);
     let mut h = || heed(&stores.heed);
-    let measured = match stores.sqlite.as_ref().filter(|_| spec.sqlite) {
+    let measured = match stores.peers.sqlite.as_ref().filter(|_| spec.sqlite) {
         Some(db) => {
             let mut s = || sqlite(db);
             interleaved(spec.reps, &mut [&mut v, &mut h, &mut s])?
@@ -822,10 +1098,58 @@ fn reads(cfg: &Config, big: &Stores, small: &Stores, report: &mut Report) -> Res
     Ok(())
 }
 
+/// `--only peers`: the four write rows of the comparison with the peers, every engine in the
+/// same run and in one table.
+fn peer_rows(cfg: &Config, peers: &Peers, report: &mut Report) -> Res<()> {
+    small_batches(cfg, peers, report)?;
+    single_appends(cfg, peers, report)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()?;
+    let set = RowSet {
+        writers: 64,
+        contention: Contention::OwnStream,
+        tasks: false,
+        shown: Shown::Plain,
+    };
+    concurrent_row(cfg, peers, &runtime, set, report)?;
+    random_stream_batches(cfg, peers, false, report)?;
+    let mut engines = vec![
+        "VarveDB through its public API".to_string(),
+        "raw heed writing VarveDB's four LMDB databases".to_string(),
+    ];
+    if peers.sqlite {
+        engines.push("SQLite in WAL mode with synchronous=FULL".into());
+    }
+    if peers.fjall {
+        engines.push(
+            "fjall with one `WriteBatch` per txn persisted with `PersistMode::SyncData`".into(),
+        );
+    }
+    if let Some(cluster) = &peers.postgres {
+        engines.push(format!(
+            "PostgreSQL {} with synchronous_commit=on and fsync=on on a throwaway cluster on loopback, one autocommit statement per txn",
+            cluster.version()
+        ));
+    }
+    report.note(format!(
+        "Engines: {}. Every engine stores the same {}-byte values and each commit is durable before it counts.",
+        engines.join("; "),
+        record_len()
+    ));
+    report.note(format!(
+        "Rows 1, 2 and 4: one run each on fresh stores, interleaved transaction by transaction across the engines, each engine timed over its own transactions, capped at {} s of wall time. Row 3: each engine runs {} s of wall time, engine after engine, {} repetitions (order reversed on every other), appends/s = successful appends / wall time. After every row each store's events are counted against what was written.",
+        cfg.write_budget.as_secs(),
+        cfg.concurrent_time.as_secs(),
+        cfg.concurrent_reps
+    ));
+    Ok(())
+}
+
 /// The notes on rows 1 to 6.
 fn notes(cfg: &Config, big: &Stores, small: &Stores, report: &mut Report) {
     report.note(format!(
-        "Events: {}-byte rkyv payload, {}-byte VarveDB record; raw heed and SQLite store values of the record's length. {} streams. Every write txn is durable (fsync on commit); SQLite: WAL, synchronous=FULL, default cache, no index on id.",
+        "Events: {}-byte rkyv payload, {}-byte VarveDB record; raw heed, SQLite, fjall and PostgreSQL store values of the record's length. {} streams. Every write txn is durable (fsync on commit); SQLite: WAL, synchronous=FULL, default cache, no index on id.",
         payload_len(),
         record_len(),
         thousands(cfg.streams)
@@ -868,11 +1192,11 @@ fn notes(cfg: &Config, big: &Stores, small: &Stores, report: &mut Report) {
 /// The notes on row 7, with the issue's group-commit targets.
 fn concurrent_notes(cfg: &Config, rates: &[ConcurrentRates], report: &mut Report) {
     report.note(format!(
-        "Concurrent writers: each engine runs {} s of wall time per repetition, one engine after another (VarveDB threads, VarveDB tasks, raw heed, SQLite; reversed on every other repetition), {} repetitions, fresh stores per row. Appends/s = successful appends / wall time, in-flight appends at the deadline included. Latency: from the first attempt of an append to its success, retries included, over all repetitions.",
+        "Concurrent writers: each engine runs {} s of wall time per repetition, one engine after another (VarveDB threads, VarveDB tasks, raw heed, SQLite, fjall, PostgreSQL; reversed on every other repetition), {} repetitions, fresh stores per row. Appends/s = successful appends / wall time, in-flight appends at the deadline included. Latency: from the first attempt of an append to its success, retries included, over all repetitions.",
         cfg.concurrent_time.as_secs(),
         cfg.concurrent_reps
     ));
-    report.note("Concurrent writers: VarveDB batches per commit = `committed_batches / commits` from `Storage::stats` (conflicting requests are not counted; on one stream at most one request per version can win a group, so that row stays near 1). Raw heed: one durable write txn per event, threads serialized by LMDB's writer mutex, the stream head and the next seq read inside the txn, so it never conflicts (its one-stream row is a serialized read-modify-write, not optimistic concurrency). SQLite: a connection per thread, WAL, synchronous=FULL, busy_timeout 60 s, `BEGIN IMMEDIATE`, one event per txn; conflicts are UNIQUE(stream, version) violations, after which the writer rolls back and re-reads the stream's version outside the txn.");
+    report.note("Concurrent writers: VarveDB batches per commit = `committed_batches / commits` from `Storage::stats` (conflicting requests are not counted; on one stream at most one request per version can win a group, so that row stays near 1). Raw heed: one durable write txn per event, threads serialized by LMDB's writer mutex, the stream head and the next seq read inside the txn, so it never conflicts (its one-stream row is a serialized read-modify-write, not optimistic concurrency). SQLite: a connection per thread, WAL, synchronous=FULL, busy_timeout 60 s, `BEGIN IMMEDIATE`, one event per txn; conflicts are UNIQUE(stream, version) violations, after which the writer rolls back and re-reads the stream's version outside the txn. fjall: one durable `WriteBatch` per event, the stream head and the next seq read under a commit lock, so it never conflicts. PostgreSQL: a connection per thread, one autocommit `INSERT` per event with the seq from an identity column; conflicts are UNIQUE(stream, version) violations, after which the writer re-reads the stream's version.");
     let find = |writers: usize| {
         rates
             .iter()
@@ -955,16 +1279,20 @@ fn run() -> Res<()> {
     let cfg = Config::from_args()?;
     let started = Instant::now();
     let mut report = Report::default();
+    let peers = Peers::start(&cfg)?;
+    if cfg.peers {
+        peer_rows(&cfg, &peers, &mut report)?;
+    }
     let classic = if cfg.classic {
-        let (big, small) = batched_appends(&cfg, &mut report)?;
-        random_stream_batches(&cfg, &mut report)?;
-        single_appends(&cfg, &mut report)?;
+        let (big, small) = batched_appends(&cfg, &peers, &mut report)?;
+        random_stream_batches(&cfg, &peers, true, &mut report)?;
+        single_appends(&cfg, &peers, &mut report)?;
         Some((big, small))
     } else {
         None
     };
     let concurrent = if cfg.concurrent {
-        concurrent_writers(&cfg, &mut report)?
+        concurrent_writers(&cfg, &peers, &mut report)?
     } else {
         Vec::new()
     };

@@ -6,14 +6,13 @@ use std::hint::black_box;
 use std::ops::Bound;
 use std::time::Duration;
 
-use heed::byteorder::BigEndian;
-use heed::types::{Bytes, U64};
+use heed::types::Bytes;
 use heed::{CommitOrAbort, Database, EnvFlags, EnvOpenOptions, PutFlags, RwTxn, WithoutTls};
 use tempfile::TempDir;
 use uuid::Uuid;
 
 use crate::common::{
-    run_threads, stream_key, timed, Appender, Burst, Contention, Rate, Res, RENEW_EVERY,
+    run_writers, stream_key, timed, Appender, Burst, Contention, Rate, Res, RENEW_EVERY,
 };
 
 /// Which databases a write transaction maintains.
@@ -48,14 +47,18 @@ impl Touch {
 
 /// A stream head as VarveDB stores it: version, first seq, last seq, 4 bytes of checksum.
 #[derive(Clone, Copy, Debug, Default)]
-struct Head {
-    version: u64,
-    first_seq: u64,
-    last_seq: u64,
+pub struct Head {
+    /// The stream's last version, 0 for a new stream.
+    pub version: u64,
+    /// Sequence of the stream's first event.
+    pub first_seq: u64,
+    /// Sequence of the stream's last event.
+    pub last_seq: u64,
 }
 
 impl Head {
-    fn decode(bytes: &[u8]) -> Head {
+    /// The head stored as `bytes` (28 of them).
+    pub fn decode(bytes: &[u8]) -> Head {
         let u = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().unwrap_or([0; 8]));
         Head {
             version: u(0),
@@ -64,29 +67,43 @@ impl Head {
         }
     }
 
-    fn encode(&self) -> [u8; 28] {
+    /// The 28 bytes stored for this head.
+    pub fn encode(&self) -> [u8; 28] {
         let mut v = [0u8; 28];
         v[0..8].copy_from_slice(&self.version.to_le_bytes());
         v[8..16].copy_from_slice(&self.first_seq.to_le_bytes());
         v[16..24].copy_from_slice(&self.last_seq.to_le_bytes());
         v
     }
+
+    /// The head after appending the event at `seq`.
+    pub fn advance(&mut self, seq: u64) {
+        self.version += 1;
+        if self.first_seq == 0 {
+            self.first_seq = seq;
+        }
+        self.last_seq = seq;
+    }
 }
 
-fn index_key(stream: u64, version: u64) -> [u8; 24] {
+/// Key of the (stream, version) index in every key-value engine: stream key, then the
+/// big-endian version.
+pub fn index_key(stream: u64, version: u64) -> [u8; 24] {
     let mut key = [0u8; 24];
     key[..16].copy_from_slice(&stream_key(stream));
     key[16..].copy_from_slice(&version.to_be_bytes());
     key
 }
 
-/// A fresh LMDB environment with VarveDB's four databases, deleted on drop.
+/// A fresh LMDB environment with VarveDB's four databases, deleted on drop. Every key and
+/// sequence is raw bytes: big-endian arrays from `u64::to_be_bytes`, as VarveDB's own write path
+/// passes them, so no encode allocates.
 pub struct RawStore {
     env: heed::Env<WithoutTls>,
-    log: Database<'static, U64<BigEndian>, Bytes>,
-    index: Database<'static, Bytes, U64<BigEndian>>,
+    log: Database<'static, Bytes, Bytes>,
+    index: Database<'static, Bytes, Bytes>,
     heads: Database<'static, Bytes, Bytes>,
-    ids: Database<'static, Bytes, U64<BigEndian>>,
+    ids: Database<'static, Bytes, Bytes>,
     indexes: Indexes,
     record: Vec<u8>,
     versions: Vec<u64>,
@@ -141,7 +158,7 @@ impl RawStore {
         self.next_seq += 1;
         self.record[16..24].copy_from_slice(&seq.to_le_bytes());
         self.log
-            .put_with_flags(wtxn, PutFlags::APPEND, &seq, &self.record)?;
+            .put_with_flags(wtxn, PutFlags::APPEND, &seq.to_be_bytes(), &self.record)?;
         Ok(seq)
     }
 
@@ -154,7 +171,8 @@ impl RawStore {
             }
             let version = &mut self.versions[slot];
             *version += 1;
-            self.index.put(wtxn, &index_key(stream, *version), &seq)?;
+            self.index
+                .put(wtxn, &index_key(stream, *version), &seq.to_be_bytes())?;
         }
         Ok(())
     }
@@ -178,11 +196,8 @@ impl RawStore {
                 }
             };
             let seq = self.put_record(wtxn)?;
-            head.version += 1;
-            if head.first_seq == 0 {
-                head.first_seq = seq;
-            }
-            head.last_seq = seq;
+            head.advance(seq);
+            let seq = seq.to_be_bytes();
             self.index
                 .put(wtxn, &index_key(stream, head.version), &seq)?;
             let id = Uuid::now_v7().as_u128().to_be_bytes();
@@ -203,7 +218,10 @@ impl RawStore {
             for chunk in seqs.chunks(RENEW_EVERY as usize) {
                 let txn = self.env.read_txn()?;
                 for &seq in chunk {
-                    let value = self.log.get(&txn, &seq)?.ok_or("missing event")?;
+                    let value = self
+                        .log
+                        .get(&txn, &seq.to_be_bytes())?
+                        .ok_or("missing event")?;
                     sum = sum.wrapping_add(touch.apply(value));
                 }
             }
@@ -231,7 +249,7 @@ impl RawStore {
                 let bounds = (Bound::Included(&lo[..]), Bound::Included(&hi[..]));
                 for entry in self.index.range(&txn, &bounds)? {
                     let (_, seq) = entry?;
-                    sum += self.log.get(&txn, &seq)?.ok_or("missing event")?.len();
+                    sum += self.log.get(&txn, seq)?.ok_or("missing event")?.len();
                     events += 1;
                 }
             }
@@ -261,7 +279,10 @@ impl RawStore {
     /// never conflicts. Writes all four databases, as [`Indexes::Full`] does.
     fn append_one_locked(&self, stream: u64, record: &mut [u8]) -> Res<()> {
         let mut wtxn = self.env.write_txn()?;
-        let seq = self.log.last(&wtxn)?.map_or(1, |(seq, _)| seq + 1);
+        let seq = match self.log.last(&wtxn)? {
+            Some((key, _)) => u64::from_be_bytes(key.try_into()?) + 1,
+            None => 1,
+        };
         let key = stream_key(stream);
         let mut head = self
             .heads
@@ -269,13 +290,10 @@ impl RawStore {
             .map(Head::decode)
             .unwrap_or_default();
         record[16..24].copy_from_slice(&seq.to_le_bytes());
+        head.advance(seq);
+        let seq = seq.to_be_bytes();
         self.log
             .put_with_flags(&mut wtxn, PutFlags::APPEND, &seq, record)?;
-        head.version += 1;
-        if head.first_seq == 0 {
-            head.first_seq = seq;
-        }
-        head.last_seq = seq;
         self.index
             .put(&mut wtxn, &index_key(stream, head.version), &seq)?;
         let id = Uuid::now_v7().as_u128().to_be_bytes();
@@ -294,17 +312,13 @@ impl RawStore {
         contention: Contention,
         duration: Duration,
     ) -> Res<Burst> {
-        let jobs = (0..writers)
-            .map(|i| {
-                let stream = contention.stream(i);
-                let mut record = self.record.clone();
-                move || -> Res<u64> {
-                    self.append_one_locked(stream, &mut record)?;
-                    Ok(0)
-                }
+        run_writers(writers, contention, duration, |stream| {
+            let mut record = self.record.clone();
+            Ok(move || -> Res<u64> {
+                self.append_one_locked(stream, &mut record)?;
+                Ok(0)
             })
-            .collect();
-        run_threads(jobs, duration)
+        })
     }
 
     /// Events in the log.

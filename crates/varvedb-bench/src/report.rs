@@ -14,13 +14,14 @@ pub struct Latency {
     pub max: Duration,
 }
 
-/// The extra columns of a concurrent-writers row, per engine (VarveDB, raw heed, SQLite).
+/// The extra columns of a concurrent-writers row, per engine (VarveDB, raw heed, SQLite, fjall,
+/// PostgreSQL).
 #[derive(Clone, Debug, Default)]
 pub struct Concurrent {
     /// Per-append latency, retries included.
-    pub latency: [Option<Latency>; 3],
+    pub latency: [Option<Latency>; 5],
     /// Conflicts the writers retried through.
-    pub conflicts: [Option<u64>; 3],
+    pub conflicts: [Option<u64>; 5],
     /// VarveDB's average commit group (committed batches per commit).
     pub group: Option<f64>,
 }
@@ -68,6 +69,10 @@ pub struct Workload {
     pub heed: Option<f64>,
     /// SQLite doing the same rows.
     pub sqlite: Option<f64>,
+    /// fjall doing the same key-value writes as raw heed.
+    pub fjall: Option<f64>,
+    /// PostgreSQL doing the same rows as SQLite.
+    pub postgres: Option<f64>,
     /// Set on concurrent-writers rows, which go to their own table.
     pub concurrent: Option<Concurrent>,
     /// Set on processor and subscription rows, which go to their own tables.
@@ -82,6 +87,8 @@ impl Workload {
             varvedb: None,
             heed: None,
             sqlite: None,
+            fjall: None,
+            postgres: None,
             concurrent: None,
             consumer: None,
         }
@@ -117,15 +124,43 @@ impl Workload {
         self
     }
 
+    /// Sets fjall's events/s, when fjall ran.
+    pub fn fjall(mut self, rate: Option<f64>) -> Self {
+        self.fjall = rate;
+        self
+    }
+
+    /// Sets PostgreSQL's events/s, when PostgreSQL ran.
+    pub fn postgres(mut self, rate: Option<f64>) -> Self {
+        self.postgres = rate;
+        self
+    }
+
     /// VarveDB / raw heed.
     pub fn vs_heed(&self) -> Option<f64> {
-        Some(self.varvedb? / self.heed?)
+        self.vs(self.heed)
     }
 
     /// VarveDB / SQLite.
     pub fn vs_sqlite(&self) -> Option<f64> {
-        Some(self.varvedb? / self.sqlite?)
+        self.vs(self.sqlite)
     }
+
+    /// VarveDB / a peer's rate.
+    pub fn vs(&self, peer: Option<f64>) -> Option<f64> {
+        Some(self.varvedb? / peer?)
+    }
+
+    /// The rates of the engines past SQLite (fjall, PostgreSQL), with their names.
+    fn peers(&self) -> [(&'static str, Option<f64>); 2] {
+        [("fjall", self.fjall), ("PostgreSQL", self.postgres)]
+    }
+}
+
+/// Whether any of `rows` has a rate for fjall, and for PostgreSQL: their columns are shown only
+/// then.
+fn peer_columns(rows: &[&Workload]) -> [bool; 2] {
+    [0, 1].map(|i| rows.iter().any(|r| r.peers()[i].1.is_some()))
 }
 
 /// The table and the notes printed under it.
@@ -139,11 +174,13 @@ impl Report {
     /// Adds a row, echoing it to stderr as progress.
     pub fn add(&mut self, row: Workload) {
         eprintln!(
-            "  {}: varvedb {} | heed {} | sqlite {}",
+            "  {}: varvedb {} | heed {} | sqlite {} | fjall {} | postgres {}",
             row.name,
             rate(row.varvedb),
             rate(row.heed),
-            rate(row.sqlite)
+            rate(row.sqlite),
+            rate(row.fjall),
+            rate(row.postgres)
         );
         self.rows.push(row);
     }
@@ -167,10 +204,11 @@ impl Report {
         let (concurrent, plain): (Vec<&Workload>, Vec<&Workload>) =
             engines.into_iter().partition(|r| r.concurrent.is_some());
         if !plain.is_empty() {
-            out.push_str("| workload | VarveDB ev/s | raw heed ev/s | VarveDB / heed | SQLite ev/s | VarveDB / SQLite |\n");
-            out.push_str("|---|---:|---:|---:|---:|---:|\n");
+            let shown = peer_columns(&plain);
+            out.push_str("| workload | VarveDB ev/s | raw heed ev/s | VarveDB / heed | SQLite ev/s | VarveDB / SQLite |");
+            peer_headers(&mut out, 6, shown, "ev/s", "");
             for row in plain {
-                let _ = writeln!(
+                let _ = write!(
                     out,
                     "| {} | {} | {} | {} | {} | {} |",
                     row.name,
@@ -180,25 +218,40 @@ impl Report {
                     rate(row.sqlite),
                     ratio(row.vs_sqlite()),
                 );
+                peer_cells(&mut out, row, shown, None);
             }
         }
         if !concurrent.is_empty() {
             if !out.is_empty() {
                 out.push('\n');
             }
-            out.push_str("| concurrent durable writers | VarveDB appends/s | raw heed appends/s | VarveDB / heed | SQLite appends/s | VarveDB / SQLite | VarveDB latency p50 / p99 (max), ms | raw heed latency | SQLite latency | VarveDB batches per commit | conflicts VarveDB / heed / SQLite |\n");
-            out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+            let shown = peer_columns(&concurrent);
+            out.push_str("| concurrent durable writers | VarveDB appends/s | raw heed appends/s | VarveDB / heed | SQLite appends/s | VarveDB / SQLite | VarveDB latency p50 / p99 (max), ms | raw heed latency | SQLite latency | VarveDB batches per commit | conflicts VarveDB / heed / SQLite");
+            let peer_names: Vec<&str> = ["fjall", "PostgreSQL"]
+                .into_iter()
+                .zip(shown)
+                .filter_map(|(name, shown)| shown.then_some(name))
+                .collect();
+            for name in &peer_names {
+                let _ = write!(out, " / {name}");
+            }
+            out.push_str(" |");
+            peer_headers(&mut out, 11, shown, "appends/s", " latency");
             for row in concurrent {
                 let extra = row.concurrent.clone().unwrap_or_default();
-                let [lv, lh, ls] = extra.latency.map(latency);
-                let conflicts = extra
+                let [lv, lh, ls, lf, lp] = extra.latency.map(latency);
+                let conflicts: Vec<String> = extra
                     .conflicts
-                    .map(|c| c.map_or_else(|| "–".into(), |c| c.to_string()))
-                    .join(" / ");
+                    .iter()
+                    .enumerate()
+                    .filter(|&(i, _)| i < 3 || shown[i - 3])
+                    .map(|(_, c)| c.map_or_else(|| "–".into(), |c| c.to_string()))
+                    .collect();
+                let conflicts = conflicts.join(" / ");
                 let group = extra
                     .group
                     .map_or_else(|| "–".into(), |g| format!("{g:.1}"));
-                let _ = writeln!(
+                let _ = write!(
                     out,
                     "| {} | {} | {} | {} | {} | {} | {lv} | {lh} | {ls} | {group} | {conflicts} |",
                     row.name,
@@ -208,6 +261,7 @@ impl Report {
                     rate(row.sqlite),
                     ratio(row.vs_sqlite()),
                 );
+                peer_cells(&mut out, row, shown, Some([lf, lp]));
             }
         }
         let throughput: Vec<(&Workload, f64)> = consumers
@@ -272,6 +326,38 @@ impl Report {
     }
 }
 
+/// Ends a table's header row of `columns` columns with the columns of the peers in `shown` (rate,
+/// ratio to VarveDB, and a latency column when `latency` names one), then writes the separator
+/// row.
+fn peer_headers(out: &mut String, mut columns: usize, shown: [bool; 2], unit: &str, latency: &str) {
+    for (name, shown) in ["fjall", "PostgreSQL"].into_iter().zip(shown) {
+        if shown {
+            let _ = write!(out, " {name} {unit} | VarveDB / {name} |");
+            columns += 2;
+            if !latency.is_empty() {
+                let _ = write!(out, " {name}{latency} |");
+                columns += 1;
+            }
+        }
+    }
+    out.push_str("\n|---|");
+    out.push_str(&"---:|".repeat(columns.saturating_sub(1)));
+    out.push('\n');
+}
+
+/// Ends a row with the cells of the peers in `shown` (and their latencies, when given).
+fn peer_cells(out: &mut String, row: &Workload, shown: [bool; 2], latency: Option<[String; 2]>) {
+    for (i, (_, peer)) in row.peers().into_iter().enumerate() {
+        if shown[i] {
+            let _ = write!(out, " {} | {} |", rate(peer), ratio(row.vs(peer)));
+            if let Some(latency) = &latency {
+                let _ = write!(out, " {} |", latency[i]);
+            }
+        }
+    }
+    out.push('\n');
+}
+
 /// Events/s with a unit: `1.23 M`, `86.4 k`, `950`; `–` when not measured.
 pub fn rate(value: Option<f64>) -> String {
     match value {
@@ -329,8 +415,8 @@ mod tests {
                 .varvedb(100.0)
                 .heed(50.0)
                 .concurrent(Concurrent {
-                    latency: [Some(lat), None, None],
-                    conflicts: [Some(3), Some(0), None],
+                    latency: [Some(lat), None, None, None, None],
+                    conflicts: [Some(3), Some(0), None, None, None],
                     group: Some(31.96),
                 }),
         );
@@ -365,5 +451,24 @@ mod tests {
             "{table}"
         );
         assert!(!table.contains("| p | 1.00 M | – |"), "{table}");
+
+        let mut peers = Report::default();
+        peers.add(
+            Workload::new("q")
+                .varvedb(300.0)
+                .heed(100.0)
+                .sqlite(Some(600.0))
+                .fjall(Some(150.0))
+                .postgres(None),
+        );
+        let table = peers.render();
+        assert!(
+            table.contains("| workload | VarveDB ev/s | raw heed ev/s | VarveDB / heed | SQLite ev/s | VarveDB / SQLite | fjall ev/s | VarveDB / fjall |\n|---|---:|---:|---:|---:|---:|---:|---:|\n"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| q | 300 | 100 | 3.00× | 600 | 0.50× | 150 | 2.00× |\n"),
+            "{table}"
+        );
     }
 }

@@ -10,7 +10,7 @@ use tempfile::TempDir;
 use uuid::Uuid;
 
 use crate::common::{
-    run_threads, stream_key, timed, Appender, Burst, Contention, Rate, Res, RENEW_EVERY,
+    run_writers, stream_key, timed, Appender, Burst, Contention, Rate, Res, RENEW_EVERY,
 };
 
 const SCHEMA: &str = "CREATE TABLE events (
@@ -75,43 +75,40 @@ impl SqliteStore {
         contention: Contention,
         duration: Duration,
     ) -> Res<Burst> {
-        let jobs = (0..writers)
-            .map(|i| {
-                let stream = stream_key(contention.stream(i));
-                let mut conn = writer_connection(&self.path)?;
-                let mut known = stream_version(&conn, &stream)?;
-                let payload = self.payload.clone();
-                Ok(move || -> Res<u64> {
-                    let mut conflicts = 0;
-                    loop {
-                        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                        let id = Uuid::now_v7().as_u128().to_be_bytes();
-                        let inserted = tx.prepare_cached(INSERT_AUTO_SEQ)?.execute(params![
-                            &stream[..],
-                            (known + 1) as i64,
-                            &id[..],
-                            &payload[..],
-                        ]);
-                        match inserted {
-                            Ok(_) => {
-                                tx.commit()?;
-                                known += 1;
-                                return Ok(conflicts);
-                            }
-                            Err(rusqlite::Error::SqliteFailure(f, _))
-                                if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE =>
-                            {
-                                tx.rollback()?;
-                                conflicts += 1;
-                                known = stream_version(&conn, &stream)?;
-                            }
-                            Err(e) => return Err(e.into()),
+        run_writers(writers, contention, duration, |stream| {
+            let stream = stream_key(stream);
+            let mut conn = writer_connection(&self.path)?;
+            let mut known = stream_version(&conn, &stream)?;
+            let payload = self.payload.clone();
+            Ok(move || -> Res<u64> {
+                let mut conflicts = 0;
+                loop {
+                    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                    let id = Uuid::now_v7().as_u128().to_be_bytes();
+                    let inserted = tx.prepare_cached(INSERT_AUTO_SEQ)?.execute(params![
+                        &stream[..],
+                        (known + 1) as i64,
+                        &id[..],
+                        &payload[..],
+                    ]);
+                    match inserted {
+                        Ok(_) => {
+                            tx.commit()?;
+                            known += 1;
+                            return Ok(conflicts);
                         }
+                        Err(rusqlite::Error::SqliteFailure(f, _))
+                            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE =>
+                        {
+                            tx.rollback()?;
+                            conflicts += 1;
+                            known = stream_version(&conn, &stream)?;
+                        }
+                        Err(e) => return Err(e.into()),
                     }
-                })
+                }
             })
-            .collect::<Res<Vec<_>>>()?;
-        run_threads(jobs, duration)
+        })
     }
 
     /// Rows in the table.
