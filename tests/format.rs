@@ -14,6 +14,11 @@
 //! `format-v5` comes from the last format-5 build (commit `2e43786`), before stores kept stream
 //! names and the label index: five `FixtureEvent`s in stream 1, an `Other` in stream 2, then a
 //! batch of two `FixtureEvent`s in stream 2 with ids 6 and 7, and an `Other` in stream 3.
+//!
+//! `format-v6` comes from the last format-6 build (commit `23955fa`), whose label index had an
+//! entry per event: `FixtureEvent`s 1 to 3 in `order-1` (ids `0xF6F6_0001` to `3`), two `Other`s
+//! in `invoice-7`, a `FixtureEvent` 6 in stream 5 (by id) and a `FixtureEvent` 7 in `order-2`,
+//! all listed in the label index (the store was closed).
 
 use std::path::Path;
 
@@ -198,7 +203,7 @@ fn open(dir: &Path) -> Storage {
 
 #[test]
 fn a_format_1_store_opens_reads_and_takes_appends() {
-    assert_eq!(FORMAT_VERSION, 6);
+    assert_eq!(FORMAT_VERSION, 7);
     let dir = fixture_copy();
     let storage = open(dir.path());
     assert_eq!(storage.head(), 8);
@@ -470,7 +475,7 @@ pub struct OtherV5 {
     pub values: Vec<u64>,
 }
 
-/// A format-5 store opens, becomes format 6 with every event listed under its type in the label
+/// A format-5 store opens, becomes the current format with every event listed under its type in the label
 /// index (reads of a type answer from it), verifies clean, and takes appends by name.
 #[test]
 fn a_format_5_store_gets_its_label_index() {
@@ -544,6 +549,73 @@ fn a_format_5_store_gets_its_label_index() {
         let listed = if flushed { 11 } else { 9 };
         assert_eq!((report.named_streams, report.label_entries), (1, listed));
     }
+    drop((fixture, other, storage));
+    assert_eq!(stored_format(dir.path()), FORMAT_VERSION);
+}
+
+/// A format-6 store opens, becomes format 7 with its label index rewritten in runs (every event
+/// still listed under its type and its stream's category), verifies clean, and goes on listing
+/// new events.
+#[test]
+fn a_format_6_store_gets_its_label_index_in_runs() {
+    use varvedb::Filter;
+    let dir = copy_fixture("format-v6");
+    assert_eq!(stored_format(dir.path()), 6);
+    let storage = open(dir.path());
+    assert_eq!(storage.head(), 7);
+    let fixture = Reader::<FixtureEvent>::new(storage.clone());
+    let other = Reader::<OtherV5>::new(storage.clone());
+    let read = |storage: &Storage| {
+        let txn = storage.read_txn().unwrap();
+        let orders: Vec<(u64, u64)> = fixture
+            .read_category(&txn, "order", 1, Direction::Forward)
+            .unwrap()
+            .map(|v| {
+                let v = v.unwrap();
+                (v.seq(), v.n.to_native())
+            })
+            .collect();
+        let fixtures: Vec<u64> = fixture
+            .read_filtered(
+                &txn,
+                &Filter::default().event_type("FixtureEvent"),
+                u64::MAX,
+                Direction::Backward,
+            )
+            .unwrap()
+            .map(|v| v.unwrap().seq())
+            .collect();
+        let invoices: Vec<u64> = other
+            .read_category(&txn, "invoice", 5, Direction::Forward)
+            .unwrap()
+            .map(|v| v.unwrap().seq())
+            .collect();
+        (orders, fixtures, invoices)
+    };
+    let (orders, fixtures, invoices) = read(&storage);
+    assert_eq!(orders, [(1, 1), (2, 2), (3, 3), (7, 7)]);
+    assert_eq!(fixtures, [7, 6, 3, 2, 1]);
+    assert_eq!(invoices, [5]);
+    let report = varvedb::admin::verify(&storage, &mut |_| {}).unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    // Seven events under their types, six of named streams under their categories.
+    assert_eq!((report.named_streams, report.label_entries), (3, 13));
+    Writer::<FixtureEvent>::new(storage.clone())
+        .append(
+            "order-1",
+            4,
+            FixtureEvent {
+                n: 8,
+                text: "after the upgrade".into(),
+            },
+        )
+        .unwrap();
+    storage.flush_index().unwrap();
+    let (orders, _, _) = read(&storage);
+    assert_eq!(orders, [(1, 1), (2, 2), (3, 3), (7, 7), (8, 8)]);
+    let report = varvedb::admin::verify(&storage, &mut |_| {}).unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    assert_eq!(report.label_entries, 15);
     drop((fixture, other, storage));
     assert_eq!(stored_format(dir.path()), FORMAT_VERSION);
 }

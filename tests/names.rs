@@ -2,6 +2,8 @@
 //! reads by name, collisions refused, and reads of categories and event types from the label
 //! index, in both directions and from a position, across reopens.
 
+mod common;
+
 use varvedb::{
     Direction, Error, EventHandler, ExpectedVersion, Filter, Processor, Reader, Storage,
     StorageConfig, StreamName, Writer,
@@ -442,7 +444,9 @@ fn verify_checks_names_and_the_label_index() {
     assert_eq!((report.labels, report.label_entries), (5, 17));
 }
 
-/// Puts `key` into the `label_index` of the closed store at `dir`, with raw heed.
+/// Lists the event at `seq` under the label `label_of` (its `labels` key) in the `label_index`
+/// of the closed store at `dir`, with raw heed: the label's runs are rewritten as one, `seq` in
+/// its place among the others, checksummed as the store would (`docs/format.md`).
 fn put_label_entry(dir: &std::path::Path, label_of: &[u8], seq: u64) {
     // SAFETY: the store is closed in this process and no other process has it open.
     let env = unsafe { heed::EnvOpenOptions::new().max_dbs(16).open(dir) }.unwrap();
@@ -460,9 +464,38 @@ fn put_label_entry(dir: &std::path::Path, label_of: &[u8], seq: u64) {
     let mut wtxn = env.write_txn().unwrap();
     let id = labels.get(&wtxn, label_of).unwrap().unwrap()[..4].to_vec();
     let id = u32::from_le_bytes(id.try_into().unwrap());
-    let mut key = id.to_be_bytes().to_vec();
-    key.extend_from_slice(&seq.to_be_bytes());
-    index.put(&mut wtxn, &key, &[]).unwrap();
+    let key_of = |seq: u64| {
+        let mut key = id.to_be_bytes().to_vec();
+        key.extend_from_slice(&seq.to_be_bytes());
+        key
+    };
+    let (lo, hi) = (key_of(0), key_of(u64::MAX));
+    let mut keys = Vec::new();
+    let mut seqs = vec![seq];
+    let bounds = (
+        std::ops::Bound::Included(&lo[..]),
+        std::ops::Bound::Included(&hi[..]),
+    );
+    for entry in index.range(&wtxn, &bounds).unwrap() {
+        let (key, value) = entry.unwrap();
+        keys.push(key.to_vec());
+        let listed = &value[..value.len() - 4];
+        seqs.extend(
+            listed
+                .chunks(8)
+                .map(|b| u64::from_le_bytes(b.try_into().unwrap())),
+        );
+    }
+    seqs.sort_unstable();
+    for key in keys {
+        index.delete(&mut wtxn, &key).unwrap();
+    }
+    let key = key_of(seqs[0]);
+    let mut value: Vec<u8> = seqs.iter().flat_map(|s| s.to_le_bytes()).collect();
+    let mut checked = key.clone();
+    checked.extend_from_slice(&value);
+    value.extend_from_slice(&common::crc32c(&checked).to_le_bytes());
+    index.put(&mut wtxn, &key, &value).unwrap();
     wtxn.commit().unwrap();
 }
 

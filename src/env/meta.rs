@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 /// which older builds would not understand (they would pass over renamed events), and version 6
 /// records stream names and lists the events of each category and event type in the label
 /// index, which older builds would not keep up to date.
-pub const FORMAT_VERSION: u32 = 6;
+pub const FORMAT_VERSION: u32 = 7;
 /// The oldest format version this build opens.
 const OLDEST_READABLE: u32 = 1;
 
@@ -137,7 +137,9 @@ pub(crate) fn open_databases(env: &Env, path: &Path, encrypted: bool) -> Result<
 /// - version 5 adds renamed entries, of which older stores have none;
 /// - from version 5 and older: lists every event up to the index watermark under its event
 ///   type in the label index (version 6; the flush lists the later ones, as it writes their
-///   stream index entries); no stream has a name yet, so no category has events.
+///   stream index entries); no stream has a name yet, so no category has events;
+/// - version 7 lists a label's events in runs of up to 500 per entry, where version 6 had an
+///   entry per event: a version-6 index is rewritten so, without reading the log.
 ///
 /// A record whose header cannot be read is left out, for `verify` and the readers to report.
 fn upgrade(env: &Env, dbs: &Dbs, path: &Path, from: u32) -> Result<()> {
@@ -145,6 +147,14 @@ fn upgrade(env: &Env, dbs: &Dbs, path: &Path, from: u32) -> Result<()> {
     use crate::format::schema;
     let started = std::time::Instant::now();
     let mut wtxn = env.heed.write_txn()?;
+    if from == 6 {
+        let listed = label_runs_from_entries(dbs, &mut wtxn)?;
+        dbs.meta
+            .put(&mut wtxn, KEY_FORMAT, &FORMAT_VERSION.to_le_bytes())?;
+        wtxn.commit()?;
+        tracing::info!(path = %path.display(), from, to = FORMAT_VERSION, listed, took = ?started.elapsed(), "upgraded the store's format");
+        return Ok(());
+    }
     // The schema keys of the pairs found, and the label of each event type.
     let mut pairs: foldhash::HashSet<Vec<u8>> = foldhash::HashSet::default();
     let mut types: foldhash::HashMap<Vec<u8>, u32> = foldhash::HashMap::default();
@@ -202,10 +212,11 @@ fn upgrade(env: &Env, dbs: &Dbs, path: &Path, from: u32) -> Result<()> {
             ));
         }
     }
-    // Sorted keys: each page of the index is written once.
+    // Each label's events in runs, in key order.
     entries.sort_unstable();
-    for (label, seq) in entries {
-        dbs.put_label_entry(&mut wtxn, label, seq)?;
+    for run in entries.chunk_by(|a, b| a.0 == b.0) {
+        let seqs: Vec<u64> = run.iter().map(|&(_, seq)| seq).collect();
+        dbs.put_label_runs(&mut wtxn, run[0].0, &seqs)?;
     }
     if from < 4 {
         dbs.meta.put(&mut wtxn, KEY_RKYV, RKYV_VERSION)?;
@@ -218,6 +229,53 @@ fn upgrade(env: &Env, dbs: &Dbs, path: &Path, from: u32) -> Result<()> {
     }
     tracing::info!(path = %path.display(), from, to = FORMAT_VERSION, event_types = types.len(), took = ?started.elapsed(), "upgraded the store's format");
     Ok(())
+}
+
+/// Rewrites a version-6 label index (an entry per event and label, with an empty value) as runs
+/// (version 7), a bounded batch of entries at a time. Returns the number of entries rewritten.
+fn label_runs_from_entries(dbs: &Dbs, wtxn: &mut heed::RwTxn<'_>) -> Result<u64> {
+    use crate::format::name::{label_index_key, parse_label_index_key};
+    use std::ops::Bound;
+    const BATCH: usize = 1 << 20;
+    let mut after: Option<[u8; 12]> = None;
+    let mut rewritten = 0u64;
+    loop {
+        let mut batch: Vec<(u32, u64)> = Vec::new();
+        {
+            let start = match &after {
+                Some(key) => Bound::Excluded(&key[..]),
+                None => Bound::Unbounded,
+            };
+            for entry in dbs
+                .label_index
+                .range(wtxn, &(start, Bound::Unbounded))?
+                .take(BATCH)
+            {
+                let (key, value) = entry?;
+                if !value.is_empty() {
+                    return Err(Error::Damaged {
+                        entry: crate::error::DamagedEntry::Label {
+                            what: "the label index".into(),
+                        },
+                        reason: "a version-6 entry with a value".into(),
+                    });
+                }
+                batch.push(parse_label_index_key(key)?);
+            }
+        }
+        let Some(&(label, seq)) = batch.last() else {
+            return Ok(rewritten);
+        };
+        after = Some(label_index_key(label, seq));
+        for &(label, seq) in &batch {
+            dbs.label_index.delete(wtxn, &label_index_key(label, seq))?;
+        }
+        for run in batch.chunk_by(|a, b| a.0 == b.0) {
+            let seqs: Vec<u64> = run.iter().map(|&(_, seq)| seq).collect();
+            dbs.put_label_runs(wtxn, run[0].0, &seqs)?;
+        }
+        rewritten += batch.len() as u64;
+    }
 }
 
 fn check_or_init(

@@ -4,7 +4,8 @@
 use super::Dbs;
 use crate::error::{DamagedEntry, Error, Result};
 use crate::format::name::{
-    decode_label, decode_name, encode_label, encode_name, label_index_key, label_key, LabelKind,
+    decode_label, decode_name, encode_label, encode_label_run, encode_name, label_index_key,
+    label_key, LabelKind, LabelRun, LABEL_RUN,
 };
 use crate::name::StreamName;
 use crate::types::StreamId;
@@ -120,17 +121,53 @@ impl Dbs {
         Ok(id)
     }
 
-    /// Stores the entry of the event at `seq` under label `label` in the label index.
-    #[inline]
-    pub(crate) fn put_label_entry(
+    /// Lists the events at `seqs` (ascending, after every event listed under `label` so far)
+    /// under `label` in the label index, in entries of at most [`LABEL_RUN`] sequences.
+    pub(crate) fn put_label_runs(
         &self,
         wtxn: &mut heed::RwTxn<'_>,
         label: u32,
-        seq: u64,
+        seqs: &[u64],
     ) -> Result<()> {
-        self.label_index
-            .put(wtxn, &label_index_key(label, seq), &[])?;
+        for run in seqs.chunks(LABEL_RUN) {
+            let key = label_index_key(label, run[0]);
+            self.label_index
+                .put(wtxn, &key, &encode_label_run(&key, run))?;
+        }
         Ok(())
+    }
+
+    /// The label index entry of `label` whose run would hold `seq`: the last one starting at or
+    /// before it. `None` when `label` lists nothing up to `seq`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Lmdb`], [`Error::Damaged`] for a damaged entry.
+    pub(crate) fn label_run_at<'t>(
+        &self,
+        txn: &'t heed::RoTxn<'_>,
+        label: u32,
+        seq: u64,
+    ) -> Result<Option<LabelRun<'t>>> {
+        let Some((key, value)) = self
+            .label_index
+            .get_lower_than_or_equal_to(txn, &label_index_key(label, seq))?
+        else {
+            return Ok(None);
+        };
+        let run = LabelRun::decode(key, value)?;
+        Ok((run.label == label).then_some(run))
+    }
+
+    /// Whether the label index lists the event at `seq` under `label`.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Dbs::label_run_at`].
+    pub(crate) fn label_lists(&self, txn: &heed::RoTxn<'_>, label: u32, seq: u64) -> Result<bool> {
+        Ok(self
+            .label_run_at(txn, label, seq)?
+            .is_some_and(|run| run.contains(seq)))
     }
 
     /// Every label of the store: kind, text and id, in the order of their keys (categories

@@ -167,8 +167,8 @@ pub(crate) fn label_description(key: &[u8]) -> String {
     }
 }
 
-/// Key of the `label_index`: label id (big-endian u32), then global sequence (big-endian u64), so
-/// that a label's events are adjacent and in log order.
+/// Key of a `label_index` entry: label id (big-endian u32), then the first global sequence of
+/// its run (big-endian u64), so that a label's runs are adjacent and in log order.
 #[inline]
 pub(crate) fn label_index_key(label: u32, seq: u64) -> [u8; 12] {
     let mut key = [0u8; 12];
@@ -177,23 +177,121 @@ pub(crate) fn label_index_key(label: u32, seq: u64) -> [u8; 12] {
     key
 }
 
-/// Splits a `label_index` key into its label id and sequence.
+/// Splits a `label_index` key into its label id and first sequence.
 ///
 /// # Errors
 ///
 /// [`Error::Damaged`] for a key that is not 12 bytes.
 #[inline]
 pub(crate) fn parse_label_index_key(key: &[u8]) -> Result<(u32, u64)> {
-    let key: &[u8; 12] = key.try_into().map_err(|_| Error::Damaged {
-        entry: DamagedEntry::Label {
-            what: "the label index".into(),
-        },
-        reason: format!("a key of {} bytes, not 12", key.len()),
-    })?;
+    let key: &[u8; 12] = key
+        .try_into()
+        .map_err(|_| damaged_run(format!("a key of {} bytes, not 12", key.len())))?;
     Ok((
         u32::from_be_bytes(key[..4].try_into().expect("4 bytes")),
         u64::from_be_bytes(key[4..].try_into().expect("8 bytes")),
     ))
+}
+
+/// Most sequences in one `label_index` entry: 500 sequences and the checksum (4,004 bytes) fill
+/// one LMDB overflow page.
+pub(crate) const LABEL_RUN: usize = 500;
+
+fn damaged_run(reason: String) -> Error {
+    Error::Damaged {
+        entry: DamagedEntry::Label {
+            what: "the label index".into(),
+        },
+        reason,
+    }
+}
+
+/// The value of a `label_index` entry listing `seqs` (ascending, at most [`LABEL_RUN`], the
+/// first being the key's): each sequence as a little-endian u64, then the CRC-32C of the key and
+/// those bytes.
+pub(crate) fn encode_label_run(key: &[u8; 12], seqs: &[u64]) -> Vec<u8> {
+    debug_assert!(!seqs.is_empty() && seqs.len() <= LABEL_RUN);
+    let mut value = Vec::with_capacity(seqs.len() * 8 + 4);
+    for seq in seqs {
+        value.extend_from_slice(&seq.to_le_bytes());
+    }
+    let crc = crc32c_of(key, &value);
+    value.extend_from_slice(&crc.to_le_bytes());
+    value
+}
+
+fn crc32c_of(key: &[u8], seqs: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c(key), seqs)
+}
+
+/// A checked `label_index` entry: one label's events from its first sequence on.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LabelRun<'a> {
+    pub label: u32,
+    /// The sequences, 8 bytes each.
+    seqs: &'a [u8],
+}
+
+impl<'a> LabelRun<'a> {
+    /// Decodes and checks an entry: its checksum, and sequences that ascend from the key's.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Damaged`] when any of that fails.
+    pub(crate) fn decode(key: &[u8], value: &'a [u8]) -> Result<LabelRun<'a>> {
+        let (label, first) = parse_label_index_key(key)?;
+        let n = value.len().saturating_sub(4) / 8;
+        if value.len() != n * 8 + 4 || n == 0 || n > LABEL_RUN {
+            return Err(damaged_run(format!(
+                "the entry of label {label} at {first} has {} bytes, not 8 per sequence (1 to {LABEL_RUN}) and 4",
+                value.len()
+            )));
+        }
+        let (seqs, crc) = value.split_at(n * 8);
+        if crc32c_of(key, seqs).to_le_bytes() != crc {
+            return Err(damaged_run(format!(
+                "the entry of label {label} at {first}: checksum mismatch"
+            )));
+        }
+        let run = LabelRun { label, seqs };
+        if run.seq(0) != first || (1..n).any(|i| run.seq(i) <= run.seq(i - 1)) {
+            return Err(damaged_run(format!(
+                "the entry of label {label} at {first} does not list ascending sequences from {first}"
+            )));
+        }
+        Ok(run)
+    }
+
+    /// The number of sequences.
+    pub(crate) fn len(&self) -> usize {
+        self.seqs.len() / 8
+    }
+
+    /// The `i`-th sequence.
+    #[inline]
+    pub(crate) fn seq(&self, i: usize) -> u64 {
+        u64::from_le_bytes(self.seqs[i * 8..i * 8 + 8].try_into().expect("8 bytes"))
+    }
+
+    /// The index of the first sequence `>= seq` (the length when there is none).
+    pub(crate) fn position(&self, seq: u64) -> usize {
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if self.seq(mid) < seq {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
+    /// Whether the run lists `seq`.
+    pub(crate) fn contains(&self, seq: u64) -> bool {
+        let at = self.position(seq);
+        at < self.len() && self.seq(at) == seq
+    }
 }
 
 #[cfg(test)]
@@ -235,6 +333,36 @@ mod tests {
         }
         assert_eq!(parse_label_key(&key), Some((LabelKind::Category, "order")));
         assert_eq!(label_description(&other), "event type \"order\"");
+    }
+
+    #[test]
+    fn a_label_run_round_trips_finds_its_sequences_and_every_flipped_bit_is_caught() {
+        let seqs = [7u64, 9, 10, 400, 401];
+        let key = label_index_key(3, 7);
+        let value = encode_label_run(&key, &seqs);
+        assert_eq!(value.len(), 5 * 8 + 4);
+        let run = LabelRun::decode(&key, &value).unwrap();
+        assert_eq!((run.label, run.len()), (3, 5));
+        assert_eq!((0..5).map(|i| run.seq(i)).collect::<Vec<_>>(), seqs);
+        assert_eq!(run.position(0), 0);
+        assert_eq!(run.position(10), 2);
+        assert_eq!(run.position(11), 3);
+        assert_eq!(run.position(402), 5);
+        assert!(run.contains(400) && !run.contains(399));
+        for bit in 0..value.len() * 8 {
+            let mut bad = value.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            assert!(LabelRun::decode(&key, &bad).is_err(), "bit {bit}");
+        }
+        // Bound to its key: another label or first sequence fails the checksum.
+        assert!(LabelRun::decode(&label_index_key(4, 7), &value).is_err());
+        assert!(LabelRun::decode(&label_index_key(3, 8), &value).is_err());
+        // Sequences that do not ascend from the key's, correctly checksummed, are refused.
+        for wrong in [&[7u64, 7][..], &[7, 5], &[8, 9]] {
+            let value = encode_label_run(&key, wrong);
+            assert!(LabelRun::decode(&key, &value).is_err(), "{wrong:?}");
+        }
+        assert!(LabelRun::decode(&key, &value[..4]).is_err());
     }
 
     #[test]

@@ -9,9 +9,9 @@ use crate::format::record;
 use crate::log::NamedStreams;
 use crate::types::StreamId;
 
-/// Writes the label index entries of the events with sequences `from..=to` in `wtxn`, label by
-/// label in key order (each label's new entries follow its older ones): an event type the store
-/// has no label for gets one. Each record's header is read (verified) for its type and stream;
+/// Lists the events with sequences `from..=to` in the label index in `wtxn`, label by label in
+/// key order, each label's in runs that follow its older ones: an event type the store has no
+/// label for gets one. Returns the number of events listed, under all their labels. Each record's header is read (verified) for its type and stream;
 /// a stream's category comes from `named`, or from its name entry (then remembered there).
 ///
 /// # Errors
@@ -71,10 +71,9 @@ pub(crate) fn write_entries(
     labels.sort_unstable();
     let mut written = 0;
     for label in labels {
-        for &seq in &lists[&label] {
-            dbs.put_label_entry(wtxn, label, seq)?;
-            written += 1;
-        }
+        let seqs = &lists[&label];
+        dbs.put_label_runs(wtxn, label, seqs)?;
+        written += seqs.len();
     }
     Ok(written)
 }

@@ -13,15 +13,22 @@ use heed::types::{Bytes, U64};
 
 use crate::env::Dbs;
 use crate::error::{Error, Result};
-use crate::format::name::{label_index_key, parse_label_index_key, LabelKind};
+use crate::format::name::{label_index_key, LabelKind, LabelRun};
 use crate::format::record::DecodedRecord;
 use crate::types::{Direction, StreamId};
 
-/// One label's entries from the walk's start, with the next one read ahead.
+/// One label's events from the walk's start, with the next one read ahead: the label's runs
+/// (`label_index` entries of up to `LABEL_RUN` sequences), one after the other.
 struct Lane<'t> {
     label: u32,
     range: LaneRange<'t>,
-    /// The sequence of the next entry; `None` once the lane is exhausted.
+    forward: bool,
+    /// The walk's bounds: forward, sequences from `lo` up to `hi`; backward, from `hi` down.
+    lo: u64,
+    hi: u64,
+    /// The run being read, with the index of its next sequence (backward: one past it).
+    run: Option<(LabelRun<'t>, usize)>,
+    /// The sequence of the next event; `None` once the lane is exhausted.
     next: Option<u64>,
 }
 
@@ -30,31 +37,68 @@ enum LaneRange<'t> {
     Backward(heed::RoRevRange<'t, Bytes, Bytes>),
 }
 
-impl Lane<'_> {
-    /// Reads the lane's next entry ahead.
+impl<'t> Lane<'t> {
+    /// Reads the lane's next event ahead.
     fn advance(&mut self) -> Result<()> {
-        let entry = match &mut self.range {
-            LaneRange::Forward(range) => range.next(),
-            LaneRange::Backward(range) => range.next(),
-        };
-        self.next = match entry {
-            Some(entry) => {
-                let (key, _) = entry?;
-                let (label, seq) = parse_label_index_key(key)?;
-                if label != self.label {
-                    return Err(Error::corrupted(
-                        seq,
-                        format!(
-                            "the label index lists it under label {label} in the range of label {}",
-                            self.label
-                        ),
-                    ));
+        let last = self.next.take();
+        loop {
+            if let Some((run, i)) = &mut self.run {
+                let seq = if self.forward {
+                    (*i < run.len()).then(|| {
+                        *i += 1;
+                        run.seq(*i - 1)
+                    })
+                } else {
+                    (*i > 0).then(|| {
+                        *i -= 1;
+                        run.seq(*i)
+                    })
+                };
+                match seq {
+                    Some(seq) if self.forward && seq < self.lo => continue,
+                    Some(seq) if !self.forward && seq > self.hi => continue,
+                    Some(seq) if self.forward && seq > self.hi => return Ok(()),
+                    Some(seq) => {
+                        let ordered = match last {
+                            None => true,
+                            Some(last) => (seq > last) == self.forward && seq != last,
+                        };
+                        if !ordered {
+                            return Err(Error::corrupted(
+                                seq,
+                                format!(
+                                    "the label index lists it out of order under label {}",
+                                    self.label
+                                ),
+                            ));
+                        }
+                        self.next = Some(seq);
+                        return Ok(());
+                    }
+                    None => self.run = None,
                 }
-                Some(seq)
             }
-            None => None,
-        };
-        Ok(())
+            let entry = match &mut self.range {
+                LaneRange::Forward(range) => range.next(),
+                LaneRange::Backward(range) => range.next(),
+            };
+            let Some(entry) = entry else {
+                return Ok(());
+            };
+            let (key, value) = entry?;
+            let run = LabelRun::decode(key, value)?;
+            if run.label != self.label {
+                return Err(Error::corrupted(
+                    run.seq(0),
+                    format!(
+                        "the label index lists it under label {} in the range of label {}",
+                        run.label, self.label
+                    ),
+                ));
+            }
+            let at = if self.forward { 0 } else { run.len() };
+            self.run = Some((run, at));
+        }
     }
 }
 
@@ -110,23 +154,36 @@ impl<'t> LabelWalk<'t> {
             if lanes.iter().any(|l: &Lane<'_>| l.label == label) {
                 continue;
             }
-            let range = match direction {
+            let (range, lo, hi) = match direction {
                 Direction::Forward => {
-                    let lo = label_index_key(label, from);
+                    // From the run that holds `from`, if one does.
+                    let start = dbs
+                        .label_run_at(txn, label, from)?
+                        .map_or(from, |run| run.seq(0));
+                    let lo = label_index_key(label, start);
                     let hi = label_index_key(label, watermark);
                     let bounds = (Bound::Included(&lo[..]), Bound::Included(&hi[..]));
-                    LaneRange::Forward(dbs.label_index.range(txn, &bounds)?)
+                    let range = LaneRange::Forward(dbs.label_index.range(txn, &bounds)?);
+                    (range, from, watermark)
                 }
                 Direction::Backward => {
                     let lo = label_index_key(label, 0);
                     let hi = label_index_key(label, from);
                     let bounds = (Bound::Included(&lo[..]), Bound::Included(&hi[..]));
-                    LaneRange::Backward(dbs.label_index.rev_range(txn, &bounds)?)
+                    (
+                        LaneRange::Backward(dbs.label_index.rev_range(txn, &bounds)?),
+                        0,
+                        from,
+                    )
                 }
             };
             let mut lane = Lane {
                 label,
                 range,
+                forward: direction == Direction::Forward,
+                lo,
+                hi,
+                run: None,
                 next: None,
             };
             lane.advance()?;

@@ -9,9 +9,7 @@ use std::collections::{HashMap, HashSet};
 use super::report::{reason, ProblemKind, Tick, VerifyReport};
 use super::Snapshot;
 use crate::error::Result;
-use crate::format::name::{
-    decode_name, label_index_key, parse_label_index_key, parse_label_key, LabelKind,
-};
+use crate::format::name::{decode_name, parse_label_key, LabelKind, LabelRun};
 use crate::format::record;
 use crate::types::StreamId;
 
@@ -79,80 +77,85 @@ pub(super) fn check(
         categories.insert(stream, category);
     }
 
-    // Every entry of the index lists an event of its label.
+    // Every entry of the index lists events of its label.
     let total = dbs.label_index.len(txn)?;
     tick.now("label index", 0, total);
+    let mut runs = 0;
     for entry in dbs.label_index.iter(txn)? {
-        let (key, _) = entry?;
-        report.label_entries += 1;
-        tick.every("label index", report.label_entries, total);
-        let (label, seq) = match parse_label_index_key(key) {
-            Ok(found) => found,
+        let (key, value) = entry?;
+        runs += 1;
+        tick.every("label index", runs, total);
+        let run = match LabelRun::decode(key, value) {
+            Ok(run) => run,
             Err(e) => {
                 report.push(ProblemKind::Labels, None, None, reason(&e));
                 continue;
             }
         };
-        if seq > snap.watermark {
-            report.push(
-                ProblemKind::Labels,
-                Some(seq),
-                None,
-                format!(
-                    "the label index lists this event, after the index watermark {}",
-                    snap.watermark
-                ),
-            );
-            continue;
-        }
-        if damaged.contains(&seq) {
-            continue;
-        }
-        let Some((kind, text)) = labels.get(&label) else {
-            report.push(
-                ProblemKind::Labels,
-                Some(seq),
-                None,
-                format!(
-                    "the label index lists this event under label {label}, which names nothing"
-                ),
-            );
-            continue;
-        };
-        let header = match dbs.get_record(txn, seq) {
-            Ok(Some(bytes)) => record::decode_header(seq, bytes),
-            Ok(None) => {
+        let label = run.label;
+        for seq in (0..run.len()).map(|i| run.seq(i)) {
+            report.label_entries += 1;
+            if seq > snap.watermark {
                 report.push(
                     ProblemKind::Labels,
                     Some(seq),
                     None,
-                    format!("the label index lists this sequence under {text:?}, but the log does not hold it"),
+                    format!(
+                        "the label index lists this event, after the index watermark {}",
+                        snap.watermark
+                    ),
                 );
                 continue;
             }
-            Err(e) => Err(e),
-        };
-        let rec = match header {
-            Ok(rec) => rec,
-            // Reported by the pass over the log.
-            Err(_) => continue,
-        };
-        let fits = match kind {
-            LabelKind::EventType => rec.event_type_bytes() == text.as_bytes(),
-            LabelKind::Category => categories.get(&rec.stream()) == Some(&label),
-        };
-        if !fits {
-            report.push(
-                ProblemKind::Labels,
-                Some(seq),
-                Some(rec.stream()),
-                format!(
-                    "the label index lists this event under {kind:?} {text:?}, which it is not of"
-                ),
-            );
+            if damaged.contains(&seq) {
+                continue;
+            }
+            let Some((kind, text)) = labels.get(&label) else {
+                report.push(
+                    ProblemKind::Labels,
+                    Some(seq),
+                    None,
+                    format!(
+                        "the label index lists this event under label {label}, which names nothing"
+                    ),
+                );
+                continue;
+            };
+            let header = match dbs.get_record(txn, seq) {
+                Ok(Some(bytes)) => record::decode_header(seq, bytes),
+                Ok(None) => {
+                    report.push(
+                        ProblemKind::Labels,
+                        Some(seq),
+                        None,
+                        format!("the label index lists this sequence under {text:?}, but the log does not hold it"),
+                    );
+                    continue;
+                }
+                Err(e) => Err(e),
+            };
+            let rec = match header {
+                Ok(rec) => rec,
+                // Reported by the pass over the log.
+                Err(_) => continue,
+            };
+            let fits = match kind {
+                LabelKind::EventType => rec.event_type_bytes() == text.as_bytes(),
+                LabelKind::Category => categories.get(&rec.stream()) == Some(&label),
+            };
+            if !fits {
+                report.push(
+                    ProblemKind::Labels,
+                    Some(seq),
+                    Some(rec.stream()),
+                    format!(
+                        "the label index lists this event under {kind:?} {text:?}, which it is not of"
+                    ),
+                );
+            }
         }
     }
-    tick.now("label index", report.label_entries, total);
+    tick.now("label index", runs, total);
 
     // Every event up to the watermark is listed under its type and its stream's category.
     for entry in dbs.log.range(txn, &(1..=snap.watermark))? {
@@ -169,10 +172,9 @@ pub(super) fn check(
         let name = String::from_utf8_lossy(rec.event_type_bytes());
         let listed_type = by_text
             .get(&(LabelKind::EventType, name.as_ref()))
-            .map(|&id| dbs.label_index.get(txn, &label_index_key(id, seq)))
+            .map(|&id| dbs.label_lists(txn, id, seq))
             .transpose()?
-            .flatten()
-            .is_some();
+            .unwrap_or(false);
         if !listed_type {
             report.push(
                 ProblemKind::Labels,
@@ -182,11 +184,7 @@ pub(super) fn check(
             );
         }
         if let Some(&category) = categories.get(&rec.stream()) {
-            if dbs
-                .label_index
-                .get(txn, &label_index_key(category, seq))?
-                .is_none()
-            {
+            if !dbs.label_lists(txn, category, seq)? {
                 report.push(
                     ProblemKind::Labels,
                     Some(seq),
