@@ -726,7 +726,7 @@ fn crash_recovery() {
 
 /// The same children and checks as [`crash_recovery`], with the store on the power-cut
 /// filesystem: each child loses the power (every write not yet synced is lost, or reaches the
-/// disk page by page at random) at a random write or sync shortly after it has acknowledged a
+/// disk page by page, or sector by sector, at random) at a random write or sync shortly after it has acknowledged a
 /// random number of appends, or, every fifth child, at a random write or sync from the start,
 /// while it opens the store and retries. The store is then checked on what the disk kept.
 ///
@@ -751,15 +751,15 @@ fn power_cut_recovery() {
     let mut rng = Rng(seed);
     let mut ledger = Ledger::default();
     let started = Instant::now();
-    let (mut head, mut pages_lost, mut pages_kept) = (0, 0, 0);
+    let (mut head, mut pages_lost, mut pages_kept, mut pages_torn) = (0, 0, 0, 0);
     for iter in 1..=cuts {
         let fs = PowerCut::mount(disk.path(), mountpoint.path())
             .expect("mount the power-cut filesystem (needs /dev/fuse and root)");
         let early = iter % 5 == 0;
-        let keep = if iter % 2 == 0 {
-            Keep::Nothing
-        } else {
-            Keep::Random(rng.next())
+        let keep = match iter % 3 {
+            0 => Keep::Nothing,
+            1 => Keep::Random(rng.next()),
+            _ => Keep::Sectors(rng.next()),
         };
         let stop = Stop::Cut {
             fs: &fs,
@@ -791,8 +791,9 @@ fn power_cut_recovery() {
         head = new_head;
         pages_lost += cut.pages_lost;
         pages_kept += cut.pages_kept;
+        pages_torn += cut.pages_torn;
         println!(
-            "cut {iter}{}: {} lines, head {head}, {} acknowledged, {} pending; {} writes, {} syncs, {} O_DSYNC writes, unsynced pages {} lost and {} kept",
+            "cut {iter}{}: {} lines, head {head}, {} acknowledged, {} pending; {} writes, {} syncs, {} O_DSYNC writes, unsynced pages {} lost, {} kept, {} torn",
             if early { " (early)" } else { "" },
             lines.len(),
             ledger.acked.len(),
@@ -802,6 +803,7 @@ fn power_cut_recovery() {
             counters.durable_writes,
             cut.pages_lost,
             cut.pages_kept,
+            cut.pages_torn,
         );
     }
     println!(
@@ -811,8 +813,9 @@ fn power_cut_recovery() {
         ledger.retries_deduplicated,
         ledger.retries_written,
     );
-    println!("unsynced pages: {pages_lost} lost, {pages_kept} kept");
+    println!("unsynced pages: {pages_lost} lost, {pages_kept} kept, {pages_torn} torn");
     assert!(pages_lost > 0, "no cut lost an unsynced page");
+    assert!(pages_torn > 0, "no cut tore a page");
     assert!(head > 0, "no child appended anything");
     assert!(
         ledger.retries_written + ledger.retries_deduplicated > 0,

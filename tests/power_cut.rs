@@ -5,8 +5,8 @@
 //! The store lives on the power-cut filesystem (`crates/powercut`). Each child process runs the
 //! whole workload until the power goes off at a random write or sync of the filesystem, shortly
 //! after a random number of acknowledgements (or, every fifth child, from the start while it
-//! opens the store); unsynced pages are lost, or reach the disk page by page at random. The
-//! child is then killed, and the store is checked on what the disk kept:
+//! opens the store); unsynced pages are lost, or reach the disk page by page or sector by sector
+//! at random. The child is then killed, and the store is checked on what the disk kept:
 //!
 //! - it opens with exactly one of the old and the new master key of a rotation in flight (the new
 //!   one once the rotation was acknowledged), and `verify` is clean;
@@ -685,15 +685,15 @@ fn power_cuts_keep_every_acknowledged_write_and_nothing_partial() {
         ..Default::default()
     };
     let started = Instant::now();
-    let (mut head, mut lost, mut kept) = (0, 0, 0);
+    let (mut head, mut lost, mut kept, mut torn) = (0, 0, 0, 0);
     for iter in 1..=cuts {
         let fs = PowerCut::mount(disk.path(), mountpoint.path())
             .expect("mount the power-cut filesystem (needs /dev/fuse and root)");
         let early = iter % 5 == 0;
-        let keep = if iter % 2 == 0 {
-            Keep::Nothing
-        } else {
-            Keep::Random(next(u64::MAX))
+        let keep = match iter % 3 {
+            0 => Keep::Nothing,
+            1 => Keep::Random(next(u64::MAX)),
+            _ => Keep::Sectors(next(u64::MAX)),
         };
         let acks = if early { 0 } else { 1 + next(40) };
         let ops = 1 + next(if early { 300 } else { 40 });
@@ -711,6 +711,7 @@ fn power_cuts_keep_every_acknowledged_write_and_nothing_partial() {
         ledger.absorb(&lines);
         lost += report.pages_lost;
         kept += report.pages_kept;
+        torn += report.pages_torn;
         if !on_disk.join("data.mdb").exists() {
             assert!(ledger.txn_acked.is_empty() && ledger.batch_acked.is_empty());
             continue;
@@ -719,7 +720,7 @@ fn power_cuts_keep_every_acknowledged_write_and_nothing_partial() {
         assert!(new_head >= head, "the log shrank from {head} to {new_head}");
         head = new_head;
         println!(
-            "cut {iter}{}: {} lines, head {head}, key v{}, {} shredded streams; {} writes, {} syncs; unsynced pages {} lost, {} kept",
+            "cut {iter}{}: {} lines, head {head}, key v{}, {} shredded streams; {} writes, {} syncs; unsynced pages {} lost, {} kept, {} torn",
             if early { " (early)" } else { "" },
             lines.len(),
             ledger.key_version,
@@ -728,10 +729,11 @@ fn power_cuts_keep_every_acknowledged_write_and_nothing_partial() {
             counters.syncs,
             report.pages_lost,
             report.pages_kept,
+            report.pages_torn,
         );
     }
     println!(
-        "power-cut test: {cuts} cuts in {:?}: head {head}, {} transactions and {} batches acknowledged, {} streams shredded ({} events), {} rotations ({} cut in flight with the old key in force, {} with the new), {} events given to the processor; unsynced pages {lost} lost, {kept} kept",
+        "power-cut test: {cuts} cuts in {:?}: head {head}, {} transactions and {} batches acknowledged, {} streams shredded ({} events), {} rotations ({} cut in flight with the old key in force, {} with the new), {} events given to the processor; unsynced pages {lost} lost, {kept} kept, {torn} torn",
         started.elapsed(),
         ledger.txn_acked.len(),
         ledger.batch_acked.len(),
@@ -750,4 +752,5 @@ fn power_cuts_keep_every_acknowledged_write_and_nothing_partial() {
     assert!(ledger.rotations > 0, "no rotation happened");
     assert!(!ledger.handled.is_empty(), "the processor handled nothing");
     assert!(lost > 0, "no cut lost an unsynced page");
+    assert!(torn > 0, "no cut tore a page");
 }

@@ -6,8 +6,15 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
-/// The unit in which unsynced data is kept and, on a cut, kept or lost.
+/// The unit in which unsynced data is kept in memory.
 pub const PAGE: u64 = 4096;
+
+/// The unit a disk writes atomically: a page that was being written back when the power went
+/// may reach the disk in part, sector by sector.
+pub const SECTOR: u64 = 512;
+
+/// Sectors of a page.
+const SECTORS: u32 = (PAGE / SECTOR) as u32;
 
 /// A file's unsynced state over its durable backing file.
 #[derive(Debug)]
@@ -165,26 +172,35 @@ impl Pending {
         Ok(())
     }
 
-    /// The power goes off: each dirty page reaches the disk when `keep(page)` says so (the kernel
-    /// may have written it back before the cut), the rest are lost, and so is a pending length
-    /// change unless a kept page extends the file. Returns (pages kept, pages lost).
-    pub fn cut(&mut self, mut keep: impl FnMut(u64) -> bool) -> io::Result<(usize, usize)> {
+    /// The power goes off: of each dirty page, the sectors whose bits `sectors(page)` sets reach
+    /// the disk (the kernel may have written the page back before the cut, whole or in part),
+    /// the rest are lost, and so is a pending length change unless a kept sector extends the
+    /// file. Returns the pages (kept whole, torn, lost).
+    pub fn cut(&mut self, mut sectors: impl FnMut(u64) -> u8) -> io::Result<(usize, usize, usize)> {
         let dirty = std::mem::take(&mut self.dirty);
-        let (mut kept, mut lost) = (0, 0);
+        let (mut kept, mut torn, mut lost) = (0, 0, 0);
         for (page, bytes) in dirty {
             let start = page * PAGE;
-            if start >= self.len || !keep(page) {
-                lost += 1;
-                continue;
+            let mask = if start < self.len { sectors(page) } else { 0 };
+            match mask.count_ones() {
+                0 => lost += 1,
+                SECTORS => kept += 1,
+                _ => torn += 1,
             }
-            kept += 1;
-            let n = (self.len - start).min(PAGE) as usize;
-            self.backing.write_all_at(&bytes[..n], start)?;
-            self.durable_len = self.durable_len.max(start + n as u64);
+            for sector in (0..SECTORS).filter(|i| mask & (1 << i) != 0) {
+                let from = start + u64::from(sector) * SECTOR;
+                if from >= self.len {
+                    break;
+                }
+                let n = (self.len - from).min(SECTOR) as usize;
+                let at = (from - start) as usize;
+                self.backing.write_all_at(&bytes[at..at + n], from)?;
+                self.durable_len = self.durable_len.max(from + n as u64);
+            }
         }
         self.zero_from = None;
         self.len = self.durable_len;
-        Ok((kept, lost))
+        Ok((kept, torn, lost))
     }
 }
 
@@ -228,7 +244,7 @@ mod tests {
         p.sync().unwrap();
         p.write(0, b"SYNCED").unwrap();
         p.write(3 * PAGE, b"tail").unwrap();
-        assert_eq!(p.cut(|_| false).unwrap(), (0, 2));
+        assert_eq!(p.cut(|_| 0).unwrap(), (0, 0, 2));
         assert_eq!(durable(&f), b"synced");
         assert_eq!(p.len(), 6);
         assert_eq!(p.read(0, 100).unwrap(), b"synced");
@@ -238,7 +254,10 @@ mod tests {
     fn a_cut_can_keep_some_pages_written_back() {
         let (f, mut p) = pending();
         p.write(0, &[1; PAGE as usize * 3]).unwrap();
-        assert_eq!(p.cut(|page| page == 1).unwrap(), (1, 2));
+        assert_eq!(
+            p.cut(|page| if page == 1 { 0xFF } else { 0 }).unwrap(),
+            (1, 0, 2)
+        );
         let d = durable(&f);
         assert_eq!(d.len() as u64, 2 * PAGE);
         assert!(d[..PAGE as usize].iter().all(|&b| b == 0));
@@ -251,7 +270,7 @@ mod tests {
         p.write(0, b"pending").unwrap();
         p.write_durable(PAGE, b"meta").unwrap();
         assert_eq!(p.read(0, 7).unwrap(), b"pending");
-        p.cut(|_| false).unwrap();
+        p.cut(|_| 0).unwrap();
         let d = durable(&f);
         assert_eq!(&d[..7], [0; 7]);
         assert_eq!(&d[PAGE as usize..], b"meta");
@@ -279,7 +298,22 @@ mod tests {
         p.write(0, &[9; 100]).unwrap();
         p.sync().unwrap();
         p.set_len(10).unwrap();
-        p.cut(|_| true).unwrap();
+        p.cut(|_| 0xFF).unwrap();
         assert_eq!(durable(&f), [9; 100]);
+    }
+
+    #[test]
+    fn a_cut_can_tear_a_page_at_sector_boundaries() {
+        let (f, mut p) = pending();
+        p.write(0, &[1; PAGE as usize]).unwrap();
+        p.sync().unwrap();
+        p.write(0, &[2; PAGE as usize]).unwrap();
+        // Sectors 0 and 3 reach the disk.
+        assert_eq!(p.cut(|_| 0b1001).unwrap(), (0, 1, 0));
+        let d = durable(&f);
+        for (i, sector) in d.chunks(SECTOR as usize).enumerate() {
+            let want = if i == 0 || i == 3 { 2 } else { 1 };
+            assert!(sector.iter().all(|&b| b == want), "sector {i}");
+        }
     }
 }

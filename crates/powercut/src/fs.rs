@@ -37,8 +37,10 @@ pub struct Counters {
 /// What a cut did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CutReport {
-    /// Unsynced pages that reached the disk (written back before the power went).
+    /// Unsynced pages that reached the disk whole (written back before the power went).
     pub pages_kept: usize,
+    /// Unsynced pages of which some sectors reached the disk and others did not.
+    pub pages_torn: usize,
     /// Unsynced pages that were lost.
     pub pages_lost: usize,
 }
@@ -162,19 +164,34 @@ impl State {
     /// Turns the power off. A second cut finds nothing left to lose.
     pub(crate) fn cut(&mut self, keep: Keep) -> io::Result<CutReport> {
         let mut x = match keep {
-            Keep::Nothing => None,
-            Keep::Random(seed) => Some(seed),
+            Keep::Nothing => 0,
+            Keep::Random(seed) | Keep::Sectors(seed) => seed,
         };
-        let mut keep_page = |_page: u64| {
-            let Some(x) = x.as_mut() else {
-                return false;
-            };
+        let mut sectors = |_page: u64| {
             // SplitMix64.
-            *x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = *x;
+            x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = x;
             z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
             z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            (z ^ (z >> 31)) & 1 == 1
+            let z = z ^ (z >> 31);
+            match keep {
+                Keep::Nothing => 0,
+                Keep::Random(_) => {
+                    if z & 1 == 1 {
+                        0xFF
+                    } else {
+                        0
+                    }
+                }
+                // Half the pages untouched by writeback, the others written in part or whole.
+                Keep::Sectors(_) => {
+                    if z & 1 == 1 {
+                        (z >> 8) as u8
+                    } else {
+                        0
+                    }
+                }
+            }
         };
         let first = self.off.is_none();
         if first {
@@ -183,8 +200,9 @@ impl State {
         self.armed = None;
         let mut report = CutReport::default();
         for pending in self.files.values_mut() {
-            let (kept, lost) = pending.cut(&mut keep_page)?;
+            let (kept, torn, lost) = pending.cut(&mut sectors)?;
             report.pages_kept += kept;
+            report.pages_torn += torn;
             report.pages_lost += lost;
         }
         if first {

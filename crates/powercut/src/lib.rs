@@ -7,7 +7,8 @@
 //! descriptor opened with `O_DSYNC` or `O_SYNC` is durable when it returns. [`PowerCut::cut`]
 //! turns the power off: every unsynced page is lost, or, with [`Keep::Random`], reaches the disk
 //! or not page by page (the kernel may write dirty pages back at any time before the power goes,
-//! in any order), and every later request fails with `EIO`. After the program under test is
+//! in any order), or, with [`Keep::Sectors`], sector by sector (a page being written back when
+//! the power went is torn), and every later request fails with `EIO`. After the program under test is
 //! killed and the filesystem unmounted, the backing directory holds what a disk would have
 //! kept, and the program's store is opened there.
 //!
@@ -16,10 +17,10 @@
 //!
 //! What it does not model: directory entries (creating, renaming and removing files) reach the
 //! backing directory at once, as on a filesystem that journals metadata before data; a rename
-//! first syncs the renamed file. A write is lost or kept in whole pages, never torn within one.
-//! An `fsync` of a descriptor opened with `O_DSYNC` syncs nothing more: the kernel sends one
-//! after each write through such a descriptor, and treating it as a sync of the whole file would
-//! make durable what the program never synced.
+//! first syncs the renamed file. A sector (512 bytes) is written whole or not at all. An `fsync`
+//! of a descriptor opened with `O_DSYNC` syncs nothing more: the kernel sends one after each
+//! write through such a descriptor, and treating it as a sync of the whole file would make
+//! durable what the program never synced.
 //!
 //! Mounting needs `/dev/fuse` and root (the mount is made directly, without `fusermount`).
 //!
@@ -45,7 +46,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-pub use file::PAGE;
+pub use file::{PAGE, SECTOR};
 pub use fs::{Counters, CutReport};
 
 /// Which unsynced pages reach the disk when the power goes.
@@ -53,8 +54,12 @@ pub use fs::{Counters, CutReport};
 pub enum Keep {
     /// None: the page cache is lost whole.
     Nothing,
-    /// Each page independently, with probability one half, drawn from this seed.
+    /// Each page whole or not at all, independently, with probability one half, drawn from this
+    /// seed.
     Random(u64),
+    /// Half the pages not at all; of the others, each 512-byte sector independently, with
+    /// probability one half: a page being written back when the power went is torn.
+    Sectors(u64),
 }
 
 /// A mounted power-cut filesystem. Unmounted when dropped.

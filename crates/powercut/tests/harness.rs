@@ -6,7 +6,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
-use powercut::{Keep, PowerCut, PAGE};
+use powercut::{Keep, PowerCut, PAGE, SECTOR};
 
 struct Mounted {
     backing: tempfile::TempDir,
@@ -236,6 +236,7 @@ fn an_armed_cut_happens_before_the_chosen_write_or_sync() {
         m.fs.cut_report(),
         Some(powercut::CutReport {
             pages_kept: 0,
+            pages_torn: 0,
             pages_lost: 1
         })
     );
@@ -243,4 +244,31 @@ fn an_armed_cut_happens_before_the_chosen_write_or_sync() {
     drop(f);
     let disk = m.cut(Keep::Nothing);
     assert_eq!(read(disk.path(), "f"), b"one ");
+}
+
+#[test]
+fn a_sector_cut_tears_pages_at_sector_boundaries_only() {
+    let m = mount();
+    let pages = 64;
+    let mut f = std::fs::File::create(m.at("f")).unwrap();
+    f.write_all(&vec![0xEE; pages * PAGE as usize]).unwrap();
+    f.sync_all().unwrap();
+    f.seek(SeekFrom::Start(0)).unwrap();
+    for p in 0..pages {
+        f.write_all(&[p as u8 + 1; PAGE as usize]).unwrap();
+    }
+    drop(f);
+    let report = m.fs.cut(Keep::Sectors(11)).unwrap();
+    assert!(report.pages_torn > 0 && report.pages_lost > 0, "{report:?}");
+    let disk = m.cut(Keep::Nothing);
+    let kept = read(disk.path(), "f");
+    assert_eq!(kept.len(), pages * PAGE as usize);
+    for (i, sector) in kept.chunks(SECTOR as usize).enumerate() {
+        let new = (i / (PAGE / SECTOR) as usize) as u8 + 1;
+        // Each sector is the old or the new content, never a mix.
+        assert!(
+            sector.iter().all(|&b| b == new) || sector.iter().all(|&b| b == 0xEE),
+            "sector {i} is torn"
+        );
+    }
 }
