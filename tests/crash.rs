@@ -163,15 +163,7 @@ fn crash_child() {
         return;
     };
     let iter: u64 = std::env::var(ENV_ITER).unwrap().parse().unwrap();
-    // A failed check on any thread ends the process at once, so the parent sees it (a panic would
-    // otherwise only end that thread, and the child would go on until it is killed).
-    let report = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        report(info);
-        std::process::exit(101);
-    }));
-    // The harness may have printed "test crash_child ... " without a newline.
-    println!();
+    common::start_child();
     let storage = Storage::open(config(Path::new(&dir))).expect("child: open store");
     say(format_args!("READY"));
     let data = Path::new(&dir).join("data.mdb").canonicalize().unwrap();

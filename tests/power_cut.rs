@@ -203,12 +203,7 @@ fn power_cut_child() {
     let iter: u64 = std::env::var(ENV_ITER).unwrap().parse().unwrap();
     let key_version: u32 = std::env::var(ENV_KEY).unwrap().parse().unwrap();
     // Once the power is off every write fails: the first failure ends the process.
-    let report = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        report(info);
-        std::process::exit(101);
-    }));
-    println!();
+    common::start_child();
     let storage = Storage::open(config(Path::new(&dir), key_version)).expect("child: open");
     say(format_args!("READY"));
 

@@ -158,3 +158,16 @@ impl Watched {
         (report.expect("cut the power"), failure)
     }
 }
+
+/// Starts a child process that is a test of its own binary: a panic on any thread ends the
+/// process at once with status 101 (a panic would otherwise end only that thread, and the child
+/// would go on until it is killed), and a newline ends what the test harness printed before the
+/// child's first line.
+pub fn start_child() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        std::process::exit(101);
+    }));
+    println!();
+}
