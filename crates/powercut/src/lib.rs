@@ -145,7 +145,7 @@ impl PowerCut {
     pub fn unmount(mut self) -> io::Result<()> {
         umount(&self.mountpoint, 0)?;
         if let Some(session) = self.session.take() {
-            // The kernel has closed the connection: the session's loop ends.
+            // Unmounted, the kernel closes the connection, which ends the session's loop.
             session.join();
         }
         Ok(())
@@ -171,8 +171,8 @@ fn umount(path: &Path, flags: i32) -> io::Result<()> {
 impl Drop for PowerCut {
     fn drop(&mut self) {
         if let Some(session) = self.session.take() {
-            // A lazy unmount never fails on open files; the session's thread serves what is still
-            // open and ends with the last of it, so it is not waited for.
+            // A lazy unmount succeeds with files still open; the session's thread serves them
+            // until the last is closed, and is not waited for.
             let _ = umount(&self.mountpoint, libc::MNT_DETACH);
             drop(session);
         }
