@@ -353,15 +353,24 @@ impl Crypto {
         };
         self.misses.fetch_add(1, Ordering::Relaxed);
         let mut retries = 0;
-        let (entry, master) = loop {
+        let (e, master) = loop {
             let txn = self.keystore.env.read_txn()?;
             let entry = self.keystore.entry(&txn, stream)?;
             drop(txn);
-            let Entry::Key(e) = &entry else {
-                break (entry, None);
+            let e = match entry {
+                Entry::Key(e) => e,
+                Entry::Shredded => {
+                    self.cache().insert_if(generation, stream, Slot::Shredded);
+                    return Err(Error::Shredded { stream, seq });
+                }
+                Entry::Missing => {
+                    return Err(self.keystore.damaged(format!(
+                        "it holds no key for stream {stream}, which has encrypted events (sequence {seq})"
+                    )))
+                }
             };
-            match self.master_for_read(stream, e)? {
-                Some(master) => break (entry, Some(master)),
+            match self.master_for_read(stream, &e)? {
+                Some(master) => break (e, master),
                 None if retries < STALE_ENTRY_RETRIES => retries += 1,
                 None => {
                     return Err(self.keystore.damaged(format!(
@@ -371,28 +380,16 @@ impl Crypto {
                 }
             }
         };
-        match entry {
-            Entry::Key(e) => {
-                if e.key_version != key_version {
-                    return Err(self.keystore.damaged(format!(
-                        "event {seq} of stream {stream} was sealed under key version {key_version}, the keystore holds version {}",
-                        e.key_version
-                    )));
-                }
-                let master = master.expect("a key entry has its master key");
-                let key = self.unwrap_with(&master, stream, &e)?;
-                self.cache()
-                    .insert_if(generation, stream, Slot::Key(Arc::clone(&key)));
-                Ok(key)
-            }
-            Entry::Shredded => {
-                self.cache().insert_if(generation, stream, Slot::Shredded);
-                Err(Error::Shredded { stream, seq })
-            }
-            Entry::Missing => Err(self.keystore.damaged(format!(
-                "it holds no key for stream {stream}, which has encrypted events (sequence {seq})"
-            ))),
+        if e.key_version != key_version {
+            return Err(self.keystore.damaged(format!(
+                "event {seq} of stream {stream} was sealed under key version {key_version}, the keystore holds version {}",
+                e.key_version
+            )));
         }
+        let key = self.unwrap_with(&master, stream, &e)?;
+        self.cache()
+            .insert_if(generation, stream, Slot::Key(Arc::clone(&key)));
+        Ok(key)
     }
 
     /// The data keys for appending to `streams`, creating (and making durable) the keys of new
