@@ -649,14 +649,8 @@ fn crash_recovery() {
     if std::env::var_os(ENV_DIR).is_some() {
         return;
     }
-    let iterations: u64 = std::env::var("VARVE_CRASH_ITERATIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(32);
-    let seed: u64 = std::env::var(ENV_SEED)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0x7A5E_DB0B);
+    let iterations: u64 = common::env_u64("VARVE_CRASH_ITERATIONS", 32);
+    let seed: u64 = common::env_u64(ENV_SEED, 0x7A5E_DB0B);
     println!("crash test: {iterations} iterations, {ENV_SEED}={seed}");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
@@ -718,9 +712,9 @@ fn crash_recovery() {
 
 /// The same children and checks as [`crash_recovery`], with the store on the power-cut
 /// filesystem: each child loses the power (every write not yet synced is lost, or reaches the
-/// disk page by page, or sector by sector, at random) at a random write or sync shortly after it has acknowledged a
-/// random number of appends, or, every fifth child, at a random write or sync from the start,
-/// while it opens the store and retries. The store is then checked on what the disk kept.
+/// disk page by page, or sector by sector, at random) at a random write or sync shortly after it
+/// has acknowledged a random number of appends, or, every fifth child, at a random write or sync
+/// from the start, while it opens the store and retries. The store is then checked on what the disk kept.
 ///
 /// Environment: `VARVE_POWER_CUTS` (default 60) and `VARVE_CRASH_SEED`.
 #[test]
@@ -728,14 +722,8 @@ fn power_cut_recovery() {
     if std::env::var_os(ENV_DIR).is_some() {
         return;
     }
-    let cuts: u64 = std::env::var("VARVE_POWER_CUTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(60);
-    let seed: u64 = std::env::var(ENV_SEED)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0x0FF_C0DE);
+    let cuts: u64 = common::env_u64("VARVE_POWER_CUTS", 60);
+    let seed: u64 = common::env_u64(ENV_SEED, 0x0FF_C0DE);
     println!("power-cut test: {cuts} cuts, {ENV_SEED}={seed}");
     let disk = tempfile::tempdir().unwrap();
     let mountpoint = tempfile::tempdir().unwrap();
@@ -745,14 +733,9 @@ fn power_cut_recovery() {
     let started = Instant::now();
     let (mut head, mut pages_lost, mut pages_kept, mut pages_torn) = (0, 0, 0, 0);
     for iter in 1..=cuts {
-        let fs = PowerCut::mount(disk.path(), mountpoint.path())
-            .expect("mount the power-cut filesystem (needs /dev/fuse and root)");
+        let fs = common::mount_power_cut(disk.path(), mountpoint.path());
         let early = iter % 5 == 0;
-        let keep = match iter % 3 {
-            0 => Keep::Nothing,
-            1 => Keep::Random(rng.next()),
-            _ => Keep::Sectors(rng.next()),
-        };
+        let keep = common::keep_for(iter, rng.next());
         let stop = Stop::Cut {
             fs: &fs,
             acks: if early { 0 } else { 1 + rng.below(60) },

@@ -114,10 +114,7 @@ fn run_child(dir: &Path, first: u64, acks: usize) -> Vec<String> {
 
 #[test]
 fn a_killed_writer_never_leaves_an_event_without_its_name() {
-    let kills: u64 = std::env::var("VARVE_NAMES_CRASH_KILLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(12);
+    let kills: u64 = common::env_u64("VARVE_NAMES_CRASH_KILLS", 12);
     let dir = tempfile::tempdir().unwrap();
     // Acknowledged events per stream name: the store must hold at least these.
     let mut acked: BTreeMap<String, u64> = BTreeMap::new();

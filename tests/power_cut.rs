@@ -656,14 +656,8 @@ fn power_cuts_keep_every_acknowledged_write_and_nothing_partial() {
     if std::env::var_os(ENV_DIR).is_some() {
         return;
     }
-    let cuts: u64 = std::env::var("VARVE_POWER_CUTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(40);
-    let seed: u64 = std::env::var("VARVE_POWER_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0xC0FF_EE11);
+    let cuts: u64 = common::env_u64("VARVE_POWER_CUTS", 40);
+    let seed: u64 = common::env_u64("VARVE_POWER_SEED", 0xC0FF_EE11);
     println!("power-cut test: {cuts} cuts, VARVE_POWER_SEED={seed}");
     let disk = tempfile::tempdir().unwrap();
     let mountpoint = tempfile::tempdir().unwrap();
@@ -682,14 +676,9 @@ fn power_cuts_keep_every_acknowledged_write_and_nothing_partial() {
     let started = Instant::now();
     let (mut head, mut lost, mut kept, mut torn) = (0, 0, 0, 0);
     for iter in 1..=cuts {
-        let fs = PowerCut::mount(disk.path(), mountpoint.path())
-            .expect("mount the power-cut filesystem (needs /dev/fuse and root)");
+        let fs = common::mount_power_cut(disk.path(), mountpoint.path());
         let early = iter % 5 == 0;
-        let keep = match iter % 3 {
-            0 => Keep::Nothing,
-            1 => Keep::Random(next(u64::MAX)),
-            _ => Keep::Sectors(next(u64::MAX)),
-        };
+        let keep = common::keep_for(iter, next(u64::MAX));
         let acks = if early { 0 } else { 1 + next(40) };
         let ops = 1 + next(if early { 300 } else { 40 });
         let (lines, report) = run_child(

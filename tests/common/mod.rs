@@ -171,3 +171,27 @@ pub fn start_child() {
     }));
     println!();
 }
+
+/// The number in the environment variable `name`, or `default` when it is unset or not a number.
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Mounts the power-cut filesystem at `mountpoint` over `disk`.
+pub fn mount_power_cut(disk: &std::path::Path, mountpoint: &std::path::Path) -> powercut::PowerCut {
+    powercut::PowerCut::mount(disk, mountpoint)
+        .expect("mount the power-cut filesystem (needs /dev/fuse and root)")
+}
+
+/// What the `iter`-th cut of a power-cut test keeps of the unsynced pages: the cuts go round
+/// losing them all, keeping random whole pages, and tearing pages sector by sector.
+pub fn keep_for(iter: u64, seed: u64) -> powercut::Keep {
+    match iter % 3 {
+        0 => powercut::Keep::Nothing,
+        1 => powercut::Keep::Random(seed),
+        _ => powercut::Keep::Sectors(seed),
+    }
+}

@@ -13,7 +13,6 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{json_lines, noted, stdout, varve, Noted};
-use powercut::{Keep, PowerCut};
 use varvedb::{ExpectedVersion, Storage, StorageConfig, Writer};
 
 const ENV_DIR: &str = "VARVE_TOOL_POWER_DIR";
@@ -67,8 +66,7 @@ fn varve_finds_the_store_clean_and_whole_after_power_cuts() {
     let mut seed = 0x5EED_u64;
     for iter in 1..=CUTS {
         seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-        let fs = PowerCut::mount(disk.path(), mountpoint.path())
-            .expect("mount the power-cut filesystem (needs /dev/fuse and root)");
+        let fs = shared::mount_power_cut(disk.path(), mountpoint.path());
         let child = shared::Watched::spawn(
             Command::new(std::env::current_exe().unwrap())
                 .args([
@@ -81,11 +79,7 @@ fn varve_finds_the_store_clean_and_whole_after_power_cuts() {
                 .env(ENV_ITER, iter.to_string()),
             MARK,
         );
-        let keep = match iter % 3 {
-            0 => Keep::Nothing,
-            1 => Keep::Random(seed),
-            _ => Keep::Sectors(seed),
-        };
+        let keep = shared::keep_for(iter, seed);
         let acks = 1 + (seed >> 40) % 30;
         let ops = 1 + (seed >> 20) % 30;
         let (_, failure) = child.cut_on_progress(&fs, |l| l.starts_with("ACK"), acks, ops, keep);
