@@ -159,17 +159,6 @@ impl Dbs {
         Ok((run.label == label).then_some(run))
     }
 
-    /// Whether the label index lists the event at `seq` under `label`.
-    ///
-    /// # Errors
-    ///
-    /// Those of [`Dbs::label_run_at`].
-    pub(crate) fn label_lists(&self, txn: &heed::RoTxn<'_>, label: u32, seq: u64) -> Result<bool> {
-        Ok(self
-            .label_run_at(txn, label, seq)?
-            .is_some_and(|run| run.contains(seq)))
-    }
-
     /// Every label of the store: kind, text and id, in the order of their keys (categories
     /// first, by name).
     ///

@@ -8,6 +8,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::report::{reason, ProblemKind, Tick, VerifyReport};
 use super::Snapshot;
+use crate::env::Dbs;
 use crate::error::Result;
 use crate::format::name::{decode_name, parse_label_key, LabelKind, LabelRun};
 use crate::format::record;
@@ -158,6 +159,7 @@ pub(super) fn check(
     tick.now("label index", runs, total);
 
     // Every event up to the watermark is listed under its type and its stream's category.
+    let mut listed = Listed::default();
     for entry in dbs.log.range(txn, &(1..=snap.watermark))? {
         let (seq, value) = entry?;
         if damaged.contains(&seq) {
@@ -172,7 +174,7 @@ pub(super) fn check(
         let name = String::from_utf8_lossy(rec.event_type_bytes());
         let listed_type = by_text
             .get(&(LabelKind::EventType, name.as_ref()))
-            .map(|&id| dbs.label_lists(txn, id, seq))
+            .map(|&id| listed.lists(dbs, txn, id, seq))
             .transpose()?
             .unwrap_or(false);
         if !listed_type {
@@ -184,7 +186,7 @@ pub(super) fn check(
             );
         }
         if let Some(&category) = categories.get(&rec.stream()) {
-            if !dbs.label_lists(txn, category, seq)? {
+            if !listed.lists(dbs, txn, category, seq)? {
                 report.push(
                     ProblemKind::Labels,
                     Some(seq),
@@ -235,4 +237,29 @@ fn labels(
         }
     }
     Ok(out)
+}
+
+/// Whether the label index lists events met in ascending order: each label's run is looked up,
+/// and its checksum checked, once for all the events it lists rather than once per event.
+#[derive(Default)]
+struct Listed<'t> {
+    runs: HashMap<u32, LabelRun<'t>>,
+}
+
+impl<'t> Listed<'t> {
+    fn lists(&mut self, dbs: &Dbs, txn: &'t heed::RoTxn<'_>, label: u32, seq: u64) -> Result<bool> {
+        if let Some(run) = self.runs.get(&label) {
+            if run.seq(0) <= seq && seq <= run.seq(run.len() - 1) {
+                return Ok(run.contains(seq));
+            }
+        }
+        Ok(match dbs.label_run_at(txn, label, seq)? {
+            Some(run) => {
+                let found = run.contains(seq);
+                self.runs.insert(label, run);
+                found
+            }
+            None => false,
+        })
+    }
 }
