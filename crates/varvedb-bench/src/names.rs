@@ -14,6 +14,10 @@
 //! - **Processors**: catching up on the same store from the start, one processor with a filter
 //!   of one category of the ten, against one without a filter whose handler passes over the
 //!   events of other categories (by a field of the payload, the cheapest filter a handler has).
+//! - **What LMDB allows**: on a copy of the same store's file, raw heed reads the category's
+//!   records as the label walk does (a lookup from the root for each run of them, the next
+//!   records stepped to) and, against it, scans the whole log: the most a read of one category
+//!   can gain over a scan on LMDB, with each record stored once, in log order.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -252,7 +256,7 @@ pub fn run(s: &Settings) -> Res<String> {
     ));
 
     eprintln!("names: filling a store of {} events", s.events);
-    let (_dir, storage) = read_store(s.events)?;
+    let (dir, storage) = read_store(s.events)?;
     let reader = Reader::<Placed>::new(storage.clone());
     let typed_b = Reader::<PlacedB>::new(storage.clone());
     for flushed in [false, true] {
@@ -338,5 +342,82 @@ pub fn run(s: &Settings) -> Res<String> {
         handled.0 as f64 / f,
         h / f
     ));
+
+    eprintln!("names: raw heed on a copy of the store");
+    let seqs: Vec<u64> = {
+        let txn = storage.read_txn()?;
+        let seqs = reader
+            .read_category(&txn, "cat3", 1, Direction::Forward)?
+            .map(|view| view.map(|v| v.seq()))
+            .collect::<varvedb::Result<_>>()?;
+        seqs
+    };
+    let (scan, runs) = raw_category_bound(&dir.path().join("store"), &seqs, s.reps)?;
+    out.push_str(&format!(
+        "| raw heed on a copy of the store: a scan of the whole log, per event of `cat3` | {} | {scan:.0} | 1.00× |\n| raw heed: the events of `cat3` read run by run (a lookup for each run, then the next records) | {} | {runs:.0} | {:.2}× |\n",
+        seqs.len(),
+        seqs.len(),
+        runs / scan
+    ));
     Ok(out)
+}
+
+/// On a copy of the store's data file at `dir`, raw heed reads the records of `seqs` (ascending)
+/// as the label walk does, and scans the whole log touching each record: (events of `seqs` per
+/// second of the scan, events per second of the walk), medians of `reps`.
+fn raw_category_bound(dir: &std::path::Path, seqs: &[u64], reps: usize) -> Res<(f64, f64)> {
+    use heed::byteorder::BigEndian;
+    use heed::types::{Bytes, U64};
+    let copy = tempfile::Builder::new()
+        .prefix("varvedb-bench-names-raw-")
+        .tempdir()?;
+    // The store is synced and idle: its data file is a consistent LMDB environment.
+    std::fs::copy(dir.join("data.mdb"), copy.path().join("data.mdb"))?;
+    // SAFETY: the copy is opened once, in this process only, and not changed while open.
+    let env = unsafe {
+        heed::EnvOpenOptions::new()
+            .max_dbs(128)
+            .map_size(std::fs::metadata(copy.path().join("data.mdb"))?.len() as usize * 2)
+            .open(copy.path())?
+    };
+    let rtxn = env.read_txn()?;
+    let log = env
+        .open_databases_and_commit(rtxn, |opener, txn| -> Result<_, heed::Error> {
+            Ok(heed::CommitOrAbort::<_, ()>::Commit(
+                opener.open_database::<U64<BigEndian>, Bytes>(txn, Some("log"))?,
+            ))
+        })?
+        .unwrap_commit()
+        .ok_or("the copy has no log database")?;
+    let rtxn = env.read_txn()?;
+    let (mut scans, mut walks) = (Vec::new(), Vec::new());
+    for _ in 0..reps {
+        let started = Instant::now();
+        let mut sum = 0u64;
+        for entry in log.iter(&rtxn)? {
+            let (_, value) = entry?;
+            sum = sum.wrapping_add(u64::from(value[0]) + u64::from(value[value.len() - 1]));
+        }
+        scans.push(seqs.len() as f64 / started.elapsed().as_secs_f64());
+        black_box(sum);
+
+        let started = Instant::now();
+        let mut sum = 0u64;
+        let mut at: Option<(u64, heed::RoRange<'_, U64<BigEndian>, Bytes>)> = None;
+        for &seq in seqs {
+            if !matches!(&at, Some((next, _)) if *next == seq) {
+                at = Some((seq, log.range(&rtxn, &(seq..))?));
+            }
+            let (next, range) = at.as_mut().expect("a range of the log");
+            let (found, value) = range.next().ok_or("the copy lacks a listed event")??;
+            if found != seq {
+                return Err(format!("the copy holds {found} where {seq} was listed").into());
+            }
+            *next = seq + 1;
+            sum = sum.wrapping_add(u64::from(value[0]) + u64::from(value[value.len() - 1]));
+        }
+        walks.push(seqs.len() as f64 / started.elapsed().as_secs_f64());
+        black_box(sum);
+    }
+    Ok((median(&mut scans), median(&mut walks)))
 }
