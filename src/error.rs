@@ -443,6 +443,12 @@ pub enum Error {
         stream: StreamId,
     },
 
+    /// Reaching or agreeing with the NATS JetStream cluster failed (feature `cluster`).
+    #[cfg(feature = "cluster")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::error::ClusterError),
+
     /// The master key given in [`StorageConfig::master_key`](crate::StorageConfig::master_key)
     /// does not open this store's keystore.
     #[error("wrong master key for {path}: it does not open the keystore (master key version {master_version}); give the key the store was created or last rotated with")]

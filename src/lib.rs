@@ -46,6 +46,9 @@ extern crate self as varvedb;
 pub mod admin;
 mod append;
 mod cipher;
+#[cfg(feature = "cluster")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
+pub mod cluster;
 mod crypto;
 mod env;
 pub mod error;

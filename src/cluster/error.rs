@@ -1,0 +1,92 @@
+//! What can go wrong between a node and the cluster, with what a caller can act on.
+
+use std::time::Duration;
+
+/// A failure to reach, or to agree with, the NATS JetStream cluster. Carried by
+/// [`Error::Cluster`](crate::Error::Cluster). No variant holds a password or key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterError {
+    /// The configuration cannot work (no servers, an unreadable credentials file, ...).
+    #[error("invalid cluster configuration: {reason}")]
+    Config {
+        /// What is wrong.
+        reason: String,
+    },
+    /// No server answered.
+    #[error("no NATS server of {servers:?} could be reached: {reason}")]
+    Unreachable {
+        /// The servers tried.
+        servers: Vec<String>,
+        /// What the last attempt met.
+        reason: String,
+    },
+    /// A server refused the node's credentials (a wrong password, an unknown user, a revoked
+    /// key).
+    #[error("the NATS servers {servers:?} refused the node's credentials: {reason}")]
+    Unauthorized {
+        /// The servers tried.
+        servers: Vec<String>,
+        /// What the server said.
+        reason: String,
+    },
+    /// The TLS handshake failed: the server's certificate is not trusted, or the server does
+    /// not trust the node's certificate (or the node presented none), or one side wants TLS
+    /// and the other does not.
+    #[error("TLS with the NATS servers {servers:?} failed: {reason}")]
+    Tls {
+        /// The servers tried.
+        servers: Vec<String>,
+        /// What the handshake met.
+        reason: String,
+    },
+    /// The server is older than what the node asks of it.
+    #[error("NATS server {server} runs {found}; {needs} needs {needed} or newer")]
+    ServerTooOld {
+        /// The server's name.
+        server: String,
+        /// Its version.
+        found: String,
+        /// The oldest version that will do.
+        needed: String,
+        /// What needs it.
+        needs: String,
+    },
+    /// The server has JetStream disabled, or not for this account.
+    #[error("JetStream is not available on {server}: {reason}")]
+    NoJetStream {
+        /// The server's name.
+        server: String,
+        /// What it answered.
+        reason: String,
+    },
+    /// The JetStream stream exists with a setting that the log cannot run on. VarveDB never
+    /// changes an existing stream: fix it with the `nats` tool, or name another stream.
+    #[error("JetStream stream {stream:?} has {setting} = {found}, the log needs {wanted}")]
+    StreamMismatch {
+        /// The stream.
+        stream: String,
+        /// The setting.
+        setting: &'static str,
+        /// What the stream has.
+        found: String,
+        /// What the log needs.
+        wanted: String,
+    },
+    /// A JetStream request failed.
+    #[error("JetStream {operation} failed: {reason}")]
+    Request {
+        /// What was asked.
+        operation: &'static str,
+        /// What came back.
+        reason: String,
+    },
+    /// A JetStream request had no answer in time.
+    #[error("JetStream {operation} had no answer within {after:?}")]
+    Timeout {
+        /// What was asked.
+        operation: &'static str,
+        /// How long the node waited.
+        after: Duration,
+    },
+}

@@ -1,0 +1,96 @@
+//! VarveDB on a NATS JetStream cluster (feature `cluster`): the connection, its credentials and
+//! TLS, and the JetStream stream that holds the log.
+//!
+//! JetStream is the log of record: one stream (by default `VARVEDB`, kept on `replicas`
+//! servers by RAFT) whose subjects are `{subject_prefix}.{stream}`. [`check`] connects with a
+//! [`ClusterConfig`], checks that the server is new enough (2.12, for atomic batch publish),
+//! creates the stream when it is missing and refuses one whose settings could lose events
+//! (limits, memory storage, deletes or purges allowed) or could not take atomic batches.
+//!
+//! Every server VarveDB runs on must have `sync_interval: always` in its `jetstream` block: by
+//! default a JetStream server acknowledges a message before it is on disk and flushes every two
+//! minutes, so a power cut on a majority of the servers loses acknowledged messages. Clients
+//! cannot read a server's configuration, so this is for the operator to set; see
+//! `docs/cluster.md`.
+
+mod client;
+mod config;
+pub(crate) mod error;
+mod stream;
+
+pub use config::{ClusterAuth, ClusterConfig, ClusterTls};
+pub use error::ClusterError;
+
+use crate::error::Result;
+
+/// What [`check`] found.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ClusterReport {
+    /// The server the node connected to.
+    pub server: String,
+    /// Its version.
+    pub server_version: String,
+    /// The JetStream stream of the log.
+    pub stream: String,
+    /// Whether this check created it.
+    pub created: bool,
+    /// How many servers hold each of its messages.
+    pub replicas: usize,
+    /// The server that leads it, when it has a leader.
+    pub leader: Option<String>,
+    /// The servers that hold it besides the leader, with whether each is current.
+    pub followers: Vec<(String, bool)>,
+    /// How many messages it holds.
+    pub messages: u64,
+    /// The JetStream sequence of its last message.
+    pub last_sequence: u64,
+}
+
+/// Connects to the cluster, checks the server, and creates or checks the log's JetStream stream
+/// (see the module documentation).
+///
+/// # Errors
+///
+/// [`Error::Cluster`](crate::Error::Cluster) with the [`ClusterError`] met: the configuration,
+/// an unreachable cluster, refused credentials, a failed TLS handshake, a server too old,
+/// JetStream missing, or a stream that exists with settings the log cannot run on.
+///
+/// # Example
+///
+/// ```no_run
+/// use varvedb::cluster::{check, ClusterAuth, ClusterConfig, ClusterTls};
+///
+/// let report = check(&ClusterConfig {
+///     servers: vec!["tls://127.0.0.1:4222".into()],
+///     auth: ClusterAuth::user_and_password("varvedb", "s3cret"),
+///     tls: ClusterTls { ca_file: Some("ca.pem".into()), ..Default::default() },
+///     ..ClusterConfig::default()
+/// })?;
+/// println!("{} holds {} messages on {} servers", report.stream, report.messages, report.replicas);
+/// # Ok::<(), varvedb::Error>(())
+/// ```
+pub fn check(config: &ClusterConfig) -> Result<ClusterReport> {
+    let client = client::Client::connect(config)?;
+    let (info, created) = stream::ensure(&client, config)?;
+    let server = client.nats.server_info();
+    let cluster = info.cluster.as_ref();
+    Ok(ClusterReport {
+        server: server.server_name.clone(),
+        server_version: server.version.clone(),
+        stream: info.config.name.clone(),
+        created,
+        replicas: info.config.num_replicas,
+        leader: cluster.and_then(|c| c.leader.clone()),
+        followers: cluster
+            .map(|c| {
+                c.replicas
+                    .iter()
+                    .map(|p| (p.name.clone(), p.current))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        messages: info.state.messages,
+        last_sequence: info.state.last_sequence,
+    })
+}
