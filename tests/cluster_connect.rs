@@ -112,6 +112,33 @@ fn a_stream_that_could_lose_events_is_refused_and_left_as_it_is() {
 }
 
 #[test]
+fn events_larger_than_the_servers_take_are_refused_at_connect() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path(), 3, START).unwrap();
+    // The test servers take messages of up to 8 MiB.
+    let config = ClusterConfig {
+        max_message_size: 16 << 20,
+        ..member(&cluster, "BIG")
+    };
+    match cluster_error(check(&config)) {
+        ClusterError::PayloadLimit {
+            max_payload,
+            max_message_size,
+            ..
+        } => {
+            assert_eq!(max_payload, 8 << 20);
+            assert_eq!(max_message_size, 16 << 20);
+        }
+        other => panic!("{other:?}"),
+    }
+    let fits = ClusterConfig {
+        max_message_size: 8 << 20,
+        ..member(&cluster, "BIG")
+    };
+    assert!(check(&fits).unwrap().created);
+}
+
+#[test]
 fn a_wrong_password_is_refused_as_unauthorized() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = Cluster::start(dir.path(), 3, START).unwrap();

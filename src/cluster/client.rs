@@ -28,7 +28,8 @@ impl Client {
     /// # Errors
     ///
     /// [`ClusterError::Config`], [`ClusterError::Unreachable`],
-    /// [`ClusterError::Unauthorized`], [`ClusterError::Tls`], [`ClusterError::ServerTooOld`].
+    /// [`ClusterError::Unauthorized`], [`ClusterError::Tls`], [`ClusterError::ServerTooOld`],
+    /// [`ClusterError::PayloadLimit`].
     pub(crate) fn connect(config: &ClusterConfig) -> Result<Client, ClusterError> {
         validate(config)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -71,6 +72,13 @@ impl Client {
                     needs: "VarveDB's atomic batches (JetStream atomic batch publish)".to_owned(),
                 })
             }
+        }
+        if info.max_payload < config.max_message_size {
+            return Err(ClusterError::PayloadLimit {
+                server: info.server_name.clone(),
+                max_payload: info.max_payload,
+                max_message_size: config.max_message_size,
+            });
         }
         Ok(Client {
             runtime,

@@ -52,6 +52,17 @@ pub enum ClusterError {
         /// What needs it.
         needs: String,
     },
+    /// The server takes smaller messages than the node would publish: its `max_payload` is
+    /// below [`ClusterConfig::max_message_size`](super::ClusterConfig::max_message_size).
+    #[error("NATS server {server} takes messages of at most {max_payload} bytes (its max_payload), below max_message_size {max_message_size}: raise max_payload on every server, or lower max_message_size")]
+    PayloadLimit {
+        /// The server's name.
+        server: String,
+        /// Its `max_payload`.
+        max_payload: usize,
+        /// What the node is configured to publish.
+        max_message_size: usize,
+    },
     /// The server has JetStream disabled, or not for this account.
     #[error("JetStream is not available on {server}: {reason}")]
     NoJetStream {
