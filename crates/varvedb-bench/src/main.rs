@@ -11,6 +11,7 @@
 //! cargo run --release -p varvedb-bench -- --only filtered [--filtered-events 1000000]
 //! cargo run --release -p varvedb-bench -- --only schema [--schema-events 500000]
 //! cargo run --release -p varvedb-bench -- --only names [--names-events 500000]
+//! cargo run --release -p varvedb-bench -- --only cluster [--cluster-subjects 50000]   # needs nats-server
 //! ```
 //!
 //! The table goes to stdout and to `target/bench-report.md`; progress goes to stderr. Numbers
@@ -133,6 +134,7 @@ mod filtered;
 mod fjall_store;
 mod metrics_cost;
 mod names;
+mod nats;
 mod pg;
 mod processor;
 mod raw;
@@ -159,9 +161,10 @@ const USAGE: &str = "usage: varvedb-bench [--events N] [--small-batch-events N] 
                      [--singles N] [--streams N] [--gets N] [--reps N]
                      [--write-budget-secs N] [--concurrent-secs N] [--concurrent-reps N]
                      [--live-secs N] [--live-rate N] [--rotate-streams N]
-                     [--all | --only peers|concurrent|classic|processor|encryption|metrics|filtered|schema|names]
+                     [--all | --only peers|concurrent|classic|processor|encryption|metrics|filtered|schema|names|cluster]
                      [--metrics-events N] [--filtered-events N] [--schema-events N]
-                     [--names-events N] [--no-sqlite] [--no-fjall] [--no-postgres]";
+                     [--names-events N] [--cluster-messages N] [--cluster-subjects N]
+                     [--no-sqlite] [--no-fjall] [--no-postgres]";
 
 /// Sizes of the workloads.
 #[derive(Clone, Debug)]
@@ -222,6 +225,13 @@ struct Config {
     names: bool,
     /// Events of the names rows.
     names_events: u64,
+    /// Run the NATS JetStream cluster rows (`--only cluster`; not in `--all`, which starts no
+    /// servers).
+    cluster: bool,
+    /// Messages of the raw publishing row.
+    cluster_messages: u64,
+    /// New subjects of each step of the memory-per-subject row.
+    cluster_subjects: u64,
     /// Events of each store of the upcasting rows.
     schema_events: u64,
 }
@@ -258,6 +268,9 @@ impl Default for Config {
             schema_events: 500_000,
             names: false,
             names_events: 500_000,
+            cluster: false,
+            cluster_messages: 20_000,
+            cluster_subjects: 50_000,
         }
     }
 }
@@ -302,10 +315,11 @@ impl Config {
                             | "filtered"
                             | "schema"
                             | "names"
+                            | "cluster"
                     )
                 ) {
                     return Err(format!(
-                        "--only needs peers, concurrent, classic, processor, encryption, metrics, filtered, schema or names\n{USAGE}"
+                        "--only needs peers, concurrent, classic, processor, encryption, metrics, filtered, schema, names or cluster\n{USAGE}"
                     )
                     .into());
                 }
@@ -318,6 +332,7 @@ impl Config {
                 cfg.filtered = only == Some("filtered");
                 cfg.schema = only == Some("schema");
                 cfg.names = only == Some("names");
+                cfg.cluster = only == Some("cluster");
                 continue;
             }
             if flag == "-h" || flag == "--help" {
@@ -347,6 +362,8 @@ impl Config {
                 "--filtered-events" => cfg.filtered_events = value.max(1_000),
                 "--schema-events" => cfg.schema_events = value.max(1_000),
                 "--names-events" => cfg.names_events = value.max(10_000),
+                "--cluster-messages" => cfg.cluster_messages = value.max(1_000),
+                "--cluster-subjects" => cfg.cluster_subjects = value.max(1_000),
                 "--live-rate" => cfg.live_rate = value.clamp(1, 1_000_000),
                 "--rotate-streams" => cfg.rotate_streams = value_at_least_1,
                 _ => return Err(format!("unknown flag {flag}\n{USAGE}").into()),
@@ -1361,6 +1378,15 @@ fn run() -> Res<()> {
     } else {
         String::new()
     };
+    let cluster = if cfg.cluster {
+        nats::run(&nats::Settings {
+            messages: cfg.cluster_messages,
+            subjects: cfg.cluster_subjects,
+            record_len: record_len(),
+        })?
+    } else {
+        String::new()
+    };
     final_note(&mut report, started);
 
     let mut table = report.render();
@@ -1369,6 +1395,7 @@ fn run() -> Res<()> {
     table.push_str(&filtered);
     table.push_str(&schema);
     table.push_str(&names);
+    table.push_str(&cluster);
     println!("{table}");
     let path = report_path();
     std::fs::write(&path, &table)?;

@@ -1,0 +1,178 @@
+//! The cluster rows, on a three-node NATS JetStream cluster on loopback (`crates/natscluster`:
+//! TLS with verified client certificates, a password, `sync_interval: always`), in the
+//! JetStream stream of VarveDB's log as `varvedb::cluster::check` creates it (R3, file storage,
+//! atomic publish allowed, a two-minute duplicate window):
+//!
+//! - **Raw JetStream publishing**: one message per event (an event's record bytes, a UUIDv7 as
+//!   `Nats-Msg-Id`), to 10,000 subjects, 256 publishes awaiting their acknowledgement at a time:
+//!   messages per second, the peer that VarveDB's replicated appends are compared with.
+//! - **Memory per subject**: JetStream keeps per-subject state in each server's memory, and each
+//!   VarveDB stream is a subject. One message to each of `subjects` new subjects, then as many
+//!   again: the resident memory of each server after each step, and the bytes per subject that
+//!   the second step added.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use async_nats::HeaderMap;
+use varvedb::cluster::{check, ClusterAuth, ClusterConfig, ClusterTls};
+
+use crate::common::Res;
+
+/// Sizes of the cluster rows.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Messages of the publishing row.
+    pub messages: u64,
+    /// New subjects of each step of the memory row.
+    pub subjects: u64,
+    /// Bytes of each message (a record of the bench event).
+    pub record_len: usize,
+}
+
+/// Publishes to `subject(i)` for `i` in `range`, `window` acknowledgements outstanding at a
+/// time: messages per second.
+async fn publish(
+    js: &jetstream::Context,
+    range: std::ops::Range<u64>,
+    subject: impl Fn(u64) -> String,
+    record: &[u8],
+    window: usize,
+) -> Res<f64> {
+    let started = Instant::now();
+    let count = range.end - range.start;
+    let mut pending = VecDeque::with_capacity(window);
+    for i in range {
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", uuid::Uuid::now_v7().to_string().as_str());
+        let ack = js
+            .publish_with_headers(subject(i), headers, record.to_vec().into())
+            .await?;
+        pending.push_back(ack);
+        if pending.len() >= window {
+            pending.pop_front().expect("a pending ack").await?;
+        }
+    }
+    for ack in pending {
+        ack.await?;
+    }
+    Ok(count as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The resident memory of process `pid`, in bytes.
+fn rss(pid: u32) -> Res<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .ok_or("no VmRSS")?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()?;
+    Ok(kb * 1024)
+}
+
+/// Runs the rows and returns their table.
+pub fn run(s: &Settings) -> Res<String> {
+    eprintln!("cluster: starting three nats-server nodes on loopback");
+    let dir = tempfile::Builder::new()
+        .prefix("varvedb-bench-cluster-")
+        .tempdir()?;
+    let cluster = natscluster::Cluster::start(dir.path(), 3, Duration::from_secs(60))?;
+    let pki = cluster.pki().clone();
+    let config = ClusterConfig {
+        servers: cluster.urls(),
+        auth: ClusterAuth::user_and_password(cluster.user(), cluster.password()),
+        tls: ClusterTls {
+            ca_file: Some(pki.ca.clone()),
+            client_cert: Some((pki.client_cert.clone(), pki.client_key.clone())),
+        },
+        ..ClusterConfig::default()
+    };
+    let report = check(&config)?;
+    let version = report.server_version.clone();
+    let prefix = config.subject_prefix.clone();
+    let pids: Vec<u32> = cluster
+        .nodes()
+        .iter()
+        .map(|n| n.pid().ok_or("a node is not running"))
+        .collect::<Result<_, _>>()?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let record = vec![0x5Au8; s.record_len];
+    let (rate, memory) = runtime.block_on(async {
+        let client = async_nats::ConnectOptions::with_user_and_password(
+            cluster.user().to_owned(),
+            cluster.password().to_owned(),
+        )
+        .require_tls(true)
+        .add_root_certificates(pki.ca.clone())
+        .add_client_certificate(pki.client_cert.clone(), pki.client_key.clone())
+        .connect(cluster.urls())
+        .await?;
+        let js = jetstream::new(client);
+
+        eprintln!("cluster: raw JetStream publishing, {} messages", s.messages);
+        let rate = publish(
+            &js,
+            0..s.messages,
+            |i| format!("{prefix}.p{}", i % 10_000),
+            &record,
+            256,
+        )
+        .await?;
+
+        let mut memory = Vec::new();
+        let before: Vec<u64> = pids.iter().map(|&p| rss(p)).collect::<Res<_>>()?;
+        memory.push((0u64, before));
+        for step in 1..=2u64 {
+            eprintln!(
+                "cluster: one message to each of {} new subjects (step {step})",
+                s.subjects
+            );
+            publish(
+                &js,
+                (step - 1) * s.subjects..step * s.subjects,
+                |i| format!("{prefix}.s{i}"),
+                &record,
+                256,
+            )
+            .await?;
+            let now: Vec<u64> = pids.iter().map(|&p| rss(p)).collect::<Res<_>>()?;
+            memory.push((step * s.subjects, now));
+        }
+        Ok::<_, Box<dyn std::error::Error>>((rate, memory))
+    })?;
+
+    let mut out = format!(
+        "\n### On a three-node NATS JetStream cluster (nats-server {version}, loopback, TLS, `sync_interval: always`, R3)\n\n| workload | messages | per second or bytes |\n|---|---:|---:|\n| raw JetStream publish, {} bytes, `Nats-Msg-Id`, 256 in flight, 10,000 subjects | {} | {rate:.0} msg/s |\n",
+        s.record_len, s.messages
+    );
+    for (subjects, rss) in &memory {
+        let mib: Vec<String> = rss
+            .iter()
+            .map(|b| format!("{:.0}", *b as f64 / (1 << 20) as f64))
+            .collect();
+        out.push_str(&format!(
+            "| resident memory of each server (MiB) with {subjects} one-message subjects | {subjects} | {} |\n",
+            mib.join(" / ")
+        ));
+    }
+    let (a, b) = (&memory[1].1, &memory[2].1);
+    let per: Vec<String> = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| format!("{:.0}", (*y as f64 - *x as f64) / s.subjects as f64))
+        .collect();
+    out.push_str(&format!(
+        "| memory per subject on each server, second step (bytes) | {} | {} |\n",
+        s.subjects,
+        per.join(" / ")
+    ));
+    Ok(out)
+}
