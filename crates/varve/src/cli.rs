@@ -189,6 +189,9 @@ pub enum Command {
         #[arg(long)]
         key_file: Option<PathBuf>,
     },
+    /// Connect to a NATS JetStream cluster, check its server, and create the JetStream stream
+    /// of the log or check an existing one (never changing it).
+    ClusterCheck(ClusterArgs),
     /// Re-wrap every stream key of an encrypted store under a new master key.
     RotateKey {
         /// The store's directory.
@@ -200,6 +203,51 @@ pub enum Command {
         #[arg(long)]
         new_key_file: Option<PathBuf>,
     },
+}
+
+/// How to reach a cluster. The password is never taken on the command line, where other users
+/// see it: give it in VARVE_NATS_PASSWORD or in a file.
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// A server URL (`tls://host:4222`); repeat for several.
+    #[arg(long = "server", required = true)]
+    pub servers: Vec<String>,
+    /// The JetStream stream of the log.
+    #[arg(long, default_value = "VARVEDB")]
+    pub stream: String,
+    /// The subject prefix of the log's messages.
+    #[arg(long, default_value = "varvedb")]
+    pub subject_prefix: String,
+    /// How many servers hold each message.
+    #[arg(long, default_value_t = 3)]
+    pub replicas: usize,
+    /// How long JetStream drops retried publishes (e.g. `2m`).
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    pub duplicate_window: std::time::Duration,
+    /// The largest message the log's stream takes, in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_message_size: usize,
+    /// The user to log in as; the password comes from --password-file or VARVE_NATS_PASSWORD.
+    #[arg(long, conflicts_with_all = ["creds", "nkey"])]
+    pub user: Option<String>,
+    /// File holding the user's password.
+    #[arg(long, requires = "user")]
+    pub password_file: Option<PathBuf>,
+    /// NATS credentials file (user JWT and nkey seed).
+    #[arg(long, conflicts_with = "nkey")]
+    pub creds: Option<PathBuf>,
+    /// File holding an nkey seed.
+    #[arg(long)]
+    pub nkey: Option<PathBuf>,
+    /// Certificate authority (PEM) that signed the servers' certificates.
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM), for servers that verify clients.
+    #[arg(long, requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, requires = "cert")]
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,7 @@
 //! One module per command.
 
 mod backup;
+mod cluster;
 mod export;
 mod format;
 mod import;
@@ -75,6 +76,7 @@ pub fn dispatch(cli: Cli, decoders: &Decoders, out: &mut dyn Write) -> CliResult
             decoders,
             out,
         ),
+        Command::ClusterCheck(args) => cluster::check(&args, json, out),
         Command::Verify { path, key_file } => {
             verify::run(&path, key_file.as_deref(), decoders, json, out)
         }
