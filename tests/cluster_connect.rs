@@ -3,6 +3,8 @@
 //! JetStream stream the log lives in.
 #![cfg(feature = "cluster")]
 
+mod common_cluster;
+
 use std::time::Duration;
 
 use natscluster::Cluster;
@@ -11,22 +13,8 @@ use varvedb::Error;
 
 const START: Duration = Duration::from_secs(60);
 
-/// The configuration of a node that belongs: the cluster's user and password, its authority,
-/// a client certificate it signed.
 fn member(cluster: &Cluster, stream: &str) -> ClusterConfig {
-    let pki = cluster.pki();
-    ClusterConfig {
-        servers: cluster.urls(),
-        stream: stream.to_owned(),
-        subject_prefix: format!("varvedb.{}", stream.to_ascii_lowercase()),
-        auth: ClusterAuth::user_and_password(cluster.user(), cluster.password()),
-        tls: ClusterTls {
-            ca_file: Some(pki.ca.clone()),
-            client_cert: Some((pki.client_cert.clone(), pki.client_key.clone())),
-        },
-        connect_timeout: Duration::from_secs(10),
-        ..ClusterConfig::default()
-    }
+    common_cluster::cluster_member(cluster, stream)
 }
 
 fn cluster_error(result: varvedb::Result<varvedb::cluster::ClusterReport>) -> ClusterError {

@@ -12,6 +12,7 @@
 //! VarveDB's batches rest on, came in 2.12.
 #![deny(missing_docs)]
 
+mod client;
 mod node;
 mod pki;
 
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+pub use client::{atomic_batch, client, Msg};
 pub use node::Node;
 pub use pki::Pki;
 
@@ -108,7 +110,7 @@ fn free_port(taken: &[u16]) -> io::Result<u16> {
 }
 
 /// 16 random bytes, in hex: the cluster's passwords.
-fn random_secret() -> io::Result<String> {
+pub(crate) fn random_secret() -> io::Result<String> {
     let mut bytes = [0u8; 16];
     fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
