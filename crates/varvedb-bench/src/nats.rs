@@ -4,8 +4,9 @@
 //! atomic publish allowed, a two-minute duplicate window):
 //!
 //! - **Raw JetStream publishing**: one message per event (an event's record bytes, a UUIDv7 as
-//!   `Nats-Msg-Id`), to 10,000 subjects, 256 publishes awaiting their acknowledgement at a time:
-//!   messages per second, the peer that VarveDB's replicated appends are compared with.
+//!   `Nats-Msg-Id`), to 10,000 subjects, 256 publishes awaiting their acknowledgement at a time;
+//!   and the same messages in atomic batches of 100 and of 1,000, one batch at a time: messages
+//!   per second, the peers that VarveDB's replicated appends are compared with.
 //! - **Memory per subject**: JetStream keeps per-subject state in each server's memory, and each
 //!   VarveDB stream is a subject. One message to each of `subjects` new subjects, then as many
 //!   again: the resident memory of each server after each step, and the bytes per subject that
@@ -105,17 +106,9 @@ pub fn run(s: &Settings) -> Res<String> {
         .enable_all()
         .build()?;
     let record = vec![0x5Au8; s.record_len];
-    let (rate, memory) = runtime.block_on(async {
-        let client = async_nats::ConnectOptions::with_user_and_password(
-            cluster.user().to_owned(),
-            cluster.password().to_owned(),
-        )
-        .require_tls(true)
-        .add_root_certificates(pki.ca.clone())
-        .add_client_certificate(pki.client_cert.clone(), pki.client_key.clone())
-        .connect(cluster.urls())
-        .await?;
-        let js = jetstream::new(client);
+    let (rate, batched, memory) = runtime.block_on(async {
+        let client = natscluster::client(&cluster).await?;
+        let js = jetstream::new(client.clone());
 
         eprintln!("cluster: raw JetStream publishing, {} messages", s.messages);
         let rate = publish(
@@ -126,6 +119,38 @@ pub fn run(s: &Settings) -> Res<String> {
             256,
         )
         .await?;
+
+        let mut batched = Vec::new();
+        for size in [100u64, 1_000] {
+            eprintln!(
+                "cluster: raw JetStream atomic batches of {size}, {} messages",
+                s.messages
+            );
+            let started = Instant::now();
+            let mut sent = 0u64;
+            while sent < s.messages {
+                let fresh: Vec<Vec<(&str, String)>> = (0..size)
+                    .map(|_| vec![("Nats-Msg-Id", uuid::Uuid::now_v7().to_string())])
+                    .collect();
+                let msgs: Vec<natscluster::Msg<'_>> = fresh
+                    .iter()
+                    .enumerate()
+                    .map(|(i, headers)| natscluster::Msg {
+                        subject: format!("{prefix}.p{}", (sent + i as u64) % 10_000),
+                        headers,
+                        payload: record.clone(),
+                    })
+                    .collect();
+                let answer = natscluster::atomic_batch(&client, &msgs)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if answer.get("error").is_some() || answer["count"] != size {
+                    return Err(format!("an atomic batch was refused: {answer}").into());
+                }
+                sent += size;
+            }
+            batched.push((size, sent as f64 / started.elapsed().as_secs_f64()));
+        }
 
         let mut memory = Vec::new();
         let before: Vec<u64> = pids.iter().map(|&p| rss(p)).collect::<Res<_>>()?;
@@ -146,13 +171,19 @@ pub fn run(s: &Settings) -> Res<String> {
             let now: Vec<u64> = pids.iter().map(|&p| rss(p)).collect::<Res<_>>()?;
             memory.push((step * s.subjects, now));
         }
-        Ok::<_, Box<dyn std::error::Error>>((rate, memory))
+        Ok::<_, Box<dyn std::error::Error>>((rate, batched, memory))
     })?;
 
     let mut out = format!(
         "\n### On a three-node NATS JetStream cluster (nats-server {version}, loopback, TLS, `sync_interval: always`, R3)\n\n| workload | messages | per second or bytes |\n|---|---:|---:|\n| raw JetStream publish, {} bytes, `Nats-Msg-Id`, 256 in flight, 10,000 subjects | {} | {rate:.0} msg/s |\n",
         s.record_len, s.messages
     );
+    for (size, rate) in &batched {
+        out.push_str(&format!(
+            "| raw JetStream atomic batches of {size}, the same messages, one batch at a time | {} | {rate:.0} msg/s |\n",
+            s.messages
+        ));
+    }
     for (subjects, rss) in &memory {
         let mib: Vec<String> = rss
             .iter()
