@@ -46,9 +46,11 @@ fn a_member_creates_the_log_stream_once_and_finds_it_after() {
     let names: Vec<&str> = cluster.nodes().iter().map(|n| n.name()).collect();
     assert!(names.contains(&first.server.as_str()), "{first:?}");
 
-    // A second node, through another server first, finds the same stream and creates nothing.
-    let mut other = config.clone();
-    other.servers.rotate_left(1);
+    // A second node, through another server only, finds the same stream and creates nothing.
+    let other = ClusterConfig {
+        servers: vec![cluster.urls()[1].clone()],
+        ..config.clone()
+    };
     let second = check(&other).unwrap();
     assert!(!second.created);
     assert_eq!(second.replicas, 3);
@@ -119,8 +121,17 @@ fn events_larger_than_the_servers_take_are_refused_at_connect() {
         }
         other => panic!("{other:?}"),
     }
-    let fits = ClusterConfig {
+    // 8 MiB with the room for headers: just too much; 4 KiB less fits.
+    let config = ClusterConfig {
         max_message_size: 8 << 20,
+        ..member(&cluster, "BIG")
+    };
+    assert!(matches!(
+        cluster_error(check(&config)),
+        ClusterError::PayloadLimit { .. }
+    ));
+    let fits = ClusterConfig {
+        max_message_size: (8 << 20) - (4 << 10),
         ..member(&cluster, "BIG")
     };
     assert!(check(&fits).unwrap().created);
@@ -222,6 +233,44 @@ fn a_cluster_that_is_not_there_is_unreachable() {
         cluster_error(check(&config)),
         ClusterError::Unreachable { .. }
     ));
+}
+
+#[test]
+fn credentials_never_go_to_a_server_without_tls() {
+    use std::io::{Read, Write};
+    // A server that offers no TLS: it announces itself and records what the client sends.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.write_all(
+            b"INFO {\"server_id\":\"plain\",\"server_name\":\"plain\",\"version\":\"2.14.6\",\"proto\":1,\"headers\":true,\"max_payload\":1048576,\"auth_required\":true}\r\n",
+        )
+        .unwrap();
+        // As a plain server does: the first bytes are not a NATS operation (a TLS hello), so
+        // it answers with an error and closes.
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut received = vec![0u8; 64 << 10];
+        let n = conn.read(&mut received).unwrap_or(0);
+        received.truncate(n);
+        let _ = conn.write_all(b"-ERR 'Unknown Protocol Operation'\r\n");
+        drop(conn);
+        received
+    });
+    let config = ClusterConfig {
+        servers: vec![format!("nats://127.0.0.1:{port}")],
+        auth: ClusterAuth::user_and_password("varvedb", "never-in-the-clear"),
+        connect_timeout: Duration::from_secs(5),
+        ..ClusterConfig::default()
+    };
+    let err = cluster_error(check(&config));
+    assert!(matches!(err, ClusterError::Tls { .. }), "{err:?}");
+    let received = server.join().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&received).contains("never-in-the-clear"),
+        "the password crossed the network in the clear"
+    );
 }
 
 #[test]

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::sync::mpsc;
+use std::time::Duration;
 
 use async_nats::jetstream;
 use async_nats::{ConnectErrorKind, ConnectOptions};
@@ -13,6 +14,19 @@ use super::error::ClusterError;
 /// The oldest server the log runs on: batches and transactions are JetStream atomic batch
 /// publishes, which came in 2.12.0.
 pub(crate) const MIN_SERVER: (u32, u32, u32) = (2, 12, 0);
+
+/// Room for the headers of a message (`Nats-Msg-Id`, expectations, batch headers), which the
+/// servers count against `max_payload` and the stream against its largest message, on top of
+/// [`ClusterConfig::max_message_size`].
+pub(crate) const HEADER_ROOM: usize = 4 << 10;
+
+/// Why a connection attempt failed, before it is told apart for the caller.
+enum Failure {
+    /// A file the configuration names could not be read.
+    Config(ClusterError),
+    /// The connection itself failed.
+    Connect(ConnectErrorKind, String),
+}
 
 /// A connected node.
 pub(crate) struct Client {
@@ -43,23 +57,23 @@ impl Client {
             })?;
         let servers = config.servers.clone();
         let request_timeout = config.request_timeout;
-        let options = options(config)?;
+        let options = options(config);
         let nats = runtime.run(async move {
-            let options = options.await?;
+            let options = options.await.map_err(Failure::Config)?;
             let nats = options
                 .connect(servers)
                 .await
-                .map_err(|e| (e.kind(), e.to_string()))?;
+                .map_err(|e| Failure::Connect(e.kind(), e.to_string()))?;
             // Built on the runtime: the context starts tasks of its own.
             let jetstream = jetstream::ContextBuilder::new()
                 .timeout(request_timeout)
                 .build(nats.clone());
             Ok((nats, jetstream))
-        });
+        })?;
         let (nats, jetstream) = match nats {
-            Ok(Ok(connected)) => connected,
-            Ok(Err((kind, reason))) => return Err(connect_error(config, kind, reason)),
-            Err(e) => return Err(e),
+            Ok(connected) => connected,
+            Err(Failure::Connect(kind, reason)) => return Err(connect_error(config, kind, reason)),
+            Err(Failure::Config(e)) => return Err(e),
         };
         let info = nats.server_info();
         match parse_version(&info.version) {
@@ -73,7 +87,7 @@ impl Client {
                 })
             }
         }
-        if info.max_payload < config.max_message_size {
+        if info.max_payload < config.max_message_size + HEADER_ROOM {
             return Err(ClusterError::PayloadLimit {
                 server: info.server_name.clone(),
                 max_payload: info.max_payload,
@@ -164,34 +178,36 @@ fn validate(config: &ClusterConfig) -> Result<(), ClusterError> {
             config.subject_prefix
         ));
     }
-    if config.max_message_size == 0 || config.max_message_size > i32::MAX as usize {
+    if config.max_message_size == 0 || config.max_message_size + HEADER_ROOM > i32::MAX as usize {
         return fail(format!(
-            "max_message_size is {}; JetStream takes 1 to {} bytes",
+            "max_message_size is {}; JetStream takes messages of 1 to {} bytes, headers included",
             config.max_message_size,
-            i32::MAX
+            i32::MAX as usize - HEADER_ROOM
+        ));
+    }
+    if config.duplicate_window < Duration::from_millis(100) {
+        return fail(format!(
+            "duplicate_window is {:?}; JetStream keeps message ids for 100 ms at least (and turns 0 into 2 minutes)",
+            config.duplicate_window
         ));
     }
     Ok(())
 }
 
 /// The connect options: credentials (read from files on the client's runtime), TLS and
-/// timeouts.
+/// timeouts. Credentials never cross the network in the clear: with any, the connection must
+/// be TLS.
 fn options(
     config: &ClusterConfig,
-) -> Result<
-    impl Future<Output = Result<ConnectOptions, (ConnectErrorKind, String)>> + Send + 'static,
-    ClusterError,
-> {
+) -> impl Future<Output = Result<ConnectOptions, ClusterError>> + Send + 'static {
     let auth = config.auth.clone();
     let tls = config.tls.clone();
     let (connect_timeout, request_timeout) = (config.connect_timeout, config.request_timeout);
-    Ok(async move {
-        let unreadable = |what: &str, path: &std::path::Path, e: std::io::Error| {
-            (
-                ConnectErrorKind::Authentication,
-                format!("cannot read the {what} {}: {e}", path.display()),
-            )
-        };
+    async move {
+        let unreadable =
+            |what: &str, path: &std::path::Path, e: std::io::Error| ClusterError::Config {
+                reason: format!("cannot read the {what} {}: {e}", path.display()),
+            };
         let mut options = match &auth {
             ClusterAuth::None => ConnectOptions::new(),
             ClusterAuth::UserPassword { user, password } => {
@@ -209,20 +225,20 @@ fn options(
                 ConnectOptions::with_nkey(seed.trim().to_owned())
             }
         };
-        if tls.is_set() {
+        if tls.is_set() || !matches!(auth, ClusterAuth::None) {
             options = options.require_tls(true);
-            if let Some(ca) = &tls.ca_file {
-                options = options.add_root_certificates(ca.clone());
-            }
-            if let Some((cert, key)) = &tls.client_cert {
-                options = options.add_client_certificate(cert.clone(), key.clone());
-            }
+        }
+        if let Some(ca) = &tls.ca_file {
+            options = options.add_root_certificates(ca.clone());
+        }
+        if let Some((cert, key)) = &tls.client_cert {
+            options = options.add_client_certificate(cert.clone(), key.clone());
         }
         Ok(options
             .name("varvedb")
             .connection_timeout(connect_timeout)
             .request_timeout(Some(request_timeout)))
-    })
+    }
 }
 
 /// What a failed connect means for the caller.
@@ -241,13 +257,20 @@ fn connect_error(config: &ClusterConfig, kind: ConnectErrorKind, reason: String)
     }
 }
 
-/// Whether an I/O failure during connect came from the TLS layer (a certificate the server
-/// refused shows up as an alert on the first read after the handshake).
+/// Whether an I/O failure during connect came from the TLS layer: a certificate the server
+/// refused shows up as an alert on the first read after the handshake, and a server that
+/// speaks no TLS answers the handshake with bytes that are no TLS record.
 fn looks_like_tls(reason: &str) -> bool {
     let reason = reason.to_ascii_lowercase();
-    ["certificate", "tls", "handshake", "alert"]
-        .iter()
-        .any(|word| reason.contains(word))
+    [
+        "certificate",
+        "tls",
+        "handshake",
+        "alert",
+        "corrupt message",
+    ]
+    .iter()
+    .any(|word| reason.contains(word))
 }
 
 /// `2.14.6` (or `2.12.0-beta.1`) as numbers.
@@ -314,6 +337,10 @@ mod tests {
             },
             ClusterConfig {
                 max_message_size: 0,
+                ..base.clone()
+            },
+            ClusterConfig {
+                duplicate_window: Duration::ZERO,
                 ..base.clone()
             },
         ];

@@ -40,16 +40,16 @@ pub struct ClusterConfig {
     /// How many servers hold each message (default 3). A stream that exists with another count
     /// is refused, never changed.
     pub replicas: usize,
-    /// How long JetStream remembers a message id to drop a retried publish (default 2 minutes).
-    /// Older retries are caught by the replica's event-id index.
+    /// How long JetStream remembers a message id, to drop a retried publish (default 2 minutes;
+    /// at least 100 ms).
     pub duplicate_window: Duration,
-    /// The largest message the stream takes (default 1 MiB, JetStream's default `max_payload`);
-    /// a larger event is refused before it is published.
+    /// The largest message body, without headers (default 1 MiB less 4 KiB). The stream takes
+    /// messages of this size plus 4 KiB of headers, and the servers' `max_payload` must too:
+    /// the default fits JetStream's default `max_payload` of 1 MiB.
     pub max_message_size: usize,
     /// How long a connection attempt to one server may take (default 5 s).
     pub connect_timeout: Duration,
-    /// How long a JetStream request (a publish acknowledgement, a stream lookup) may take
-    /// (default 10 s).
+    /// How long a JetStream request (a stream lookup or creation) may take (default 10 s).
     pub request_timeout: Duration,
     /// Who the node is to the servers.
     pub auth: ClusterAuth,
@@ -65,7 +65,7 @@ impl Default for ClusterConfig {
             subject_prefix: "varvedb".to_owned(),
             replicas: 3,
             duplicate_window: Duration::from_secs(120),
-            max_message_size: 1 << 20,
+            max_message_size: (1 << 20) - (4 << 10),
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
             auth: ClusterAuth::None,
@@ -85,7 +85,8 @@ pub enum ClusterAuth {
     UserPassword {
         /// The user.
         user: String,
-        /// The password; wiped from memory when dropped, never printed.
+        /// The password, never printed; this copy is wiped from memory when dropped (the NATS
+        /// client keeps its own while connected).
         password: Zeroizing<String>,
     },
     /// A NATS credentials file (a user JWT and its nkey seed, as `nsc` writes it).
@@ -121,8 +122,9 @@ impl fmt::Debug for ClusterAuth {
     }
 }
 
-/// TLS settings. With any of them set, the connection must be TLS (a server that offers none
-/// is refused).
+/// TLS settings. With any of them set, or with any credentials, the connection must be TLS:
+/// a server that offers none is refused, and credentials never cross the network in the clear.
+/// Without a `ca_file`, the servers' certificates are checked against the system's roots.
 #[derive(Clone, Debug, Default)]
 pub struct ClusterTls {
     /// The certificate authority (PEM) that signed the servers' certificates; without it, the

@@ -53,8 +53,9 @@ pub enum ClusterError {
         needs: String,
     },
     /// The server takes smaller messages than the node would publish: its `max_payload` is
-    /// below [`ClusterConfig::max_message_size`](super::ClusterConfig::max_message_size).
-    #[error("NATS server {server} takes messages of at most {max_payload} bytes (its max_payload), below max_message_size {max_message_size}: raise max_payload on every server, or lower max_message_size")]
+    /// below [`ClusterConfig::max_message_size`](super::ClusterConfig::max_message_size) plus
+    /// 4 KiB of headers.
+    #[error("NATS server {server} takes messages of at most {max_payload} bytes (its max_payload), less than max_message_size {max_message_size} plus 4 KiB of headers: raise max_payload on every server, or lower max_message_size")]
     PayloadLimit {
         /// The server's name.
         server: String,

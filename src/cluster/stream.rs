@@ -7,11 +7,11 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::context::GetStreamErrorKind;
+use async_nats::jetstream::context::{CreateStreamErrorKind, GetStreamErrorKind};
 use async_nats::jetstream::stream::{Config, Info, RetentionPolicy, StorageType};
 use async_nats::jetstream::ErrorCode;
 
-use super::client::Client;
+use super::client::{Client, HEADER_ROOM};
 use super::config::ClusterConfig;
 use super::error::ClusterError;
 
@@ -26,7 +26,7 @@ pub(crate) fn wanted(config: &ClusterConfig) -> Config {
         max_bytes: -1,
         max_age: Duration::ZERO,
         max_messages_per_subject: -1,
-        max_message_size: config.max_message_size as i32,
+        max_message_size: (config.max_message_size + HEADER_ROOM) as i32,
         storage: StorageType::File,
         num_replicas: config.replicas,
         duplicate_window: config.duplicate_window,
@@ -72,6 +72,21 @@ pub(crate) fn ensure(
                             .await
                             .map(|info| (info.clone(), true))
                             .map_err(|e| e.to_string()),
+                        // Created by another node meanwhile, with other settings: checked
+                        // below like any stream that exists.
+                        Err(e)
+                            if matches!(e.kind(), CreateStreamErrorKind::JetStream(err)
+                            if err.error_code() == ErrorCode::STREAM_NAME_EXIST) =>
+                        {
+                            match js.get_stream(&name).await {
+                                Ok(mut stream) => stream
+                                    .info()
+                                    .await
+                                    .map(|info| (info.clone(), false))
+                                    .map_err(|e| e.to_string()),
+                                Err(e) => Err(e.to_string()),
+                            }
+                        }
                         Err(e) => Err(e.to_string()),
                     }
                 }
@@ -94,12 +109,12 @@ fn request_error(server: &str, timeout: Duration, reason: String) -> ClusterErro
         }
     } else if lower.contains("timed out") || lower.contains("timeout") {
         ClusterError::Timeout {
-            operation: "stream lookup",
+            operation: "stream lookup or creation",
             after: timeout,
         }
     } else {
         ClusterError::Request {
-            operation: "stream lookup",
+            operation: "stream lookup or creation",
             reason,
         }
     }
@@ -134,11 +149,39 @@ pub(crate) fn check(found: &Config, config: &ClusterConfig) -> Result<(), Cluste
             "File (the log of record is kept on disk)".to_owned(),
         );
     }
-    if !found.subjects.contains(&want.subjects[0]) {
+    if found.subjects != want.subjects {
         return mismatch(
             "subjects",
             format!("{:?}", found.subjects),
-            format!("{:?}", want.subjects),
+            format!("{:?} (the log's subjects only)", want.subjects),
+        );
+    }
+    // Settings that bring in messages from elsewhere, rewrite them, or let them expire or be
+    // summed: each would make the log hold something other than the events appended.
+    let foreign = [
+        (
+            "sources",
+            found.sources.as_ref().is_some_and(|s| !s.is_empty()),
+        ),
+        ("mirror", found.mirror.is_some()),
+        ("subject_transform", found.subject_transform.is_some()),
+        ("republish", found.republish.is_some()),
+        ("allow_msg_ttl", found.allow_message_ttl),
+        (
+            "subject_delete_marker_ttl",
+            found.subject_delete_marker_ttl.is_some(),
+        ),
+        ("allow_rollup_hdrs", found.allow_rollup),
+        ("allow_msg_schedules", found.allow_message_schedules),
+        ("allow_msg_counter", found.allow_message_counter),
+        ("no_ack", found.no_ack),
+        ("sealed", found.sealed),
+    ];
+    if let Some((setting, _)) = foreign.iter().find(|(_, set)| *set) {
+        return mismatch(
+            setting,
+            "set".to_owned(),
+            "unset (the log holds the events appended, as they were appended)".to_owned(),
         );
     }
     if found.retention != RetentionPolicy::Limits {
@@ -247,6 +290,33 @@ mod tests {
                 Box::new(|s| s.duplicate_window = Duration::from_secs(1)),
             ),
             ("max_msg_size", Box::new(|s| s.max_message_size = 1024)),
+            ("subjects", Box::new(|s| s.subjects.push("other.>".into()))),
+            (
+                "sources",
+                Box::new(|s| {
+                    s.sources = Some(vec![async_nats::jetstream::stream::Source {
+                        name: "OTHER".into(),
+                        ..Default::default()
+                    }])
+                }),
+            ),
+            ("allow_msg_ttl", Box::new(|s| s.allow_message_ttl = true)),
+            (
+                "subject_transform",
+                Box::new(|s| {
+                    s.subject_transform = Some(async_nats::jetstream::stream::SubjectTransform {
+                        source: "varvedb.>".into(),
+                        destination: "moved.>".into(),
+                    })
+                }),
+            ),
+            ("allow_rollup_hdrs", Box::new(|s| s.allow_rollup = true)),
+            (
+                "allow_msg_counter",
+                Box::new(|s| s.allow_message_counter = true),
+            ),
+            ("no_ack", Box::new(|s| s.no_ack = true)),
+            ("sealed", Box::new(|s| s.sealed = true)),
         ];
         for (setting, change) in changes {
             let mut stream = wanted(&c);
