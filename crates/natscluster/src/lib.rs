@@ -119,6 +119,7 @@ pub(crate) fn random_secret() -> io::Result<String> {
 /// The nodes of a cluster of `size` on fresh ports, configured under `dir`.
 fn configure(
     dir: &Path,
+    tag: &str,
     size: usize,
     pki: &Pki,
     login: (&str, &str),
@@ -145,8 +146,8 @@ fn configure(
             .map(|(_, p)| p.route)
             .collect();
         nodes.push(Node::configure(
-            dir,
-            i + 1,
+            &dir.join(format!("n{}", i + 1)),
+            format!("n{}-{tag}", i + 1),
             *own,
             &routes,
             pki,
@@ -157,8 +158,8 @@ fn configure(
     Ok(nodes)
 }
 
-/// A running cluster (see the crate documentation). Dropping it kills every node.
-#[derive(Debug)]
+/// A running cluster (see the crate documentation). Dropping it kills every node. Its `Debug`
+/// shows no password.
 pub struct Cluster {
     binary: PathBuf,
     pki: Pki,
@@ -181,10 +182,11 @@ impl Cluster {
         let user = "varvedb".to_owned();
         let password = random_secret()?;
         let route_password = random_secret()?;
+        let tag = random_secret()?[..8].to_owned();
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let nodes = configure(dir, size, &pki, (&user, &password), &route_password)?;
+            let nodes = configure(dir, &tag, size, &pki, (&user, &password), &route_password)?;
             let mut cluster = Cluster {
                 binary: binary.clone(),
                 pki: pki.clone(),
@@ -289,6 +291,17 @@ impl Cluster {
             }
         }
         Ok(())
+    }
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("binary", &self.binary)
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .field("nodes", &self.nodes)
+            .finish()
     }
 }
 

@@ -3,6 +3,7 @@
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -41,20 +42,18 @@ fn path(p: &Path) -> String {
 }
 
 impl Node {
-    /// Writes the configuration of node `n` (from 1) under `dir`: its ports, the route ports of
-    /// the others, TLS with `pki` on clients and routes, the client user and password, and the
-    /// routes' password.
+    /// Writes the configuration of node `name` in its directory `home`: its ports, the route
+    /// ports of the others, TLS with `pki` on clients and routes, the client user and password,
+    /// and the routes' password.
     pub(crate) fn configure(
-        dir: &Path,
-        n: usize,
+        home: &Path,
+        name: String,
         ports: Ports,
         routes: &[u16],
         pki: &Pki,
         (user, password): (&str, &str),
         route_password: &str,
     ) -> io::Result<Node> {
-        let name = format!("n{n}");
-        let home = dir.join(&name);
         fs::create_dir_all(home.join("jetstream"))?;
         let tls = format!(
             "{{\n    cert_file: {}\n    key_file: {}\n    ca_file: {}\n    verify: true\n    timeout: 5\n  }}",
@@ -97,11 +96,7 @@ impl Node {
             password = quoted(password),
         );
         let config_path = home.join("nats.conf");
-        fs::write(&config_path, config)?;
-        {
-            use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(&config_path, fs::Permissions::from_mode(0o600))?;
-        }
+        crate::pki::write_private(&config_path, &config)?;
         Ok(Node {
             name,
             ports,
@@ -112,7 +107,8 @@ impl Node {
         })
     }
 
-    /// The node's name (`n1`, `n2`, ...).
+    /// The node's server name: `n1`, `n2`, ... and a tag of its cluster, so that no two
+    /// clusters on the machine share one.
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -134,7 +130,10 @@ impl Node {
 
     /// How its process ended, when it ended on its own (a configuration it refused, say).
     pub(crate) fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.as_mut()?.try_wait().ok().flatten()
+        let status = self.child.as_mut()?.try_wait().ok().flatten()?;
+        // Reaped: its pid may be another process's from now on, and is never signalled again.
+        self.child = None;
+        Some(status)
     }
 
     /// Whether it is stopped by [`Node::pause`].
@@ -154,13 +153,26 @@ impl Node {
             .create(true)
             .append(true)
             .open(&self.log)?;
-        let child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .arg("-c")
             .arg(&self.config)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?;
+            .stderr(log);
+        // SAFETY: the closure runs in the child between fork and exec and calls only prctl(2),
+        // which is async-signal-safe; it allocates nothing and touches no lock. It has the
+        // server killed when the thread that started it ends, so that a test process killed
+        // outright leaves no server behind.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn()?;
         self.child = Some(child);
         self.paused = false;
         Ok(())
@@ -204,12 +216,28 @@ impl Node {
     ///
     /// When the port does not answer within a few seconds.
     pub fn health(&self) -> io::Result<bool> {
+        // The port must be this node's: another cluster's server may hold it when this one
+        // lost it between the pick and its bind.
+        let varz = self.get("/varz")?;
+        let own = [
+            format!("\"server_name\": \"{}\"", self.name),
+            format!("\"server_name\":\"{}\"", self.name),
+        ];
+        if !own.iter().any(|o| varz.contains(o.as_str())) {
+            return Ok(false);
+        }
+        let answer = self.get("/healthz")?;
+        Ok(answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"))
+    }
+
+    /// The monitoring port's whole answer to `GET path`.
+    fn get(&self, path: &str) -> io::Result<String> {
         let mut conn = TcpStream::connect(("127.0.0.1", self.ports.http))?;
         conn.set_read_timeout(Some(Duration::from_secs(5)))?;
-        conn.write_all(b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+        conn.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())?;
         let mut answer = String::new();
         conn.read_to_string(&mut answer)?;
-        Ok(answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"))
+        Ok(answer)
     }
 
     /// The last `lines` lines of its log.

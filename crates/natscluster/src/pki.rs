@@ -80,13 +80,25 @@ impl Authority {
     }
 }
 
-/// Writes `contents` to `dir/name`, readable by its owner only when it is a key.
+/// Writes `contents` to a new file at `path`, readable by its owner only from its creation.
+pub(crate) fn write_private(path: &Path, contents: &str) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(contents.as_bytes())
+}
+
+/// Writes `contents` to `dir/name`: a key readable by its owner only, a certificate by all.
 fn write(dir: &Path, name: &str, contents: &str) -> io::Result<PathBuf> {
     let path = dir.join(name);
-    fs::write(&path, contents)?;
     if name.ends_with(".key") {
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
+        write_private(&path, contents)?;
+    } else {
+        fs::write(&path, contents)?;
     }
     Ok(path)
 }
