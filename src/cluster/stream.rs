@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::context::{CreateStreamErrorKind, GetStreamErrorKind};
 use async_nats::jetstream::stream::{Config, Info, RetentionPolicy, StorageType};
-use async_nats::jetstream::ErrorCode;
+use async_nats::jetstream::{self, ErrorCode};
 
 use super::client::{Client, HEADER_ROOM};
 use super::config::ClusterConfig;
@@ -54,12 +54,17 @@ pub(crate) fn ensure(
     let timeout = config.request_timeout;
     let server = client.nats.server_info().server_name.clone();
     let found = client.run(async move {
+        /// The stream's information, and whether this call created it.
+        async fn info_of(
+            stream: Result<jetstream::stream::Stream, String>,
+            created: bool,
+        ) -> Result<(Info, bool), String> {
+            let mut stream = stream?;
+            let info = stream.info().await.map_err(|e| e.to_string())?;
+            Ok((info.clone(), created))
+        }
         match js.get_stream(&name).await {
-            Ok(mut stream) => stream
-                .info()
-                .await
-                .map(|info| (info.clone(), false))
-                .map_err(|e| e.to_string()),
+            Ok(stream) => info_of(Ok(stream), false).await,
             Err(e) => match e.kind() {
                 GetStreamErrorKind::JetStream(err)
                     if err.error_code() == ErrorCode::STREAM_NOT_FOUND =>
@@ -67,25 +72,15 @@ pub(crate) fn ensure(
                     // Another node may create it at the same moment: an identical config
                     // is accepted twice, a different one is checked below.
                     match js.create_stream(want).await {
-                        Ok(mut stream) => stream
-                            .info()
-                            .await
-                            .map(|info| (info.clone(), true))
-                            .map_err(|e| e.to_string()),
+                        Ok(stream) => info_of(Ok(stream), true).await,
                         // Created by another node meanwhile, with other settings: checked
                         // below like any stream that exists.
                         Err(e)
                             if matches!(e.kind(), CreateStreamErrorKind::JetStream(err)
                             if err.error_code() == ErrorCode::STREAM_NAME_EXIST) =>
                         {
-                            match js.get_stream(&name).await {
-                                Ok(mut stream) => stream
-                                    .info()
-                                    .await
-                                    .map(|info| (info.clone(), false))
-                                    .map_err(|e| e.to_string()),
-                                Err(e) => Err(e.to_string()),
-                            }
+                            let stream = js.get_stream(&name).await.map_err(|e| e.to_string());
+                            info_of(stream, false).await
                         }
                         Err(e) => Err(e.to_string()),
                     }
