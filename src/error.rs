@@ -63,6 +63,11 @@ pub enum DamagedEntry {
         /// What the entry is about.
         what: String,
     },
+    /// An entry of the `replica` database: where a replica of a cluster's log stands.
+    Replica {
+        /// What the entry is about.
+        what: String,
+    },
 }
 
 impl std::fmt::Display for DamagedEntry {
@@ -88,6 +93,7 @@ impl std::fmt::Display for DamagedEntry {
             }
             DamagedEntry::StreamName { stream } => write!(f, "the name of stream {stream}"),
             DamagedEntry::Label { what } => write!(f, "the label entry of {what}"),
+            DamagedEntry::Replica { what } => write!(f, "the replica entry of {what}"),
         }
     }
 }
@@ -493,6 +499,15 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// The store replicates a cluster's log: events reach it only from the cluster, applied in
+    /// the cluster's order. Nothing was written. Append through a store opened with
+    /// `Storage::open_replicated` (feature `cluster`).
+    #[error("the store replicates JetStream stream {stream:?}: events reach it only from the cluster; append through Storage::open_replicated")]
+    ReplicaNotWritable {
+        /// The JetStream stream the store replicates.
+        stream: String,
+    },
+
     /// An error from LMDB.
     #[error("LMDB: {0}")]
     Lmdb(#[from] heed::Error),
@@ -533,6 +548,9 @@ impl Error {
                 reason: reason.clone(),
             },
             Error::Crypto { reason } => Error::Crypto { reason },
+            Error::ReplicaNotWritable { stream } => Error::ReplicaNotWritable {
+                stream: stream.clone(),
+            },
             Error::Damaged { entry, reason } => Error::Damaged {
                 entry: entry.clone(),
                 reason: reason.clone(),

@@ -19,6 +19,9 @@
 //! entry per event: `FixtureEvent`s 1 to 3 in `order-1` (ids `0xF6F6_0001` to `3`), two `Other`s
 //! in `invoice-7`, a `FixtureEvent` 6 in stream 5 (by id) and a `FixtureEvent` 7 in `order-2`,
 //! all listed in the label index (the store was closed).
+//!
+//! `format-v7` comes from the last format-7 build (commit `4ff45a0`), before the `replica`
+//! database: see `a_format_7_store_opens_as_the_current_format`.
 
 use std::path::Path;
 
@@ -203,7 +206,7 @@ fn open(dir: &Path) -> Storage {
 
 #[test]
 fn a_format_1_store_opens_reads_and_takes_appends() {
-    assert_eq!(FORMAT_VERSION, 7);
+    assert_eq!(FORMAT_VERSION, 8);
     let dir = fixture_copy();
     let storage = open(dir.path());
     assert_eq!(storage.head(), 8);
@@ -553,7 +556,7 @@ fn a_format_5_store_gets_its_label_index() {
     assert_eq!(stored_format(dir.path()), FORMAT_VERSION);
 }
 
-/// A format-6 store opens, becomes format 7 with its label index rewritten in runs (every event
+/// A format-6 store opens, becomes the current format with its label index rewritten in runs (every event
 /// still listed under its type and its stream's category), verifies clean, and goes on listing
 /// new events.
 #[test]
@@ -618,4 +621,87 @@ fn a_format_6_store_gets_its_label_index_in_runs() {
     assert_eq!(report.label_entries, 15);
     drop((fixture, other, storage));
     assert_eq!(stored_format(dir.path()), FORMAT_VERSION);
+}
+
+/// A format-7 store (written by the last format-7 build, `4ff45a0`: `FixtureEvent`s 1 to 3 in
+/// `order-1` with ids `0xF7F7_0001` to `3`, `Other`s 4 and 5 in `invoice-7`, a `FixtureEvent` 6
+/// in stream 5 by id and 7 in `order-2`, the index flushed) opens as the current format with an
+/// empty `replica` database, reads every event by stream, category and type, verifies clean and
+/// takes appends.
+#[test]
+fn a_format_7_store_opens_as_the_current_format() {
+    use varvedb::Filter;
+    let dir = copy_fixture("format-v7");
+    assert_eq!(stored_format(dir.path()), 7);
+    let storage = open(dir.path());
+    assert_eq!(storage.head(), 7);
+    let fixture = Reader::<FixtureEvent>::new(storage.clone());
+    let other = Reader::<OtherV5>::new(storage.clone());
+    {
+        let txn = storage.read_txn().unwrap();
+        let orders: Vec<(u64, u64, String, Uuid)> = fixture
+            .read_category(&txn, "order", 1, Direction::Forward)
+            .unwrap()
+            .map(|v| {
+                let v = v.unwrap();
+                (
+                    v.seq(),
+                    v.n.to_native(),
+                    v.text.to_string(),
+                    v.envelope().event_id,
+                )
+            })
+            .collect();
+        let expected: Vec<(u64, u64, String, Uuid)> = [1u64, 2, 3, 7]
+            .iter()
+            .map(|&n| {
+                (
+                    n,
+                    n,
+                    format!("event {n}"),
+                    Uuid::from_u128(0xF7F7_0000 + n as u128),
+                )
+            })
+            .collect();
+        assert_eq!(orders, expected);
+        let invoices: Vec<Vec<u64>> = other
+            .read_stream(&txn, "invoice-7", 1, Direction::Forward)
+            .unwrap()
+            .map(|v| v.unwrap().values.iter().map(|x| x.to_native()).collect())
+            .collect();
+        assert_eq!(invoices, [vec![4], vec![5, 5]]);
+        let by_id: Vec<u64> = fixture
+            .read_stream(&txn, 5u64, 1, Direction::Forward)
+            .unwrap()
+            .map(|v| v.unwrap().n.to_native())
+            .collect();
+        assert_eq!(by_id, [6]);
+        let types: Vec<u64> = other
+            .read_filtered(
+                &txn,
+                &Filter::default().event_type("Other"),
+                1,
+                Direction::Forward,
+            )
+            .unwrap()
+            .map(|v| v.unwrap().seq())
+            .collect();
+        assert_eq!(types, [4, 5]);
+    }
+    let report = varvedb::admin::verify(&storage, &mut |_| {}).unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    Writer::<FixtureEvent>::new(storage.clone())
+        .append(
+            "order-2",
+            2,
+            FixtureEvent {
+                n: 8,
+                text: "after the upgrade".into(),
+            },
+        )
+        .unwrap();
+    drop((fixture, other, storage));
+    assert_eq!(stored_format(dir.path()), FORMAT_VERSION);
+    let storage = open(dir.path());
+    assert_eq!(storage.head(), 8);
 }

@@ -172,7 +172,7 @@ where
         }
         let started = Instant::now();
         let storage = self.writer.storage().clone();
-        let result = storage.store.writes.commit_atomic(&mut self.parts);
+        let result = storage.store.commit_atomic(&mut self.parts);
         crate::metrics::handles::append_done(storage.env.metrics(), started, &result);
         result
     }
@@ -190,7 +190,7 @@ where
         }
         let started = Instant::now();
         let storage = self.writer.storage().clone();
-        let result = Arc::clone(&storage.store.writes)
+        let result = Arc::clone(&storage.store)
             .commit_atomic_async(self.parts)
             .await;
         crate::metrics::handles::append_done(storage.env.metrics(), started, &result);

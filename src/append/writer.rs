@@ -189,7 +189,7 @@ where
         let started = Instant::now();
         let result = match self.prepare(stream, expected, events) {
             Ok(request) => {
-                let done = self.storage.store.writes.submit_sync(request);
+                let done = self.storage.store.submit_sync(request);
                 self.reclaim(done)
             }
             Err(e) => Err(e),
@@ -246,7 +246,7 @@ where
         let started = Instant::now();
         let result = match self.prepare(stream, expected, events) {
             Ok(request) => {
-                let rx = self.storage.store.writes.submit_async(request);
+                let rx = self.storage.store.submit_async(request);
                 match rx.await {
                     Ok(done) => self.reclaim(done),
                     Err(_) => Err(Error::Io(std::io::Error::other(
@@ -302,6 +302,7 @@ where
             staged: std::mem::take(&mut self.staged),
             layout: E::LAYOUT,
             renamed_from: Arc::clone(&self.renamed_from),
+            timestamp_ns: None,
         })
     }
 

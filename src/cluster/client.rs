@@ -114,6 +114,20 @@ impl Client {
     {
         self.runtime.run(future)
     }
+
+    /// Starts `future` on the client's runtime; it ends when the client is dropped, if not
+    /// before.
+    pub(crate) fn spawn<F>(&self, future: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let runtime = self
+            .runtime
+            .0
+            .as_ref()
+            .expect("the runtime lives until drop");
+        drop(runtime.spawn(future));
+    }
 }
 
 /// The client's runtime, shut down without blocking when dropped: the client may be dropped

@@ -93,6 +93,53 @@ pub enum ClusterError {
         /// What came back.
         reason: String,
     },
+    /// The store holds another log than the one asked for: it replicates another JetStream
+    /// stream (or one deleted and made again under the same name), holds events of its own, or
+    /// is ahead of the cluster's log. A replica starts empty, or from a backup of a replica of
+    /// the same log.
+    #[error("the store at {path:?} holds {replicates}; asked to replicate {asked}")]
+    OtherLog {
+        /// The store's directory.
+        path: std::path::PathBuf,
+        /// What it holds.
+        replicates: String,
+        /// The log it was asked to replicate.
+        asked: String,
+    },
+    /// A commit needs more messages than JetStream takes in one atomic batch.
+    #[error("the commit needs {messages} messages, more than the {max} JetStream takes in one atomic batch: append fewer or smaller events at once")]
+    BatchLimit {
+        /// The messages the commit needs.
+        messages: usize,
+        /// The most an atomic batch takes.
+        max: usize,
+    },
+    /// A message of the log cannot be read: the replica stops at it rather than pass over it.
+    #[error("message {seq} of the log (subject {subject:?}) cannot be read: {reason}")]
+    BadMessage {
+        /// Its JetStream sequence.
+        seq: u64,
+        /// Its subject.
+        subject: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The replica found a gap in the log: a message it has not applied is gone from the
+    /// JetStream stream (deleted, or purged), and it stops rather than pass over it.
+    #[error("the log has a gap: the replica applied it up to {applied}, and the next message JetStream delivers is {next}")]
+    Gap {
+        /// The last sequence the replica applied.
+        applied: u64,
+        /// The sequence JetStream delivered next.
+        next: u64,
+    },
+    /// The replica stopped on an error; the node serves reads of what it applied, and refuses
+    /// appends until it is opened again.
+    #[error("the replica stopped: {reason}")]
+    ReplicaStopped {
+        /// The error it stopped on.
+        reason: String,
+    },
     /// A JetStream request had no answer in time.
     #[error("JetStream {operation} had no answer within {after:?}")]
     Timeout {

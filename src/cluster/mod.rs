@@ -16,12 +16,67 @@
 mod client;
 mod config;
 pub(crate) mod error;
+mod message;
+mod node;
+mod open;
+mod publish;
+mod replica;
 mod stream;
 
 pub use config::{ClusterAuth, ClusterConfig, ClusterTls};
 pub use error::ClusterError;
 
 use crate::error::Result;
+use crate::store::{Storage, StorageConfig};
+
+impl Storage {
+    /// Opens the store at `config.path` as a replica of the log a NATS JetStream cluster holds
+    /// (feature `cluster`). See `docs/cluster.md`.
+    ///
+    /// The log's JetStream stream is created when missing (as [`check`] does); the store then
+    /// applies every message of the log it has not applied yet, and is returned once it caught
+    /// up. From then on it follows the log, and its handle works as any store's: [`Writer`],
+    /// [`Transaction`], readers, subscriptions, processors and projectors are unchanged. An
+    /// append goes through the cluster (its expected version checked against the log) and
+    /// returns once the local replica has applied it: a node reads its own writes. Every node
+    /// gives every event the same global sequence and stream version.
+    ///
+    /// A store that replicates a log refuses appends when opened with [`Storage::open`]
+    /// ([`Error::ReplicaNotWritable`](crate::Error::ReplicaNotWritable)); it reads as any
+    /// store.
+    ///
+    /// [`Writer`]: crate::Writer
+    /// [`Transaction`]: crate::Transaction
+    ///
+    /// # Errors
+    ///
+    /// The errors of [`Storage::open`] and [`check`], and
+    /// [`ClusterError::OtherLog`] for a store that holds another log, or events of its own;
+    /// [`ClusterError::Config`] for an encrypted store (its keys are not replicated yet).
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// use varvedb::cluster::{ClusterAuth, ClusterConfig, ClusterTls};
+    /// use varvedb::{Storage, StorageConfig, Writer};
+    ///
+    /// let storage = Storage::open_replicated(
+    ///     StorageConfig { path: "node-a".into(), ..Default::default() },
+    ///     ClusterConfig {
+    ///         servers: vec!["tls://127.0.0.1:4222".into()],
+    ///         auth: ClusterAuth::user_and_password("varvedb", "s3cret"),
+    ///         tls: ClusterTls { ca_file: Some("ca.pem".into()), ..Default::default() },
+    ///         ..ClusterConfig::default()
+    ///     },
+    /// )?;
+    /// let mut writer = Writer::<u64>::new(storage.clone());
+    /// let seq = writer.append("order-7", 1, 42)?;
+    /// # Ok::<(), varvedb::Error>(())
+    /// ```
+    pub fn open_replicated(config: StorageConfig, cluster: ClusterConfig) -> Result<Storage> {
+        open::open_replicated(config, cluster)
+    }
+}
 
 /// What [`check`] found.
 #[derive(Clone, Debug)]

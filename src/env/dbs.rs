@@ -34,6 +34,9 @@ pub(crate) struct Dbs {
     pub labels: Database<'static, Bytes, Bytes>,
     /// The events of each category and event type, by label id and sequence.
     pub label_index: Database<'static, Bytes, Bytes>,
+    /// Where a replica of a cluster's log stands in it (`format::replica`, version 8); empty
+    /// in a store that replicates nothing.
+    pub replica: Database<'static, Bytes, Bytes>,
     /// Records longer than this go to `log_large` (see `record::inline_limit`).
     pub inline_limit: usize,
 }
@@ -99,6 +102,54 @@ impl Dbs {
             &id.to_be_bytes(),
             &seq.to_be_bytes(),
         )?;
+        Ok(())
+    }
+
+    /// The JetStream stream this store replicates, if it replicates one.
+    pub(crate) fn replica_origin(
+        &self,
+        txn: &heed::RoTxn<'_>,
+    ) -> Result<Option<crate::format::replica::Origin>> {
+        use crate::format::replica::{decode_origin, ORIGIN_KEY};
+        self.replica
+            .get(txn, ORIGIN_KEY)?
+            .map(decode_origin)
+            .transpose()
+    }
+
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    /// Records the JetStream stream this store replicates.
+    pub(crate) fn set_replica_origin(
+        &self,
+        wtxn: &mut heed::RwTxn<'_>,
+        origin: &crate::format::replica::Origin,
+    ) -> Result<()> {
+        use crate::format::replica::{encode_origin, ORIGIN_KEY};
+        self.replica.put(wtxn, ORIGIN_KEY, &encode_origin(origin))?;
+        Ok(())
+    }
+
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    /// A sequence entry of the `replica` database (the last applied JetStream sequence, or the
+    /// last one on a stream's subject), 0 when it has none.
+    pub(crate) fn replica_seq(&self, txn: &heed::RoTxn<'_>, key: &[u8]) -> Result<u64> {
+        use crate::format::replica::decode_seq;
+        Ok(match self.replica.get(txn, key)? {
+            Some(bytes) => decode_seq(key, bytes)?,
+            None => 0,
+        })
+    }
+
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    /// Sets a sequence entry of the `replica` database.
+    pub(crate) fn set_replica_seq(
+        &self,
+        wtxn: &mut heed::RwTxn<'_>,
+        key: &[u8],
+        seq: u64,
+    ) -> Result<()> {
+        use crate::format::replica::encode_seq;
+        self.replica.put(wtxn, key, &encode_seq(key, seq))?;
         Ok(())
     }
 

@@ -16,8 +16,9 @@ use crate::error::{Error, Result};
 /// event type and schema version in the log, version 5 records the renames of event types,
 /// which older builds would not understand (they would pass over renamed events), and version 6
 /// records stream names and lists the events of each category and event type in the label
-/// index, which older builds would not keep up to date.
-pub const FORMAT_VERSION: u32 = 7;
+/// index, which older builds would not keep up to date. Version 8 adds the `replica` database,
+/// where a store that replicates a cluster's log records how far it applied it.
+pub const FORMAT_VERSION: u32 = 8;
 /// The oldest format version this build opens.
 const OLDEST_READABLE: u32 = 1;
 
@@ -75,6 +76,7 @@ pub(crate) fn open_databases(env: &Env, path: &Path, encrypted: bool) -> Result<
             let stream_names = opener.create_database(wtxn, Some("stream_names"))?;
             let labels = opener.create_database(wtxn, Some("labels"))?;
             let label_index = opener.create_database(wtxn, Some("label_index"))?;
+            let replica = opener.create_database(wtxn, Some("replica"))?;
             found = check_or_init(meta, log, wtxn, path, encrypted)?;
             Ok(CommitOrAbort::<_, ()>::Commit((
                 meta,
@@ -85,7 +87,7 @@ pub(crate) fn open_databases(env: &Env, path: &Path, encrypted: bool) -> Result<
                 checkpoints,
                 log_large,
                 schemas,
-                (stream_names, labels, label_index),
+                (stream_names, labels, label_index, replica),
             )))
         })?
         .unwrap_commit();
@@ -98,7 +100,7 @@ pub(crate) fn open_databases(env: &Env, path: &Path, encrypted: bool) -> Result<
         checkpoints,
         log_large,
         schemas,
-        (stream_names, labels, label_index),
+        (stream_names, labels, label_index, replica),
     ) = dbs;
     let page_size = env.heed.unnamed_database_stat().page_size as usize;
     let (store_id, encrypted, empty, version) = found;
@@ -115,6 +117,7 @@ pub(crate) fn open_databases(env: &Env, path: &Path, encrypted: bool) -> Result<
             stream_names,
             labels,
             label_index,
+            replica,
             inline_limit: crate::format::record::inline_limit(page_size),
         },
         store_id,
@@ -139,7 +142,9 @@ pub(crate) fn open_databases(env: &Env, path: &Path, encrypted: bool) -> Result<
 ///   type in the label index (version 6; the flush lists the later ones, as it writes their
 ///   stream index entries); no stream has a name yet, so no category has events;
 /// - version 7 lists a label's events in runs of up to 500 per entry, where version 6 had an
-///   entry per event: a version-6 index is rewritten so, without reading the log.
+///   entry per event: a version-6 index is rewritten so, without reading the log;
+/// - version 8 adds the `replica` database, which every open creates (empty in an upgraded
+///   store: it replicated nothing).
 ///
 /// A record whose header cannot be read is left out, for `verify` and the readers to report.
 fn upgrade(env: &Env, dbs: &Dbs, path: &Path, from: u32) -> Result<()> {
@@ -147,6 +152,14 @@ fn upgrade(env: &Env, dbs: &Dbs, path: &Path, from: u32) -> Result<()> {
     use crate::format::schema;
     let started = std::time::Instant::now();
     let mut wtxn = env.heed.write_txn()?;
+    if from == 7 {
+        // The `replica` database is created empty by every open: nothing else changes.
+        dbs.meta
+            .put(&mut wtxn, KEY_FORMAT, &FORMAT_VERSION.to_le_bytes())?;
+        wtxn.commit()?;
+        tracing::info!(path = %path.display(), from, to = FORMAT_VERSION, took = ?started.elapsed(), "upgraded the store's format");
+        return Ok(());
+    }
     if from == 6 {
         let listed = label_runs_from_entries(dbs, &mut wtxn)?;
         dbs.meta

@@ -38,6 +38,8 @@ pub enum WriteKind {
     IndexFlush,
     /// Creating the keys of new streams (keystore).
     KeyCreation,
+    /// Batches of a cluster's log applied by its replica, with how far it is applied.
+    Replicate,
     /// Shredding a stream (keystore).
     Shred,
     /// Rotating the master key (keystore).
@@ -56,6 +58,7 @@ impl std::fmt::Display for WriteKind {
             WriteKind::Checkpoint => "a checkpoint commit",
             WriteKind::IndexFlush => "an index flush",
             WriteKind::KeyCreation => "creating stream keys",
+            WriteKind::Replicate => "applying the cluster's log",
             WriteKind::Shred => "a shred",
             WriteKind::KeyRotation => "a master key rotation",
             WriteKind::CreateDatabase => "creating a database",

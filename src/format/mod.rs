@@ -8,6 +8,7 @@ mod envelope;
 pub(crate) mod index;
 pub(crate) mod name;
 pub(crate) mod record;
+pub(crate) mod replica;
 pub(crate) mod schema;
 
 pub use envelope::{Envelope, OwnedEnvelope, Part};

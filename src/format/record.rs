@@ -251,6 +251,37 @@ pub(crate) fn staged_schema(rec: &[u8]) -> (&[u8], u16) {
     (&rec[at..at + len], u16_at(rec, 10))
 }
 
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+/// The length of the record at the start of `bytes` as its header gives it (`None` when the
+/// header is cut short): for records sent one after another, as a replicated log does. The
+/// record itself is checked by [`decode`].
+pub(crate) fn stated_len(bytes: &[u8]) -> Option<usize> {
+    let h = bytes.first_chunk::<HEADER_LEN>()?;
+    let flags = h[9];
+    let encrypted = flags & FLAG_ENCRYPTED != 0;
+    let type_offset = crypto_offset(flags) + if encrypted { CRYPTO_BLOCK_LEN } else { 0 };
+    let payload_offset = align_up(
+        type_offset + u16_at(h, 12) as usize + if encrypted { 0 } else { u32_at(h, 84) as usize },
+    );
+    Some(align_up(
+        payload_offset.checked_add(u32_at(h, 80) as usize)?,
+    ))
+}
+
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+/// Seals a finished plain record (`rec`, its payload at `payload_offset`) for a journey
+/// outside the store: its timestamp set, its position fields zero, its header checksum over
+/// them. [`decode`] with sequence 0 checks it on arrival; the store sets the position when it
+/// writes it.
+pub(crate) fn seal_in_transit(rec: &mut [u8], payload_offset: usize, timestamp_ns: u64) {
+    rec[OFF_SEQ..OFF_SEQ + 8].fill(0);
+    rec[OFF_VERSION..OFF_VERSION + 8].fill(0);
+    rec[OFF_PREV..OFF_PREV + 8].fill(0);
+    rec[OFF_TIMESTAMP..OFF_TIMESTAMP + 8].copy_from_slice(&timestamp_ns.to_le_bytes());
+    let header_crc = checksum::crc32c(&rec[HEADER_CRC_START..payload_offset]);
+    rec[0..4].copy_from_slice(&header_crc.to_le_bytes());
+}
+
 /// Whether a staged record is to be sealed.
 pub(crate) fn is_encrypted(rec: &[u8]) -> bool {
     rec.get(9).is_some_and(|f| f & FLAG_ENCRYPTED != 0)
@@ -620,7 +651,7 @@ impl<'a> DecodedRecord<'a> {
 
     /// Offset of the payload region in the record.
     #[inline]
-    fn payload_offset(&self) -> usize {
+    pub(crate) fn payload_offset(&self) -> usize {
         (self.payload & !PAYLOAD_CHECKED) as usize
     }
 

@@ -321,6 +321,7 @@ fn error_kind(e: &Error) -> &'static str {
         Error::SplitEvent { .. } => "split_event",
         Error::Crypto { .. } => "crypto",
         Error::Keystore { .. } => "keystore",
+        Error::ReplicaNotWritable { .. } => "replica_not_writable",
         Error::Lmdb(_) => "lmdb",
         Error::Io(_) => "io",
         _ => "other",

@@ -27,8 +27,8 @@ use crate::index::StreamIndex;
 use crate::log::Log;
 use crate::metrics::handles::{checkpoints_committed, StoreValues};
 use crate::subscribe::CheckpointBoard;
-use crate::types::{IntoStreamId, StreamId};
-use crate::write::WritePath;
+use crate::types::{Appended, IntoStreamId, StreamId};
+use crate::write::{Done, Request, Sequencer, WritePath};
 
 /// One open store, shared by every handle on it.
 pub(crate) struct Store {
@@ -43,6 +43,79 @@ pub(crate) struct Store {
     pub(crate) stale_readers_cleared: u64,
     /// Payloads copied because they were misaligned in the map.
     pub(crate) unaligned_copies: AtomicU64,
+    /// Where appends go when the store replicates a cluster's log; unset, the write path
+    /// orders them.
+    pub(crate) sequencer: std::sync::OnceLock<Arc<dyn Sequencer>>,
+}
+
+impl Store {
+    /// Appends one batch, blocking the thread until it is durable (or failed).
+    pub(crate) fn submit_sync(&self, mut request: Request) -> Done {
+        match self.sequencer.get() {
+            None => self.writes.submit_sync(request),
+            Some(sequencer) => {
+                let result = sequencer
+                    .commit(std::slice::from_mut(&mut request))
+                    .map(|mut appended| appended.remove(0));
+                Done { result, request }
+            }
+        }
+    }
+
+    /// Appends one batch; the receiver yields once it is durable (or failed).
+    pub(crate) fn submit_async(
+        self: &Arc<Self>,
+        request: Request,
+    ) -> tokio::sync::oneshot::Receiver<Done> {
+        if self.sequencer.get().is_none() {
+            return self.writes.submit_async(request);
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let store = Arc::clone(self);
+        off_runtime(move || drop(tx.send(store.submit_sync(request))));
+        rx
+    }
+
+    /// Appends the parts of one multi-stream transaction atomically, blocking the thread.
+    pub(crate) fn commit_atomic(&self, parts: &mut [Request]) -> Result<Vec<Appended>> {
+        match self.sequencer.get() {
+            None => self.writes.commit_atomic(parts),
+            Some(sequencer) => sequencer.commit(parts),
+        }
+    }
+
+    /// [`Store::commit_atomic`] without blocking the async runtime.
+    pub(crate) async fn commit_atomic_async(
+        self: Arc<Self>,
+        mut parts: Vec<Request>,
+    ) -> Result<Vec<Appended>> {
+        if self.sequencer.get().is_none() {
+            return Arc::clone(&self.writes).commit_atomic_async(parts).await;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        off_runtime(move || drop(tx.send(self.commit_atomic(&mut parts))));
+        rx.await.unwrap_or_else(|_| {
+            Err(Error::Io(std::io::Error::other(
+                "the thread committing this transaction stopped before it finished",
+            )))
+        })
+    }
+}
+
+/// Runs `work` off the async runtime's threads: on tokio's blocking pool when called inside a
+/// runtime, else on a thread of its own.
+fn off_runtime(work: impl FnOnce() + Send + 'static) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => drop(handle.spawn_blocking(work)),
+        Err(_) => {
+            if let Err(e) = std::thread::Builder::new()
+                .name("varvedb-append".into())
+                .spawn(work)
+            {
+                tracing::error!(error = %e, "could not start a thread for an append");
+            }
+        }
+    }
 }
 
 impl Drop for Store {

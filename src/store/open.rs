@@ -89,7 +89,15 @@ pub(super) fn open_new(mut config: StorageConfig, path: PathBuf) -> Result<Stora
         path,
         stale_readers_cleared: stale as u64,
         unaligned_copies: AtomicU64::new(0),
+        sequencer: std::sync::OnceLock::new(),
     });
+    // A replica of a cluster's log takes events only from the cluster.
+    {
+        let txn = store.log.env.read_txn()?;
+        if let Some(origin) = store.log.dbs.replica_origin(txn.raw())? {
+            store.writes.set_replica_of(&origin.stream);
+        }
+    }
     // A tail longer than the interval (a process killed before it flushed): index it now.
     if store.index.flush_due() {
         // The tail is complete in memory, so a failed flush (a full disk, say) must not keep

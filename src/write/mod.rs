@@ -11,6 +11,7 @@
 //! every write transaction of the store (`crate::env`).
 
 mod committer;
+mod replicate;
 mod request;
 mod retry;
 mod rider;
@@ -25,7 +26,11 @@ use tokio::sync::watch;
 use committer::Committer;
 pub(crate) use committer::Done;
 pub use committer::GroupCommit;
+#[cfg(feature = "cluster")]
+pub(crate) use replicate::{Apply, ReplicatedBatch};
 pub(crate) use request::{Request, Staged};
+#[cfg(feature = "cluster")]
+pub(crate) use retry::{retry_of, RetryOf};
 pub(crate) use rider::{Receipt, Rider};
 pub(crate) use txn::LogTxn;
 
@@ -53,6 +58,19 @@ pub(crate) struct WritePath {
     commits: AtomicU64,
     /// Batches those transactions carried.
     committed_batches: AtomicU64,
+    /// Whether the store replicates a cluster's log (see `replicate`), and which stream.
+    is_replica: std::sync::atomic::AtomicBool,
+    replica_of: Mutex<Option<String>>,
+}
+
+/// Where appends go in a store that does not order its own log: a replica of a cluster's log,
+/// whose appends go through the cluster and return once the replica applied them (feature
+/// `cluster`).
+pub(crate) trait Sequencer: Send + Sync {
+    /// Appends the parts of one commit atomically (a single part: one batch): every part is
+    /// checked against its expectation and placed, or none is; parts that are exact retries of
+    /// stored events report their positions, as [`WritePath::commit_atomic`] does.
+    fn commit(&self, parts: &mut [Request]) -> Result<Vec<Appended>>;
 }
 
 /// Counters of the write path.
@@ -79,6 +97,8 @@ impl WritePath {
             riders: Mutex::new(Vec::new()),
             commits: AtomicU64::new(0),
             committed_batches: AtomicU64::new(0),
+            is_replica: std::sync::atomic::AtomicBool::new(false),
+            replica_of: Mutex::new(None),
         })
     }
 
@@ -147,6 +167,9 @@ impl WritePath {
         kind: WriteKind,
         mut body: impl FnMut(&mut LogTxn<'_, '_>) -> Result<Commit<T>>,
     ) -> Result<T> {
+        if let Some(e) = self.refuse_on_replica(kind) {
+            return Err(e);
+        }
         let riders = self.riders();
         let (value, written, receipts) = self.log.env.write(kind, |wtxn| {
             let mut txn = LogTxn::begin(&self.log, &self.index, wtxn)?;

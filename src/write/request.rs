@@ -32,4 +32,8 @@ pub(crate) struct Request {
     /// its events are stored under: when an event type name is first recorded, each of these
     /// gets a renamed entry pointing to it (see `format::schema`).
     pub renamed_from: Arc<[String]>,
+    /// The commit timestamp the batch asks for (a replicated batch carries the one its writer
+    /// gave it, so that every replica stores the same); `None` for now. The log's timestamps
+    /// never go back: an older one is raised to the log's last.
+    pub timestamp_ns: Option<u64>,
 }

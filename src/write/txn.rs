@@ -69,6 +69,9 @@ pub(crate) struct LogTxn<'a, 'w> {
     /// transaction that hits a full map runs again after the map grew (and idempotency checks
     /// compare staged records).
     sealed: Vec<u8>,
+    /// Schema entries the checks of the batches about to be placed found missing: written by
+    /// [`LogTxn::write_planned`] just before they are, dropped with a refused batch.
+    planned: Vec<(Vec<u8>, Registered, Option<String>)>,
     /// The schema key of the last event placed, whose entry is known to exist.
     last_schema: Vec<u8>,
     /// Scratch space for a schema key.
@@ -95,15 +98,19 @@ impl<'a, 'w> LogTxn<'a, 'w> {
             written: Written::default(),
             nonces: Nonces::new(),
             sealed: Vec::new(),
+            planned: Vec::new(),
             last_schema: Vec::new(),
             schema_key: Vec::new(),
         })
     }
 
-    /// The schema entry under `key` as this transaction sees it: one it recorded, or a
-    /// committed one.
+    /// The schema entry under `key` as this transaction sees it: one it recorded or planned,
+    /// or a committed one.
     fn schema_entry(&self, key: &[u8], name: &[u8], version: u16) -> Result<Option<Registered>> {
         if let Some((_, r)) = self.written.schemas.iter().find(|(k, _)| k == key) {
+            return Ok(Some(*r));
+        }
+        if let Some((_, r, _)) = self.planned.iter().find(|(k, ..)| k == key) {
             return Ok(Some(*r));
         }
         if let Some(r) = self.log.schemas.cached(key) {
@@ -119,10 +126,11 @@ impl<'a, 'w> LogTxn<'a, 'w> {
     }
 
     /// Checks that a batch of records (staged in `buf`) of layout `layout` may be written
-    /// under the event type names and schema versions they carry, and records the layout for
-    /// those the store has no entry for yet, with a renamed entry under each of `renamed_from`
-    /// at that version that has none. The inner error ([`Error::LayoutChanged`],
-    /// [`Error::RenamedEventType`]) refuses the batch, before anything is recorded.
+    /// under the event type names and schema versions they carry, and plans the layout's entry
+    /// for those the store has no entry for yet, with a renamed entry under each of
+    /// `renamed_from` at that version that has none ([`LogTxn::write_planned`] writes them).
+    /// The inner error ([`Error::LayoutChanged`], [`Error::RenamedEventType`]) refuses the
+    /// batch, before anything is planned.
     fn check_schemas(
         &mut self,
         buf: &[u8],
@@ -167,21 +175,30 @@ impl<'a, 'w> LogTxn<'a, 'w> {
             }
         }
         self.schema_key = key;
-        for (key, registered) in new {
-            self.log
-                .dbs
-                .schemas
-                .put(self.wtxn, &key, &schema::encode(registered))?;
+        self.planned.extend(
+            new.into_iter()
+                .map(|(key, registered)| (key, registered, None)),
+        );
+        self.planned.extend(
+            renames
+                .into_iter()
+                .map(|(key, new_name)| (key, Registered::Renamed, Some(new_name))),
+        );
+        Ok(Ok(()))
+    }
+
+    /// Writes the schema entries the checks planned, before the batches they checked are
+    /// placed.
+    fn write_planned(&mut self) -> Result<()> {
+        for (key, registered, new_name) in std::mem::take(&mut self.planned) {
+            let value = match &new_name {
+                Some(new_name) => schema::encode_renamed(new_name),
+                None => schema::encode(registered).to_vec(),
+            };
+            self.log.dbs.schemas.put(self.wtxn, &key, &value)?;
             self.written.schemas.push((key, registered));
         }
-        for (key, new_name) in renames {
-            self.log
-                .dbs
-                .schemas
-                .put(self.wtxn, &key, &schema::encode_renamed(&new_name))?;
-            self.written.schemas.push((key, Registered::Renamed));
-        }
-        Ok(Ok(()))
+        Ok(())
     }
 
     /// Records that the events of `name` at `version` are archived with `layout` (an import
@@ -323,19 +340,63 @@ impl<'a, 'w> LogTxn<'a, 'w> {
         key: Option<&StreamKey>,
     ) -> Result<Result<Appended>> {
         match self.check(req, key) {
-            Ok(Ok(at)) => self.place(req, key, at).map(Ok),
-            Ok(Err(done)) => Ok(done),
-            Err(e) => Ok(Err(e)),
+            Ok(Ok(())) => {
+                self.write_planned()?;
+                self.place(req, key).map(Ok)
+            }
+            Ok(Err(done)) => {
+                self.planned.clear();
+                Ok(done)
+            }
+            Err(e) => {
+                self.planned.clear();
+                Ok(Err(e))
+            }
         }
     }
 
-    /// The checks of [`LogTxn::append`]: where the stream stands when the batch may be written,
-    /// or the batch's outcome when it must not be (a retry, a conflict).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    /// Applies one batch of a replicated log (the parts of one atomic publish, in order): the
+    /// checks of [`LogTxn::append`] on each part but the version check, which the cluster made
+    /// when it took the batch, then every part placed, or none. Parts that are exact retries of
+    /// stored events write nothing and report their original positions, as in a multi-stream
+    /// transaction. The inner error refuses the whole batch, deterministically: every replica
+    /// decides it the same way from the same log. The outer error is one the replica cannot
+    /// decide on (a failed read or put), which must stop it.
+    pub(crate) fn apply_batch(&mut self, parts: &mut [Request]) -> Result<Result<Vec<Appended>>> {
+        let mut retried: Vec<Option<Appended>> = Vec::with_capacity(parts.len());
+        for part in parts.iter() {
+            match self.check(part, None) {
+                Ok(Ok(())) => retried.push(None),
+                Ok(Err(Ok(appended))) => retried.push(Some(appended)),
+                Ok(Err(Err(e))) => {
+                    self.planned.clear();
+                    return Ok(Err(e));
+                }
+                Err(e) => {
+                    self.planned.clear();
+                    return Err(e);
+                }
+            }
+        }
+        self.write_planned()?;
+        let mut appended = Vec::with_capacity(parts.len());
+        for (part, retried) in parts.iter_mut().zip(retried) {
+            appended.push(match retried {
+                Some(done) => done,
+                None => self.place(part, None)?,
+            });
+        }
+        Ok(Ok(appended))
+    }
+
+    /// The checks of [`LogTxn::append`]: `Ok` when the batch may be written (its schema
+    /// entries planned), or the batch's outcome when it must not be (a retry, a conflict).
     fn check(
         &mut self,
         req: &Request,
         key: Option<&StreamKey>,
-    ) -> Result<std::result::Result<Option<Tip>, Result<Appended>>> {
+    ) -> Result<std::result::Result<(), Result<Appended>>> {
         let stream = req.stream;
         let tip = self.tip(stream)?;
         let current = tip.map_or(0, |t| t.version);
@@ -392,17 +453,13 @@ impl<'a, 'w> LogTxn<'a, 'w> {
         if let Err(e) = self.check_schemas(&req.buf, &req.staged, req.layout, &req.renamed_from)? {
             return Ok(Err(Err(e)));
         }
-        Ok(Ok(tip))
+        Ok(Ok(()))
     }
 
-    /// Writes a checked batch at the next sequences, after `tip`.
-    fn place(
-        &mut self,
-        req: &mut Request,
-        key: Option<&StreamKey>,
-        tip: Option<Tip>,
-    ) -> Result<Appended> {
+    /// Writes a checked batch at the next sequences, after the stream's last event.
+    fn place(&mut self, req: &mut Request, key: Option<&StreamKey>) -> Result<Appended> {
         let stream = req.stream;
+        let tip = self.tip(stream)?;
         let current = tip.map_or(0, |t| t.version);
 
         if current == 0 {
@@ -411,10 +468,14 @@ impl<'a, 'w> LogTxn<'a, 'w> {
             }
         }
         let (next_seq, last_ts) = self.next_position()?;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        let timestamp_ns = now.max(last_ts);
+        let timestamp_ns = req
+            .timestamp_ns
+            .unwrap_or_else(|| {
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64)
+            })
+            .max(last_ts);
         let mut positions = Vec::with_capacity(req.staged.len());
         let mut prev_seq = tip.map_or(0, |t| t.last_seq);
         for (i, s) in req.staged.iter().enumerate() {
@@ -535,6 +596,36 @@ impl<'a, 'w> LogTxn<'a, 'w> {
         dbs.put_stream_name(self.wtxn, name, category)?;
         self.written.named.push((name.stream_id(), Some(category)));
         Ok(())
+    }
+
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    /// Checks that the store replicates `origin`, recording it when the store replicates
+    /// nothing yet and has no events (a store is a replica of one log from its first event).
+    pub(crate) fn check_origin(&mut self, origin: &crate::format::replica::Origin) -> Result<()> {
+        match self.log.dbs.replica_origin(self.wtxn)? {
+            Some(found) if &found == origin => Ok(()),
+            Some(found) => Err(Error::corrupted(
+                0,
+                format!("the store replicates JetStream stream {found:?}, not {origin:?}"),
+            )),
+            None if self.base > 0 => Err(Error::corrupted(
+                self.base,
+                "the store holds events of its own: a replica starts empty, or from a backup of another replica",
+            )),
+            None => self.log.dbs.set_replica_origin(self.wtxn, origin),
+        }
+    }
+
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    /// A sequence entry of the `replica` database, 0 when it has none.
+    pub(crate) fn replica_seq(&self, key: &[u8]) -> Result<u64> {
+        self.log.dbs.replica_seq(self.wtxn, key)
+    }
+
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    /// Sets a sequence entry of the `replica` database.
+    pub(crate) fn set_replica_seq(&mut self, key: &[u8], seq: u64) -> Result<()> {
+        self.log.dbs.set_replica_seq(self.wtxn, key, seq)
     }
 
     /// Ends the log's part of the transaction: what it wrote, for after the commit. The write

@@ -1,0 +1,120 @@
+//! Publishing a commit's messages to the log's JetStream stream: one message alone, several as
+//! one atomic batch (server 2.12), and what the server answered.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+
+use super::message::Outgoing;
+
+/// What the server answered a commit.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    /// Stored, its last message at `seq`; `duplicate` when JetStream found the message id of a
+    /// single message in its deduplication window and stored nothing (`seq` is then the
+    /// message that holds it).
+    Stored { seq: u64, duplicate: bool },
+    /// An expectation failed: a stream moved since the node read it (JetStream error 10071).
+    WrongLastSequence,
+    /// The batch repeats a message id that JetStream holds in its deduplication window: a
+    /// retry of a stored commit, or ids reused (10201).
+    DuplicateInBatch,
+    /// No answer in time: the commit may or may not be stored.
+    TimedOut,
+    /// Anything else, with the server's or the connection's words.
+    Failed(String),
+}
+
+const WRONG_LAST_SEQUENCE: u64 = 10071;
+const BATCH_DUPLICATE_MSG_ID: u64 = 10201;
+
+/// Publishes `messages` (one commit) and waits up to `timeout` for the answer.
+pub(crate) async fn publish(
+    nats: &async_nats::Client,
+    messages: Vec<Outgoing>,
+    timeout: Duration,
+) -> Answer {
+    match tokio::time::timeout(timeout, publish_inner(nats, messages)).await {
+        Ok(answer) => answer,
+        Err(_) => Answer::TimedOut,
+    }
+}
+
+async fn publish_inner(nats: &async_nats::Client, messages: Vec<Outgoing>) -> Answer {
+    let n = messages.len();
+    if n == 1 {
+        let Some(m) = messages.into_iter().next() else {
+            return Answer::Failed("a commit without messages".into());
+        };
+        return answer(
+            nats.request_with_headers(m.subject, m.headers, m.payload)
+                .await,
+        );
+    }
+    // Atomic batch publish (ADR-50): every message carries the batch's id and its place; the
+    // first and the last are requests, the others plain publishes; the last commits.
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    for (i, m) in messages.into_iter().enumerate() {
+        let mut headers: HeaderMap = m.headers;
+        headers.insert("Nats-Batch-Id", id.as_str());
+        headers.insert("Nats-Batch-Sequence", (i + 1).to_string().as_str());
+        let last = i + 1 == n;
+        if last {
+            headers.insert("Nats-Batch-Commit", "1");
+        }
+        if i == 0 || last {
+            let reply = nats
+                .request_with_headers(m.subject, headers, m.payload)
+                .await;
+            if last {
+                return answer(reply);
+            }
+            // The first message's answer is empty unless the server refuses the batch.
+            match reply {
+                Ok(reply) if reply.payload.is_empty() => {}
+                other => return answer(other),
+            }
+        } else if let Err(e) = nats
+            .publish_with_headers(m.subject, headers, m.payload)
+            .await
+        {
+            return Answer::Failed(e.to_string());
+        }
+    }
+    Answer::Failed("a commit without messages".into())
+}
+
+/// The meaning of a reply to a publish.
+fn answer(reply: Result<async_nats::Message, async_nats::RequestError>) -> Answer {
+    let reply = match reply {
+        Ok(reply) => reply,
+        Err(e) if e.kind() == async_nats::RequestErrorKind::TimedOut => return Answer::TimedOut,
+        Err(e) => return Answer::Failed(e.to_string()),
+    };
+    let value: serde_json::Value = match serde_json::from_slice(&reply.payload) {
+        Ok(value) => value,
+        Err(e) => {
+            return Answer::Failed(format!(
+                "an answer that is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&reply.payload)
+            ))
+        }
+    };
+    if let Some(error) = value.get("error") {
+        return match error.get("err_code").and_then(|c| c.as_u64()) {
+            Some(WRONG_LAST_SEQUENCE) => Answer::WrongLastSequence,
+            Some(BATCH_DUPLICATE_MSG_ID) => Answer::DuplicateInBatch,
+            _ => Answer::Failed(error.to_string()),
+        };
+    }
+    match value.get("seq").and_then(|s| s.as_u64()) {
+        Some(seq) => Answer::Stored {
+            seq,
+            duplicate: value
+                .get("duplicate")
+                .and_then(|d| d.as_bool())
+                .unwrap_or(false),
+        },
+        None => Answer::Failed(format!("an answer without a sequence: {value}")),
+    }
+}

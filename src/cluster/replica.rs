@@ -1,0 +1,353 @@
+//! The replica: follows the log's JetStream stream with an ordered consumer and applies its
+//! messages to the local store, many per write transaction, in the stream's order.
+//!
+//! Every replica gives each event the same global sequence and stream version, since it
+//! applies the same messages in the same order by the same rules (`write::replicate`). It
+//! records the last applied JetStream sequence in the transaction that applies it, and starts
+//! after it: nothing is applied twice or missed across crashes and restarts. A gap in the
+//! stream's sequences or a message that cannot be read stops it with the error; it never
+//! passes over a message.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use async_nats::jetstream::consumer::pull::OrderedConfig;
+use async_nats::jetstream::consumer::DeliverPolicy;
+use futures_util::StreamExt;
+use tokio::sync::watch;
+
+use super::error::ClusterError;
+use super::message::{self, Incoming};
+use crate::error::{Error, Result};
+use crate::format::replica::Origin;
+use crate::types::{Appended, StreamId};
+use crate::write::{Apply, ReplicatedBatch, WritePath};
+
+/// Most messages applied in one write transaction.
+const MAX_MESSAGES_PER_APPLY: usize = 4096;
+/// Most bytes of records applied in one write transaction.
+const MAX_BYTES_PER_APPLY: usize = 16 << 20;
+/// How long the replica waits before following the stream again after the connection failed.
+const RETRY_AFTER: Duration = Duration::from_millis(200);
+
+/// What the replica shares with the node's writers.
+pub(crate) struct Shared {
+    /// The last JetStream sequence applied.
+    pub applied: watch::Sender<u64>,
+    /// The outcome of each commit this node published, by the sequence of its last message,
+    /// until its writer takes it.
+    pub outcomes: Mutex<HashMap<u64, Result<Vec<Appended>>>>,
+    /// Why the replica stopped, once it did.
+    pub stopped: watch::Sender<Option<String>>,
+}
+
+impl Shared {
+    pub(crate) fn new(applied: u64) -> Arc<Shared> {
+        Arc::new(Shared {
+            applied: watch::channel(applied).0,
+            outcomes: Mutex::new(HashMap::new()),
+            stopped: watch::channel(None).0,
+        })
+    }
+
+    /// The outcome of the commit whose last message is `seq`, taken.
+    pub(crate) fn take_outcome(&self, seq: u64) -> Option<Result<Vec<Appended>>> {
+        self.outcomes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&seq)
+    }
+
+    fn stop(&self, e: &Error) {
+        tracing::error!(error = %e, "the replica stopped");
+        self.stopped.send_replace(Some(e.to_string()));
+    }
+}
+
+/// What the replica follows and where it writes.
+pub(crate) struct Follow {
+    pub jetstream: jetstream::Context,
+    pub origin: Origin,
+    pub node: String,
+    pub writes: Arc<WritePath>,
+    pub shared: Arc<Shared>,
+}
+
+/// Follows the log until the runtime shuts down or the replica meets an error it must stop on.
+pub(crate) async fn follow(f: Follow) {
+    loop {
+        match follow_once(&f).await {
+            Ok(()) => {}
+            Err(Stop::Fatal(e)) => {
+                f.shared.stop(&e);
+                return;
+            }
+            Err(Stop::Retry(reason)) => {
+                tracing::warn!(%reason, "following the log failed; trying again");
+            }
+        }
+        tokio::time::sleep(RETRY_AFTER).await;
+    }
+}
+
+/// Why following stopped.
+enum Stop {
+    /// The connection or the consumer failed: follow again from the last applied message.
+    Retry(String),
+    /// The replica cannot go on.
+    Fatal(Error),
+}
+
+async fn follow_once(f: &Follow) -> Result<(), Stop> {
+    let retry = |e: &dyn std::fmt::Display| Stop::Retry(e.to_string());
+    let mut applied = *f.shared.applied.borrow();
+    let stream = f
+        .jetstream
+        .get_stream(&f.origin.stream)
+        .await
+        .map_err(|e| retry(&e))?;
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            filter_subject: format!("{}.>", f.origin.subject_prefix),
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: applied + 1,
+            },
+            ..OrderedConfig::default()
+        })
+        .await
+        .map_err(|e| retry(&e))?;
+    let mut messages = consumer.messages().await.map_err(|e| retry(&e))?;
+    // The messages read of a commit not complete yet.
+    let mut pending: Vec<Incoming> = Vec::new();
+    let mut seen = applied;
+    loop {
+        let mut got = Vec::new();
+        let mut bytes = 0;
+        // Wait for one message, then take what is ready without waiting.
+        match messages.next().await {
+            None => return Ok(()),
+            Some(Err(e)) => return Err(retry(&e)),
+            Some(Ok(m)) => {
+                bytes += m.payload.len();
+                got.push(m);
+            }
+        }
+        while got.len() < MAX_MESSAGES_PER_APPLY && bytes < MAX_BYTES_PER_APPLY {
+            match tokio::time::timeout(Duration::ZERO, messages.next()).await {
+                Ok(Some(Ok(m))) => {
+                    bytes += m.payload.len();
+                    got.push(m);
+                }
+                Ok(Some(Err(e))) => return Err(retry(&e)),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        for m in got {
+            let seq = m.info().map_err(|e| retry(&e))?.stream_sequence;
+            if seq != seen + 1 {
+                return Err(Stop::Fatal(
+                    ClusterError::Gap {
+                        applied: seen,
+                        next: seq,
+                    }
+                    .into(),
+                ));
+            }
+            seen = seq;
+            let incoming = message::decode(
+                &f.origin.subject_prefix,
+                seq,
+                m.subject.as_str(),
+                m.headers.as_ref(),
+                &m.payload,
+            )
+            .map_err(Stop::Fatal)?;
+            pending.push(incoming);
+        }
+        let Taken {
+            batches,
+            subjects,
+            last,
+        } = complete_batches(&mut pending).map_err(Stop::Fatal)?;
+        let Some(last) = last else {
+            continue;
+        };
+        let nodes: Vec<(u64, bool)> = batches
+            .iter()
+            .map(|(b, node)| (b.last, node.as_deref() == Some(f.node.as_str())))
+            .collect();
+        let mut batches: Vec<ReplicatedBatch> = batches.into_iter().map(|(b, _)| b).collect();
+        let writes = Arc::clone(&f.writes);
+        let origin = f.origin.clone();
+        let outcomes = tokio::task::spawn_blocking(move || {
+            writes.apply_replicated(Apply {
+                origin: &origin,
+                batches: &mut batches,
+                subjects: &subjects,
+                applied: last,
+            })
+        })
+        .await
+        .map_err(|e| {
+            Stop::Fatal(Error::Io(std::io::Error::other(format!(
+                "applying the log's messages panicked: {e}"
+            ))))
+        })?
+        .map_err(Stop::Fatal)?;
+        {
+            let mut mine = f
+                .shared
+                .outcomes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for ((seq, own), outcome) in nodes.into_iter().zip(outcomes) {
+                if own {
+                    mine.insert(seq, outcome);
+                }
+            }
+        }
+        applied = last;
+        f.shared.applied.send_replace(applied);
+    }
+}
+
+/// A batch read whole, with the node that published it.
+type Read = (ReplicatedBatch, Option<String>);
+
+/// The complete commits taken off the front of the messages read.
+#[derive(Default)]
+struct Taken {
+    batches: Vec<Read>,
+    /// The last sequence on each subject their messages are on.
+    subjects: Vec<(StreamId, u64)>,
+    /// The sequence of the last message taken.
+    last: Option<u64>,
+}
+
+/// Takes the complete commits off the front of `pending` (the messages read, in order),
+/// leaving a commit whose messages have not all come.
+///
+/// # Errors
+///
+/// [`ClusterError::BadMessage`] for messages of a commit out of their order.
+fn complete_batches(pending: &mut Vec<Incoming>) -> Result<Taken> {
+    let mut ends = Vec::new();
+    let mut i = 0;
+    while i < pending.len() {
+        let n = pending[i].batch.1 as usize;
+        let end = i + n;
+        for (k, m) in pending[i..end.min(pending.len())].iter().enumerate() {
+            if m.batch != (k as u32 + 1, n as u32) {
+                return Err(ClusterError::BadMessage {
+                    seq: m.seq,
+                    subject: m.subject.clone(),
+                    reason: format!(
+                        "message {}/{} where message {}/{n} of a commit belongs",
+                        m.batch.0,
+                        m.batch.1,
+                        k + 1
+                    ),
+                }
+                .into());
+            }
+        }
+        if end > pending.len() {
+            break;
+        }
+        ends.push(n);
+        i = end;
+    }
+    let mut taken = Taken::default();
+    let mut subjects: HashMap<StreamId, u64> = HashMap::new();
+    let mut rest = pending.drain(..i);
+    for n in ends {
+        let msgs: Vec<Incoming> = rest.by_ref().take(n).collect();
+        let last = msgs.last().expect("a commit has messages");
+        let (seq, node) = (last.seq, last.node.clone());
+        for m in &msgs {
+            subjects.insert(m.stream, m.seq);
+        }
+        taken.last = Some(seq);
+        taken.batches.push((
+            ReplicatedBatch {
+                parts: message::parts_of(msgs),
+                last: seq,
+            },
+            node,
+        ));
+    }
+    taken.subjects = subjects.into_iter().collect();
+    Ok(taken)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(seq: u64, stream: u128, batch: (u32, u32)) -> Incoming {
+        Incoming {
+            seq,
+            subject: format!("p.{stream:032x}"),
+            stream: StreamId(stream),
+            part: 0,
+            batch,
+            node: (batch.0 == batch.1).then(|| format!("node-{seq}")),
+            name: None,
+            layout: crate::event::Fingerprint(1),
+            renamed: Vec::new(),
+            records: Vec::new(),
+            staged: Vec::new(),
+            timestamp_ns: 1,
+        }
+    }
+
+    #[test]
+    fn complete_commits_are_taken_and_a_partial_one_waits() {
+        let mut pending = vec![
+            msg(1, 1, (1, 1)),
+            msg(2, 2, (1, 3)),
+            msg(3, 3, (2, 3)),
+            msg(4, 2, (3, 3)),
+            msg(5, 1, (1, 2)),
+        ];
+        let taken = complete_batches(&mut pending).unwrap();
+        assert_eq!(taken.last, Some(4));
+        let lasts: Vec<(u64, Option<String>)> = taken
+            .batches
+            .iter()
+            .map(|(b, node)| (b.last, node.clone()))
+            .collect();
+        assert_eq!(
+            lasts,
+            [(1, Some("node-1".into())), (4, Some("node-4".into()))]
+        );
+        let mut subjects = taken.subjects.clone();
+        subjects.sort();
+        assert_eq!(
+            subjects,
+            [(StreamId(1), 1), (StreamId(2), 4), (StreamId(3), 3)]
+        );
+        assert_eq!(pending.len(), 1);
+        pending.push(msg(6, 1, (2, 2)));
+        let taken = complete_batches(&mut pending).unwrap();
+        assert_eq!(taken.last, Some(6));
+        assert!(pending.is_empty());
+        assert!(complete_batches(&mut pending).unwrap().last.is_none());
+    }
+
+    #[test]
+    fn messages_of_a_commit_out_of_order_stop_the_replica() {
+        for mut pending in [
+            vec![msg(1, 1, (2, 2))],
+            vec![msg(1, 1, (1, 3)), msg(2, 1, (3, 3))],
+            vec![msg(1, 1, (1, 2)), msg(2, 1, (1, 1))],
+        ] {
+            assert!(matches!(
+                complete_batches(&mut pending),
+                Err(Error::Cluster(ClusterError::BadMessage { .. }))
+            ));
+        }
+    }
+}
