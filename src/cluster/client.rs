@@ -205,6 +205,15 @@ fn validate(config: &ClusterConfig) -> Result<(), ClusterError> {
             config.duplicate_window
         ));
     }
+    for (name, value) in [
+        ("connect_timeout", config.connect_timeout),
+        ("request_timeout", config.request_timeout),
+        ("ping_interval", config.ping_interval),
+    ] {
+        if value.is_zero() {
+            return fail(format!("{name} is 0; it must be longer"));
+        }
+    }
     Ok(())
 }
 
@@ -216,7 +225,11 @@ fn options(
 ) -> impl Future<Output = Result<ConnectOptions, ClusterError>> + Send + 'static {
     let auth = config.auth.clone();
     let tls = config.tls.clone();
-    let (connect_timeout, request_timeout) = (config.connect_timeout, config.request_timeout);
+    let (connect_timeout, request_timeout, ping_interval) = (
+        config.connect_timeout,
+        config.request_timeout,
+        config.ping_interval,
+    );
     async move {
         let unreadable =
             |what: &str, path: &std::path::Path, e: std::io::Error| ClusterError::Config {
@@ -251,7 +264,8 @@ fn options(
         Ok(options
             .name("varvedb")
             .connection_timeout(connect_timeout)
-            .request_timeout(Some(request_timeout)))
+            .request_timeout(Some(request_timeout))
+            .ping_interval(ping_interval))
     }
 }
 
@@ -351,6 +365,14 @@ mod tests {
             },
             ClusterConfig {
                 max_message_size: 0,
+                ..base.clone()
+            },
+            ClusterConfig {
+                ping_interval: Duration::ZERO,
+                ..base.clone()
+            },
+            ClusterConfig {
+                request_timeout: Duration::ZERO,
                 ..base.clone()
             },
             ClusterConfig {

@@ -49,8 +49,12 @@ pub struct ClusterConfig {
     pub max_message_size: usize,
     /// How long a connection attempt to one server may take (default 5 s).
     pub connect_timeout: Duration,
-    /// How long a JetStream request (a stream lookup or creation) may take (default 10 s).
+    /// How long a JetStream request (an append's acknowledgement, a stream lookup or creation)
+    /// and the replica's apply of an append may each take (default 10 s).
     pub request_timeout: Duration,
+    /// How often the node checks that its server answers (default 5 s): a server that misses
+    /// two checks (it hangs, or the network to it does) is left for another of `servers`.
+    pub ping_interval: Duration,
     /// Who the node is to the servers.
     pub auth: ClusterAuth,
     /// TLS settings.
@@ -68,6 +72,7 @@ impl Default for ClusterConfig {
             max_message_size: (1 << 20) - (4 << 10),
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(5),
             auth: ClusterAuth::None,
             tls: ClusterTls::default(),
         }

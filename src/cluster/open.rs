@@ -84,6 +84,7 @@ pub(crate) fn open_replicated(config: StorageConfig, cluster: ClusterConfig) -> 
         node: id.clone(),
         writes: Arc::clone(&writes),
         shared: Arc::clone(&shared),
+        stall_after: cluster.ping_interval,
     }));
     let node = Node {
         client,

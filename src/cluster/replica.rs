@@ -73,6 +73,9 @@ pub(crate) struct Follow {
     pub node: String,
     pub writes: Arc<WritePath>,
     pub shared: Arc<Shared>,
+    /// How long the replica waits for a message before it asks the cluster whether the log
+    /// holds more: a consumer that stalled (its server gone) is made again.
+    pub stall_after: Duration,
 }
 
 /// Follows the log until the runtime shuts down or the replica meets an error it must stop on.
@@ -103,7 +106,7 @@ enum Stop {
 async fn follow_once(f: &Follow) -> Result<(), Stop> {
     let retry = |e: &dyn std::fmt::Display| Stop::Retry(e.to_string());
     let mut applied = *f.shared.applied.borrow();
-    let stream = f
+    let mut stream = f
         .jetstream
         .get_stream(&f.origin.stream)
         .await
@@ -126,7 +129,24 @@ async fn follow_once(f: &Follow) -> Result<(), Stop> {
         let mut got = Vec::new();
         let mut bytes = 0;
         // Wait for one message, then take what is ready without waiting.
-        match messages.next().await {
+        let next = loop {
+            match tokio::time::timeout(f.stall_after, messages.next()).await {
+                Ok(next) => break next,
+                Err(_) => {
+                    // Nothing came: the log may hold nothing more, or the consumer stalled.
+                    let info = stream.info().await.map_err(|e| retry(&e))?;
+                    let last = info.state.last_sequence;
+                    if last > seen {
+                        return Err(Stop::Retry(format!(
+                            "no message came for {:?}, and the log holds {} after message {seen}: following it again",
+                            f.stall_after,
+                            last - seen
+                        )));
+                    }
+                }
+            }
+        };
+        match next {
             None => return Ok(()),
             Some(Err(e)) => return Err(retry(&e)),
             Some(Ok(m)) => {
