@@ -285,3 +285,39 @@ fn a_replica_refuses_local_writes_and_another_log() {
         .unwrap();
     assert_eq!(a.head(), 2);
 }
+
+/// The replica's metrics: the last JetStream sequence applied and the lag, set as it applies.
+#[cfg(feature = "prometheus")]
+#[test]
+fn a_replica_exports_how_far_it_applied_the_log() {
+    let handle = varvedb::metrics::serve_prometheus("127.0.0.1:0".parse().unwrap()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path(), 3, START).unwrap();
+    let config = common_cluster::cluster_member(&cluster, "METRICS");
+    let a = node(&dir.path().join("a"), &config);
+    let mut w = Writer::<Noted>::new(a.clone());
+    for v in 1..=3 {
+        w.append("m-1", v, noted(v)).unwrap();
+    }
+    let path = a.path().display().to_string();
+    let sample = |text: &str, name: &str| -> Option<f64> {
+        let key = format!("{name}{{path=\"{path}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    let started = Instant::now();
+    loop {
+        let text = handle.render();
+        let applied = sample(&text, varvedb::metrics::REPLICA_APPLIED);
+        let lag = sample(&text, varvedb::metrics::REPLICA_LAG_MESSAGES);
+        let seconds = sample(&text, varvedb::metrics::REPLICA_LAG_SECONDS);
+        if applied == Some(3.0) {
+            assert_eq!(lag, Some(0.0), "{text}");
+            assert_eq!(seconds, Some(0.0), "{text}");
+            break;
+        }
+        assert!(started.elapsed() < WAIT, "no replica metrics in\n{text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

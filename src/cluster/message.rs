@@ -170,6 +170,8 @@ pub(crate) struct Incoming {
     pub staged: Vec<Staged>,
     /// The timestamp its writer gave its records.
     pub timestamp_ns: u64,
+    /// When JetStream stored it, in nanoseconds since the Unix epoch (0 until known).
+    pub stored_ns: i128,
 }
 
 /// Reads the message at JetStream sequence `seq`, checking every record and header; the error
@@ -276,6 +278,7 @@ pub(crate) fn decode(
         records,
         staged,
         timestamp_ns,
+        stored_ns: 0,
     })
 }
 

@@ -16,6 +16,7 @@
 mod client;
 mod config;
 pub(crate) mod error;
+mod lag;
 mod message;
 mod node;
 mod open;
@@ -25,6 +26,7 @@ mod stream;
 
 pub use config::{ClusterAuth, ClusterConfig, ClusterTls};
 pub use error::ClusterError;
+pub use lag::{lag, ReplicaLag};
 
 use crate::error::Result;
 use crate::store::{Storage, StorageConfig};

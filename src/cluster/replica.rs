@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream;
 use async_nats::jetstream::consumer::pull::OrderedConfig;
@@ -125,6 +125,8 @@ async fn follow_once(f: &Follow) -> Result<(), Stop> {
     // The messages read of a commit not complete yet.
     let mut pending: Vec<Incoming> = Vec::new();
     let mut seen = applied;
+    // Messages of the log after the last one read, as JetStream counted them.
+    let mut waiting = 0;
     loop {
         let mut got = Vec::new();
         let mut bytes = 0;
@@ -136,6 +138,14 @@ async fn follow_once(f: &Follow) -> Result<(), Stop> {
                     // Nothing came: the log may hold nothing more, or the consumer stalled.
                     let info = stream.info().await.map_err(|e| retry(&e))?;
                     let last = info.state.last_sequence;
+                    if last == applied {
+                        crate::metrics::handles::replica_progress(
+                            f.writes.log.env.metrics(),
+                            applied,
+                            0,
+                            0.0,
+                        );
+                    }
                     if last > seen {
                         return Err(Stop::Retry(format!(
                             "no message came for {:?}, and the log holds {} after message {seen}: following it again",
@@ -165,7 +175,9 @@ async fn follow_once(f: &Follow) -> Result<(), Stop> {
             }
         }
         for m in got {
-            let seq = m.info().map_err(|e| retry(&e))?.stream_sequence;
+            let info = m.info().map_err(|e| retry(&e))?;
+            let (seq, stored_ns) = (info.stream_sequence, info.published.unix_timestamp_nanos());
+            waiting = info.pending;
             if seq != seen + 1 {
                 return Err(Stop::Fatal(
                     ClusterError::Gap {
@@ -184,12 +196,16 @@ async fn follow_once(f: &Follow) -> Result<(), Stop> {
                 &m.payload,
             )
             .map_err(Stop::Fatal)?;
-            pending.push(incoming);
+            pending.push(Incoming {
+                stored_ns,
+                ..incoming
+            });
         }
         let Taken {
             batches,
             subjects,
             last,
+            stored_ns,
         } = complete_batches(&mut pending).map_err(Stop::Fatal)?;
         let Some(last) = last else {
             continue;
@@ -230,6 +246,21 @@ async fn follow_once(f: &Follow) -> Result<(), Stop> {
         }
         applied = last;
         f.shared.applied.send_replace(applied);
+        let lag = waiting + (seen - applied);
+        let lag_seconds = if lag == 0 {
+            0.0
+        } else {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as i128);
+            (now - stored_ns).max(0) as f64 / 1e9
+        };
+        crate::metrics::handles::replica_progress(
+            f.writes.log.env.metrics(),
+            applied,
+            lag,
+            lag_seconds,
+        );
     }
 }
 
@@ -242,8 +273,9 @@ struct Taken {
     batches: Vec<Read>,
     /// The last sequence on each subject their messages are on.
     subjects: Vec<(StreamId, u64)>,
-    /// The sequence of the last message taken.
+    /// The sequence of the last message taken, and when JetStream stored it.
     last: Option<u64>,
+    stored_ns: i128,
 }
 
 /// Takes the complete commits off the front of `pending` (the messages read, in order),
@@ -290,6 +322,7 @@ fn complete_batches(pending: &mut Vec<Incoming>) -> Result<Taken> {
             subjects.insert(m.stream, m.seq);
         }
         taken.last = Some(seq);
+        taken.stored_ns = msgs.last().map_or(0, |m| m.stored_ns);
         taken.batches.push((
             ReplicatedBatch {
                 parts: message::parts_of(msgs),
@@ -320,6 +353,7 @@ mod tests {
             records: Vec::new(),
             staged: Vec::new(),
             timestamp_ns: 1,
+            stored_ns: 0,
         }
     }
 

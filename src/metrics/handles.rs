@@ -296,6 +296,20 @@ pub(crate) fn checkpoint_committed(metrics: &StoreMetrics, head: u64, name: &str
     gauge!(PROCESSOR_LAG, &labels).set(head.saturating_sub(seq) as f64);
 }
 
+/// Publishes how far a replica applied the cluster's log and how far behind it is.
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+pub(crate) fn replica_progress(
+    metrics: &StoreMetrics,
+    applied: u64,
+    lag_messages: u64,
+    lag_seconds: f64,
+) {
+    let labels = [("path", metrics.path.clone())];
+    gauge!(REPLICA_APPLIED, &labels).set(applied as f64);
+    gauge!(REPLICA_LAG_MESSAGES, &labels).set(lag_messages as f64);
+    gauge!(REPLICA_LAG_SECONDS, &labels).set(lag_seconds);
+}
+
 /// The `kind` label of an error: its variant's name in snake case.
 fn error_kind(e: &Error) -> &'static str {
     match e {

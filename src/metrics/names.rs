@@ -55,6 +55,13 @@ pub const KEY_CACHE_MISSES: &str = "varvedb_key_cache_misses_total";
 pub const PROCESSOR_CHECKPOINT: &str = "varvedb_processor_checkpoint_sequence";
 /// Gauge: events of the log after each `processor`'s committed checkpoint (head − checkpoint).
 pub const PROCESSOR_LAG: &str = "varvedb_processor_lag_events";
+/// Gauge: the last JetStream sequence a replicated store applied (feature `cluster`).
+pub const REPLICA_APPLIED: &str = "varvedb_replica_applied_sequence";
+/// Gauge: messages of the cluster's log after the last one a replicated store applied.
+pub const REPLICA_LAG_MESSAGES: &str = "varvedb_replica_lag_messages";
+/// Gauge: seconds since the cluster stored the last message a replicated store applied, while
+/// it has more to apply; 0 when it applied the whole log.
+pub const REPLICA_LAG_SECONDS: &str = "varvedb_replica_lag_seconds";
 
 /// Every metric VarveDB records, by name.
 pub const ALL: &[&str] = &[
@@ -84,6 +91,9 @@ pub const ALL: &[&str] = &[
     PROCESSOR_CHECKPOINT,
     PROCESSOR_LAG,
 ];
+
+/// The metrics only a replicated store records (feature `cluster`), by name; not in [`ALL`].
+pub const CLUSTER: &[&str] = &[REPLICA_APPLIED, REPLICA_LAG_MESSAGES, REPLICA_LAG_SECONDS];
 
 /// Describes every metric (type, unit, help text) to the recorder in force. VarveDB calls it
 /// whenever it registers its metrics with a recorder; call it yourself to have the descriptions
@@ -193,5 +203,20 @@ pub fn describe() {
         PROCESSOR_LAG,
         Unit::Count,
         "Events of the log after a processor's committed checkpoint."
+    );
+    describe_gauge!(
+        REPLICA_APPLIED,
+        Unit::Count,
+        "The last JetStream sequence the replica applied."
+    );
+    describe_gauge!(
+        REPLICA_LAG_MESSAGES,
+        Unit::Count,
+        "Messages of the cluster's log the replica has not applied yet."
+    );
+    describe_gauge!(
+        REPLICA_LAG_SECONDS,
+        Unit::Seconds,
+        "Age of the last message the replica applied while more wait; 0 when caught up."
     );
 }

@@ -192,6 +192,14 @@ pub enum Command {
     /// Connect to a NATS JetStream cluster, check its server, and create the JetStream stream
     /// of the log or check an existing one (never changing it).
     ClusterCheck(ClusterArgs),
+    /// How far a replica (a store opened with `Storage::open_replicated`) is behind the
+    /// cluster's log: messages and seconds. Reads the store, which its node may have open.
+    ClusterLag {
+        /// The replica's directory.
+        path: PathBuf,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
     /// Re-wrap every stream key of an encrypted store under a new master key.
     RotateKey {
         /// The store's directory.

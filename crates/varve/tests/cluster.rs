@@ -21,8 +21,12 @@ fn varve(args: &[String], password: Option<&str>) -> Output {
 }
 
 fn args(cluster: &Cluster, extra: &[&str]) -> Vec<String> {
+    command_args("cluster-check", cluster, extra)
+}
+
+fn command_args(command: &str, cluster: &Cluster, extra: &[&str]) -> Vec<String> {
     let pki = cluster.pki();
-    let mut args = vec!["cluster-check".to_owned()];
+    let mut args = vec![command.to_owned()];
     for url in cluster.urls() {
         args.extend(["--server".to_owned(), url]);
     }
@@ -104,4 +108,95 @@ fn cluster_check_creates_the_stream_once_and_explains_refusals() {
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stdout(&out).contains("exists, settings checked"));
+}
+
+/// The configuration of a replica on `cluster`, its log in the default stream.
+fn member(cluster: &Cluster) -> varvedb::cluster::ClusterConfig {
+    use varvedb::cluster::{ClusterAuth, ClusterConfig, ClusterTls};
+    let pki = cluster.pki();
+    ClusterConfig {
+        servers: cluster.urls(),
+        auth: ClusterAuth::user_and_password(cluster.user(), cluster.password()),
+        tls: ClusterTls {
+            ca_file: Some(pki.ca.clone()),
+            client_cert: Some((pki.client_cert.clone(), pki.client_key.clone())),
+        },
+        ..ClusterConfig::default()
+    }
+}
+
+#[test]
+fn cluster_lag_reports_how_far_a_replica_is_behind() {
+    use varvedb::{Storage, StorageConfig, Writer};
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(&dir.path().join("cluster"), 3, Duration::from_secs(60)).unwrap();
+    let open = |name: &str| {
+        Storage::open_replicated(
+            StorageConfig {
+                path: dir.path().join(name),
+                ..Default::default()
+            },
+            member(&cluster),
+        )
+        .unwrap()
+    };
+    let a_path = dir.path().join("a");
+    let lag = |extra: &[&str]| {
+        let mut extra = extra.to_vec();
+        extra.insert(0, a_path.to_str().unwrap());
+        varve(
+            &command_args("cluster-lag", &cluster, &extra),
+            Some(cluster.password()),
+        )
+    };
+    {
+        let a = open("a");
+        Writer::<u64>::new(a.clone())
+            .append("tally-1", 1, 10)
+            .unwrap();
+        // Caught up, while its node has it open.
+        let out = lag(&["--json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let report: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        assert_eq!(report["applied"], 1, "{report}");
+        assert_eq!(report["lag_messages"], 0, "{report}");
+        assert_eq!(report["lag_seconds"], 0.0, "{report}");
+    }
+    // Closed while another node appends: five messages behind, and for some time.
+    let b = open("b");
+    let mut writer = Writer::<u64>::new(b.clone());
+    for v in 2..=6 {
+        writer.append("tally-1", v, v * 10).unwrap();
+    }
+    let out = lag(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("applied         1"), "{text}");
+    assert!(text.contains("last sequence   6"), "{text}");
+    assert!(text.contains("lag             5 messages"), "{text}");
+    assert!(!text.contains(cluster.password()), "{text}");
+    // Opened again, it catches up.
+    drop(open("a"));
+    let out = lag(&["--json"]);
+    let report: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(report["lag_messages"], 0, "{report}");
+    // A store that replicates nothing is named as such.
+    let plain = dir.path().join("plain");
+    drop(
+        Storage::open(StorageConfig {
+            path: plain.clone(),
+            ..Default::default()
+        })
+        .unwrap(),
+    );
+    let out = varve(
+        &command_args("cluster-lag", &cluster, &[plain.to_str().unwrap()]),
+        Some(cluster.password()),
+    );
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains("no cluster's log"),
+        "{}",
+        stderr(&out)
+    );
 }

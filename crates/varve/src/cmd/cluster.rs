@@ -3,14 +3,18 @@
 use std::io::Write;
 
 use serde_json::json;
+use std::path::Path;
+
 use varvedb::cluster::{
-    check as check_cluster, ClusterAuth, ClusterConfig, ClusterError, ClusterTls,
+    check as check_cluster, lag as replica_lag, ClusterAuth, ClusterConfig, ClusterError,
+    ClusterTls,
 };
 use varvedb::Error;
 
 use crate::cli::ClusterArgs;
 use crate::error::{CliError, CliResult};
 use crate::output::json_line;
+use crate::store::open_existing;
 
 /// The environment variable that holds the password when no --password-file is given.
 const PASSWORD_VAR: &str = "VARVE_NATS_PASSWORD";
@@ -74,24 +78,60 @@ fn hint(e: &ClusterError) -> Option<&'static str> {
         ClusterError::PayloadLimit { .. } => {
             "raise max_payload on every server, or lower --max-message-size"
         }
+        ClusterError::OtherLog { .. } => {
+            "name the store of a replica, and the --stream it replicates"
+        }
         _ => return None,
     })
 }
 
-pub fn check(args: &ClusterArgs, json: bool, out: &mut dyn Write) -> CliResult<u8> {
-    let config = config(args)?;
-    let report = match check_cluster(&config) {
-        Ok(report) => report,
-        Err(Error::Cluster(e)) => {
+/// The command's error for a failed cluster call, with what to do about it.
+fn failed(e: Error) -> CliError {
+    match e {
+        Error::Cluster(e) => {
             let advice = hint(&e);
             let mut err = CliError::usage(e.to_string());
             if let Some(advice) = advice {
                 err = err.hint(advice);
             }
-            return Err(err);
+            err
         }
-        Err(e) => return Err(CliError::usage(e.to_string())),
-    };
+        e => CliError::usage(e.to_string()),
+    }
+}
+
+/// `varve cluster-lag PATH --server URL ...`
+pub fn lag(path: &Path, args: &ClusterArgs, json: bool, out: &mut dyn Write) -> CliResult<u8> {
+    let config = config(args)?;
+    let storage = open_existing(path)?;
+    let lag = replica_lag(&storage, &config).map_err(failed)?;
+    if json {
+        json_line(
+            out,
+            &json!({
+                "stream": lag.stream,
+                "applied": lag.applied,
+                "last_sequence": lag.last,
+                "lag_messages": lag.messages,
+                "lag_seconds": lag.seconds,
+            }),
+        )?;
+        return Ok(0);
+    }
+    writeln!(out, "stream          {}", lag.stream)?;
+    writeln!(out, "applied         {}", lag.applied)?;
+    writeln!(out, "last sequence   {}", lag.last)?;
+    writeln!(
+        out,
+        "lag             {} messages, {:.3} s",
+        lag.messages, lag.seconds
+    )?;
+    Ok(0)
+}
+
+pub fn check(args: &ClusterArgs, json: bool, out: &mut dyn Write) -> CliResult<u8> {
+    let config = config(args)?;
+    let report = check_cluster(&config).map_err(failed)?;
     if json {
         let followers: Vec<_> = report
             .followers

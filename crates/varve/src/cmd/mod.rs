@@ -77,6 +77,7 @@ pub fn dispatch(cli: Cli, decoders: &Decoders, out: &mut dyn Write) -> CliResult
             out,
         ),
         Command::ClusterCheck(args) => cluster::check(&args, json, out),
+        Command::ClusterLag { path, cluster } => cluster::lag(&path, &cluster, json, out),
         Command::Verify { path, key_file } => {
             verify::run(&path, key_file.as_deref(), decoders, json, out)
         }
