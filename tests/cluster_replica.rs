@@ -321,3 +321,34 @@ fn a_replica_exports_how_far_it_applied_the_log() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A node started from a backup of another node's replica (which holds the last JetStream
+/// sequence it applied) applies only what came after, and serves the same log.
+#[test]
+fn a_node_starts_from_a_backup_of_another_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path(), 3, START).unwrap();
+    let config = common_cluster::cluster_member(&cluster, "BACKUP");
+    let a = node(&dir.path().join("a"), &config);
+    let mut w = Writer::<Noted>::new(a.clone());
+    for v in 1..=5 {
+        w.append("b-1", v, noted(v)).unwrap();
+    }
+    let copy = dir.path().join("copy");
+    let info = varvedb::admin::backup(&a, &copy, None).unwrap();
+    assert_eq!(info.head, 5);
+    for v in 6..=8 {
+        w.append("b-1", v, noted(v)).unwrap();
+    }
+    let b = node(&copy, &config);
+    assert_eq!(b.head(), 8);
+    assert_eq!(log_of(&a), log_of(&b));
+    // It appends as any node.
+    Writer::<Noted>::new(b.clone())
+        .append("b-1", 9, noted(9))
+        .unwrap();
+    wait_head(&a, 9);
+    assert_eq!(log_of(&a), log_of(&b));
+    let lag = varvedb::cluster::lag(&b, &config).unwrap();
+    assert_eq!((lag.applied, lag.last, lag.messages), (9, 9, 0));
+}

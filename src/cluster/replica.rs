@@ -178,15 +178,7 @@ async fn follow_once(f: &Follow) -> Result<(), Stop> {
             let info = m.info().map_err(|e| retry(&e))?;
             let (seq, stored_ns) = (info.stream_sequence, info.published.unix_timestamp_nanos());
             waiting = info.pending;
-            if seq != seen + 1 {
-                return Err(Stop::Fatal(
-                    ClusterError::Gap {
-                        applied: seen,
-                        next: seq,
-                    }
-                    .into(),
-                ));
-            }
+            follows(seen, seq).map_err(|e| Stop::Fatal(e.into()))?;
             seen = seq;
             let incoming = message::decode(
                 &f.origin.subject_prefix,
@@ -261,6 +253,19 @@ async fn follow_once(f: &Follow) -> Result<(), Stop> {
             lag,
             lag_seconds,
         );
+    }
+}
+
+/// Checks that the message at `seq` is the one after `seen`: the log's stream denies deletes
+/// and purges, so its sequences have no gap, and one means messages are gone.
+fn follows(seen: u64, seq: u64) -> Result<(), ClusterError> {
+    if seq == seen + 1 {
+        Ok(())
+    } else {
+        Err(ClusterError::Gap {
+            applied: seen,
+            next: seq,
+        })
     }
 }
 
@@ -389,6 +394,21 @@ mod tests {
         assert_eq!(taken.last, Some(6));
         assert!(pending.is_empty());
         assert!(complete_batches(&mut pending).unwrap().last.is_none());
+    }
+
+    #[test]
+    fn a_gap_or_a_message_again_stops_the_replica() {
+        assert!(follows(0, 1).is_ok());
+        assert!(follows(41, 42).is_ok());
+        assert!(matches!(
+            follows(41, 43),
+            Err(ClusterError::Gap {
+                applied: 41,
+                next: 43
+            })
+        ));
+        assert!(follows(41, 41).is_err());
+        assert!(follows(41, 7).is_err());
     }
 
     #[test]
