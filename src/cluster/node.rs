@@ -296,7 +296,7 @@ impl Sequencer for Node {
                         .into(),
                     );
                 }
-                Answer::TimedOut => {
+                Answer::TimedOut | Answer::Unavailable(_) => {
                     return self.settle(
                         parts,
                         ClusterError::Timeout {

@@ -84,7 +84,7 @@ pub(crate) fn open_replicated(config: StorageConfig, cluster: ClusterConfig) -> 
         node: id.clone(),
         writes: Arc::clone(&writes),
         shared: Arc::clone(&shared),
-        stall_after: cluster.ping_interval,
+        stall_after: cluster.ping_interval.min(Duration::from_secs(1)),
     }));
     let node = Node {
         client,

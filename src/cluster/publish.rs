@@ -14,33 +14,71 @@ pub(crate) enum Answer {
     /// single message in its deduplication window and stored nothing (`seq` is then the
     /// message that holds it).
     Stored { seq: u64, duplicate: bool },
-    /// An expectation failed: a stream moved since the node read it (JetStream error 10071).
+    /// An expectation failed: a stream moved since the node read it (JetStream error 10071),
+    /// or a message to it is in flight, to be stored or not (10164).
     WrongLastSequence,
     /// The batch repeats a message id that JetStream holds in its deduplication window: a
     /// retry of a stored commit, or ids reused (10201).
     DuplicateInBatch,
     /// No answer in time: the commit may or may not be stored.
     TimedOut,
+    /// The cluster cannot take the commit now (no server listens, the stream has no leader):
+    /// nothing is stored.
+    Unavailable(String),
     /// Anything else, with the server's or the connection's words.
     Failed(String),
 }
 
 const WRONG_LAST_SEQUENCE: u64 = 10071;
+/// "wrong last sequence", without one: another message to the subject is in flight, or two
+/// messages of a batch expect something of one subject (which the node never sends).
+const WRONG_LAST_SEQUENCE_IN_FLIGHT: u64 = 10164;
 const BATCH_DUPLICATE_MSG_ID: u64 = 10201;
+/// "JetStream system temporarily unavailable".
+const TEMPORARILY_UNAVAILABLE: u64 = 10008;
 
-/// Publishes `messages` (one commit) and waits up to `timeout` for the answer.
+/// How long one attempt waits for its answer, at most: a server that died with the commit in
+/// flight never answers, and a new attempt reaches the stream's new leader.
+const ATTEMPT: Duration = Duration::from_secs(2);
+/// How long the node waits before another attempt after the cluster said it cannot take the
+/// commit now (no leader yet).
+const BACKOFF: Duration = Duration::from_millis(100);
+
+/// Publishes `messages` (one commit) and waits up to `timeout` for the answer, publishing them
+/// again when an attempt has no answer or the cluster has no leader for the log yet. Again is
+/// safe: every message carries its message id, so JetStream stores a commit once within its
+/// deduplication window (a repeat is answered as one, which the node then settles).
 pub(crate) async fn publish(
     nats: &async_nats::Client,
     messages: Vec<Outgoing>,
     timeout: Duration,
 ) -> Answer {
-    match tokio::time::timeout(timeout, publish_inner(nats, messages)).await {
-        Ok(answer) => answer,
-        Err(_) => Answer::TimedOut,
+    let started = tokio::time::Instant::now();
+    loop {
+        let left = timeout.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            return Answer::TimedOut;
+        }
+        let copy = messages
+            .iter()
+            .map(|m| Outgoing {
+                subject: m.subject.clone(),
+                headers: m.headers.clone(),
+                payload: m.payload.clone(),
+            })
+            .collect();
+        match tokio::time::timeout(left.min(ATTEMPT), publish_once(nats, copy)).await {
+            Ok(Answer::Unavailable(reason)) => {
+                tracing::debug!(%reason, "the cluster cannot take a commit now; trying again");
+                tokio::time::sleep(BACKOFF.min(left)).await;
+            }
+            Ok(Answer::TimedOut) | Err(_) => {}
+            Ok(answer) => return answer,
+        }
     }
 }
 
-async fn publish_inner(nats: &async_nats::Client, messages: Vec<Outgoing>) -> Answer {
+async fn publish_once(nats: &async_nats::Client, messages: Vec<Outgoing>) -> Answer {
     let n = messages.len();
     if n == 1 {
         let Some(m) = messages.into_iter().next() else {
@@ -89,6 +127,9 @@ fn answer(reply: Result<async_nats::Message, async_nats::RequestError>) -> Answe
     let reply = match reply {
         Ok(reply) => reply,
         Err(e) if e.kind() == async_nats::RequestErrorKind::TimedOut => return Answer::TimedOut,
+        Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+            return Answer::Unavailable(e.to_string())
+        }
         Err(e) => return Answer::Failed(e.to_string()),
     };
     let value: serde_json::Value = match serde_json::from_slice(&reply.payload) {
@@ -102,8 +143,9 @@ fn answer(reply: Result<async_nats::Message, async_nats::RequestError>) -> Answe
     };
     if let Some(error) = value.get("error") {
         return match error.get("err_code").and_then(|c| c.as_u64()) {
-            Some(WRONG_LAST_SEQUENCE) => Answer::WrongLastSequence,
+            Some(WRONG_LAST_SEQUENCE | WRONG_LAST_SEQUENCE_IN_FLIGHT) => Answer::WrongLastSequence,
             Some(BATCH_DUPLICATE_MSG_ID) => Answer::DuplicateInBatch,
+            Some(TEMPORARILY_UNAVAILABLE) => Answer::Unavailable(error.to_string()),
             _ => Answer::Failed(error.to_string()),
         };
     }

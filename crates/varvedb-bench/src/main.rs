@@ -138,6 +138,7 @@ mod nats;
 mod pg;
 mod processor;
 mod raw;
+mod replicated;
 mod report;
 mod schema;
 mod sqlite;
@@ -1383,6 +1384,11 @@ fn run() -> Res<()> {
             messages: cfg.cluster_messages,
             subjects: cfg.cluster_subjects,
             record_len: record_len(),
+            replicated: replicated::Settings {
+                events: cfg.cluster_messages,
+                concurrent_secs: 5,
+                latency_appends: 1_000,
+            },
         })?
     } else {
         String::new()
@@ -1404,6 +1410,13 @@ fn run() -> Res<()> {
 }
 
 fn main() {
+    if let Some(child) = replicated::child_main() {
+        if let Err(e) = child {
+            eprintln!("varvedb-bench node child: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if let Err(e) = run() {
         eprintln!("varvedb-bench: {e}");
         std::process::exit(1);

@@ -30,6 +30,8 @@ pub struct Settings {
     pub subjects: u64,
     /// Bytes of each message (a record of the bench event).
     pub record_len: usize,
+    /// The replicated store's rows.
+    pub replicated: crate::replicated::Settings,
 }
 
 /// Publishes to `subject(i)` for `i` in `range`, `window` acknowledgements outstanding at a
@@ -81,7 +83,7 @@ pub fn run(s: &Settings) -> Res<String> {
     let dir = tempfile::Builder::new()
         .prefix("varvedb-bench-cluster-")
         .tempdir()?;
-    let cluster = natscluster::Cluster::start(dir.path(), 3, Duration::from_secs(60))?;
+    let mut cluster = natscluster::Cluster::start(dir.path(), 3, Duration::from_secs(60))?;
     let pki = cluster.pki().clone();
     let config = ClusterConfig {
         servers: cluster.urls(),
@@ -204,5 +206,6 @@ pub fn run(s: &Settings) -> Res<String> {
         s.subjects,
         per.join(" / ")
     ));
+    out.push_str(&crate::replicated::run(&mut cluster, &s.replicated)?);
     Ok(out)
 }
