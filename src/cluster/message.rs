@@ -55,6 +55,17 @@ pub(crate) struct Outgoing {
     pub payload: Bytes,
 }
 
+impl Outgoing {
+    /// A copy of the message (its payload shared).
+    pub(crate) fn copy(&self) -> Outgoing {
+        Outgoing {
+            subject: self.subject.clone(),
+            headers: self.headers.clone(),
+            payload: self.payload.clone(),
+        }
+    }
+}
+
 /// The messages of a commit of `parts`, each part's expectation (`Some(seq)`: the last
 /// sequence on its subject) on its first message. The records are sealed for transit with
 /// `timestamp_ns`.

@@ -19,11 +19,12 @@ use super::config::ClusterConfig;
 use super::error::ClusterError;
 use super::message;
 use super::publish::{publish, Answer};
-use super::replica::Shared;
+use super::replica::{complete_batches, Shared};
 use crate::error::{Error, Result};
 use crate::format::replica;
+use crate::format::replica::Origin;
 use crate::types::{Appended, ExpectedVersion, StreamId};
-use crate::write::{Request, Sequencer, WritePath};
+use crate::write::{Apply, Outcome, Request, Sequencer, WritePath};
 
 /// How many times an append tries again when a stream it expects to exist (or any version of)
 /// moved between its read and its commit.
@@ -37,6 +38,8 @@ pub(crate) struct Node {
     pub(crate) id: String,
     pub(crate) writes: Arc<WritePath>,
     pub(crate) shared: Arc<Shared>,
+    /// The log the replica follows.
+    pub(crate) origin: Origin,
 }
 
 /// Where a commit's expectations stand after reading the local replica.
@@ -193,6 +196,52 @@ impl Node {
         Ok(Some(Ok(appended)))
     }
 
+    /// Applies this node's own commit, stored by the cluster with its last message at `last`,
+    /// when the replica applied the log up to just before it: the node holds the very messages
+    /// the cluster stored, so it need not wait for them to come back through its consumer
+    /// (which the follower then passes over). Returns the commit's outcome, or `None` when the
+    /// replica is elsewhere in the log (the follower applies the commit in its turn).
+    ///
+    /// # Errors
+    ///
+    /// What applying it met that stops the replica: the replica is stopped with it.
+    fn apply_own(&self, sent: Vec<message::Outgoing>, last: u64) -> Result<Option<Outcome>> {
+        let first = last + 1 - sent.len() as u64;
+        if *self.shared.applied.borrow() + 1 != first {
+            return Ok(None);
+        }
+        let mut pending = Vec::with_capacity(sent.len());
+        for (i, m) in sent.into_iter().enumerate() {
+            pending.push(message::decode(
+                &self.origin.subject_prefix,
+                first + i as u64,
+                &m.subject,
+                Some(&m.headers),
+                &m.payload,
+            )?);
+        }
+        let taken = complete_batches(&mut pending)?;
+        let mut batches: Vec<_> = taken.batches.into_iter().map(|(b, _)| b).collect();
+        if batches.len() != 1 || !pending.is_empty() {
+            return Ok(None);
+        }
+        let mut outcomes = match self.writes.apply_replicated(Apply {
+            origin: &self.origin,
+            batches: &mut batches,
+        }) {
+            Ok(outcomes) => outcomes,
+            Err(e) => {
+                self.shared.stop(&e);
+                return Err(e);
+            }
+        };
+        let outcome = outcomes.pop().flatten();
+        if outcome.is_some() {
+            self.shared.advance(last);
+        }
+        Ok(outcome)
+    }
+
     /// The outcome of a commit whose answer was lost or refused as a repeat: stored, or
     /// `otherwise`.
     fn settle(&self, parts: &[Request], otherwise: Error) -> Result<Vec<Appended>> {
@@ -241,6 +290,8 @@ impl Sequencer for Node {
                 &self.id,
                 now,
             )?;
+            let sent: Vec<message::Outgoing> =
+                messages.iter().map(message::Outgoing::copy).collect();
             let nats = self.client.nats.clone();
             let timeout = self.config.request_timeout;
             let answer = self
@@ -251,6 +302,9 @@ impl Sequencer for Node {
                     seq,
                     duplicate: false,
                 } => {
+                    if let Some(outcome) = self.apply_own(sent, seq)? {
+                        return outcome;
+                    }
                     self.wait_applied(seq, self.config.request_timeout)?;
                     return match self.shared.take_outcome(seq) {
                         Some(outcome) => outcome,

@@ -80,7 +80,7 @@ pub(crate) fn open_replicated(config: StorageConfig, cluster: ClusterConfig) -> 
     let id = uuid::Uuid::new_v4().simple().to_string();
     client.spawn(follow(Follow {
         jetstream: client.jetstream.clone(),
-        origin,
+        origin: origin.clone(),
         node: id.clone(),
         writes: Arc::clone(&writes),
         shared: Arc::clone(&shared),
@@ -92,6 +92,7 @@ pub(crate) fn open_replicated(config: StorageConfig, cluster: ClusterConfig) -> 
         id,
         writes,
         shared,
+        origin,
     };
     catch_up_at_open(&node, info.state.last_sequence)?;
     if storage.store.sequencer.set(Arc::new(node)).is_err() {

@@ -59,14 +59,7 @@ pub(crate) async fn publish(
         if left.is_zero() {
             return Answer::TimedOut;
         }
-        let copy = messages
-            .iter()
-            .map(|m| Outgoing {
-                subject: m.subject.clone(),
-                headers: m.headers.clone(),
-                payload: m.payload.clone(),
-            })
-            .collect();
+        let copy = messages.iter().map(Outgoing::copy).collect();
         match tokio::time::timeout(left.min(ATTEMPT), publish_once(nats, copy)).await {
             Ok(Answer::Unavailable(reason)) => {
                 tracing::debug!(%reason, "the cluster cannot take a commit now; trying again");

@@ -22,8 +22,8 @@ use super::error::ClusterError;
 use super::message::{self, Incoming};
 use crate::error::{Error, Result};
 use crate::format::replica::Origin;
-use crate::types::{Appended, StreamId};
-use crate::write::{Apply, ReplicatedBatch, WritePath};
+use crate::types::StreamId;
+use crate::write::{Apply, Outcome, ReplicatedBatch, WritePath};
 
 /// Most messages applied in one write transaction.
 const MAX_MESSAGES_PER_APPLY: usize = 4096;
@@ -38,7 +38,7 @@ pub(crate) struct Shared {
     pub applied: watch::Sender<u64>,
     /// The outcome of each commit this node published, by the sequence of its last message,
     /// until its writer takes it.
-    pub outcomes: Mutex<HashMap<u64, Result<Vec<Appended>>>>,
+    pub outcomes: Mutex<HashMap<u64, Outcome>>,
     /// Why the replica stopped, once it did.
     pub stopped: watch::Sender<Option<String>>,
 }
@@ -53,14 +53,26 @@ impl Shared {
     }
 
     /// The outcome of the commit whose last message is `seq`, taken.
-    pub(crate) fn take_outcome(&self, seq: u64) -> Option<Result<Vec<Appended>>> {
+    pub(crate) fn take_outcome(&self, seq: u64) -> Option<Outcome> {
         self.outcomes
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&seq)
     }
 
-    fn stop(&self, e: &Error) {
+    /// Publishes that the log is applied up to `seq` (never moving back: the follower and a
+    /// node's own appends both apply, see `node`).
+    pub(crate) fn advance(&self, seq: u64) {
+        self.applied.send_if_modified(|applied| {
+            let moved = seq > *applied;
+            if moved {
+                *applied = seq;
+            }
+            moved
+        });
+    }
+
+    pub(crate) fn stop(&self, e: &Error) {
         tracing::error!(error = %e, "the replica stopped");
         self.stopped.send_replace(Some(e.to_string()));
     }
@@ -195,7 +207,6 @@ async fn follow_once(f: &Follow) -> Result<(), Stop> {
         }
         let Taken {
             batches,
-            subjects,
             last,
             stored_ns,
         } = complete_batches(&mut pending).map_err(Stop::Fatal)?;
@@ -213,8 +224,6 @@ async fn follow_once(f: &Follow) -> Result<(), Stop> {
             writes.apply_replicated(Apply {
                 origin: &origin,
                 batches: &mut batches,
-                subjects: &subjects,
-                applied: last,
             })
         })
         .await
@@ -231,13 +240,13 @@ async fn follow_once(f: &Follow) -> Result<(), Stop> {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             for ((seq, own), outcome) in nodes.into_iter().zip(outcomes) {
-                if own {
+                if let (true, Some(outcome)) = (own, outcome) {
                     mine.insert(seq, outcome);
                 }
             }
         }
         applied = last;
-        f.shared.applied.send_replace(applied);
+        f.shared.advance(applied);
         let lag = waiting + (seen - applied);
         let lag_seconds = if lag == 0 {
             0.0
@@ -274,10 +283,8 @@ type Read = (ReplicatedBatch, Option<String>);
 
 /// The complete commits taken off the front of the messages read.
 #[derive(Default)]
-struct Taken {
-    batches: Vec<Read>,
-    /// The last sequence on each subject their messages are on.
-    subjects: Vec<(StreamId, u64)>,
+pub(crate) struct Taken {
+    pub batches: Vec<Read>,
     /// The sequence of the last message taken, and when JetStream stored it.
     last: Option<u64>,
     stored_ns: i128,
@@ -289,7 +296,7 @@ struct Taken {
 /// # Errors
 ///
 /// [`ClusterError::BadMessage`] for messages of a commit out of their order.
-fn complete_batches(pending: &mut Vec<Incoming>) -> Result<Taken> {
+pub(crate) fn complete_batches(pending: &mut Vec<Incoming>) -> Result<Taken> {
     let mut ends = Vec::new();
     let mut i = 0;
     while i < pending.len() {
@@ -317,26 +324,31 @@ fn complete_batches(pending: &mut Vec<Incoming>) -> Result<Taken> {
         i = end;
     }
     let mut taken = Taken::default();
-    let mut subjects: HashMap<StreamId, u64> = HashMap::new();
     let mut rest = pending.drain(..i);
     for n in ends {
         let msgs: Vec<Incoming> = rest.by_ref().take(n).collect();
+        let first = msgs.first().expect("a commit has messages").seq;
         let last = msgs.last().expect("a commit has messages");
         let (seq, node) = (last.seq, last.node.clone());
+        let mut subjects: Vec<(StreamId, u64)> = Vec::new();
         for m in &msgs {
-            subjects.insert(m.stream, m.seq);
+            match subjects.iter_mut().find(|(s, _)| *s == m.stream) {
+                Some(entry) => entry.1 = m.seq,
+                None => subjects.push((m.stream, m.seq)),
+            }
         }
         taken.last = Some(seq);
-        taken.stored_ns = msgs.last().map_or(0, |m| m.stored_ns);
+        taken.stored_ns = last.stored_ns;
         taken.batches.push((
             ReplicatedBatch {
                 parts: message::parts_of(msgs),
+                first,
                 last: seq,
+                subjects,
             },
             node,
         ));
     }
-    taken.subjects = subjects.into_iter().collect();
     Ok(taken)
 }
 
@@ -382,11 +394,17 @@ mod tests {
             lasts,
             [(1, Some("node-1".into())), (4, Some("node-4".into()))]
         );
-        let mut subjects = taken.subjects.clone();
-        subjects.sort();
+        let spans = taken
+            .batches
+            .iter()
+            .map(|(b, _)| (b.first, b.last, b.subjects.clone()))
+            .collect::<Vec<_>>();
         assert_eq!(
-            subjects,
-            [(StreamId(1), 1), (StreamId(2), 4), (StreamId(3), 3)]
+            spans,
+            [
+                (1, 1, vec![(StreamId(1), 1)]),
+                (2, 4, vec![(StreamId(2), 4), (StreamId(3), 3)])
+            ]
         );
         assert_eq!(pending.len(), 1);
         pending.push(msg(6, 1, (2, 2)));

@@ -27,7 +27,7 @@ use committer::Committer;
 pub(crate) use committer::Done;
 pub use committer::GroupCommit;
 #[cfg(feature = "cluster")]
-pub(crate) use replicate::{Apply, ReplicatedBatch};
+pub(crate) use replicate::{Apply, Outcome, ReplicatedBatch};
 pub(crate) use request::{Request, Staged};
 #[cfg(feature = "cluster")]
 pub(crate) use retry::{retry_of, RetryOf};

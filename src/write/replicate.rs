@@ -18,21 +18,25 @@ use crate::types::{Appended, StreamId};
 /// of one stream (their version check was the cluster's).
 pub(crate) struct ReplicatedBatch {
     pub parts: Vec<Request>,
-    /// The sequence of the batch's last message in the cluster's log.
+    /// The sequences of the batch's first and last messages in the cluster's log.
+    pub first: u64,
     pub last: u64,
+    /// For each stream its messages are on, the sequence of the last one.
+    pub subjects: Vec<(StreamId, u64)>,
 }
+
+/// What became of a batch of the log: its positions, or the error every replica refused it
+/// with.
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+pub(crate) type Outcome = Result<Vec<Appended>>;
 
 #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
 /// What a replica applies in one transaction.
 pub(crate) struct Apply<'a> {
     /// The log's origin, recorded by the first apply into a store.
     pub origin: &'a Origin,
+    /// Consecutive batches of the log, in order.
     pub batches: &'a mut [ReplicatedBatch],
-    /// For each stream the messages touched, the sequence of the last one on its subject.
-    pub subjects: &'a [(StreamId, u64)],
-    /// The sequence of the last message applied (the last batch's, or a later message that
-    /// carried none of the log's batches).
-    pub applied: u64,
 }
 
 impl WritePath {
@@ -70,36 +74,45 @@ impl WritePath {
     #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     /// Applies the batches of `apply` in one write transaction, between commit groups, with the
     /// replica's entries (`format::replica`): the last applied sequence, the last sequence on
-    /// each subject touched, and the origin. Returns each batch's outcome: its positions, or the
-    /// error that refused it on every replica alike.
+    /// each subject touched, and the origin. Batches the store applied already (the node that
+    /// published one may have applied it first, see `cluster::node`) are passed over: their
+    /// outcome is `None`. Returns each other batch's outcome: its positions, or the error that
+    /// refused it on every replica alike.
     ///
     /// # Errors
     ///
     /// A failed read or write of the store (the replica must stop: it cannot decide on the
-    /// batch), [`Error::Corrupted`] for an origin that is not the store's.
-    pub(crate) fn apply_replicated(&self, apply: Apply<'_>) -> Result<Vec<Result<Vec<Appended>>>> {
-        let Apply {
-            origin,
-            batches,
-            subjects,
-            applied,
-        } = apply;
+    /// batch); [`Error::Corrupted`] for an origin that is not the store's, or batches that do
+    /// not follow the last one applied.
+    pub(crate) fn apply_replicated(&self, apply: Apply<'_>) -> Result<Vec<Option<Outcome>>> {
+        let Apply { origin, batches } = apply;
         let guard = self.committer.lock_commits();
         let result = self.run(WriteKind::Replicate, |txn| {
             txn.check_origin(origin)?;
-            let before = txn.replica_seq(replica::APPLIED_KEY)?;
-            if batches.first().is_some_and(|b| b.last <= before) || applied <= before {
-                return Err(Error::corrupted(
-                    0,
-                    format!("the replica was asked to apply the cluster's log up to {applied} again; it is applied up to {before}"),
-                ));
-            }
+            let mut applied = txn.replica_seq(replica::APPLIED_KEY)?;
             let mut outcomes = Vec::with_capacity(batches.len());
             for batch in batches.iter_mut() {
-                outcomes.push(txn.apply_batch(&mut batch.parts)?);
+                if batch.last <= applied {
+                    outcomes.push(None);
+                    continue;
+                }
+                if batch.first != applied + 1 {
+                    return Err(Error::corrupted(
+                        0,
+                        format!(
+                            "the replica was asked to apply messages {} to {} of the cluster's log, but it is applied up to {applied}",
+                            batch.first, batch.last
+                        ),
+                    ));
+                }
+                outcomes.push(Some(txn.apply_batch(&mut batch.parts)?));
+                for &(stream, seq) in &batch.subjects {
+                    txn.set_replica_seq(&replica::stream_key(stream), seq)?;
+                }
+                applied = batch.last;
             }
-            for &(stream, seq) in subjects {
-                txn.set_replica_seq(&replica::stream_key(stream), seq)?;
+            if outcomes.iter().all(Option::is_none) {
+                return Ok(Commit::Abort(outcomes));
             }
             txn.set_replica_seq(replica::APPLIED_KEY, applied)?;
             Ok(Commit::Commit(outcomes))
