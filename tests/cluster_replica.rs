@@ -352,3 +352,60 @@ fn a_node_starts_from_a_backup_of_another_replica() {
     let lag = varvedb::cluster::lag(&b, &config).unwrap();
     assert_eq!((lag.applied, lag.last, lag.messages), (9, 9, 0));
 }
+
+/// Another definition of `Noted`: the same name and schema version, another layout.
+mod other {
+    #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event, Debug)]
+    #[event(name = "Noted")]
+    pub struct Noted {
+        pub text: String,
+        pub n: u64,
+    }
+}
+
+/// A commit the replicas refuse (here: an event type whose layout changed without a version
+/// bump, written from another node) is refused by every replica alike, its writer gets the
+/// error, and the stream's later appends go on at the versions every node agrees on.
+#[test]
+fn a_refused_commit_is_refused_on_every_node_and_the_stream_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path(), 3, START).unwrap();
+    let config = common_cluster::cluster_member(&cluster, "REFUSE");
+    let a = node(&dir.path().join("a"), &config);
+    let b = node(&dir.path().join("b"), &config);
+    Writer::<Noted>::new(a.clone())
+        .append("r-1", 1, noted(1))
+        .unwrap();
+    wait_head(&b, 1);
+    let changed = Writer::<other::Noted>::new(b.clone()).append(
+        "r-1",
+        2,
+        other::Noted {
+            text: "another layout".into(),
+            n: 2,
+        },
+    );
+    match changed {
+        Err(Error::LayoutChanged { event_type, .. }) => assert_eq!(event_type, "Noted"),
+        other => panic!("expected the changed layout refused, got {other:?}"),
+    }
+    assert_eq!(b.head(), 1);
+    // The stream is still at version 1 on both nodes, and takes version 2 from either.
+    assert_eq!(
+        Writer::<Noted>::new(b.clone())
+            .append("r-1", 2, noted(2))
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        Writer::<Noted>::new(a.clone())
+            .append("r-1", 3, noted(3))
+            .unwrap(),
+        3
+    );
+    wait_head(&b, 3);
+    assert_eq!(log_of(&a), log_of(&b));
+    // A node started empty applies the refused message the same way.
+    let c = node(&dir.path().join("c"), &config);
+    assert_eq!(log_of(&c), log_of(&a));
+}

@@ -443,3 +443,112 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod apply_tests {
+    use super::*;
+    use crate::{Error, ExpectedVersion, Storage, StorageConfig, Writer};
+
+    fn origin(stream: &str) -> Origin {
+        Origin {
+            stream: stream.into(),
+            created_ns: 7,
+            subject_prefix: "p".into(),
+        }
+    }
+
+    /// A batch of the log: `n` events to `stream` at messages `first..first + n`.
+    fn batch(storage: &Storage, stream: u64, first: u64, n: u64) -> ReplicatedBatch {
+        let mut writer = Writer::<u64>::new(storage.clone());
+        let request = writer
+            .prepare(stream, ExpectedVersion::Any, (0..n).collect::<Vec<_>>())
+            .unwrap();
+        ReplicatedBatch {
+            parts: vec![request],
+            first,
+            last: first + n - 1,
+            subjects: vec![(StreamId(stream as u128), first + n - 1)],
+        }
+    }
+
+    #[test]
+    fn batches_applied_already_are_passed_over_and_a_gap_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(StorageConfig {
+            path: dir.path().into(),
+            ..Default::default()
+        })
+        .unwrap();
+        let writes = &storage.store.writes;
+        let o = origin("LOG");
+        let mut first = vec![batch(&storage, 1, 1, 2), batch(&storage, 2, 3, 1)];
+        let outcomes = writes
+            .apply_replicated(Apply {
+                origin: &o,
+                batches: &mut first,
+            })
+            .unwrap();
+        assert!(outcomes.iter().all(|o| matches!(o, Some(Ok(_)))));
+        assert_eq!(storage.head(), 3);
+        // Again, with one more: the first two are passed over.
+        let mut again = vec![
+            batch(&storage, 1, 1, 2),
+            batch(&storage, 2, 3, 1),
+            batch(&storage, 1, 4, 1),
+        ];
+        let outcomes = writes
+            .apply_replicated(Apply {
+                origin: &o,
+                batches: &mut again,
+            })
+            .unwrap();
+        assert!(outcomes[0].is_none() && outcomes[1].is_none());
+        let placed = outcomes[2].as_ref().unwrap().as_ref().unwrap();
+        assert_eq!((placed[0].first().seq, placed[0].first().version), (4, 3));
+        // Messages after a gap are refused, and nothing of them written.
+        let mut gap = vec![batch(&storage, 1, 6, 1)];
+        assert!(matches!(
+            writes.apply_replicated(Apply {
+                origin: &o,
+                batches: &mut gap,
+            }),
+            Err(Error::Corrupted { .. })
+        ));
+        // Another log is refused.
+        let mut next = vec![batch(&storage, 1, 5, 1)];
+        assert!(matches!(
+            writes.apply_replicated(Apply {
+                origin: &origin("OTHER"),
+                batches: &mut next,
+            }),
+            Err(Error::Corrupted { .. })
+        ));
+        assert_eq!(storage.head(), 4);
+        // The store is a replica now: a local append is refused.
+        writes.set_replica_of("LOG");
+        assert!(matches!(
+            Writer::<u64>::new(storage.clone()).append(9, 1, 1),
+            Err(Error::ReplicaNotWritable { .. })
+        ));
+    }
+
+    #[test]
+    fn a_store_with_events_of_its_own_is_no_replica() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(StorageConfig {
+            path: dir.path().into(),
+            ..Default::default()
+        })
+        .unwrap();
+        Writer::<u64>::new(storage.clone()).append(1, 1, 1).unwrap();
+        let mut b = vec![batch(&storage, 1, 1, 1)];
+        assert!(matches!(
+            storage.store.writes.apply_replicated(Apply {
+                origin: &origin("LOG"),
+                batches: &mut b,
+            }),
+            Err(Error::Corrupted { .. })
+        ));
+        assert_eq!(storage.head(), 1);
+    }
+}
