@@ -29,6 +29,10 @@ use crate::write::{Apply, Outcome, ReplicatedBatch, WritePath};
 const MAX_MESSAGES_PER_APPLY: usize = 4096;
 /// Most bytes of records applied in one write transaction.
 const MAX_BYTES_PER_APPLY: usize = 16 << 20;
+/// Outcomes kept for this node's writers before the oldest are looked at for dropping, and how
+/// far behind the log's last applied message an outcome is dropped then.
+const MAX_OUTCOMES: usize = 1024;
+const OUTCOMES_KEPT: u64 = 1 << 20;
 /// How long the replica waits before following the stream again after the connection failed.
 const RETRY_AFTER: Duration = Duration::from_millis(200);
 
@@ -243,6 +247,11 @@ async fn follow_once(f: &Follow) -> Result<(), Stop> {
                 if let (true, Some(outcome)) = (own, outcome) {
                     mine.insert(seq, outcome);
                 }
+            }
+            // An outcome whose writer stopped waiting (its append timed out) is never taken:
+            // those far behind the log are dropped.
+            if mine.len() > MAX_OUTCOMES {
+                mine.retain(|&seq, _| seq + OUTCOMES_KEPT > last);
             }
         }
         applied = last;
