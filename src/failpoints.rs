@@ -10,3 +10,10 @@ use crate::Storage;
 pub fn fail_next_commit(storage: &Storage, kind: WriteKind) {
     storage.env.guard().inject(kind);
 }
+
+/// Drops the answer to the next commit this process publishes to a cluster that stores it, as
+/// if the connection lost it: the node must find the commit stored (feature `cluster`).
+#[cfg(feature = "cluster")]
+pub fn drop_next_cluster_answer() {
+    crate::cluster::drop_next_answer();
+}

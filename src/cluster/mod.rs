@@ -31,6 +31,12 @@ pub use lag::{lag, ReplicaLag};
 use crate::error::Result;
 use crate::store::{Storage, StorageConfig};
 
+/// See `failpoints::drop_next_cluster_answer`.
+#[cfg(feature = "failpoints")]
+pub(crate) fn drop_next_answer() {
+    publish::DROP_NEXT_ANSWER.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
 impl Storage {
     /// Opens the store at `config.path` as a replica of the log a NATS JetStream cluster holds
     /// (feature `cluster`). See `docs/cluster.md`.

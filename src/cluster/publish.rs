@@ -29,6 +29,11 @@ pub(crate) enum Answer {
     Failed(String),
 }
 
+/// Set by `failpoints::drop_next_cluster_answer`: the next stored commit's answer is dropped.
+#[cfg(feature = "failpoints")]
+pub(crate) static DROP_NEXT_ANSWER: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 const WRONG_LAST_SEQUENCE: u64 = 10071;
 /// "wrong last sequence", without one: another message to the subject is in flight, or two
 /// messages of a batch expect something of one subject (which the node never sends).
@@ -60,7 +65,17 @@ pub(crate) async fn publish(
             return Answer::TimedOut;
         }
         let copy = messages.iter().map(Outgoing::copy).collect();
-        match tokio::time::timeout(left.min(ATTEMPT), publish_once(nats, copy)).await {
+        let answer = tokio::time::timeout(left.min(ATTEMPT), publish_once(nats, copy)).await;
+        #[cfg(feature = "failpoints")]
+        let answer = match answer {
+            Ok(Answer::Stored { .. })
+                if DROP_NEXT_ANSWER.swap(false, std::sync::atomic::Ordering::SeqCst) =>
+            {
+                Ok(Answer::TimedOut)
+            }
+            other => other,
+        };
+        match answer {
             Ok(Answer::Unavailable(reason)) => {
                 tracing::debug!(%reason, "the cluster cannot take a commit now; trying again");
                 tokio::time::sleep(BACKOFF.min(left)).await;
