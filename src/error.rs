@@ -502,7 +502,7 @@ pub enum Error {
     /// The store replicates a cluster's log: events reach it only from the cluster, applied in
     /// the cluster's order. Nothing was written. Append through a store opened with
     /// `Storage::open_replicated` (feature `cluster`).
-    #[error("the store replicates JetStream stream {stream:?}: events reach it only from the cluster; append through Storage::open_replicated")]
+    #[error("the store replicates JetStream stream {stream:?}: events, shreds and master key rotations reach it only from the cluster; open it with Storage::open_replicated")]
     ReplicaNotWritable {
         /// The JetStream stream the store replicates.
         stream: String,

@@ -4,6 +4,8 @@
 
 mod common_cluster;
 
+use common_cluster::{wait_head, WAIT};
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -14,8 +16,6 @@ use varvedb::{
 };
 
 const START: Duration = Duration::from_secs(60);
-/// How long a test waits for a replica to reach a position (a condition, not a pace).
-const WAIT: Duration = Duration::from_secs(60);
 
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event, Debug, PartialEq)]
 pub struct Noted {
@@ -39,19 +39,6 @@ fn node(dir: &Path, cluster: &ClusterConfig) -> Storage {
         cluster.clone(),
     )
     .unwrap()
-}
-
-/// Waits until `storage` has applied the log up to global sequence `head`.
-fn wait_head(storage: &Storage, head: u64) {
-    let started = Instant::now();
-    while storage.head() < head {
-        assert!(
-            started.elapsed() < WAIT,
-            "the replica stayed at {} of {head}",
-            storage.head()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// Every event of the log as (seq, stream, version, event id, n).

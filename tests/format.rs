@@ -22,6 +22,9 @@
 //!
 //! `format-v7` comes from the last format-7 build (commit `4ff45a0`), before the `replica`
 //! database: see `a_format_7_store_opens_as_the_current_format`.
+//!
+//! `format-v8-encrypted` comes from the last format-8 build (commit `7bfb9f5`), before records
+//! sealed in transit: see `an_encrypted_format_8_store_opens_as_the_current_format`.
 
 use std::path::Path;
 
@@ -206,7 +209,7 @@ fn open(dir: &Path) -> Storage {
 
 #[test]
 fn a_format_1_store_opens_reads_and_takes_appends() {
-    assert_eq!(FORMAT_VERSION, 8);
+    assert_eq!(FORMAT_VERSION, 9);
     let dir = fixture_copy();
     let storage = open(dir.path());
     assert_eq!(storage.head(), 8);
@@ -704,4 +707,100 @@ fn a_format_7_store_opens_as_the_current_format() {
     assert_eq!(stored_format(dir.path()), FORMAT_VERSION);
     let storage = open(dir.path());
     assert_eq!(storage.head(), 8);
+}
+
+/// An encrypted format-8 store (written by the last format-8 build, `7bfb9f5`, master key
+/// `[0x38; 32]`: `FixtureEvent`s 1 to 3 in `order-1` with ids `0xF8F8_0001` to `3`, 4 in
+/// `secret-1`, then shredded, and 5 in `order-2`, the index flushed) opens as the current
+/// format, reads every event (the shredded one as shredded), verifies clean and takes appends.
+#[test]
+fn an_encrypted_format_8_store_opens_as_the_current_format() {
+    let dir = copy_fixture("format-v8-encrypted");
+    assert_eq!(stored_format(dir.path()), 8);
+    let config = StorageConfig {
+        path: dir.path().to_path_buf(),
+        encryption_enabled: true,
+        master_key: Some([0x38; 32]),
+        ..Default::default()
+    };
+    let storage = Storage::open(config.clone()).unwrap();
+    assert_eq!(storage.head(), 5);
+    let reader = Reader::<FixtureEvent>::new(storage.clone());
+    {
+        let txn = storage.read_txn().unwrap();
+        let mut rows = Vec::new();
+        for seq in 1..=5 {
+            rows.push(match reader.get(&txn, seq) {
+                Ok(Some(v)) => Ok((
+                    v.n.to_native(),
+                    v.text.to_string(),
+                    v.envelope().event_id,
+                    v.envelope().version,
+                )),
+                Ok(None) => Err("missing".to_owned()),
+                Err(Error::Shredded { .. }) => Err("shredded".to_owned()),
+                Err(e) => Err(e.to_string()),
+            });
+        }
+        let row = |n: u64, version: u64| {
+            Ok((
+                n,
+                format!("event {n}"),
+                Uuid::from_u128(0xF8F8_0000 + n as u128),
+                version,
+            ))
+        };
+        assert_eq!(
+            rows,
+            [
+                row(1, 1),
+                row(2, 2),
+                row(3, 3),
+                Err("shredded".to_owned()),
+                row(5, 1)
+            ]
+        );
+        let order1: Vec<u64> = reader
+            .read_stream(&txn, "order-1", 1, Direction::Forward)
+            .unwrap()
+            .map(|v| v.unwrap().n.to_native())
+            .collect();
+        assert_eq!(order1, [1, 2, 3]);
+    }
+    let report = varvedb::admin::verify(&storage, &mut |_| {}).unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    let mut writer = Writer::<FixtureEvent>::new(storage.clone());
+    writer
+        .append(
+            "order-2",
+            2,
+            FixtureEvent {
+                n: 6,
+                text: "after the upgrade".into(),
+            },
+        )
+        .unwrap();
+    assert!(matches!(
+        writer.append(
+            "secret-1",
+            2,
+            FixtureEvent {
+                n: 7,
+                text: "no".into()
+            }
+        ),
+        Err(Error::StreamShredded { .. })
+    ));
+    drop((reader, writer, storage));
+    assert_eq!(stored_format(dir.path()), FORMAT_VERSION);
+    // The wrong master key is still refused.
+    assert!(matches!(
+        Storage::open(StorageConfig {
+            master_key: Some([0x39; 32]),
+            ..config.clone()
+        }),
+        Err(Error::WrongMasterKey { .. })
+    ));
+    let storage = Storage::open(config).unwrap();
+    assert_eq!(storage.head(), 6);
 }

@@ -10,7 +10,10 @@
 
 use std::fmt;
 
-use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use aws_lc_rs::hmac;
+
+pub(crate) use aws_lc_rs::aead::NONCE_LEN;
 use zeroize::Zeroizing;
 
 /// Length of an AES-256 key.
@@ -87,6 +90,47 @@ pub(crate) struct Unavailable;
 /// Authentication failed: wrong key, or bytes or associated data changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Unauthentic;
+
+/// Domain of the key [`NonceKey::derive`] makes from a data key.
+const NONCE_KEY_LABEL: &[u8] = b"varvedb/transit-nonce/v1";
+
+/// The HMAC-SHA-256 key that derives a data key's synthetic nonces: records sealed for transit
+/// (`format::record`) take as nonce the first 96 bits of HMAC(nonce key, associated data ‖
+/// length of the associated data ‖ plaintext). Equal inputs give equal nonces and so equal
+/// ciphertexts, which is the point; different inputs give nonces that collide no more often than
+/// random ones. Its `Debug` shows no key material.
+pub(crate) struct NonceKey {
+    key: hmac::Key,
+}
+
+impl fmt::Debug for NonceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("NonceKey(<redacted>)")
+    }
+}
+
+impl NonceKey {
+    /// The nonce key of the data key `bytes`: HMAC-SHA-256(data key, label), a key of its own,
+    /// so that the data key is never used both for AES and for HMAC.
+    pub(crate) fn derive(bytes: &[u8; KEY_LEN]) -> NonceKey {
+        let derived = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, bytes), NONCE_KEY_LABEL);
+        NonceKey {
+            key: hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref()),
+        }
+    }
+
+    /// The synthetic nonce of `plaintext` sealed with associated data `aad`.
+    pub(crate) fn nonce(&self, aad: &[u8], plaintext: &[u8]) -> [u8; NONCE_LEN] {
+        let mut ctx = hmac::Context::with_key(&self.key);
+        ctx.update(aad);
+        ctx.update(&(aad.len() as u64).to_le_bytes());
+        ctx.update(plaintext);
+        let tag = ctx.sign();
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&tag.as_ref()[..NONCE_LEN]);
+        nonce
+    }
+}
 
 /// An AES-256-GCM key, sealing with the random nonces it is given. Its `Debug` never shows key
 /// material.

@@ -14,6 +14,8 @@ use aead::{SealingKey, KEY_LEN};
 pub(crate) struct StreamKey {
     pub key: SealingKey,
     pub version: u32,
+    /// The key that derives the nonces of records sealed for transit ([`StreamKey::transit_nonce`]).
+    nonces: aead::NonceKey,
 }
 
 impl StreamKey {
@@ -22,6 +24,15 @@ impl StreamKey {
         StreamKey {
             key: SealingKey::new(bytes),
             version,
+            nonces: aead::NonceKey::derive(bytes),
         }
+    }
+
+    /// The nonce of a record sealed for transit: derived from everything the record
+    /// authenticates (`aad`) and its plaintext, so that sealing the same event twice gives the
+    /// same bytes (a retry is recognised without the key) and two different events get
+    /// different nonces (as unlikely to collide as random ones).
+    pub(crate) fn transit_nonce(&self, aad: &[u8], plaintext: &[u8]) -> [u8; aead::NONCE_LEN] {
+        self.nonces.nonce(aad, plaintext)
     }
 }

@@ -124,6 +124,21 @@ pub enum ClusterError {
         /// What is wrong with it.
         reason: String,
     },
+    /// An entry of an encrypted log's key bucket is not what VarveDB puts there.
+    #[error("the key bucket's entry {key:?} cannot be read: {reason}")]
+    BadKey {
+        /// The entry's key.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The log is encrypted and the store is not, or the other way round: every replica of a
+    /// log is encrypted, with the same master key, or none is.
+    #[error("{reason}")]
+    EncryptionMismatch {
+        /// What differs.
+        reason: String,
+    },
     /// The replica found a gap in the log: a message it has not applied is gone from the
     /// JetStream stream (deleted, or purged), and it stops rather than pass over it.
     #[error("the log has a gap: the replica applied it up to {applied}, and the next message JetStream delivers is {next}")]

@@ -19,11 +19,18 @@
 //! | `Varve-Node` | the last message of a commit | the id of the node that published it, which waits for its outcome |
 //!
 //! The subject is `{subject_prefix}.{stream id as 32 hex digits}`.
+//!
+//! In an encrypted log each record is sealed in transit under its stream's data key (see
+//! `format::record`): JetStream holds only ciphertext, and every replica stores the record as
+//! it came. Shredding a stream puts a marker in the log, an empty message on
+//! `{subject_prefix}.shred.{stream id}` with a `Varve-Node` header: every replica destroys its
+//! copy of the stream's key when it applies the marker, in the log's order.
 
 use async_nats::HeaderMap;
 use bytes::Bytes;
 
 use super::error::ClusterError;
+use crate::cipher::StreamKey;
 use crate::error::{Error, Result};
 use crate::event::Fingerprint;
 use crate::format::record;
@@ -48,6 +55,30 @@ pub(crate) fn subject(prefix: &str, stream: StreamId) -> String {
     format!("{prefix}.{:032x}", stream.0)
 }
 
+/// The subject of the marker that shreds `stream`.
+pub(crate) fn shred_subject(prefix: &str, stream: StreamId) -> String {
+    format!("{prefix}.shred.{:032x}", stream.0)
+}
+
+/// The marker that shreds `stream`, published by `node`.
+pub(crate) fn shred_marker(prefix: &str, stream: StreamId, node: &str) -> Outgoing {
+    let mut headers = HeaderMap::new();
+    headers.insert(NODE, node);
+    Outgoing {
+        subject: shred_subject(prefix, stream),
+        headers,
+        payload: Bytes::new(),
+    }
+}
+
+/// How the records of an encrypted log's commit are sealed: the data key of each part's
+/// stream, and the log's id (every replica's store id).
+#[derive(Clone, Copy)]
+pub(crate) struct Sealing<'a> {
+    pub keys: &'a [std::sync::Arc<StreamKey>],
+    pub store_id: u128,
+}
+
 /// A message to publish.
 pub(crate) struct Outgoing {
     pub subject: String,
@@ -68,12 +99,14 @@ impl Outgoing {
 
 /// The messages of a commit of `parts`, each part's expectation (`Some(seq)`: the last
 /// sequence on its subject) on its first message. The records are sealed for transit with
-/// `timestamp_ns`.
+/// `timestamp_ns` (in place: an encrypted record sealed once keeps its sealed bytes, so that
+/// the commit encoded again is the same ciphertext), under `sealing`'s keys in an encrypted log.
 ///
 /// # Errors
 ///
 /// [`Error::EventTooLarge`] for a record longer than `max_size`,
-/// [`ClusterError::BatchLimit`] for a commit of more than [`MAX_BATCH`] messages.
+/// [`ClusterError::BatchLimit`] for a commit of more than [`MAX_BATCH`] messages,
+/// [`Error::Crypto`] for an encrypted record without its key.
 pub(crate) fn encode(
     parts: &mut [Request],
     expectations: &[Option<u64>],
@@ -81,6 +114,7 @@ pub(crate) fn encode(
     max_size: usize,
     node: &str,
     timestamp_ns: u64,
+    sealing: Option<Sealing<'_>>,
 ) -> Result<Vec<Outgoing>> {
     let mut out: Vec<Outgoing> = Vec::new();
     for (index, (part, expected)) in parts.iter_mut().zip(expectations).enumerate() {
@@ -124,19 +158,14 @@ pub(crate) fn encode(
                 });
             }
             let rec = &mut part.buf[s.start..s.start + s.len];
-            if record::is_encrypted(rec) {
-                return Err(ClusterError::Config {
-                    reason: "an encrypted store cannot run on a cluster yet".into(),
-                }
-                .into());
-            }
             if let Some(id) = first_id {
                 if chunk.len() + s.len > max_size {
                     flush(&mut chunk, id);
                     first_id = None;
                 }
             }
-            record::seal_in_transit(rec, s.payload_offset, timestamp_ns);
+            let key = sealing.map(|k| (&*k.keys[index], k.store_id));
+            record::seal_in_transit(rec, s.payload_offset, timestamp_ns, key)?;
             first_id.get_or_insert(s.id);
             chunk.extend_from_slice(rec);
         }
@@ -169,6 +198,8 @@ pub(crate) struct Incoming {
     pub seq: u64,
     pub subject: String,
     pub stream: StreamId,
+    /// Whether it is the marker that shreds its stream (it holds no record).
+    pub shred: bool,
     pub part: u32,
     /// Its place among the messages of its commit, and their number.
     pub batch: (u32, u32),
@@ -187,13 +218,15 @@ pub(crate) struct Incoming {
 
 /// Reads the message at JetStream sequence `seq`, checking every record and header; the error
 /// names what is wrong with it (the replica stops on it: a message it cannot read is never
-/// passed over).
+/// passed over). The records of an `encrypted` log must be sealed in transit, those of a plain
+/// one plain.
 pub(crate) fn decode(
     prefix: &str,
     seq: u64,
     subject: &str,
     headers: Option<&HeaderMap>,
     payload: &[u8],
+    encrypted: bool,
 ) -> Result<Incoming> {
     let bad = |reason: String| {
         Error::from(ClusterError::BadMessage {
@@ -202,9 +235,14 @@ pub(crate) fn decode(
             reason,
         })
     };
-    let stream = subject
+    let rest = subject
         .strip_prefix(prefix)
-        .and_then(|s| s.strip_prefix('.'))
+        .and_then(|s| s.strip_prefix('.'));
+    let (shred, rest) = match rest.and_then(|s| s.strip_prefix("shred.")) {
+        Some(hex) => (true, Some(hex)),
+        None => (false, rest),
+    };
+    let stream = rest
         .filter(|hex| hex.len() == 32)
         .and_then(|hex| u128::from_str_radix(hex, 16).ok())
         .map(StreamId)
@@ -212,6 +250,27 @@ pub(crate) fn decode(
     let empty = HeaderMap::new();
     let headers = headers.unwrap_or(&empty);
     let header = |name: &str| headers.get(name).map(|v| v.as_str().to_owned());
+    if shred {
+        if !payload.is_empty() {
+            return Err(bad("a shred marker that holds bytes".into()));
+        }
+        return Ok(Incoming {
+            seq,
+            subject: subject.to_owned(),
+            stream,
+            shred: true,
+            part: 0,
+            batch: (1, 1),
+            node: header(NODE),
+            name: None,
+            layout: Fingerprint(0),
+            renamed: Vec::new(),
+            records: Vec::new(),
+            staged: Vec::new(),
+            timestamp_ns: 0,
+            stored_ns: 0,
+        });
+    }
     let part = header(PART)
         .and_then(|p| p.parse().ok())
         .ok_or_else(|| bad(format!("no valid {PART} header")))?;
@@ -258,9 +317,22 @@ pub(crate) fn decode(
             .and_then(|r| r.check_type_name().map(|()| r))
             .map_err(|e| bad(format!("the record at byte {at}: {e}")))?;
         let env = rec.envelope();
-        if env.stream != stream || env.version != 0 || rec.is_encrypted() {
+        if env.stream != stream || env.version != 0 {
             return Err(bad(format!(
-                "the record at byte {at} is not a plain record of the subject's stream in transit"
+                "the record at byte {at} is not a record of the subject's stream in transit"
+            )));
+        }
+        if rec.is_encrypted() != encrypted
+            || (encrypted && !record::is_sealed_in_transit(rec.raw()))
+        {
+            return Err(bad(format!(
+                "the record at byte {at} is {}, in {} log",
+                if rec.is_encrypted() {
+                    "encrypted"
+                } else {
+                    "plain"
+                },
+                if encrypted { "an encrypted" } else { "a plain" }
             )));
         }
         if *timestamp_ns.get_or_insert(env.timestamp_ns) != env.timestamp_ns {
@@ -280,6 +352,7 @@ pub(crate) fn decode(
         seq,
         subject: subject.to_owned(),
         stream,
+        shred: false,
         part,
         batch,
         node: header(NODE),
@@ -297,7 +370,7 @@ pub(crate) fn decode(
 /// a part joined into one request, whose version check was the cluster's.
 pub(crate) fn parts_of(messages: Vec<Incoming>) -> Vec<Request> {
     let mut parts: Vec<(u32, Request)> = Vec::new();
-    for m in messages {
+    for m in messages.into_iter().filter(|m| !m.shred) {
         match parts.last_mut() {
             Some((part, req)) if *part == m.part && req.stream == m.stream => {
                 let base = req.buf.len();
@@ -380,6 +453,7 @@ mod tests {
                     &m.subject,
                     Some(&m.headers),
                     &m.payload,
+                    false,
                 )
                 .unwrap()
             })
@@ -392,7 +466,16 @@ mod tests {
         let originals: Vec<Vec<u8>> = parts.iter().map(|p| p.buf.clone()).collect();
         let rec_len = parts[0].staged[0].len;
         // Room for four records of the first part per message: three messages, then one.
-        let out = encode(&mut parts, &[Some(5), None], "p", rec_len * 4, "node-1", 77).unwrap();
+        let out = encode(
+            &mut parts,
+            &[Some(5), None],
+            "p",
+            rec_len * 4,
+            "node-1",
+            77,
+            None,
+        )
+        .unwrap();
         assert_eq!(out.len(), 4);
         let batch: Vec<String> = out
             .iter()
@@ -444,19 +527,19 @@ mod tests {
     #[test]
     fn a_commit_of_one_message_is_no_batch_and_limits_are_refused() {
         let mut parts = vec![request(1, 1, 3, 10)];
-        let out = encode(&mut parts, &[None], "p", 1 << 20, "n", 1).unwrap();
+        let out = encode(&mut parts, &[None], "p", 1 << 20, "n", 1, None).unwrap();
         assert_eq!(out.len(), 1);
         assert!(out[0].headers.get(BATCH).is_none());
         assert!(out[0].headers.get(EXPECTED_SUBJECT_SEQ).is_none());
         let rec_len = parts[0].staged[0].len;
         assert!(matches!(
-            encode(&mut parts, &[None], "p", rec_len - 16, "n", 1),
+            encode(&mut parts, &[None], "p", rec_len - 16, "n", 1, None),
             Err(Error::EventTooLarge { .. })
         ));
         let mut many = vec![request(1, 1, MAX_BATCH + 1, 1)];
         let rec_len = many[0].staged[0].len;
         assert!(matches!(
-            encode(&mut many, &[None], "p", rec_len, "n", 1),
+            encode(&mut many, &[None], "p", rec_len, "n", 1, None),
             Err(Error::Cluster(ClusterError::BatchLimit { messages, .. })) if messages == MAX_BATCH + 1
         ));
     }
@@ -464,7 +547,7 @@ mod tests {
     #[test]
     fn a_damaged_or_misplaced_message_is_an_error_never_events() {
         let mut parts = vec![request(7, 1, 2, 40)];
-        let out = encode(&mut parts, &[None], "p", 1 << 20, "n", 1).unwrap();
+        let out = encode(&mut parts, &[None], "p", 1 << 20, "n", 1, None).unwrap();
         let m = &out[0];
         let bad = |r: Result<Incoming>| match r {
             Err(Error::Cluster(ClusterError::BadMessage { seq, .. })) => assert_eq!(seq, 3),
@@ -475,7 +558,14 @@ mod tests {
         for bit in 0..m.payload.len() * 8 {
             let mut payload = m.payload.to_vec();
             payload[bit / 8] ^= 1 << (bit % 8);
-            bad(decode("p", 3, &m.subject, Some(&m.headers), &payload));
+            bad(decode(
+                "p",
+                3,
+                &m.subject,
+                Some(&m.headers),
+                &payload,
+                false,
+            ));
         }
         // Cut short, on another stream's subject, without its headers.
         bad(decode(
@@ -484,6 +574,7 @@ mod tests {
             &m.subject,
             Some(&m.headers),
             &m.payload[..m.payload.len() - 16],
+            false,
         ));
         bad(decode(
             "p",
@@ -491,9 +582,43 @@ mod tests {
             &subject("p", StreamId(8)),
             Some(&m.headers),
             &m.payload,
+            false,
         ));
-        bad(decode("p", 3, &m.subject, None, &m.payload));
-        bad(decode("p", 3, &m.subject, Some(&m.headers), &[]));
-        assert!(decode("p", 3, &m.subject, Some(&m.headers), &m.payload).is_ok());
+        bad(decode("p", 3, &m.subject, None, &m.payload, false));
+        bad(decode("p", 3, &m.subject, Some(&m.headers), &[], false));
+        assert!(decode("p", 3, &m.subject, Some(&m.headers), &m.payload, false).is_ok());
+    }
+
+    #[test]
+    fn a_shred_marker_reads_back_and_records_must_match_the_log() {
+        let m = shred_marker("p", StreamId(8), "node-1");
+        let d = decode("p", 9, &m.subject, Some(&m.headers), &m.payload, true).unwrap();
+        assert!(d.shred);
+        assert_eq!(d.stream, StreamId(8));
+        assert_eq!(d.node.as_deref(), Some("node-1"));
+        assert!(parts_of(vec![d]).is_empty(), "a marker appends nothing");
+        let bad_message =
+            |r: Result<Incoming>| matches!(r, Err(Error::Cluster(ClusterError::BadMessage { .. })));
+        assert!(bad_message(decode(
+            "p",
+            9,
+            &m.subject,
+            Some(&m.headers),
+            b"x",
+            true
+        )));
+        // Plain records in an encrypted log, or the other way round, stop the replica.
+        let mut parts = vec![request(7, 1, 2, 10)];
+        let out = encode(&mut parts, &[None], "p", 1 << 20, "n", 1, None).unwrap();
+        let m = &out[0];
+        assert!(decode("p", 3, &m.subject, Some(&m.headers), &m.payload, false).is_ok());
+        assert!(bad_message(decode(
+            "p",
+            3,
+            &m.subject,
+            Some(&m.headers),
+            &m.payload,
+            true
+        )));
     }
 }

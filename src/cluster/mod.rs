@@ -16,6 +16,7 @@
 mod client;
 mod config;
 pub(crate) mod error;
+mod keys;
 mod lag;
 mod message;
 mod node;
@@ -60,7 +61,13 @@ impl Storage {
     ///
     /// The errors of [`Storage::open`] and [`check`], and
     /// [`ClusterError::OtherLog`] for a store that holds another log, or events of its own;
-    /// [`ClusterError::Config`] for an encrypted store (its keys are not replicated yet).
+    /// [`ClusterError::EncryptionMismatch`] for a plain store of an encrypted log or the
+    /// other way round; [`Error::WrongMasterKey`](crate::Error::WrongMasterKey) for a master
+    /// key that is not the log's.
+    ///
+    /// An encrypted log keeps its stream keys, wrapped under the master key, in a JetStream
+    /// key-value bucket beside it (`{stream}-keys`); every replica of it is encrypted with the
+    /// same master key, and has the log's id as its store id. JetStream holds only ciphertext.
     ///
     /// # Example
     ///

@@ -17,9 +17,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::client::Client;
 use super::config::ClusterConfig;
 use super::error::ClusterError;
+use super::keys::Keys;
 use super::message;
 use super::publish::{publish, Answer};
 use super::replica::{complete_batches, Shared};
+use crate::cipher::aead::{check_aad, SealingKey};
+use crate::cipher::StreamKey;
+use crate::crypto::{keystore::Entry, Crypto, Learned};
 use crate::error::{Error, Result};
 use crate::format::replica;
 use crate::format::replica::Origin;
@@ -40,6 +44,8 @@ pub(crate) struct Node {
     pub(crate) shared: Arc<Shared>,
     /// The log the replica follows.
     pub(crate) origin: Origin,
+    /// The key bucket of an encrypted log.
+    pub(crate) keys: Option<Arc<Keys>>,
 }
 
 /// Where a commit's expectations stand after reading the local replica.
@@ -218,6 +224,7 @@ impl Node {
                 &m.subject,
                 Some(&m.headers),
                 &m.payload,
+                self.keys.is_some(),
             )?);
         }
         let taken = complete_batches(&mut pending)?;
@@ -242,6 +249,212 @@ impl Node {
         Ok(outcome)
     }
 
+    /// The key bucket and the keys of an encrypted log's node.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotEncrypted`] for a node of a plain log.
+    fn encrypted(&self) -> Result<(Arc<Keys>, &Crypto)> {
+        match (&self.keys, &self.writes.log.crypto) {
+            (Some(keys), Some(crypto)) => Ok((Arc::clone(keys), crypto)),
+            _ => Err(Error::NotEncrypted {
+                path: self.writes.log.env.path().to_path_buf(),
+            }),
+        }
+    }
+
+    /// The data key of each part's stream, for sealing a commit of an encrypted log: the
+    /// local keystore's, or the key bucket's (learned by the keystore first), or a new one
+    /// put in the bucket for a stream that has none.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StreamShredded`] for a shredded stream; the bucket's and the keystore's errors.
+    fn sealing_keys(&self, parts: &[Request]) -> Result<Vec<Arc<StreamKey>>> {
+        let (keys, crypto) = self.encrypted()?;
+        let keys = &keys;
+        let mut out: Vec<Arc<StreamKey>> = Vec::with_capacity(parts.len());
+        for part in parts {
+            let stream = part.stream;
+            if let Some(key) = crypto.known_key(stream)? {
+                out.push(key);
+                continue;
+            }
+            let fetch = Arc::clone(keys);
+            let fetched = self
+                .client
+                .run(async move { fetch.fetch(stream).await })??;
+            let learned = match fetched {
+                Some(learned) => learned,
+                None => {
+                    // A key made under a master key the log has rotated away from would be
+                    // lost with it: refused until this node rotates too.
+                    let get = Arc::clone(keys);
+                    if let Some((version, ..)) =
+                        self.client.run(async move { get.master().await })??
+                    {
+                        if version != crypto.master_version() {
+                            return Err(ClusterError::EncryptionMismatch {
+                                reason: format!(
+                                    "the log's master key is at version {version}, this node's at {}: rotate this node (Storage::rotate_master_key) before it creates stream keys",
+                                    crypto.master_version()
+                                ),
+                            }
+                            .into());
+                        }
+                    }
+                    let entry = crypto.new_entry(stream)?;
+                    let create = Arc::clone(keys);
+                    self.client
+                        .run(async move { create.create(stream, entry).await })??
+                }
+            };
+            crypto.learn(&[(stream, learned)])?;
+            match learned {
+                Learned::Key(e) => out.push(crypto.unwrap_for_check(stream, &e)?),
+                Learned::Shredded => return Err(Error::StreamShredded { stream }),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Shreds `stream` on every node: purges its key from the cluster's bucket, puts the shred
+    /// marker in the log, and returns once the local replica applied it. `false` when this node
+    /// had applied the stream's shredding already.
+    pub(crate) fn shred(&self, stream: StreamId) -> Result<bool> {
+        let (keys, crypto) = self.encrypted()?;
+        if let Some(e) = self.stopped() {
+            return Err(e);
+        }
+        if matches!(crypto.local_entry(stream)?, Entry::Shredded) {
+            return Ok(false);
+        }
+        let purge = Arc::clone(&keys);
+        self.client
+            .run(async move { purge.purge(stream).await })??;
+        let marker = message::shred_marker(&self.config.subject_prefix, stream, &self.id);
+        let nats = self.client.nats.clone();
+        let timeout = self.config.request_timeout;
+        let answer = self
+            .client
+            .run(async move { publish(&nats, vec![marker], timeout).await })?;
+        match answer {
+            Answer::Stored { seq, .. } => {
+                self.wait_applied(seq, self.config.request_timeout)?;
+                Ok(true)
+            }
+            Answer::TimedOut | Answer::Unavailable(_) => Err(ClusterError::Timeout {
+                operation: "shredding a stream (its key is gone from the cluster's bucket: shred it again to put the marker in the log)",
+                after: timeout,
+            }
+            .into()),
+            other => Err(ClusterError::Request {
+                operation: "shredding a stream",
+                reason: format!("JetStream answered {other:?}"),
+            }
+            .into()),
+        }
+    }
+
+    /// Rotates the master key of an encrypted log on this node (see
+    /// [`crate::Storage::rotate_master_key`]): re-wraps the keys of the cluster's bucket
+    /// still under the master key this node holds, moves the bucket's master key version (the
+    /// first node to rotate does), re-wraps what another node created meanwhile, then rotates
+    /// the local keystore. Every node rotates with the same new key; each one's pass leaves no
+    /// key of the bucket under the old master key that it could still unwrap.
+    pub(crate) fn rotate(&self, new_key: &[u8; 32]) -> Result<u64> {
+        let (keys, crypto) = self.encrypted()?;
+        let new = SealingKey::new(new_key);
+        let local = crypto.master_version();
+        let target = local + 1;
+        let get = Arc::clone(&keys);
+        let Some((version, check, revision)) =
+            self.client.run(async move { get.master().await })??
+        else {
+            return Err(ClusterError::BadKey {
+                key: "master".into(),
+                reason: "the key bucket of an encrypted log holds no master key check value".into(),
+            }
+            .into());
+        };
+        let wrong = |version| Error::WrongMasterKey {
+            path: self.writes.log.env.path().to_path_buf(),
+            master_version: version,
+        };
+        if version == local {
+            if !crypto.opens_check(version, &check) {
+                return Err(wrong(version));
+            }
+            self.rewrap_bucket(&keys, &new, target)?;
+            let check = crypto.check_of(&new, target)?;
+            let put = Arc::clone(&keys);
+            let moved = self
+                .client
+                .run(async move { put.put_master(target, &check, revision).await })??;
+            if !moved {
+                // Another node rotated at the same moment: to the same key, or this one fails.
+                let get = Arc::clone(&keys);
+                match self.client.run(async move { get.master().await })?? {
+                    Some((v, check, _))
+                        if v == target
+                            && new.unwrap(&check_aad(crypto.store_id(), v), &check).is_ok() => {}
+                    Some((v, ..)) => return Err(wrong(v)),
+                    None => return Err(wrong(target)),
+                }
+            }
+        } else if version == target {
+            if new
+                .unwrap(&check_aad(crypto.store_id(), target), &check)
+                .is_err()
+            {
+                return Err(wrong(target));
+            }
+        } else {
+            return Err(ClusterError::EncryptionMismatch {
+                reason: format!(
+                    "the log's master key is at version {version}, this store's at {local}: a rotation moves one version at a time"
+                ),
+            }
+            .into());
+        }
+        // Keys another node created under the old master key while the version moved.
+        self.rewrap_bucket(&keys, &new, target)?;
+        crypto.rotate(new_key)
+    }
+
+    /// Re-wraps every key of the bucket under `new` as master key version `target`, but those
+    /// re-wrapped already and those shredded meanwhile.
+    fn rewrap_bucket(&self, keys: &Arc<Keys>, new: &SealingKey, target: u32) -> Result<u64> {
+        let (_, crypto) = self.encrypted()?;
+        let list = Arc::clone(keys);
+        let streams = self.client.run(async move { list.streams().await })??;
+        let mut rewrapped = 0;
+        for stream in streams {
+            loop {
+                let get = Arc::clone(keys);
+                let Some((Learned::Key(e), revision)) = self
+                    .client
+                    .run(async move { get.fetch_revision(stream).await })??
+                else {
+                    break;
+                };
+                if e.master_version == target && crypto.entry_opens(stream, &e, new) {
+                    break;
+                }
+                let entry = crypto.rewrap(stream, &e, new, target)?;
+                let put = Arc::clone(keys);
+                if self
+                    .client
+                    .run(async move { put.replace(stream, entry, revision).await })??
+                {
+                    rewrapped += 1;
+                    break;
+                }
+            }
+        }
+        Ok(rewrapped)
+    }
+
     /// The outcome of a commit whose answer was lost or refused as a repeat: stored, or
     /// `otherwise`.
     fn settle(&self, parts: &[Request], otherwise: Error) -> Result<Vec<Appended>> {
@@ -256,6 +469,14 @@ impl Node {
 }
 
 impl Sequencer for Node {
+    fn shred(&self, stream: StreamId) -> Result<bool> {
+        Node::shred(self, stream)
+    }
+
+    fn rotate_master_key(&self, new_key: &[u8; 32]) -> Result<u64> {
+        Node::rotate(self, new_key)
+    }
+
     fn commit(&self, parts: &mut [Request]) -> Result<Vec<Appended>> {
         if let Some(e) = self.stopped() {
             return Err(e);
@@ -282,6 +503,10 @@ impl Sequencer for Node {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos() as u64);
+            let sealing_keys = match self.keys {
+                Some(_) => Some(self.sealing_keys(parts)?),
+                None => None,
+            };
             let messages = message::encode(
                 parts,
                 &expectations,
@@ -289,6 +514,10 @@ impl Sequencer for Node {
                 self.config.max_message_size,
                 &self.id,
                 now,
+                sealing_keys.as_deref().map(|keys| message::Sealing {
+                    keys,
+                    store_id: self.writes.log.store_id,
+                }),
             )?;
             let sent: Vec<message::Outgoing> =
                 messages.iter().map(message::Outgoing::copy).collect();

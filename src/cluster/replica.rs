@@ -19,7 +19,10 @@ use futures_util::StreamExt;
 use tokio::sync::watch;
 
 use super::error::ClusterError;
+use super::keys::Keys;
 use super::message::{self, Incoming};
+use crate::crypto::keystore::Entry;
+use crate::crypto::Learned;
 use crate::error::{Error, Result};
 use crate::format::replica::Origin;
 use crate::types::StreamId;
@@ -92,6 +95,8 @@ pub(crate) struct Follow {
     /// How long the replica waits for a message before it asks the cluster whether the log
     /// holds more: a consumer that stalled (its server gone) is made again.
     pub stall_after: Duration,
+    /// The key bucket of an encrypted log.
+    pub keys: Option<Arc<Keys>>,
 }
 
 /// Follows the log until the runtime shuts down or the replica meets an error it must stop on.
@@ -202,6 +207,7 @@ async fn follow_once(f: &Follow) -> Result<(), Stop> {
                 m.subject.as_str(),
                 m.headers.as_ref(),
                 &m.payload,
+                f.keys.is_some(),
             )
             .map_err(Stop::Fatal)?;
             pending.push(Incoming {
@@ -213,10 +219,21 @@ async fn follow_once(f: &Follow) -> Result<(), Stop> {
             batches,
             last,
             stored_ns,
+            shreds,
         } = complete_batches(&mut pending).map_err(Stop::Fatal)?;
         let Some(last) = last else {
             continue;
         };
+        let learned =
+            match &f.keys {
+                Some(keys) => to_learn(keys, &f.writes, &batches, &shreds)
+                    .await
+                    .map_err(|e| match e {
+                        Error::Cluster(ClusterError::Request { .. }) => Stop::Retry(e.to_string()),
+                        e => Stop::Fatal(e),
+                    })?,
+                None => Vec::new(),
+            };
         let nodes: Vec<(u64, bool)> = batches
             .iter()
             .map(|(b, node)| (b.last, node.as_deref() == Some(f.node.as_str())))
@@ -225,6 +242,9 @@ async fn follow_once(f: &Follow) -> Result<(), Stop> {
         let writes = Arc::clone(&f.writes);
         let origin = f.origin.clone();
         let outcomes = tokio::task::spawn_blocking(move || {
+            if let Some(crypto) = &writes.log.crypto {
+                crypto.learn(&learned)?;
+            }
             writes.apply_replicated(Apply {
                 origin: &origin,
                 batches: &mut batches,
@@ -274,6 +294,53 @@ async fn follow_once(f: &Follow) -> Result<(), Stop> {
     }
 }
 
+/// What the keystore of an encrypted log's replica must learn before it applies `batches`:
+/// the key of every stream they hold events of that it has no key for (from the bucket), and
+/// the shredding of the streams of the shred markers among them.
+///
+/// # Errors
+///
+/// [`ClusterError::Request`] for a failed read of the bucket (the replica follows again), and
+/// [`ClusterError::BadKey`] for a stream the bucket never held a key for (it stops).
+async fn to_learn(
+    keys: &Keys,
+    writes: &WritePath,
+    batches: &[Read],
+    shreds: &[StreamId],
+) -> Result<Vec<(StreamId, Learned)>> {
+    let Some(crypto) = &writes.log.crypto else {
+        return Err(ClusterError::EncryptionMismatch {
+            reason: "the replica follows an encrypted log, but its store is not encrypted".into(),
+        }
+        .into());
+    };
+    let mut learned: Vec<(StreamId, Learned)> = Vec::new();
+    for (batch, _) in batches {
+        for part in &batch.parts {
+            let stream = part.stream;
+            if learned.iter().any(|(s, _)| *s == stream)
+                || !matches!(crypto.local_entry(stream)?, Entry::Missing)
+            {
+                continue;
+            }
+            match keys.fetch(stream).await? {
+                Some(l) => learned.push((stream, l)),
+                None => {
+                    return Err(ClusterError::BadKey {
+                        key: format!("s.{:032x}", stream.0),
+                        reason: format!(
+                            "the log holds events of stream {stream}, but the key bucket never held its key"
+                        ),
+                    }
+                    .into())
+                }
+            }
+        }
+    }
+    learned.extend(shreds.iter().map(|&s| (s, Learned::Shredded)));
+    Ok(learned)
+}
+
 /// Checks that the message at `seq` is the one after `seen`: the log's stream denies deletes
 /// and purges, so its sequences have no gap, and one means messages are gone.
 fn follows(seen: u64, seq: u64) -> Result<(), ClusterError> {
@@ -297,6 +364,8 @@ pub(crate) struct Taken {
     /// The sequence of the last message taken, and when JetStream stored it.
     last: Option<u64>,
     stored_ns: i128,
+    /// The streams of the shred markers taken, in order.
+    pub shreds: Vec<StreamId>,
 }
 
 /// Takes the complete commits off the front of `pending` (the messages read, in order),
@@ -341,6 +410,10 @@ pub(crate) fn complete_batches(pending: &mut Vec<Incoming>) -> Result<Taken> {
         let (seq, node) = (last.seq, last.node.clone());
         let mut subjects: Vec<(StreamId, u64)> = Vec::new();
         for m in &msgs {
+            if m.shred {
+                taken.shreds.push(m.stream);
+                continue;
+            }
             match subjects.iter_mut().find(|(s, _)| *s == m.stream) {
                 Some(entry) => entry.1 = m.seq,
                 None => subjects.push((m.stream, m.seq)),
@@ -370,6 +443,7 @@ mod tests {
             seq,
             subject: format!("p.{stream:032x}"),
             stream: StreamId(stream),
+            shred: false,
             part: 0,
             batch,
             node: (batch.0 == batch.1).then(|| format!("node-{seq}")),

@@ -12,6 +12,11 @@
 
 mod cache;
 pub(crate) mod keystore;
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+mod replicated;
+
+#[cfg_attr(not(feature = "cluster"), allow(unused_imports))]
+pub(crate) use replicated::Learned;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,7 +45,7 @@ const ROTATE_CHUNK: usize = 16_384;
 
 /// The master key in force and its version (1, then one more per rotation).
 struct Master {
-    key: SealingKey,
+    key: Arc<SealingKey>,
     version: u32,
 }
 
@@ -170,7 +175,7 @@ impl Crypto {
             }
         })?;
         let master = Arc::new(Master {
-            key: master,
+            key: Arc::new(master),
             version,
         });
         Ok(Crypto {
@@ -527,7 +532,7 @@ impl Crypto {
                 .damaged("the master key version cannot grow past u32::MAX")
         })?;
         let next = Arc::new(Master {
-            key: SealingKey::new(new_key),
+            key: Arc::new(SealingKey::new(new_key)),
             version: new_version,
         });
         let new = &next.key;
@@ -568,6 +573,18 @@ impl Crypto {
                     })?;
                     let old_aad =
                         wrap_aad(self.store_id, stream.0, e.master_version, e.key_version);
+                    // A replica of a cluster's log may hold keys it learned from the cluster's
+                    // bucket already re-wrapped under the new key: kept as they are.
+                    if e.master_version == new_version
+                        && new
+                            .unwrap(
+                                &wrap_aad(self.store_id, stream.0, new_version, e.key_version),
+                                &e.wrapped,
+                            )
+                            .is_ok()
+                    {
+                        continue;
+                    }
                     if e.master_version != old_version {
                         return Err(self.keystore.damaged(format!(
                             "the key of stream {stream} is wrapped under master key version {}, not {old_version}",
@@ -629,7 +646,13 @@ impl Crypto {
     }
 
     /// Unwraps a stored key entry under the master key in force, without the cache: for the
-    /// keystore checks of `crate::admin::verify`.
+    /// keystore checks of `crate::admin::verify`, and the keys a replica learns from its
+    /// cluster.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Keystore`] when `e` is wrapped under another master key version, or fails
+    /// authentication (the master key in force is not the one that wrapped it).
     pub(crate) fn unwrap_for_check(
         &self,
         stream: StreamId,

@@ -17,8 +17,10 @@ use crate::error::{Error, Result};
 /// which older builds would not understand (they would pass over renamed events), and version 6
 /// records stream names and lists the events of each category and event type in the label
 /// index, which older builds would not keep up to date. Version 8 adds the `replica` database,
-/// where a store that replicates a cluster's log records how far it applied it.
-pub const FORMAT_VERSION: u32 = 8;
+/// where a store that replicates a cluster's log records how far it applied it. Version 9 adds
+/// records sealed in transit, which the replicas of an encrypted cluster log hold and older
+/// builds cannot open.
+pub const FORMAT_VERSION: u32 = 9;
 /// The oldest format version this build opens.
 const OLDEST_READABLE: u32 = 1;
 
@@ -57,7 +59,15 @@ pub(crate) fn rkyv_layout() -> [u8; 4] {
 /// Creates or opens the databases, then checks (or, for a new store, writes) the format version,
 /// the rkyv layout, the store id and whether the store is encrypted (`encrypted` is what the
 /// caller asks for; a store created otherwise gives `Error::EncryptionMismatch`).
-pub(crate) fn open_databases(env: &Env, path: &Path, encrypted: bool) -> Result<Opened> {
+///
+/// A store created here gets `new_store_id` as its id, or a random one (a replica of a
+/// cluster's log takes the log's id: `crate::cluster`).
+pub(crate) fn open_databases(
+    env: &Env,
+    path: &Path,
+    encrypted: bool,
+    new_store_id: Option<u128>,
+) -> Result<Opened> {
     // No other handle on this environment exists yet (the registry lock is held), so no
     // transaction can be active and none needs the gate.
     let wtxn = env.heed.write_txn()?;
@@ -77,7 +87,7 @@ pub(crate) fn open_databases(env: &Env, path: &Path, encrypted: bool) -> Result<
             let labels = opener.create_database(wtxn, Some("labels"))?;
             let label_index = opener.create_database(wtxn, Some("label_index"))?;
             let replica = opener.create_database(wtxn, Some("replica"))?;
-            found = check_or_init(meta, log, wtxn, path, encrypted)?;
+            found = check_or_init(meta, log, wtxn, path, encrypted, new_store_id)?;
             Ok(CommitOrAbort::<_, ()>::Commit((
                 meta,
                 log,
@@ -144,7 +154,9 @@ pub(crate) fn open_databases(env: &Env, path: &Path, encrypted: bool) -> Result<
 /// - version 7 lists a label's events in runs of up to 500 per entry, where version 6 had an
 ///   entry per event: a version-6 index is rewritten so, without reading the log;
 /// - version 8 adds the `replica` database, which every open creates (empty in an upgraded
-///   store: it replicated nothing).
+///   store: it replicated nothing);
+/// - version 9 adds records sealed in transit (record flag bit 4), which only a replica of an
+///   encrypted cluster log holds: an upgraded store has none.
 ///
 /// A record whose header cannot be read is left out, for `verify` and the readers to report.
 fn upgrade(env: &Env, dbs: &Dbs, path: &Path, from: u32) -> Result<()> {
@@ -152,8 +164,9 @@ fn upgrade(env: &Env, dbs: &Dbs, path: &Path, from: u32) -> Result<()> {
     use crate::format::schema;
     let started = std::time::Instant::now();
     let mut wtxn = env.heed.write_txn()?;
-    if from == 7 {
-        // The `replica` database is created empty by every open: nothing else changes.
+    if from >= 7 {
+        // The `replica` database is created empty by every open, and no record of an older
+        // store is sealed in transit: nothing else changes.
         dbs.meta
             .put(&mut wtxn, KEY_FORMAT, &FORMAT_VERSION.to_le_bytes())?;
         wtxn.commit()?;
@@ -297,6 +310,7 @@ fn check_or_init(
     wtxn: &mut heed::RwTxn<'_>,
     path: &Path,
     want_encrypted: bool,
+    new_store_id: Option<u128>,
 ) -> Result<(u128, bool, bool, u32)> {
     let layout = rkyv_layout();
     let empty = log.is_empty(wtxn)?;
@@ -378,7 +392,7 @@ fn check_or_init(
                     supported: FORMAT_VERSION,
                 });
             }
-            let store_id = uuid::Uuid::new_v4().as_u128();
+            let store_id = new_store_id.unwrap_or_else(|| uuid::Uuid::new_v4().as_u128());
             meta.put(wtxn, KEY_FORMAT, &FORMAT_VERSION.to_le_bytes())?;
             meta.put(wtxn, KEY_LAYOUT, &layout)?;
             meta.put(wtxn, KEY_STORE_ID, &store_id.to_le_bytes())?;

@@ -10,7 +10,7 @@
 //! 4   u32  payload_crc    CRC-32C of bytes [payload_offset, len)
 //! 8   u8   record_version (1)
 //! 9   u8   flags          bit 0 correlation id, bit 1 causation id, bit 2 metadata,
-//!                         bit 3 encrypted
+//!                         bit 3 encrypted, bit 4 sealed in transit
 //! 10  u16  schema_version
 //! 12  u16  event_type_len
 //! 14  u16  reserved (0)
@@ -31,6 +31,12 @@
 //! of `metadata ‖ zero padding to 16 ‖ payload`, followed by the 16-byte tag; `payload_len` is
 //! the length of that sealed region. The associated data is everything in the header but the
 //! checksums and the crypto block, with the store id and key version (see [`seal`]).
+//!
+//! A record sealed in transit (flag bit 4, with bit 3) was sealed by the node that wrote it,
+//! before the cluster's log gave it a position ([`seal_in_transit`]): its associated data has
+//! the position fields and the timestamp as zeros, under another prefix, and its nonce is
+//! derived from what it seals, so that a retry of the same event gives the same bytes. A
+//! replica stores it as it came, with the position it assigned.
 //!
 //! The functions a read calls are `#[inline]`: readers are generic over the event type, so a
 //! scan's loop is compiled in the application's crate, which cannot inline a plain function of
@@ -59,14 +65,18 @@ const FLAG_CORRELATION: u8 = 1;
 const FLAG_CAUSATION: u8 = 2;
 const FLAG_METADATA: u8 = 4;
 const FLAG_ENCRYPTED: u8 = 8;
-const KNOWN_FLAGS: u8 = FLAG_CORRELATION | FLAG_CAUSATION | FLAG_METADATA | FLAG_ENCRYPTED;
+const FLAG_TRANSIT: u8 = 16;
+const KNOWN_FLAGS: u8 =
+    FLAG_CORRELATION | FLAG_CAUSATION | FLAG_METADATA | FLAG_ENCRYPTED | FLAG_TRANSIT;
 /// Length of the crypto block of an encrypted record: nonce and key version.
 const CRYPTO_BLOCK_LEN: usize = 16;
 /// Room on the stack for the associated data of a sealed record: enough for event type names up
 /// to about 100 bytes, longer ones build it on the heap (a buffer for the longest name would be
 /// 1 KiB zeroed for every record).
 const AAD_INLINE: usize = 256;
-const AAD_PREFIX: &[u8; 14] = b"varvedb/record";
+const AAD_PREFIX: &[u8] = b"varvedb/record";
+/// The prefix of the associated data of a record sealed in transit.
+const TRANSIT_AAD_PREFIX: &[u8] = b"varvedb/transit";
 
 const OFF_PAYLOAD_CRC: usize = 4;
 /// The header checksum starts at the first 8-byte aligned byte after both checksums, so that it
@@ -269,17 +279,58 @@ pub(crate) fn stated_len(bytes: &[u8]) -> Option<usize> {
 }
 
 #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
-/// Seals a finished plain record (`rec`, its payload at `payload_offset`) for a journey
-/// outside the store: its timestamp set, its position fields zero, its header checksum over
-/// them. [`decode`] with sequence 0 checks it on arrival; the store sets the position when it
-/// writes it.
-pub(crate) fn seal_in_transit(rec: &mut [u8], payload_offset: usize, timestamp_ns: u64) {
+/// Seals a finished record (`rec`, its payload at `payload_offset`) for a journey outside the
+/// store: its timestamp set, its position fields zero, its header checksum over them. An
+/// encrypted record is sealed under `key` (the stream's data key and the store id) with a
+/// synthetic nonce, and flagged as sealed in transit (see the module documentation); one that is
+/// sealed already keeps its sealed bytes. [`decode`] with sequence 0 checks it on arrival; the
+/// store sets the position when it writes it.
+///
+/// # Errors
+///
+/// [`Error::Crypto`] for an encrypted record without a key, or a failed AES-GCM.
+pub(crate) fn seal_in_transit(
+    rec: &mut [u8],
+    payload_offset: usize,
+    timestamp_ns: u64,
+    key: Option<(&StreamKey, u128)>,
+) -> Result<()> {
     rec[OFF_SEQ..OFF_SEQ + 8].fill(0);
     rec[OFF_VERSION..OFF_VERSION + 8].fill(0);
     rec[OFF_PREV..OFF_PREV + 8].fill(0);
     rec[OFF_TIMESTAMP..OFF_TIMESTAMP + 8].copy_from_slice(&timestamp_ns.to_le_bytes());
+    if is_encrypted(rec) && rec[9] & FLAG_TRANSIT == 0 {
+        let (key, store_id) = key.ok_or(Error::Crypto {
+            reason: "an encrypted record was to leave the store without its stream key",
+        })?;
+        rec[9] |= FLAG_TRANSIT;
+        let sealed_len = u32_at(rec, 80) as usize;
+        let ct_len = sealed_len - TAG_LEN;
+        let block = crypto_offset(rec[9]);
+        rec[block + 12..block + 16].copy_from_slice(&key.version.to_le_bytes());
+        let mut aad_buf = [0u8; AAD_INLINE];
+        let aad = aad(rec, store_id, key.version, &mut aad_buf).into_owned();
+        let nonce = key.transit_nonce(&aad, &rec[payload_offset..payload_offset + ct_len]);
+        let region = &mut rec[payload_offset..payload_offset + ct_len];
+        let tag = key
+            .key
+            .seal(nonce, &aad, region)
+            .map_err(|_| Error::Crypto {
+                reason: "AES-GCM failed",
+            })?;
+        rec[payload_offset + ct_len..payload_offset + sealed_len].copy_from_slice(&tag);
+        rec[block..block + 12].copy_from_slice(&nonce);
+        let payload_crc = checksum::crc32c(&rec[payload_offset..]);
+        rec[OFF_PAYLOAD_CRC..OFF_PAYLOAD_CRC + 4].copy_from_slice(&payload_crc.to_le_bytes());
+    }
     let header_crc = checksum::crc32c(&rec[HEADER_CRC_START..payload_offset]);
     rec[0..4].copy_from_slice(&header_crc.to_le_bytes());
+    Ok(())
+}
+
+/// Whether a record was sealed in transit (see the module documentation).
+pub(crate) fn is_sealed_in_transit(rec: &[u8]) -> bool {
+    rec.get(9).is_some_and(|f| f & FLAG_TRANSIT != 0)
 }
 
 /// Whether a staged record is to be sealed.
@@ -298,7 +349,8 @@ fn crypto_offset(flags: u8) -> usize {
 /// header field but the checksums and the crypto block (record version, flags, schema version,
 /// type length, sequence, stream, version, previous sequence, timestamp, event id, lengths, ids,
 /// event type). A ciphertext moved to another record, store or key, or a changed header field,
-/// fails authentication.
+/// fails authentication. A record sealed in transit has its own prefix, and zeros for the
+/// sequence, version, previous sequence and timestamp, which the log sets after it was sealed.
 fn aad<'b>(
     rec: &[u8],
     store_id: u128,
@@ -306,25 +358,42 @@ fn aad<'b>(
     buf: &'b mut [u8; AAD_INLINE],
 ) -> Cow<'b, [u8]> {
     let flags = rec[9];
+    let transit = flags & FLAG_TRANSIT != 0;
+    let prefix = if transit {
+        TRANSIT_AAD_PREFIX
+    } else {
+        AAD_PREFIX
+    };
     let ids_end = crypto_offset(flags);
     let type_start = ids_end + CRYPTO_BLOCK_LEN;
     let type_len = u16_at(rec, 12) as usize;
     let parts: [&[u8]; 5] = [
-        AAD_PREFIX,
+        prefix,
         &store_id.to_le_bytes(),
         &key_version.to_le_bytes(),
         &rec[HEADER_CRC_START..ids_end],
         &rec[type_start..type_start + type_len],
     ];
     let len = parts.iter().map(|p| p.len()).sum::<usize>();
+    // Where the record's byte `o` of the header is in the associated data.
+    let header_at = prefix.len() + 16 + 4 - HEADER_CRC_START;
+    let unplace = |out: &mut [u8]| {
+        if transit {
+            out[header_at + OFF_SEQ..header_at + OFF_SEQ + 8].fill(0);
+            out[header_at + OFF_VERSION..header_at + OFF_TIMESTAMP + 8].fill(0);
+        }
+    };
     if len > AAD_INLINE {
-        return Cow::Owned(parts.concat());
+        let mut owned = parts.concat();
+        unplace(&mut owned);
+        return Cow::Owned(owned);
     }
     let mut n = 0;
     for p in parts {
         buf[n..n + p.len()].copy_from_slice(p);
         n += p.len();
     }
+    unplace(&mut buf[..n]);
     Cow::Borrowed(&buf[..n])
 }
 
@@ -385,7 +454,7 @@ pub(crate) fn set_position(
     rec[OFF_VERSION..OFF_VERSION + 8].copy_from_slice(&place.version.to_le_bytes());
     rec[OFF_PREV..OFF_PREV + 8].copy_from_slice(&place.prev_seq.to_le_bytes());
     rec[OFF_TIMESTAMP..OFF_TIMESTAMP + 8].copy_from_slice(&place.timestamp_ns.to_le_bytes());
-    if is_encrypted(rec) {
+    if is_encrypted(rec) && !is_sealed_in_transit(rec) {
         let sealer = key.ok_or(Error::Crypto {
             reason: "an encrypted record reached the log without its stream key",
         })?;
@@ -721,6 +790,8 @@ fn malformed(
         "unknown record version"
     } else if h[9] & !KNOWN_FLAGS != 0 {
         "unknown record flags"
+    } else if h[9] & FLAG_TRANSIT != 0 && h[9] & FLAG_ENCRYPTED == 0 {
+        "a plain record flagged as sealed in transit"
     } else if u16_at(h, 14) != 0 {
         "reserved header field is not zero"
     } else if align_up(payload_offset + payload_len) != len {
@@ -807,7 +878,8 @@ pub(crate) fn decode_verified(
         && u16_at(h, 14) == 0
         && align_up(payload_offset + payload_len) == bytes.len()
         && u64_at(h, OFF_SEQ) == seq
-        && (!encrypted || payload_len >= TAG_LEN + align_up(metadata_len));
+        && (!encrypted || payload_len >= TAG_LEN + align_up(metadata_len))
+        && (encrypted || flags & FLAG_TRANSIT == 0);
     if !well_formed {
         return Err(malformed(seq, h, payload_offset, payload_len, bytes.len()));
     }
@@ -999,6 +1071,102 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A staged record of an encrypted store (not sealed), with `payload`.
+    fn staged_encrypted(payload: &[u8]) -> (Vec<u8>, usize) {
+        let mut buf = Vec::new();
+        let parts = RecordParts {
+            stream: StreamId(9),
+            event_id: Uuid::from_u128(77),
+            correlation_id: Some(Uuid::from_u128(5)),
+            causation_id: None,
+            event_type: "Thing",
+            schema_version: 3,
+            metadata: Some(b"meta"),
+            encrypted: true,
+        };
+        let Begun {
+            start,
+            payload_offset,
+        } = begin(&mut buf, &parts);
+        buf.extend_from_slice(payload);
+        finish(&mut buf, start, payload_offset);
+        (buf, payload_offset)
+    }
+
+    #[test]
+    fn records_sealed_in_transit_are_the_same_bytes_for_the_same_event_and_open_once_placed() {
+        let key = StreamKey::from_bytes(&[3; 32], 1);
+        let sealed = |payload: &[u8], timestamp_ns: u64| {
+            let (mut rec, po) = staged_encrypted(payload);
+            seal_in_transit(&mut rec, po, timestamp_ns, Some((&key, STORE))).unwrap();
+            (rec, po)
+        };
+        let (mut rec, po) = sealed(b"payload bytes!!", 1_000);
+        assert!(is_sealed_in_transit(&rec));
+        assert!(!rec.windows(15).any(|w| w == b"payload bytes!!"));
+        // The same event sealed again, at another time: the same sealed bytes.
+        let (again, _) = sealed(b"payload bytes!!", 2_000);
+        assert!(same_event(&rec, &again));
+        // Sealing a sealed record keeps its bytes (a commit encoded twice).
+        let before = rec.clone();
+        seal_in_transit(&mut rec, po, 1_000, Some((&key, STORE))).unwrap();
+        assert_eq!(rec, before);
+        // Another payload: another nonce, another ciphertext.
+        let (other, _) = sealed(b"payload bytes!?", 1_000);
+        let block = crypto_offset(rec[9]);
+        assert_ne!(rec[block..block + 12], other[block..block + 12]);
+        assert!(!same_event(&rec, &other));
+        // In transit it opens at sequence 0; placed in a log it opens at its sequence.
+        let opened = decode(0, &rec).unwrap().open(&key, STORE).unwrap();
+        assert_eq!(opened.payload(), b"payload bytes!!");
+        let place = Place {
+            seq: 42,
+            version: 2,
+            prev_seq: 40,
+            timestamp_ns: 5_000,
+        };
+        set_position(&mut rec, po, place, None).unwrap();
+        let stored = decode(42, &rec).unwrap();
+        assert_eq!(stored.envelope().version, 2);
+        assert_eq!(stored.envelope().timestamp_ns, 5_000);
+        let opened = stored.open(&key, STORE).unwrap();
+        assert_eq!(opened.payload(), b"payload bytes!!");
+        assert_eq!(opened.metadata(), Some(&b"meta"[..]));
+        // Another key or store, or a changed stream, id or type, fails authentication.
+        let other_key = StreamKey::from_bytes(&[4; 32], 1);
+        assert!(matches!(
+            stored.open(&other_key, STORE),
+            Err(Error::Decryption { .. })
+        ));
+        assert!(matches!(
+            stored.open(&key, STORE + 1),
+            Err(Error::Decryption { .. })
+        ));
+        for field in [24, 64, 10, block + CRYPTO_BLOCK_LEN] {
+            let mut bad = rec.clone();
+            bad[field] ^= 1;
+            let crc = checksum::crc32c(&bad[HEADER_CRC_START..po]);
+            bad[0..4].copy_from_slice(&crc.to_le_bytes());
+            let rec = decode(42, &bad).unwrap();
+            assert!(
+                matches!(rec.open(&key, STORE), Err(Error::Decryption { .. })),
+                "field at {field}"
+            );
+        }
+        // An encrypted record without its key cannot leave the store; a plain one flagged as
+        // sealed in transit is refused.
+        let (mut unsealed, po) = staged_encrypted(b"x");
+        assert!(matches!(
+            seal_in_transit(&mut unsealed, po, 1, None),
+            Err(Error::Crypto { .. })
+        ));
+        let (mut plain, po) = sample(None, false);
+        plain[9] |= FLAG_TRANSIT;
+        let crc = checksum::crc32c(&plain[HEADER_CRC_START..po]);
+        plain[0..4].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(decode(42, &plain), Err(Error::Corrupted { .. })));
     }
 
     #[test]

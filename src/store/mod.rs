@@ -20,7 +20,7 @@ pub(crate) use registry::open_stores;
 pub use stats::Stats;
 
 use crate::crypto::Crypto;
-use crate::env::{Env, ReadTxn};
+use crate::env::{Env, ReadTxn, WriteKind};
 use crate::error::{Error, Result};
 use crate::format::index::Head;
 use crate::index::StreamIndex;
@@ -197,7 +197,17 @@ impl Storage {
     /// ```
     pub fn open(config: StorageConfig) -> Result<Storage> {
         config.validate()?;
-        registry::open(config, open::open_new)
+        registry::open(config, |config, path| open::open_new(config, path, None))
+    }
+
+    /// [`Storage::open`], giving a store it creates `store_id` as its id (a replica of a
+    /// cluster's log takes the log's id). A store that exists keeps its own: the caller checks.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(crate) fn open_as(config: StorageConfig, store_id: u128) -> Result<Storage> {
+        config.validate()?;
+        registry::open(config, |config, path| {
+            open::open_new(config, path, Some(store_id))
+        })
     }
 
     /// Begins a read transaction: a consistent snapshot of the store, for the readers' calls
@@ -348,9 +358,17 @@ impl Storage {
     /// reused; call [`Storage::rotate_master_key`] afterwards so that whoever holds the files
     /// and the master key can no longer unwrap them (see the README's security section).
     ///
+    /// On a replicated store (`Storage::open_replicated`, feature `cluster`) the stream is
+    /// shredded on every node: its key is purged from the cluster's key bucket, and every
+    /// replica destroys its copy as it applies the shred marker this puts in the log; the call
+    /// returns once this node has (see `docs/cluster.md`).
+    ///
     /// # Errors
     ///
-    /// [`Error::NotEncrypted`] on a plain store, [`Error::InvalidStreamId`], [`Error::Lmdb`].
+    /// [`Error::NotEncrypted`] on a plain store, [`Error::InvalidStreamId`], [`Error::Lmdb`],
+    /// [`Error::ReplicaNotWritable`] on a replica opened with [`Storage::open`]; on a replicated
+    /// store, [`Error::Cluster`] when the cluster cannot be reached (shred again: it is
+    /// idempotent).
     ///
     /// ```
     /// use varvedb::{Storage, StorageConfig};
@@ -381,7 +399,14 @@ impl Storage {
     /// ```
     pub fn shred_stream(&self, stream: impl IntoStreamId) -> Result<bool> {
         let stream = stream.into_stream_id()?;
-        self.crypto()?.shred(stream)
+        let crypto = self.crypto()?;
+        match self.store.sequencer.get() {
+            Some(sequencer) => sequencer.shred(stream),
+            None => match self.store.writes.refuse_on_replica(WriteKind::Shred) {
+                Some(refused) => Err(refused),
+                None => crypto.shred(stream),
+            },
+        }
     }
 
     /// Re-wraps every live stream key under `new_master_key` in one durable keystore
@@ -390,10 +415,19 @@ impl Storage {
     /// commits, the store is unchanged and opens with the old key. Returns the number of stream
     /// keys re-wrapped.
     ///
+    /// On a replicated store (`Storage::open_replicated`, feature `cluster`) every node rotates,
+    /// with the same new key: the first re-wraps the keys of the cluster's key bucket and moves
+    /// its master key version, each re-wraps what is still under the old key and then its own
+    /// keystore. A node not rotated yet reads the streams it knew and refuses to create keys
+    /// (see `docs/cluster.md`).
+    ///
     /// # Errors
     ///
     /// [`Error::NotEncrypted`] on a plain store, [`Error::Keystore`] when a stored key fails to
-    /// unwrap (nothing is changed then), [`Error::Lmdb`].
+    /// unwrap (nothing is changed then), [`Error::Lmdb`], [`Error::ReplicaNotWritable`] on a
+    /// replica opened with [`Storage::open`]; on a replicated store, [`Error::WrongMasterKey`]
+    /// when another node rotated the log to another key, and [`Error::Cluster`] when the
+    /// cluster cannot be reached (rotate again: every step is idempotent).
     ///
     /// ```
     /// use varvedb::{Storage, StorageConfig};
@@ -413,7 +447,14 @@ impl Storage {
     /// ```
     pub fn rotate_master_key(&self, new_master_key: [u8; 32]) -> Result<u64> {
         let new = zeroize::Zeroizing::new(new_master_key);
-        self.crypto()?.rotate(&new)
+        let crypto = self.crypto()?;
+        match self.store.sequencer.get() {
+            Some(sequencer) => sequencer.rotate_master_key(&new),
+            None => match self.store.writes.refuse_on_replica(WriteKind::KeyRotation) {
+                Some(refused) => Err(refused),
+                None => crypto.rotate(&new),
+            },
+        }
     }
 
     /// Version of the master key in force: 1 at creation, one more per rotation. `None` for a

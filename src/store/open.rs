@@ -16,8 +16,13 @@ use crate::schema::Schemas;
 use crate::subscribe::CheckpointBoard;
 use crate::write::WritePath;
 
-/// Opens a store that is not open in this process yet.
-pub(super) fn open_new(mut config: StorageConfig, path: PathBuf) -> Result<Storage> {
+/// Opens a store that is not open in this process yet; a new one gets `new_store_id` as its
+/// id, or a random one.
+pub(super) fn open_new(
+    mut config: StorageConfig,
+    path: PathBuf,
+    new_store_id: Option<u128>,
+) -> Result<Storage> {
     let guard = WriteGuard::default();
     let env = Env::open(
         &path,
@@ -38,7 +43,7 @@ pub(super) fn open_new(mut config: StorageConfig, path: PathBuf) -> Result<Stora
         store_id,
         encrypted,
         empty,
-    } = open_databases(&env, &path, config.encryption_enabled)?;
+    } = open_databases(&env, &path, config.encryption_enabled, new_store_id)?;
     // The master key moves into the cipher context; the kept configuration does not hold it.
     let master_key = config.master_key.take().map(zeroize::Zeroizing::new);
     let crypto = match (encrypted, &master_key) {

@@ -71,6 +71,14 @@ pub(crate) trait Sequencer: Send + Sync {
     /// checked against its expectation and placed, or none is; parts that are exact retries of
     /// stored events report their positions, as [`WritePath::commit_atomic`] does.
     fn commit(&self, parts: &mut [Request]) -> Result<Vec<Appended>>;
+
+    /// Shreds `stream` wherever the log is kept, as [`crate::Storage::shred_stream`] does on
+    /// one store: `false` when it was shredded already.
+    fn shred(&self, stream: StreamId) -> Result<bool>;
+
+    /// Rotates the master key wherever the log is kept, as
+    /// [`crate::Storage::rotate_master_key`] does on one store.
+    fn rotate_master_key(&self, new_key: &[u8; 32]) -> Result<u64>;
 }
 
 /// Counters of the write path.

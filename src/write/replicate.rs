@@ -58,7 +58,11 @@ impl WritePath {
         }
         if !matches!(
             kind,
-            WriteKind::Append | WriteKind::Transaction | WriteKind::Import
+            WriteKind::Append
+                | WriteKind::Transaction
+                | WriteKind::Import
+                | WriteKind::Shred
+                | WriteKind::KeyRotation
         ) {
             return None;
         }

@@ -22,3 +22,20 @@ pub fn cluster_member(
         ..ClusterConfig::default()
     }
 }
+
+/// How long a test waits for a replica to reach a position (a condition, not a pace).
+pub const WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Waits until `storage` has applied the log up to global sequence `head`.
+#[allow(dead_code)]
+pub fn wait_head(storage: &varvedb::Storage, head: u64) {
+    let started = std::time::Instant::now();
+    while storage.head() < head {
+        assert!(
+            started.elapsed() < WAIT,
+            "the replica stayed at {} of {head}",
+            storage.head()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
