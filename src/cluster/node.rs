@@ -280,35 +280,27 @@ impl Node {
                 out.push(key);
                 continue;
             }
-            let fetch = Arc::clone(keys);
-            let fetched = self
+            // The bucket's key for the stream, or this new one where it has none; and the
+            // bucket's master key version, both in one round trip.
+            let entry = crypto.new_entry(stream)?;
+            let (get, create) = (Arc::clone(keys), Arc::clone(keys));
+            let (master, learned) = self
                 .client
-                .run(async move { fetch.fetch(stream).await })??;
-            let learned = match fetched {
-                Some(learned) => learned,
-                None => {
-                    // A key made under a master key the log has rotated away from would be
-                    // lost with it: refused until this node rotates too.
-                    let get = Arc::clone(keys);
-                    if let Some((version, ..)) =
-                        self.client.run(async move { get.master().await })??
-                    {
-                        if version != crypto.master_version() {
-                            return Err(ClusterError::EncryptionMismatch {
-                                reason: format!(
-                                    "the log's master key is at version {version}, this node's at {}: rotate this node (Storage::rotate_master_key) before it creates stream keys",
-                                    crypto.master_version()
-                                ),
-                            }
-                            .into());
-                        }
+                .run(async move { tokio::join!(get.master(), create.create(stream, entry)) })?;
+            let learned = learned?;
+            // A node whose master key the log has rotated away from uses no new key: one it
+            // made would be wrapped under the key being retired (its own rotation re-wraps it).
+            if let Some((version, ..)) = master? {
+                if version != crypto.master_version() {
+                    return Err(ClusterError::EncryptionMismatch {
+                        reason: format!(
+                            "the log's master key is at version {version}, this node's at {}: rotate this node (Storage::rotate_master_key) before it starts streams",
+                            crypto.master_version()
+                        ),
                     }
-                    let entry = crypto.new_entry(stream)?;
-                    let create = Arc::clone(keys);
-                    self.client
-                        .run(async move { create.create(stream, entry).await })??
+                    .into());
                 }
-            };
+            }
             crypto.learn(&[(stream, learned)])?;
             match learned {
                 Learned::Key(e) => out.push(crypto.unwrap_for_check(stream, &e)?),
@@ -341,6 +333,7 @@ impl Node {
         match answer {
             Answer::Stored { seq, .. } => {
                 self.wait_applied(seq, self.config.request_timeout)?;
+                drop(self.shared.take_outcome(seq));
                 Ok(true)
             }
             Answer::TimedOut | Answer::Unavailable(_) => Err(ClusterError::Timeout {

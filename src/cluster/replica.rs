@@ -323,7 +323,7 @@ async fn to_learn(
             {
                 continue;
             }
-            match keys.fetch(stream).await? {
+            match fetch_key(keys, stream).await? {
                 Some(l) => learned.push((stream, l)),
                 None => {
                     return Err(ClusterError::BadKey {
@@ -339,6 +339,23 @@ async fn to_learn(
     }
     learned.extend(shreds.iter().map(|&s| (s, Learned::Shredded)));
     Ok(learned)
+}
+
+/// Reads of the bucket a replica makes for a key it finds missing before it stops: the key was
+/// put before the first event that uses it was published, so only a bucket leader that has not
+/// caught up (just elected) can answer that it holds none.
+const KEY_READS: usize = 10;
+const KEY_READ_AFTER: Duration = Duration::from_millis(100);
+
+/// What the bucket holds for `stream`, read again for a while when it holds nothing.
+async fn fetch_key(keys: &Keys, stream: StreamId) -> Result<Option<Learned>> {
+    for _ in 1..KEY_READS {
+        if let Some(learned) = keys.fetch(stream).await? {
+            return Ok(Some(learned));
+        }
+        tokio::time::sleep(KEY_READ_AFTER).await;
+    }
+    keys.fetch(stream).await
 }
 
 /// Checks that the message at `seq` is the one after `seen`: the log's stream denies deletes

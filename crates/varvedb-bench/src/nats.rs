@@ -112,6 +112,27 @@ pub fn run(s: &Settings) -> Res<String> {
         let client = natscluster::client(&cluster).await?;
         let js = jetstream::new(client.clone());
 
+        // The stream `check` just made may not answer on every server yet: wait until a
+        // message of its own is stored.
+        let ready_by = Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let stored = match js
+                .publish(format!("{prefix}.ready"), record.clone().into())
+                .await
+            {
+                Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match stored {
+                Ok(()) => break,
+                Err(e) if Instant::now() < ready_by => {
+                    eprintln!("cluster: the log's stream is not ready yet ({e})");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+
         eprintln!("cluster: raw JetStream publishing, {} messages", s.messages);
         let rate = publish(
             &js,

@@ -15,6 +15,9 @@
 //!   node reads its own write.
 //! - **Replica apply rate**: a node started empty applies the whole log: events per second,
 //!   against a local (not replicated) store appending batches of 100 of the same events.
+//! - **Encrypted log**: the batched appends again in an encrypted log (records sealed by the
+//!   node, a new stream key in the key bucket for each batch's new stream), against the plain
+//!   log's rate, and a node started empty applying it (learning every key from the bucket).
 //! - **Failover**: one thread appending single events while the server that leads the log's
 //!   stream is killed with SIGKILL: the longest time between two acknowledged appends around
 //!   the kill, which is the time until appends succeed again.
@@ -91,6 +94,102 @@ fn quantile(values: &[Duration], q: f64) -> Duration {
 
 fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1e3)
+}
+
+/// The master key of the encrypted log's nodes.
+const MASTER_KEY: [u8; 32] = [0x42; 32];
+
+fn open_encrypted_node(path: &std::path::Path, config: &ClusterConfig) -> Res<Storage> {
+    Ok(Storage::open_replicated(
+        StorageConfig {
+            path: path.to_path_buf(),
+            encryption_enabled: true,
+            master_key: Some(MASTER_KEY),
+            ..Default::default()
+        },
+        config.clone(),
+    )?)
+}
+
+/// The rows of an encrypted log (a JetStream stream of its own): the batched appends of
+/// `plain` (size, events, first sequence, events/s) again, each batch to a new stream as there
+/// (so each needs a new stream key in the key bucket), against the plain log's rate; then a node
+/// started empty applying it, against the plain log's `plain_apply` rate.
+fn encrypted_rows(
+    config: &ClusterConfig,
+    dir: &std::path::Path,
+    plain: &[(u64, u64, u64, f64)],
+    plain_apply: f64,
+) -> Res<String> {
+    let config = ClusterConfig {
+        stream: format!("{STREAM}_SEALED"),
+        subject_prefix: format!("{PREFIX}_sealed"),
+        ..config.clone()
+    };
+    let mut out = String::new();
+    let node = open_encrypted_node(&dir.join("sealed"), &config)?;
+    let mut writer = Writer::<BenchEvent>::new(node.clone());
+    let mut stream_no = 0u64;
+    for &(size, events, _, plain_rate) in plain {
+        eprintln!("replicated: encrypted log, batched appends of {size}, {events} events");
+        let started = Instant::now();
+        let mut n = 0;
+        while n < events {
+            let batch: Vec<BenchEvent> = (n..n + size).map(BenchEvent::new).collect();
+            writer.append_batch(
+                format!("sealed-{stream_no}").as_str(),
+                ExpectedVersion::NoStream,
+                batch,
+            )?;
+            stream_no += 1;
+            n += size;
+        }
+        let rate = n as f64 / started.elapsed().as_secs_f64();
+        out.push_str(&format!(
+            "| encrypted log: the same appends, batches of {size} events, each to a new stream (a new key in the bucket) | {n} | {rate:.0} events/s; the plain log's: {plain_rate:.0} events/s; **{:.2}×** |\n",
+            rate / plain_rate
+        ));
+    }
+    // Batches of 100 to the streams just made, whose keys the node holds: the sealing alone.
+    if let Some(&(size, events, _, plain_rate)) = plain.first() {
+        eprintln!("replicated: encrypted log, batches of {size} to known streams, {events} events");
+        let started = Instant::now();
+        let mut n = 0;
+        let mut i = 0u64;
+        while n < events {
+            let batch: Vec<BenchEvent> = (n..n + size).map(BenchEvent::new).collect();
+            writer.append_batch(
+                format!("sealed-{}", i % stream_no).as_str(),
+                ExpectedVersion::Any,
+                batch,
+            )?;
+            i += 1;
+            n += size;
+        }
+        let rate = n as f64 / started.elapsed().as_secs_f64();
+        out.push_str(&format!(
+            "| encrypted log: batches of {size} events to streams whose keys the node holds | {n} | {rate:.0} events/s; the plain log's (new streams): {plain_rate:.0} events/s; **{:.2}×** |\n",
+            rate / plain_rate
+        ));
+    }
+    let events = node.head();
+    eprintln!("replicated: encrypted log, a node started empty applies {events} events");
+    let started = Instant::now();
+    let fresh = open_encrypted_node(&dir.join("sealed-fresh"), &config)?;
+    let secs = started.elapsed().as_secs_f64();
+    if fresh.head() != events {
+        return Err(format!(
+            "the fresh encrypted replica holds {} events, not {events}",
+            fresh.head()
+        )
+        .into());
+    }
+    let rate = events as f64 / secs;
+    out.push_str(&format!(
+        "| encrypted log: a node started empty applies it, learning {stream_no} stream keys from the bucket | {events} | {rate:.0} events/s; the plain log's apply: {plain_apply:.0} events/s; **{:.2}×** |\n",
+        rate / plain_apply
+    ));
+    Ok(out)
 }
 
 /// Whether this process is a node child of the concurrent row; it then runs it and exits.
@@ -383,6 +482,9 @@ pub fn run(cluster: &mut natscluster::Cluster, s: &Settings) -> Res<String> {
         apply_rate / local_rate
     ));
     drop(local);
+
+    // The batched appends again in an encrypted log, and a node started empty applying it.
+    out.push_str(&encrypted_rows(&config, dir.path(), &appended, apply_rate)?);
 
     // Failover: the time until appends succeed again after the stream's leader is killed.
     let report = varvedb::cluster::check(&config)?;
