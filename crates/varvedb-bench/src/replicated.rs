@@ -96,6 +96,30 @@ fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1e3)
 }
 
+/// Appends `events` events in batches of `size`, one at a time, each batch to a new stream
+/// `{prefix}-{stream_no}` with `ExpectedVersion::NoStream`: the events appended and their rate.
+fn new_streams(
+    writer: &mut Writer<BenchEvent>,
+    prefix: &str,
+    stream_no: &mut u64,
+    size: u64,
+    events: u64,
+) -> Res<(u64, f64)> {
+    let started = Instant::now();
+    let mut n = 0;
+    while n < events {
+        let batch: Vec<BenchEvent> = (n..n + size).map(BenchEvent::new).collect();
+        writer.append_batch(
+            format!("{prefix}-{stream_no}").as_str(),
+            ExpectedVersion::NoStream,
+            batch,
+        )?;
+        *stream_no += 1;
+        n += size;
+    }
+    Ok((n, n as f64 / started.elapsed().as_secs_f64()))
+}
+
 /// The master key of the encrypted log's nodes.
 const MASTER_KEY: [u8; 32] = [0x42; 32];
 
@@ -132,19 +156,7 @@ fn encrypted_rows(
     let mut stream_no = 0u64;
     for &(size, events, _, plain_rate) in plain {
         eprintln!("replicated: encrypted log, batched appends of {size}, {events} events");
-        let started = Instant::now();
-        let mut n = 0;
-        while n < events {
-            let batch: Vec<BenchEvent> = (n..n + size).map(BenchEvent::new).collect();
-            writer.append_batch(
-                format!("sealed-{stream_no}").as_str(),
-                ExpectedVersion::NoStream,
-                batch,
-            )?;
-            stream_no += 1;
-            n += size;
-        }
-        let rate = n as f64 / started.elapsed().as_secs_f64();
+        let (n, rate) = new_streams(&mut writer, "sealed", &mut stream_no, size, events)?;
         out.push_str(&format!(
             "| encrypted log: the same appends, batches of {size} events, each to a new stream (a new key in the bucket) | {n} | {rate:.0} events/s; the plain log's: {plain_rate:.0} events/s; **{:.2}×** |\n",
             rate / plain_rate
@@ -276,19 +288,7 @@ pub fn run(cluster: &mut natscluster::Cluster, s: &Settings) -> Res<String> {
     for size in [100u64, 1_000] {
         eprintln!("replicated: batched appends of {size}, {} events", s.events);
         let first_seq = node.head();
-        let started = Instant::now();
-        let mut n = 0;
-        while n < s.events {
-            let batch: Vec<BenchEvent> = (n..n + size).map(BenchEvent::new).collect();
-            writer.append_batch(
-                format!("batch-{stream_no}").as_str(),
-                ExpectedVersion::NoStream,
-                batch,
-            )?;
-            stream_no += 1;
-            n += size;
-        }
-        let rate = n as f64 / started.elapsed().as_secs_f64();
+        let (n, rate) = new_streams(&mut writer, "batch", &mut stream_no, size, s.events)?;
         appended.push((size, n, first_seq, rate));
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
