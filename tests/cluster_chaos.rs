@@ -3,7 +3,8 @@
 //! restarted, and paused with SIGSTOP, while they write. Afterwards every acknowledged append
 //! is in every replica at the position it was acknowledged at, no (stream, version) has two
 //! winners, and every replica, including one started empty after the fact, holds the same log
-//! without a gap.
+//! without a gap. The same again in an encrypted log, whose stream keys the writers put in the
+//! cluster's key bucket while its servers fail.
 #![cfg(feature = "cluster")]
 
 mod common;
@@ -41,7 +42,12 @@ const ENV_CA: &str = "VARVEDB_CHAOS_CA";
 const ENV_CERT: &str = "VARVEDB_CHAOS_CERT";
 const ENV_KEY: &str = "VARVEDB_CHAOS_KEY";
 const ENV_STOP: &str = "VARVEDB_CHAOS_STOP";
-const STREAM: &str = "CHAOS";
+const ENV_STREAM: &str = "VARVEDB_CHAOS_STREAM";
+const ENV_ENCRYPTED: &str = "VARVEDB_CHAOS_ENCRYPTED";
+/// The master key of the encrypted log's nodes.
+const MASTER_KEY: [u8; 32] = [0xC4; 32];
+/// One chaos run at a time: each starts a cluster and two writer processes.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, varvedb::Event, Debug, PartialEq)]
 pub struct Deposit {
@@ -51,10 +57,11 @@ pub struct Deposit {
 
 fn config_from_env() -> ClusterConfig {
     let var = |name| std::env::var(name).unwrap();
+    let stream = var(ENV_STREAM);
     ClusterConfig {
         servers: var(ENV_SERVERS).split(',').map(str::to_owned).collect(),
-        stream: STREAM.to_owned(),
-        subject_prefix: "varvedb.chaos".to_owned(),
+        subject_prefix: format!("varvedb.{}", stream.to_ascii_lowercase()),
+        stream,
         auth: ClusterAuth::user_and_password(var(ENV_USER), var(ENV_PASSWORD)),
         tls: ClusterTls {
             ca_file: Some(var(ENV_CA).into()),
@@ -81,10 +88,10 @@ fn chaos_child() {
     let started = Instant::now();
     let storage = loop {
         match Storage::open_replicated(
-            StorageConfig {
-                path: PathBuf::from(&path),
-                ..Default::default()
-            },
+            store_config(
+                &PathBuf::from(&path),
+                std::env::var_os(ENV_ENCRYPTED).is_some(),
+            ),
             config_from_env(),
         ) {
             Ok(storage) => break storage,
@@ -214,15 +221,18 @@ fn log_of(storage: &Storage) -> Vec<(u64, u128, u64, Uuid, u64, u64)> {
         .collect()
 }
 
-fn replica(path: &Path, config: &ClusterConfig) -> Storage {
-    Storage::open_replicated(
-        StorageConfig {
-            path: path.to_path_buf(),
-            ..Default::default()
-        },
-        config.clone(),
-    )
-    .unwrap()
+/// The configuration of a node's store.
+fn store_config(path: &Path, encrypted: bool) -> StorageConfig {
+    StorageConfig {
+        path: path.to_path_buf(),
+        encryption_enabled: encrypted,
+        master_key: encrypted.then_some(MASTER_KEY),
+        ..Default::default()
+    }
+}
+
+fn replica(path: &Path, config: &ClusterConfig, encrypted: bool) -> Storage {
+    Storage::open_replicated(store_config(path, encrypted), config.clone()).unwrap()
 }
 
 #[test]
@@ -230,6 +240,23 @@ fn acknowledged_appends_survive_killed_and_paused_servers_on_every_replica() {
     if std::env::var_os(ENV_PATH).is_some() {
         return;
     }
+    chaos("CHAOS", false);
+}
+
+#[test]
+fn acknowledged_appends_of_an_encrypted_log_survive_killed_and_paused_servers() {
+    if std::env::var_os(ENV_PATH).is_some() {
+        return;
+    }
+    chaos("SEALEDCHAOS", true);
+}
+
+/// Two writers on the log `stream` through a killed and a paused server, then the checks of
+/// the module documentation.
+fn chaos(stream: &str, encrypted: bool) {
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = Cluster::start(&dir.path().join("cluster"), 3, START).unwrap();
     let stop = dir.path().join("stop");
@@ -246,7 +273,11 @@ fn acknowledged_appends_survive_killed_and_paused_servers_on_every_replica() {
             .env(ENV_CA, &pki.ca)
             .env(ENV_CERT, &pki.client_cert)
             .env(ENV_KEY, &pki.client_key)
-            .env(ENV_STOP, &stop);
+            .env(ENV_STOP, &stop)
+            .env(ENV_STREAM, stream);
+        if encrypted {
+            command.env(ENV_ENCRYPTED, "1");
+        }
         common::Watched::spawn(&mut command, MARK)
     };
     let mut writers = Writers {
@@ -312,10 +343,10 @@ fn acknowledged_appends_survive_killed_and_paused_servers_on_every_replica() {
     }
 
     // The replicas, opened again (they catch up with the log), and one started empty.
-    let config = common_cluster::cluster_member(&cluster, STREAM);
+    let config = common_cluster::cluster_member(&cluster, stream);
     let logs: Vec<_> = ["node-0", "node-1", "fresh"]
         .iter()
-        .map(|name| log_of(&replica(&dir.path().join(name), &config)))
+        .map(|name| log_of(&replica(&dir.path().join(name), &config, encrypted)))
         .collect();
     let log = &logs[0];
     assert!(log.len() >= writers.acks.len());
