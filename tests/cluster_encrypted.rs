@@ -114,7 +114,9 @@ fn bucket_key(cluster: &Cluster, stream: &str, id: u128) -> Option<Vec<u8>> {
 fn an_encrypted_log_is_ciphertext_in_jetstream_and_reads_on_every_node() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = Cluster::start(dir.path(), 3, START).unwrap();
-    let config = common_cluster::cluster_member(&cluster, "SEALED");
+    let mut config = common_cluster::cluster_member(&cluster, "SEALED");
+    // A short deduplication window, for the retry beyond it below.
+    config.duplicate_window = Duration::from_secs(1);
     let a = node(&dir.path().join("a"), &config);
     let b = node(&dir.path().join("b"), &config);
     assert_eq!(a.store_id(), b.store_id(), "replicas of a log share its id");
@@ -172,6 +174,19 @@ fn an_encrypted_log_is_ciphertext_in_jetstream_and_reads_on_every_node() {
         .unwrap();
     assert!(again.deduplicated);
     assert_eq!(again.positions, first.positions);
+    // Beyond JetStream's window the retry is stored in the log again; every replica finds its
+    // sealed records the same bytes as the stored ones, without a key, and writes nothing.
+    let head = a.head();
+    std::thread::sleep(Duration::from_millis(1500));
+    let late = wb
+        .append_batch("profile-4", ExpectedVersion::Any, ids())
+        .unwrap();
+    assert!(late.deduplicated);
+    assert_eq!(late.positions, first.positions);
+    wa.append("profile-5", 1, profile(10)).unwrap();
+    wait_head(&b, head + 1);
+    assert_eq!(a.head(), head + 1, "the late retry wrote nothing");
+    assert_eq!(b.head(), head + 1);
     // Other bytes under a stored id are refused, on every node alike.
     let other = [NewEvent::new(profile(99)).with_id(Uuid::from_u128(0xE7))];
     assert!(matches!(
@@ -201,7 +216,7 @@ fn an_encrypted_log_is_ciphertext_in_jetstream_and_reads_on_every_node() {
 
     // A node that starts empty catches up and reads every event.
     let c = node(&dir.path().join("c"), &config);
-    wait_head(&c, 8);
+    wait_head(&c, 9);
     assert_eq!(log_of(&c), log_of(&a));
     let report = varvedb::admin::verify(&c, &mut |_| {}).unwrap();
     assert!(report.is_ok(), "{:?}", report.problems);
