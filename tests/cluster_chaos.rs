@@ -231,8 +231,17 @@ fn store_config(path: &Path, encrypted: bool) -> StorageConfig {
     }
 }
 
+/// A replica opened after the ordeal: the cluster may still be electing leaders (of the log's
+/// stream, or of the key bucket's), so an open that fails is tried again, as the writers do.
 fn replica(path: &Path, config: &ClusterConfig, encrypted: bool) -> Storage {
-    Storage::open_replicated(store_config(path, encrypted), config.clone()).unwrap()
+    let started = Instant::now();
+    loop {
+        match Storage::open_replicated(store_config(path, encrypted), config.clone()) {
+            Ok(storage) => return storage,
+            Err(e) if started.elapsed() < PROGRESS => eprintln!("open failed: {e}"),
+            Err(e) => panic!("no open of {} in {PROGRESS:?}: {e}", path.display()),
+        }
+    }
 }
 
 #[test]
