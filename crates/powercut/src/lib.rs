@@ -145,8 +145,8 @@ impl PowerCut {
     pub fn unmount(mut self) -> io::Result<()> {
         umount(&self.mountpoint, 0)?;
         if let Some(session) = self.session.take() {
-            // The kernel closes the connection of an unmounted filesystem; that ends the
-            // session's loop.
+            // The kernel closes the connection of an unmounted filesystem; that ends the FUSE
+            // server's loop.
             session.join();
         }
         Ok(())
@@ -172,8 +172,8 @@ fn umount(path: &Path, flags: i32) -> io::Result<()> {
 impl Drop for PowerCut {
     fn drop(&mut self) {
         if let Some(session) = self.session.take() {
-            // A lazy unmount detaches the filesystem even with files open on it. The session's
-            // thread serves those files until the last one closes; nothing waits for it.
+            // A lazy unmount detaches the filesystem even with files open on it. The FUSE
+            // server's thread serves those files until the last one closes; nothing waits for it.
             let _ = umount(&self.mountpoint, libc::MNT_DETACH);
             drop(session);
         }
