@@ -147,33 +147,46 @@ impl Keys {
     /// [`ClusterError::Request`] for a failed read, [`ClusterError::BadKey`] for an entry that
     /// is not a wrapped key.
     pub(crate) async fn fetch(&self, stream: StreamId) -> Result<Option<Learned>> {
-        let Some(last) = self.last(&key_name(stream)).await? else {
-            return Ok(None);
-        };
-        Ok(Some(match last.value {
-            None => Learned::Shredded,
-            Some(v) => Learned::Key(decode_entry(stream, &v)?),
-        }))
+        Ok(self
+            .fetch_revision(stream)
+            .await?
+            .map(|(learned, _)| learned))
     }
 
     /// Puts `entry` as `stream`'s key unless the bucket holds something for the stream, and
     /// returns what it holds then: `entry`, another node's key, or the stream's shredding.
     pub(crate) async fn create(&self, stream: StreamId, entry: WrappedEntry) -> Result<Learned> {
         let value = Bytes::copy_from_slice(&entry.encode());
-        match self.kv.update(key_name(stream), value, 0).await {
-            Ok(_) => Ok(Learned::Key(entry)),
-            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                self.fetch(stream).await?.ok_or_else(|| {
-                    ClusterError::Request {
-                        operation: "creating a stream key",
-                        reason: format!(
-                            "the key bucket refused a key for stream {stream} as it holds one, but holds none"
-                        ),
-                    }
-                    .into()
-                })
+        if self
+            .update_at(&key_name(stream), value, 0, "creating a stream key")
+            .await?
+        {
+            return Ok(Learned::Key(entry));
+        }
+        self.fetch(stream).await?.ok_or_else(|| {
+            ClusterError::Request {
+                operation: "creating a stream key",
+                reason: format!(
+                    "the key bucket refused a key for stream {stream} as it holds one, but holds none"
+                ),
             }
-            Err(e) => Err(failed("creating a stream key")(&e).into()),
+            .into()
+        })
+    }
+
+    /// Puts `value` under `key` if the bucket's entry is at `revision` (0: it holds nothing
+    /// under the key, not even a purge marker). `false` when it is not.
+    async fn update_at(
+        &self,
+        key: &str,
+        value: Bytes,
+        revision: u64,
+        operation: &'static str,
+    ) -> Result<bool> {
+        match self.kv.update(key, value, revision).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
+            Err(e) => Err(failed(operation)(&e).into()),
         }
     }
 
@@ -225,11 +238,13 @@ impl Keys {
         revision: u64,
     ) -> Result<bool> {
         let value = Bytes::copy_from_slice(&entry.encode());
-        match self.kv.update(key_name(stream), value, revision).await {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
-            Err(e) => Err(failed("re-wrapping a stream key")(&e).into()),
-        }
+        self.update_at(
+            &key_name(stream),
+            value,
+            revision,
+            "re-wrapping a stream key",
+        )
+        .await
     }
 
     /// Purges `stream`'s key from the bucket: every copy of it the bucket held is gone, and
@@ -270,11 +285,13 @@ impl Keys {
         let mut v = Vec::with_capacity(4 + WRAPPED_LEN);
         v.extend_from_slice(&version.to_le_bytes());
         v.extend_from_slice(check);
-        match self.kv.update(MASTER, v.into(), revision).await {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
-            Err(e) => Err(failed("recording the master key check value")(&e).into()),
-        }
+        self.update_at(
+            MASTER,
+            v.into(),
+            revision,
+            "recording the master key check value",
+        )
+        .await
     }
 }
 
