@@ -21,7 +21,7 @@ use super::keys::Keys;
 use super::message;
 use super::publish::{publish, Answer};
 use super::replica::{complete_batches, Shared};
-use crate::cipher::aead::{check_aad, SealingKey};
+use crate::cipher::aead::SealingKey;
 use crate::cipher::StreamKey;
 use crate::crypto::{keystore::Entry, Crypto, Learned};
 use crate::error::{Error, Result};
@@ -378,7 +378,7 @@ impl Node {
             if !crypto.opens_check(version, &check) {
                 return Err(wrong(version));
             }
-            self.rewrap_bucket(&keys, &new, target)?;
+            self.rewrap_bucket(&keys, crypto, &new, target)?;
             let check = crypto.check_of(&new, target)?;
             let put = Arc::clone(&keys);
             let moved = self
@@ -389,17 +389,13 @@ impl Node {
                 let get = Arc::clone(&keys);
                 match self.client.run(async move { get.master().await })?? {
                     Some((v, check, _))
-                        if v == target
-                            && new.unwrap(&check_aad(crypto.store_id(), v), &check).is_ok() => {}
+                        if v == target && crypto.check_opens_under(&new, v, &check) => {}
                     Some((v, ..)) => return Err(wrong(v)),
                     None => return Err(wrong(target)),
                 }
             }
         } else if version == target {
-            if new
-                .unwrap(&check_aad(crypto.store_id(), target), &check)
-                .is_err()
-            {
+            if !crypto.check_opens_under(&new, target, &check) {
                 return Err(wrong(target));
             }
         } else {
@@ -411,14 +407,19 @@ impl Node {
             .into());
         }
         // Keys another node created under the old master key while the version moved.
-        self.rewrap_bucket(&keys, &new, target)?;
+        self.rewrap_bucket(&keys, crypto, &new, target)?;
         crypto.rotate(new_key)
     }
 
     /// Re-wraps every key of the bucket under `new` as master key version `target`, but those
     /// re-wrapped already and those shredded meanwhile.
-    fn rewrap_bucket(&self, keys: &Arc<Keys>, new: &SealingKey, target: u32) -> Result<u64> {
-        let (_, crypto) = self.encrypted()?;
+    fn rewrap_bucket(
+        &self,
+        keys: &Arc<Keys>,
+        crypto: &Crypto,
+        new: &SealingKey,
+        target: u32,
+    ) -> Result<u64> {
         let list = Arc::clone(keys);
         let streams = self.client.run(async move { list.streams().await })??;
         let mut rewrapped = 0;

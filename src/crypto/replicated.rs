@@ -112,9 +112,18 @@ impl Crypto {
     /// Whether the master key in force opens the check value `check` of master key version
     /// `version` of this store.
     pub(crate) fn opens_check(&self, version: u32, check: &[u8; WRAPPED_LEN]) -> bool {
-        self.current()
-            .key
-            .unwrap(&check_aad(self.store_id, version), check)
+        self.check_opens_under(&self.current().key, version, check)
+    }
+
+    /// Whether master key `key` opens the check value `check` of master key version `version`
+    /// of this store.
+    pub(crate) fn check_opens_under(
+        &self,
+        key: &SealingKey,
+        version: u32,
+        check: &[u8; WRAPPED_LEN],
+    ) -> bool {
+        key.unwrap(&check_aad(self.store_id, version), check)
             .is_ok()
     }
 
