@@ -8,7 +8,7 @@
 //! stream's sequences or a message that cannot be read stops it with the error; it never
 //! passes over a message.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -315,12 +315,11 @@ async fn to_learn(
         .into());
     };
     let mut learned: Vec<(StreamId, Learned)> = Vec::new();
+    let mut decided: HashSet<StreamId> = HashSet::new();
     for (batch, _) in batches {
         for part in &batch.parts {
             let stream = part.stream;
-            if learned.iter().any(|(s, _)| *s == stream)
-                || !matches!(crypto.local_entry(stream)?, Entry::Missing)
-            {
+            if !decided.insert(stream) || !matches!(crypto.local_entry(stream)?, Entry::Missing) {
                 continue;
             }
             match fetch_key(keys, stream).await? {
