@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use async_nats::HeaderMap;
-use varvedb::cluster::{check, ClusterAuth, ClusterConfig, ClusterTls};
+use varvedb::cluster::check;
 
 use crate::common::Res;
 
@@ -84,16 +84,7 @@ pub fn run(s: &Settings) -> Res<String> {
         .prefix("varvedb-bench-cluster-")
         .tempdir()?;
     let mut cluster = natscluster::Cluster::start(dir.path(), 3, Duration::from_secs(60))?;
-    let pki = cluster.pki().clone();
-    let config = ClusterConfig {
-        servers: cluster.urls(),
-        auth: ClusterAuth::user_and_password(cluster.user(), cluster.password()),
-        tls: ClusterTls {
-            ca_file: Some(pki.ca.clone()),
-            client_cert: Some((pki.client_cert.clone(), pki.client_key.clone())),
-        },
-        ..ClusterConfig::default()
-    };
+    let config = crate::replicated::node_config(&cluster);
     let report = check(&config)?;
     let version = report.server_version.clone();
     let prefix = config.subject_prefix.clone();
