@@ -473,7 +473,9 @@ impl<'t> Scan<'t> {
         &mut self,
         mut f: impl FnMut(DecodedRecord<'t>) -> Result<T>,
     ) -> Option<Result<T>> {
-        loop {
+        // One call of `f`, after the loop: a visitor called from one place is inlined into
+        // it, so the record stays in registers on its way to the view.
+        let rec = loop {
             if self.budget == 0 {
                 return None;
             }
@@ -490,7 +492,7 @@ impl<'t> Scan<'t> {
                 // The walks through an index and the scoped scans, out of the loop of plain
                 // scans: one arm, so that the loop is the same as without them.
                 Range::Other(_) => match self.next_other()? {
-                    Some(Ok(rec)) => return Some(f(rec)),
+                    Some(Ok(rec)) => break rec,
                     Some(Err(e)) => return Some(Err(e)),
                     None => continue,
                 },
@@ -515,14 +517,15 @@ impl<'t> Scan<'t> {
                             return Some(Err(e));
                         }
                     }
-                    return Some(f(rec));
+                    break rec;
                 }
                 Err(e) => match self.judge_damaged(seq, bytes, e) {
                     Some(e) => return Some(Err(e)),
                     None => continue,
                 },
             }
-        }
+        };
+        Some(f(rec))
     }
 
     /// A record that failed to decode in one pass may have an intact header and a damaged
