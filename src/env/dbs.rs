@@ -72,6 +72,22 @@ impl Dbs {
         }
     }
 
+    /// The log from sequence `seq` on, its keys as the big-endian bytes they are stored as:
+    /// a range opened without allocating for its bound.
+    #[inline]
+    pub(crate) fn log_from<'t>(
+        &self,
+        txn: &'t heed::RoTxn<'_>,
+        seq: u64,
+    ) -> Result<heed::RoRange<'t, Bytes, Bytes>> {
+        let key = seq.to_be_bytes();
+        let bounds = (
+            std::ops::Bound::Included(&key[..]),
+            std::ops::Bound::Unbounded,
+        );
+        Ok(by_bytes(self.log).range(txn, &bounds)?)
+    }
+
     /// Stores a record at the end of the log: inline, or in `log_large` behind a stub.
     pub(crate) fn put_record(
         &self,

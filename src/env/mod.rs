@@ -7,6 +7,7 @@ mod dbs;
 #[allow(clippy::module_inception)]
 mod env;
 mod gate;
+mod lookup;
 mod meta;
 mod names;
 mod poison;
@@ -16,6 +17,7 @@ mod write;
 pub(crate) use dbs::Dbs;
 pub(crate) use env::{page_size, EnvOptions};
 pub use env::{Env, ReadTxn};
+pub(crate) use lookup::LogLookup;
 pub use meta::FORMAT_VERSION;
 pub(crate) use meta::{open_databases, Opened};
 pub(crate) use truncation::truncation;

@@ -16,17 +16,19 @@ use heed::types::Bytes;
 use super::heads::read_head;
 use super::tail::Entry;
 use super::{Snapshot, StreamIndex};
-use crate::env::Dbs;
+use crate::env::{Dbs, LogLookup};
 use crate::error::{DamagedEntry, Error, Result};
 use crate::format::index::{parse_index_entry, stream_version_key};
 use crate::format::record::{self, DecodedRecord};
 use crate::types::StreamId;
 
-/// One stream's entries from the merge's start: the index on disk, then the tail.
+/// One stream's entries from the merge's start: the index on disk, then the tail; their records
+/// looked up in increasing sequence, a run of the stream stepped through.
 struct Source<'t> {
     stream: StreamId,
     disk: Option<heed::RoRange<'t, Bytes, Bytes>>,
     tail: std::vec::IntoIter<Entry>,
+    log: LogLookup<'t>,
 }
 
 impl Source<'_> {
@@ -49,8 +51,6 @@ impl Source<'_> {
 
 /// The entries of some streams, in global order (see the module documentation).
 pub(crate) struct Merged<'t> {
-    dbs: Dbs,
-    txn: &'t heed::RoTxn<'t>,
     sources: Vec<Source<'t>>,
     /// The next entry of each source that has one: (sequence, source).
     heap: BinaryHeap<Reverse<(u64, usize)>>,
@@ -73,8 +73,9 @@ impl<'t> Merged<'t> {
     /// or does not lead to its stream's record fails the merge.
     fn advance(&mut self, i: usize) {
         self.next[i] = None;
-        let checked = match self.sources[i].next() {
-            Some(Ok(entry)) => self.record(self.sources[i].stream, entry),
+        let source = &mut self.sources[i];
+        let checked = match source.next() {
+            Some(Ok(entry)) => Merged::record(source, entry),
             Some(Err(e)) => Err(e),
             None => return,
         };
@@ -89,12 +90,12 @@ impl<'t> Merged<'t> {
         }
     }
 
-    /// The record an entry of `stream` leads to, its header checked against the entry.
-    fn record(&self, stream: StreamId, entry: Entry) -> Result<DecodedRecord<'t>> {
-        let seq = entry.seq;
-        let bytes = self
-            .dbs
-            .get_record(self.txn, seq)?
+    /// The record an entry of `source` leads to, its header checked against the entry.
+    fn record(source: &mut Source<'t>, entry: Entry) -> Result<DecodedRecord<'t>> {
+        let (seq, stream) = (entry.seq, source.stream);
+        let bytes = source
+            .log
+            .get(seq)?
             .ok_or_else(|| Error::corrupted(seq, "stream index points at a missing record"))?;
         let rec = record::decode_header(seq, bytes)?;
         if rec.stream() != stream || rec.version() != entry.version {
@@ -153,8 +154,6 @@ impl StreamIndex {
                 .collect()
         })?;
         let mut merged = Merged {
-            dbs: *dbs,
-            txn,
             sources: Vec::with_capacity(streams.len()),
             heap: BinaryHeap::with_capacity(streams.len()),
             next: Vec::with_capacity(streams.len()),
@@ -176,6 +175,7 @@ impl StreamIndex {
                 stream,
                 disk,
                 tail: tail.into_iter(),
+                log: LogLookup::new(dbs, txn),
             });
             merged.next.push(None);
             merged.advance(merged.sources.len() - 1);

@@ -8,10 +8,9 @@
 
 use std::ops::Bound;
 
-use heed::byteorder::BigEndian;
-use heed::types::{Bytes, U64};
+use heed::types::Bytes;
 
-use crate::env::Dbs;
+use crate::env::{Dbs, LogLookup};
 use crate::error::{Error, Result};
 use crate::format::name::{label_index_key, LabelKind, LabelRun};
 use crate::format::record::DecodedRecord;
@@ -121,14 +120,10 @@ pub(crate) struct LabelWalk<'t> {
     watermark: u64,
     /// Whether each stream met is in one of the categories walked (a category walk).
     streams: foldhash::HashMap<StreamId, bool>,
-    /// Forward: a range of the log standing right after the last record read, with the
-    /// sequence it yields next. Events of a label often come in runs (a batch of one stream),
-    /// and stepping a few records on costs less than looking each up from the root.
-    log: Option<(u64, heed::RoRange<'t, U64<BigEndian>, Bytes>)>,
+    /// The records the walk lists, looked up in order: events of a label often come in runs
+    /// (a batch of one stream), which a walk forward steps through.
+    log: LogLookup<'t>,
 }
-
-/// How many records a walk forward steps over in the log rather than looking the next one up.
-const STEP_AHEAD: u64 = 16;
 
 impl<'t> LabelWalk<'t> {
     /// A walk of `labels` from `from` (inclusive, at most `watermark`) in `direction`, in `txn`,
@@ -197,7 +192,7 @@ impl<'t> LabelWalk<'t> {
             direction,
             watermark,
             streams: foldhash::HashMap::default(),
-            log: None,
+            log: LogLookup::new(dbs, txn),
         })
     }
 
@@ -237,38 +232,15 @@ impl<'t> LabelWalk<'t> {
         Some(Ok(seq))
     }
 
-    /// The record at `seq`, which the walk listed: stepped to from the last one read when it is
-    /// a few records on (forward), looked up otherwise.
+    /// The record at `seq`, which the walk listed ([`LogLookup::get`]).
     ///
     /// # Errors
     ///
     /// [`Error::Lmdb`], [`Error::Corrupted`] when the log does not hold it.
     pub(crate) fn record(&mut self, seq: u64) -> Result<&'t [u8]> {
-        let missing =
-            || Error::corrupted(seq, "the label index lists an event the log does not hold");
-        if self.direction == Direction::Backward {
-            return self.dbs.get_record(self.txn, seq)?.ok_or_else(missing);
-        }
-        let near = matches!(&self.log, Some((next, _)) if *next <= seq && seq - *next < STEP_AHEAD);
-        if !near {
-            self.log = Some((seq, self.dbs.log.range(self.txn, &(seq..))?));
-        }
-        let (next, range) = self.log.as_mut().expect("a range of the log");
-        loop {
-            let Some(entry) = range.next() else {
-                self.log = None;
-                return Err(missing());
-            };
-            let (at, value) = entry?;
-            *next = at + 1;
-            if at == seq {
-                return self.dbs.record(self.txn, seq, value);
-            }
-            if at > seq {
-                self.log = None;
-                return Err(missing());
-            }
-        }
+        self.log.get(seq)?.ok_or_else(|| {
+            Error::corrupted(seq, "the label index lists an event the log does not hold")
+        })
     }
 
     /// Checks that the record an entry led to has the entry's label: its event type, or its

@@ -115,6 +115,9 @@ struct Other<'t> {
     members: foldhash::HashMap<StreamId, u32>,
 }
 
+// Held in the one box of a scan that is not a plain one (`Range::Other`): its size costs only
+// that box, never a record.
+#[allow(clippy::large_enum_variant)]
 enum OtherKind<'t> {
     /// Forward through the selected streams' entries of the stream index, merged by sequence.
     Streams(Merged<'t>),

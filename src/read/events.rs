@@ -3,7 +3,7 @@
 use super::readable::{Readable, Record};
 use super::reader::Reader;
 use super::ViewMemo;
-use crate::env::ReadTxn;
+use crate::env::{LogLookup, ReadTxn};
 use crate::error::{Error, Result};
 use crate::event::SplitParts;
 use crate::format::index::parse_index_entry;
@@ -46,11 +46,13 @@ impl<R: Readable> Drop for Events<'_, R> {
 #[allow(clippy::large_enum_variant)]
 pub(super) enum Source<'t> {
     Log(Scan<'t>),
-    /// The index on disk, then the unindexed tail's entries.
+    /// The index on disk, then the unindexed tail's entries; their records looked up in
+    /// increasing sequence, a run stepped through.
     StreamForward(
         StreamId,
         heed::RoRange<'t, Bytes, Bytes>,
         std::vec::IntoIter<Entry>,
+        LogLookup<'t>,
     ),
     /// The unindexed tail's entries (newest first), then the index on disk.
     StreamBackward(
@@ -151,21 +153,31 @@ impl<'t, R: Readable> Events<'t, R> {
     #[inline]
     fn next_item(&mut self) -> Option<Result<R::View<'t>>> {
         loop {
+            let txn = self.txn.raw();
             let (stream, entry) = match &mut self.source {
                 Source::Log(scan) => {
                     let (reader, memo) = (&self.reader, &mut self.memo);
-                    let txn = self.txn.raw();
                     return scan.next_map(|rec| reader.view_of(txn, rec, memo));
                 }
-                Source::StreamForward(stream, range, tail) => {
-                    (*stream, index_or_tail(range.next(), || tail.next())?)
-                }
-                Source::StreamBackward(stream, tail, range) => match tail.next() {
-                    Some(e) => (*stream, Ok((e.version, e.seq))),
-                    None => (*stream, index_or_tail(range.next(), || None)?),
-                },
+                Source::StreamForward(stream, range, tail, log) => (
+                    *stream,
+                    index_or_tail(range.next(), || tail.next())?
+                        .and_then(|(version, seq)| Ok((version, seq, log.get(seq)?))),
+                ),
+                Source::StreamBackward(stream, tail, range) => (
+                    *stream,
+                    match tail.next() {
+                        Some(e) => Ok((e.version, e.seq)),
+                        None => index_or_tail(range.next(), || None)?,
+                    }
+                    .and_then(|(version, seq)| {
+                        Ok((version, seq, self.reader.log().dbs.get_record(txn, seq)?))
+                    }),
+                ),
             };
-            match entry.and_then(|(version, seq)| self.stream_event(stream, version, seq)) {
+            match entry
+                .and_then(|(version, seq, bytes)| self.stream_event(stream, version, seq, bytes))
+            {
                 Ok(Some(view)) => return Some(Ok(view)),
                 // Another type: passed over.
                 Ok(None) => continue,
@@ -174,20 +186,17 @@ impl<'t, R: Readable> Events<'t, R> {
         }
     }
 
-    /// The event an index entry leads to, checked against the entry; `None` for an event of a
-    /// type the reader does not accept.
+    /// The event an index entry leads to (its record `bytes`, if the log holds it), checked
+    /// against the entry; `None` for an event of a type the reader does not accept.
     #[inline]
     fn stream_event(
         &mut self,
         stream: StreamId,
         version: u64,
         seq: u64,
+        bytes: Option<&'t [u8]>,
     ) -> Result<Option<R::View<'t>>> {
-        let bytes = self
-            .reader
-            .log()
-            .dbs
-            .get_record(self.txn.raw(), seq)?
+        let bytes = bytes
             .ok_or_else(|| Error::corrupted(seq, "stream index points at a missing record"))?;
         let rec = match self.reader.decode_own(seq, bytes)? {
             Ok(rec) => rec,

@@ -13,7 +13,7 @@ use super::filter::Filter;
 use super::parts;
 use super::readable::{wrong_type, Readable, Record};
 use super::ViewMemo;
-use crate::env::ReadTxn;
+use crate::env::{LogLookup, ReadTxn};
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::event::SplitParts;
@@ -355,9 +355,12 @@ impl<R: Readable> Reader<R> {
             .index
             .tail_entries(&store.log.dbs, raw, stream, from, direction)?;
         Ok(match direction {
-            Direction::Forward => {
-                Source::StreamForward(stream, index.range(raw, &bounds)?, tail.into_iter())
-            }
+            Direction::Forward => Source::StreamForward(
+                stream,
+                index.range(raw, &bounds)?,
+                tail.into_iter(),
+                LogLookup::new(&store.log.dbs, raw),
+            ),
             Direction::Backward => {
                 Source::StreamBackward(stream, tail.into_iter(), index.rev_range(raw, &bounds)?)
             }
