@@ -248,9 +248,14 @@ where
     ) -> Result<EventView<'t, E>> {
         let rec = record.0;
         let version = rec.schema_version();
-        if !(memo.schema_checked
-            && version == E::VERSION
-            && (kinds.single || bytes_eq(rec.event_type_bytes(), E::NAME.as_bytes())))
+        // The memo spares the records after the first of a scan even the reader's flag; a
+        // point read, with a memo of its own, reads the flag.
+        if !(version == E::VERSION
+            && (kinds.single || bytes_eq(rec.event_type_bytes(), E::NAME.as_bytes()))
+            && (memo.schema_checked || {
+                memo.schema_checked = kinds.own_checked();
+                memo.schema_checked
+            }))
         {
             // One call for everything the first record of a kind needs: the fewer calls this
             // function holds, the fewer registers the loop around it saves on every record.
@@ -459,6 +464,14 @@ where
         crate::schema::check(registered, name, version, layout, Some(seq))?;
         verified.store(true, Ordering::Relaxed);
         Ok(verdict)
+    }
+
+    /// Whether the store's entry for `E::NAME` at `E::VERSION` was found to take `E`'s layout.
+    #[inline(always)]
+    fn own_checked(&self) -> bool {
+        self.direct
+            .first()
+            .is_some_and(|(_, checked)| checked.load(Ordering::Relaxed))
     }
 
     /// A record that the reader's memo does not let through unchecked: checked against the
