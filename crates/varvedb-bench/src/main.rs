@@ -74,7 +74,9 @@
 //!    bytecheck validation, zero-copy view), touching `amount`. Raw heed: `log.get`, touching the
 //!    value's length. SQLite: `SELECT payload .. WHERE seq = ?`.
 //! 4. **Stream reads.** Random streams read whole by version: `read_stream` against a range over
-//!    the index plus a `log.get` per entry (SQLite: `WHERE stream = ? ORDER BY version`). Once on
+//!    the index plus each entry's record, stepped to through a range of the log when it is at
+//!    most 16 records on from the last, as `read_stream` does, a `log.get` otherwise (SQLite:
+//!    `WHERE stream = ? ORDER BY version`). Once on
 //!    the 1,000-event-batch store (long, contiguous streams) and once on the 10-event-batch store
 //!    (short streams interleaved in the log).
 //! 5. **Full scan, warm.** `read_log` over the whole log in one transaction, touching `amount` of

@@ -95,6 +95,10 @@ pub fn index_key(stream: u64, version: u64) -> [u8; 24] {
     key
 }
 
+/// How many records a stream read steps over in the log rather than looking the next one up
+/// (VarveDB's `LogLookup` steps as far).
+const STEP_AHEAD: u64 = 16;
+
 /// A fresh LMDB environment with VarveDB's four databases, deleted on drop. Every key and
 /// sequence is raw bytes: big-endian arrays from `u64::to_be_bytes`, as VarveDB's own write path
 /// passes them, so no encode allocates.
@@ -230,8 +234,11 @@ impl RawStore {
         })
     }
 
-    /// Each stream whole: a range over its index entries, a `log.get` per entry, touching the
-    /// value's length. Read transactions renewed as on the VarveDB side.
+    /// Each stream whole: a range over its index entries and, per entry, its record, touching
+    /// the value's length. A record at most [`STEP_AHEAD`] on from the last one is stepped to
+    /// through a range of the log, as VarveDB's reads do (a stream's events come in runs); once
+    /// the lookups met runs, the next far one opens that range at once; others are a
+    /// `log.get`. Read transactions renewed as on the VarveDB side.
     pub fn stream_reads(&self, streams: &[u64]) -> Res<Rate> {
         timed(|| {
             let mut sum = 0usize;
@@ -247,9 +254,36 @@ impl RawStore {
                 let lo = index_key(stream, 1);
                 let hi = index_key(stream, u64::MAX);
                 let bounds = (Bound::Included(&lo[..]), Bound::Included(&hi[..]));
+                let (mut last, mut in_runs) = (None::<u64>, false);
+                let mut log: Option<heed::RoRange<'_, Bytes, Bytes>> = None;
                 for entry in self.index.range(&txn, &bounds)? {
-                    let (_, seq) = entry?;
-                    sum += self.log.get(&txn, seq)?.ok_or("missing event")?.len();
+                    let (_, seq_bytes) = entry?;
+                    let seq = u64::from_be_bytes(seq_bytes.try_into()?);
+                    let near = last.is_some_and(|l| l < seq && seq - l <= STEP_AHEAD);
+                    let was_in_runs = std::mem::replace(&mut in_runs, near);
+                    last = Some(seq);
+                    let value = if !near && !was_in_runs {
+                        log = None;
+                        self.log.get(&txn, seq_bytes)?.ok_or("missing event")?
+                    } else {
+                        if !near {
+                            log = None;
+                        }
+                        let range = match &mut log {
+                            Some(range) => range,
+                            None => log.insert(
+                                self.log
+                                    .range(&txn, &(Bound::Included(seq_bytes), Bound::Unbounded))?,
+                            ),
+                        };
+                        loop {
+                            let (key, value) = range.next().ok_or("missing event")??;
+                            if key == seq_bytes {
+                                break value;
+                            }
+                        }
+                    };
+                    sum += value.len();
                     events += 1;
                 }
             }
