@@ -691,9 +691,15 @@ impl<'a> DecodedRecord<'a> {
     ///
     /// # Errors
     ///
-    /// [`Error::Corrupted`] on a checksum mismatch, [`Error::Decryption`] when authentication
-    /// fails (tampered, moved, or sealed under another key).
+    /// [`Error::Corrupted`] on a checksum mismatch or for a plaintext record (nothing to open),
+    /// [`Error::Decryption`] when authentication fails (tampered, moved, or sealed under another
+    /// key).
     pub fn open(&self, key: &StreamKey, store_id: u128) -> Result<Opened> {
+        // Decoding checked the sealed region's length against the tag and metadata only for a
+        // record flagged as sealed; a plain record's payload may be shorter than a tag.
+        if !self.is_encrypted() {
+            return Err(self.sealing_mismatch());
+        }
         let sealed = self.payload_region()?;
         let ct_len = sealed.len() - TAG_LEN;
         let mut buf = PlainBuf::copy_of(sealed);
@@ -1054,6 +1060,22 @@ mod tests {
                     "byte {byte}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn opening_a_plaintext_record_is_an_error() {
+        // Its 15-byte payload is shorter than a tag: nothing to open, and no length to trust.
+        let (plain, _) = sample(None, false);
+        let rec = decode(42, &plain).unwrap();
+        assert!(u32_at(&plain, 80) < TAG_LEN as u32);
+        let key = StreamKey::from_bytes(&[3; 32], 1);
+        match rec.open(&key, STORE) {
+            Err(Error::Corrupted { seq: 42, reason }) => {
+                assert!(reason.contains("plaintext record"), "{reason}")
+            }
+            Err(other) => panic!("expected Corrupted, got {other:?}"),
+            Ok(_) => panic!("a plaintext record opened"),
         }
     }
 
