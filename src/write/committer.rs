@@ -68,6 +68,8 @@ struct Queue {
     items: VecDeque<(Request, Waiter)>,
     closed: bool,
     thread_started: bool,
+    /// The commit thread, once started, until [`Committer::close`] joins it.
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 /// The group committer of one store: the queue of batches, the lock that makes commits of this
@@ -181,7 +183,7 @@ impl Committer {
     fn ensure_thread(queue: &mut Queue, wp: &WritePath) {
         if !queue.thread_started && !queue.closed {
             queue.thread_started = true;
-            spawn_background(wp.me());
+            queue.thread = spawn_background(wp.me());
         }
     }
 
@@ -210,10 +212,21 @@ impl Committer {
         }
     }
 
-    /// Stops the commit thread once the queue is empty.
+    /// Stops the commit thread once the queue is empty, and waits until it has ended: a closed
+    /// store leaves no thread of its own behind. (Unless called on the commit thread itself,
+    /// when it let go of the store last: it ends as soon as this returns.)
     pub(crate) fn close(&self) {
-        lock(&self.queue).closed = true;
+        let thread = {
+            let mut queue = lock(&self.queue);
+            queue.closed = true;
+            queue.thread.take()
+        };
         self.work.notify_all();
+        if let Some(thread) = thread {
+            if thread.thread().id() != std::thread::current().id() && thread.join().is_err() {
+                tracing::error!("the group-commit thread panicked");
+            }
+        }
     }
 }
 
@@ -233,14 +246,19 @@ impl Waiter {
 /// Starts the thread that commits groups nobody else is committing, flushes the index and
 /// commits riders' work when it is due. It holds the write path only weakly, and only while it
 /// works, so dropping the store closes it.
-fn spawn_background(wp: Weak<WritePath>) {
+fn spawn_background(wp: Weak<WritePath>) -> Option<std::thread::JoinHandle<()>> {
     let spawned = std::thread::Builder::new()
         .name("varvedb-commit".into())
         .spawn(move || background(wp));
-    if let Err(e) = spawned {
-        // Without the thread, queued requests would wait forever: fail loudly in the log, and
-        // let synchronous callers keep committing themselves (they lead whenever they can).
-        tracing::error!(error = %e, "could not start the group-commit thread");
+    match spawned {
+        Ok(thread) => Some(thread),
+        Err(e) => {
+            // Without the thread, queued requests would wait forever: fail loudly in the log,
+            // and let synchronous callers keep committing themselves (they lead whenever they
+            // can).
+            tracing::error!(error = %e, "could not start the group-commit thread");
+            None
+        }
     }
 }
 
